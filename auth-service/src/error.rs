@@ -1,0 +1,98 @@
+//! The one error type of the HTTP API and its mapping to status codes and JSON bodies.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use common::error::ErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request validation failed")]
+    Validation(BTreeMap<String, String>),
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("email is taken")]
+    EmailTaken,
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("missing or invalid access token")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::BadRequest(_) => "malformed_request",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::EmailTaken => "email_taken",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::Unexpected(_) => "internal_error",
+        }
+    }
+
+    /// Maps the JSON extractor's failures: syntax errors are 400, well-formed JSON of the
+    /// wrong shape (unknown fields, wrong types) is 422.
+    pub fn from_json_error(error: &actix_web::error::JsonPayloadError) -> Self {
+        use actix_web::error::JsonPayloadError as E;
+        match error {
+            E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge,
+            E::ContentType => ApiError::UnsupportedMediaType,
+            E::Deserialize(e) if e.is_data() => {
+                ApiError::Validation(BTreeMap::from([("body".to_string(), e.to_string())]))
+            }
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UsernameTaken | ApiError::EmailTaken => StatusCode::CONFLICT,
+            ApiError::InvalidCredentials | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            ApiError::Unexpected(cause) => {
+                tracing::error!(error = ?cause, "request failed");
+                ErrorBody::new(self.code(), "internal error")
+            }
+            ApiError::Validation(fields) => {
+                ErrorBody::new(self.code(), "request validation failed").with_fields(fields.clone())
+            }
+            ApiError::InvalidCredentials => {
+                ErrorBody::new(self.code(), "username or password is incorrect")
+            }
+            other => ErrorBody::new(self.code(), other.to_string()),
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(body)
+    }
+}

@@ -1,0 +1,160 @@
+//! Users in MongoDB: one document per user, unique indexes on the case-folded username and on
+//! the (lower-cased) e-mail address, created at start.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use common::domain::{Email, Username};
+use mongodb::bson::{self, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+const DUPLICATE_KEY: i32 = 11000;
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserDocument {
+    #[serde(rename = "_id")]
+    id: String,
+    username: String,
+    /// Case-folded username; carries the unique index.
+    username_key: String,
+    email: String,
+    password_hash: String,
+    created_at: bson::DateTime,
+}
+
+impl UserDocument {
+    fn to_user(&self) -> User {
+        User {
+            id: self.id.clone(),
+            username: self.username.clone(),
+            email: self.email.clone(),
+            created_at: DateTime::from_timestamp_millis(self.created_at.timestamp_millis())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A user found for login, with the hash to check the password against.
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("email is taken")]
+    EmailTaken,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[derive(Clone)]
+pub struct UserStore {
+    users: Collection<UserDocument>,
+}
+
+impl UserStore {
+    /// Opens the `users` collection and makes sure its unique indexes exist.
+    pub async fn open(db: &Database) -> anyhow::Result<Self> {
+        let users = db.collection::<UserDocument>("users");
+        let unique = |name: &str| {
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_string())
+                .build()
+        };
+        users
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"username_key": 1})
+                    .options(unique("username_key_unique"))
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"email": 1})
+                    .options(unique("email_unique"))
+                    .build(),
+            ])
+            .await
+            .context("creating the users indexes")?;
+        Ok(Self { users })
+    }
+
+    pub async fn insert(
+        &self,
+        username: &Username,
+        email: &Email,
+        password_hash: String,
+    ) -> Result<User, InsertError> {
+        let now = Utc::now();
+        let document = UserDocument {
+            id: ulid::Ulid::new().to_string(),
+            username: username.to_string(),
+            username_key: username.normalized(),
+            email: email.to_string(),
+            password_hash,
+            created_at: bson::DateTime::from_millis(now.timestamp_millis()),
+        };
+        match self.users.insert_one(&document).await {
+            Ok(_) => Ok(document.to_user()),
+            Err(error) if is_duplicate_key(&error) => {
+                // Which index refused it: ask rather than parse server messages, whose wording
+                // differs between MongoDB and compatible servers.
+                if self.find_by_username(username).await?.is_some() {
+                    Err(InsertError::UsernameTaken)
+                } else {
+                    Err(InsertError::EmailTaken)
+                }
+            }
+            Err(error) => Err(anyhow::Error::from(error)
+                .context("inserting a user")
+                .into()),
+        }
+    }
+
+    async fn find_document(&self, filter: bson::Document) -> anyhow::Result<Option<UserDocument>> {
+        self.users
+            .find_one(filter)
+            .await
+            .context("looking up a user")
+    }
+
+    pub async fn find_by_username(
+        &self,
+        username: &Username,
+    ) -> anyhow::Result<Option<Credentials>> {
+        Ok(self
+            .find_document(doc! {"username_key": username.normalized()})
+            .await?
+            .map(|d| Credentials {
+                user: d.to_user(),
+                password_hash: d.password_hash,
+            }))
+    }
+
+    pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<User>> {
+        Ok(self
+            .find_document(doc! {"_id": id})
+            .await?
+            .map(|d| d.to_user()))
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    matches!(
+        error.kind.as_ref(),
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY
+    )
+}

@@ -1,0 +1,3 @@
+mod helpers;
+mod login;
+mod signup;

@@ -1,0 +1,159 @@
+//! The events carried over RabbitMQ and the topology both sides declare.
+//!
+//! One durable topic exchange carries two families of routing keys:
+//! - `msg.<room>`: chat messages, published persistent with publisher confirms; the history
+//!   service's durable queue is bound to `msg.*`, each gateway instance's queue to the rooms
+//!   its connections have joined;
+//! - `evt.<room>`: ephemeral room events (presence, typing), never stored.
+//!
+//! Every payload carries a version number `v` so the format can evolve while old and new
+//! services run side by side.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
+
+/// Current version of the event format.
+pub const EVENT_VERSION: u32 = 1;
+
+/// Default names; every service lets configuration override them (tests use unique ones).
+pub mod topology {
+    use crate::domain::RoomId;
+
+    pub const DEFAULT_EXCHANGE: &str = "chat.events";
+    pub const DEFAULT_HISTORY_QUEUE: &str = "chat.history";
+    /// Binding of the history queue: every room's chat messages.
+    pub const ALL_MESSAGES_BINDING: &str = "msg.*";
+
+    /// Routing key of a room's chat messages.
+    pub fn message_key(room: &RoomId) -> String {
+        format!("msg.{room}")
+    }
+
+    /// Routing key of a room's ephemeral events.
+    pub fn room_event_key(room: &RoomId) -> String {
+        format!("evt.{room}")
+    }
+
+    /// Name of a gateway instance's own queue.
+    pub fn gateway_queue(exchange: &str, instance_id: &str) -> String {
+        format!("{exchange}.gateway.{instance_id}")
+    }
+}
+
+/// A chat message as published by a gateway, stored by the history service and served back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub id: MessageId,
+    pub room: RoomId,
+    pub client_id: ClientMessageId,
+    pub author: UserRef,
+    pub body: MessageBody,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Payload of a `msg.<room>` publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub v: u32,
+    #[serde(flatten)]
+    pub message: ChatMessage,
+}
+
+impl MessageEvent {
+    pub fn new(message: ChatMessage) -> Self {
+        Self {
+            v: EVENT_VERSION,
+            message,
+        }
+    }
+}
+
+/// Presence state of a user in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceState {
+    Online,
+    Offline,
+}
+
+/// Payload of an `evt.<room>` publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RoomEvent {
+    /// A user came online in (or left) the room on the gateway `origin`.
+    Presence {
+        v: u32,
+        origin: String,
+        room: RoomId,
+        user: UserRef,
+        state: PresenceState,
+    },
+    /// A user is typing.
+    Typing {
+        v: u32,
+        origin: String,
+        room: RoomId,
+        user: UserRef,
+    },
+    /// A gateway that just started serving the room asks the others who is online there.
+    PresenceQuery {
+        v: u32,
+        origin: String,
+        room: RoomId,
+    },
+}
+
+impl RoomEvent {
+    pub fn origin(&self) -> &str {
+        match self {
+            RoomEvent::Presence { origin, .. }
+            | RoomEvent::Typing { origin, .. }
+            | RoomEvent::PresenceQuery { origin, .. } => origin,
+        }
+    }
+
+    pub fn room(&self) -> &RoomId {
+        match self {
+            RoomEvent::Presence { room, .. }
+            | RoomEvent::Typing { room, .. }
+            | RoomEvent::PresenceQuery { room, .. } => room,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{UserId, Username};
+
+    #[test]
+    fn message_event_round_trips_with_its_version() {
+        let message = ChatMessage {
+            id: MessageId::from_ulid(ulid::Ulid::new()),
+            room: RoomId::parse("general".into()).expect("valid room"),
+            client_id: ClientMessageId::parse("c-1".into()).expect("valid client id"),
+            author: UserRef {
+                id: UserId::parse("u1".into()).expect("valid user id"),
+                username: Username::parse("alice".into()).expect("valid username"),
+            },
+            body: MessageBody::parse("hi".into()).expect("valid body"),
+            sent_at: Utc::now(),
+        };
+        let json = serde_json::to_value(MessageEvent::new(message.clone())).expect("serializes");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["room"], "general");
+        let back: MessageEvent = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back.message, message);
+    }
+
+    #[test]
+    fn a_tampered_event_fails_validation_on_the_consumer_side() {
+        let json = serde_json::json!({
+            "v": 1, "id": ulid::Ulid::new().to_string(), "room": "bad.room", "client_id": "c",
+            "author": {"id": "u", "username": "alice"}, "body": "x", "sent_at": "2026-01-01T00:00:00Z"
+        });
+        assert!(serde_json::from_value::<MessageEvent>(json).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Shared vocabulary of the chat services.
+//!
+//! Every service speaks through these types, so the wire formats cannot drift apart:
+//! - [`domain`]: validated values (usernames, room ids, message bodies, ids) built at the edge;
+//! - [`token`]: access-token claims and their verification against the auth service's JWKS;
+//! - [`event`]: the chat event carried over RabbitMQ and the topology names both sides use;
+//! - [`error`]: the JSON error body every HTTP API answers with;
+//! - [`settings`]: layered configuration (compiled-in defaults, optional file, environment);
+//! - [`telemetry`]: tracing set-up.
+
+pub mod domain;
+pub mod error;
+pub mod event;
+pub mod settings;
+pub mod telemetry;
+pub mod token;
