@@ -13,4 +13,6 @@ pub mod error;
 pub mod event;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;

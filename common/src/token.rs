@@ -171,12 +171,15 @@ struct Inner {
     policy: TokenPolicy,
     http: reqwest::Client,
     keys: RwLock<KeySet>,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last fetch was attempted and whether it succeeded.
+    last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
 impl JwksVerifier {
     /// Shortest time between two fetches triggered by unknown `kid`s.
     pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+    /// Shortest time between two fetches after a failed one (auth-service starting up).
+    pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
     /// A verifier with no keys yet; [`JwksVerifier::refresh`] or the first token fetches them.
     pub fn new(url: String, policy: TokenPolicy) -> anyhow::Result<Self> {
@@ -210,8 +213,13 @@ impl JwksVerifier {
         self.fetch_locked(&mut last).await
     }
 
-    async fn fetch_locked(&self, last: &mut Option<Instant>) -> Result<usize, TokenError> {
-        *last = Some(Instant::now());
+    async fn fetch_locked(&self, last: &mut Option<(Instant, bool)>) -> Result<usize, TokenError> {
+        let result = self.fetch().await;
+        *last = Some((Instant::now(), result.is_ok()));
+        result
+    }
+
+    async fn fetch(&self) -> Result<usize, TokenError> {
         let unavailable = |e: reqwest::Error| TokenError::KeysUnavailable(e.to_string());
         let jwks: JwkSet = self
             .inner
@@ -267,7 +275,14 @@ impl JwksVerifier {
             let mut last = self.inner.last_fetch.lock().await;
             // Another caller may have fetched while this one waited for the lock.
             if self.lookup(&kid).is_none()
-                && last.is_none_or(|t| t.elapsed() >= Self::REFRESH_INTERVAL)
+                && last.is_none_or(|(at, ok)| {
+                    let wait = if ok {
+                        Self::REFRESH_INTERVAL
+                    } else {
+                        Self::RETRY_INTERVAL
+                    };
+                    at.elapsed() >= wait
+                })
             {
                 self.fetch_locked(&mut last).await?;
             }

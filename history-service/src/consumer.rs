@@ -1,0 +1,247 @@
+//! The history queue consumer: RabbitMQ deliveries → batched MongoDB writes → acks.
+//!
+//! A message is acknowledged only after the batch holding it was written (or found already
+//! written), so a crash at any point leaves it in the queue to be delivered again, and the
+//! unique `_id` absorbs the redelivery. A failed write keeps the batch unacknowledged and
+//! retries it with backoff (MongoDB restarting); a lost broker connection is rebuilt by
+//! [`run`]'s supervisor loop, which declares the topology again each time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::event::{MessageEvent, topology};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, ExchangeKind, message::Delivery};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::message_store::MessageStore;
+use crate::settings::HistoryAmqpSettings;
+
+/// Shared view of the consumer's state, for readiness.
+#[derive(Clone, Default)]
+pub struct ConsumerStatus {
+    connected: Arc<AtomicBool>,
+}
+
+impl ConsumerStatus {
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+}
+
+/// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker
+/// connection fails. Returns after the in-flight batch was written and acknowledged.
+pub async fn run(
+    settings: HistoryAmqpSettings,
+    store: MessageStore,
+    status: ConsumerStatus,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        match consume(&settings, &store, &status, &shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(error) => {
+                status.set(false);
+                let delay = backoff.next();
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    ?delay,
+                    "history consumer interrupted; reconnecting"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    status.set(false);
+    tracing::info!("history consumer stopped");
+}
+
+/// Declares the topology both sides rely on: the durable topic exchange and the durable
+/// quorum queue bound to every room's messages.
+async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> lapin::Result<()> {
+    channel
+        .exchange_declare(
+            settings.connection.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if let Some(expires) = settings.queue_expires_ms {
+        arguments.insert("x-expires".into(), AMQPValue::LongUInt(expires));
+    }
+    channel
+        .queue_declare(
+            settings.queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await?;
+    channel
+        .queue_bind(
+            settings.queue.as_str().into(),
+            settings.connection.exchange.as_str().into(),
+            topology::ALL_MESSAGES_BINDING.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+async fn consume(
+    settings: &HistoryAmqpSettings,
+    store: &MessageStore,
+    status: &ConsumerStatus,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let connection = Connection::connect(
+        settings.connection.uri.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    declare(&channel, settings).await?;
+    channel
+        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            settings.queue.as_str().into(),
+            format!("history-{}", ulid::Ulid::new()).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    status.set(true);
+    backoff.reset();
+    tracing::info!(queue = %settings.queue, "consuming the history queue");
+
+    let wait = Duration::from_millis(settings.batch_wait_ms);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        let Some(first) = first else {
+            anyhow::bail!("the broker closed the consumer");
+        };
+        let mut deliveries = vec![first?];
+        let deadline = tokio::time::Instant::now() + wait;
+        while deliveries.len() < settings.batch_size {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(delivery)) => deliveries.push(delivery?),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // The batch is finished even when shutdown is requested meanwhile: a deploy must
+        // not leave written-but-unacknowledged work behind needlessly.
+        process_batch(store, deliveries, shutdown).await?;
+    }
+    let _ = channel.close(200, "shutting down".into()).await;
+    let _ = connection.close(200, "shutting down".into()).await;
+    Ok(())
+}
+
+async fn process_batch(
+    store: &MessageStore,
+    deliveries: Vec<Delivery>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut messages = Vec::with_capacity(deliveries.len());
+    let mut valid = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match serde_json::from_slice::<MessageEvent>(&delivery.data) {
+            Ok(event) => {
+                messages.push(event.message);
+                valid.push(delivery);
+            }
+            Err(error) => {
+                // A message no consumer can ever parse would otherwise be redelivered forever.
+                tracing::error!(%error, "dropping an unreadable message from the history queue");
+                delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+    }
+    let mut backoff = Backoff::new();
+    let outcome = loop {
+        match store.insert_batch(&messages).await {
+            Ok(outcome) => break outcome,
+            Err(error) => {
+                if shutdown.is_cancelled() {
+                    // Unacknowledged deliveries go back to the queue when the channel closes.
+                    anyhow::bail!("shutting down with an unwritten batch: {error:#}");
+                }
+                let delay = backoff.next();
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    ?delay,
+                    batch = messages.len(),
+                    "writing history failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    if let Some(last) = valid.last() {
+        last.ack(BasicAckOptions { multiple: true }).await?;
+    }
+    tracing::debug!(
+        inserted = outcome.inserted,
+        duplicates = outcome.duplicates,
+        "stored a batch"
+    );
+    Ok(())
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn next(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        current
+    }
+}

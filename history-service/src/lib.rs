@@ -1,0 +1,11 @@
+//! history-service: stores every room's messages and serves them back.
+//!
+//! [`consumer`] reads the durable history queue and writes batches to MongoDB through
+//! [`message_store`], acknowledging only after the write; [`routes`] serves
+//! `GET /api/rooms/{room}/messages` to holders of a valid access token.
+
+pub mod consumer;
+pub mod message_store;
+pub mod routes;
+pub mod settings;
+pub mod startup;

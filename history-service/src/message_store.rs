@@ -1,0 +1,193 @@
+//! Chat messages in MongoDB: `_id` is the message id (a ULID, so `_id` order is time order and
+//! a redelivered message collides with its stored copy instead of being stored twice), with an
+//! index on `(room, _id)` for paging a room's history.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username};
+use common::event::ChatMessage;
+use futures_util::TryStreamExt;
+use mongodb::bson::{self, doc};
+use mongodb::{Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MessageDocument {
+    #[serde(rename = "_id")]
+    id: String,
+    room: String,
+    client_id: String,
+    author_id: String,
+    author_name: String,
+    body: String,
+    sent_at: bson::DateTime,
+}
+
+impl From<&ChatMessage> for MessageDocument {
+    fn from(m: &ChatMessage) -> Self {
+        Self {
+            id: m.id.to_string(),
+            room: m.room.to_string(),
+            client_id: m.client_id.to_string(),
+            author_id: m.author.id.to_string(),
+            author_name: m.author.username.to_string(),
+            body: m.body.to_string(),
+            sent_at: bson::DateTime::from_millis(m.sent_at.timestamp_millis()),
+        }
+    }
+}
+
+impl MessageDocument {
+    /// Stored documents were validated on the way in; a document that no longer parses (edited
+    /// by hand, say) is reported rather than served.
+    fn into_message(self) -> anyhow::Result<ChatMessage> {
+        let invalid =
+            |e: common::domain::InvalidValue| anyhow::anyhow!("stored message {}: {e}", self.id);
+        Ok(ChatMessage {
+            id: MessageId::parse(&self.id).map_err(invalid)?,
+            room: RoomId::parse(self.room.clone()).map_err(invalid)?,
+            client_id: ClientMessageId::parse(self.client_id.clone()).map_err(invalid)?,
+            author: UserRef {
+                id: UserId::parse(self.author_id.clone()).map_err(invalid)?,
+                username: Username::parse(self.author_name.clone()).map_err(invalid)?,
+            },
+            body: MessageBody::parse(self.body.clone()).map_err(invalid)?,
+            sent_at: DateTime::<Utc>::from_timestamp_millis(self.sent_at.timestamp_millis())
+                .context("stored timestamp out of range")?,
+        })
+    }
+}
+
+/// What a batch insert did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InsertOutcome {
+    pub inserted: usize,
+    /// Messages that were already stored (redeliveries).
+    pub duplicates: usize,
+}
+
+/// A page of a room's history, oldest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub messages: Vec<ChatMessage>,
+    pub has_more: bool,
+}
+
+#[derive(Clone)]
+pub struct MessageStore {
+    messages: Collection<MessageDocument>,
+}
+
+impl MessageStore {
+    pub async fn open(db: &Database) -> anyhow::Result<Self> {
+        let messages = db.collection::<MessageDocument>("messages");
+        messages
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"room": 1, "_id": 1})
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .name("room_id".to_string())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .context("creating the messages index")?;
+        Ok(Self { messages })
+    }
+
+    /// Stores a batch with one unordered `insert_many`. Messages already stored (same `_id`)
+    /// count as done; any other failure fails the whole call so the caller retries the batch.
+    pub async fn insert_batch(&self, batch: &[ChatMessage]) -> anyhow::Result<InsertOutcome> {
+        if batch.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        let documents: Vec<MessageDocument> = batch.iter().map(MessageDocument::from).collect();
+        match self.messages.insert_many(&documents).ordered(false).await {
+            Ok(result) => Ok(InsertOutcome {
+                inserted: result.inserted_ids.len(),
+                duplicates: 0,
+            }),
+            Err(error) => {
+                use mongodb::error::ErrorKind;
+                if let ErrorKind::InsertMany(failure) = error.kind.as_ref()
+                    && failure.write_concern_error.is_none()
+                    && let Some(write_errors) = &failure.write_errors
+                    && write_errors.iter().all(|e| e.code == DUPLICATE_KEY)
+                {
+                    return Ok(InsertOutcome {
+                        inserted: documents.len() - write_errors.len(),
+                        duplicates: write_errors.len(),
+                    });
+                }
+                Err(anyhow::Error::from(error).context("inserting a batch of messages"))
+            }
+        }
+    }
+
+    /// The `limit` messages of `room` just before `before` (or the latest), oldest first.
+    pub async fn page_before(
+        &self,
+        room: &RoomId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> anyhow::Result<Page> {
+        let mut filter = doc! {"room": room.as_str()};
+        if let Some(before) = before {
+            filter.insert("_id", doc! {"$lt": before.to_string()});
+        }
+        let mut documents: Vec<MessageDocument> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"_id": -1})
+            .limit(i64::from(limit) + 1)
+            .await?
+            .try_collect()
+            .await
+            .context("reading a page of history")?;
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        documents.reverse();
+        let messages = documents
+            .into_iter()
+            .map(MessageDocument::into_message)
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Page { messages, has_more })
+    }
+
+    /// The first `limit` messages of `room` after `after`, oldest first (catching up).
+    pub async fn page_after(
+        &self,
+        room: &RoomId,
+        after: MessageId,
+        limit: u32,
+    ) -> anyhow::Result<Page> {
+        let filter = doc! {"room": room.as_str(), "_id": {"$gt": after.to_string()}};
+        let mut documents: Vec<MessageDocument> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::from(limit) + 1)
+            .await?
+            .try_collect()
+            .await
+            .context("reading messages after a cursor")?;
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        let messages = documents
+            .into_iter()
+            .map(MessageDocument::into_message)
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Page { messages, has_more })
+    }
+
+    pub async fn count_in_room(&self, room: &RoomId) -> anyhow::Result<u64> {
+        Ok(self
+            .messages
+            .count_documents(doc! {"room": room.as_str()})
+            .await?)
+    }
+}

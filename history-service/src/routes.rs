@@ -1,0 +1,154 @@
+//! HTTP routes: room history and health.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use common::domain::{MessageId, RoomId};
+use common::error::ErrorBody;
+use common::token::bearer_token;
+use mongodb::bson::doc;
+use serde::Deserialize;
+
+use crate::startup::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Validation(String),
+    #[error("missing or invalid access token")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("history is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "history request failed");
+                "unavailable"
+            }
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unauthorized) {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response.json(ErrorBody::new(code, self.to_string()))
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/rooms/{room}/messages", web::get().to(room_messages))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready));
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    before: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/rooms/{room}/messages?before=<id>&limit=<n>`: the page of messages just before
+/// `before` (the latest without it), oldest first. `after=<id>` instead pages forward, which
+/// gateways use to catch a reconnecting client up.
+#[tracing::instrument(skip_all, fields(room = %path.as_str()))]
+pub async fn room_messages(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let token = request
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized)?;
+    state.verifier.verify(token).await.map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::Unauthorized
+    })?;
+    let room = RoomId::parse(path.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let query = query.into_inner();
+    let limit = match query.limit.as_deref() {
+        None => state.pages.default_page,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=state.pages.max_page).contains(n))
+            .ok_or_else(|| {
+                ApiError::Validation(format!("limit must be 1..={}", state.pages.max_page))
+            })?,
+    };
+    let cursor = |raw: Option<String>, name: &str| {
+        raw.map(|raw| {
+            MessageId::parse(&raw)
+                .map_err(|_| ApiError::Validation(format!("{name} must be a message id")))
+        })
+        .transpose()
+    };
+    let before = cursor(query.before, "before")?;
+    let after = cursor(query.after, "after")?;
+    let page = match (before, after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Validation(
+                "give either before or after, not both".to_string(),
+            ));
+        }
+        (_, Some(after)) => state.store.page_after(&room, after, limit).await,
+        (before, None) => state.store.page_before(&room, before, limit).await,
+    }
+    .map_err(ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "messages": page.messages,
+        "has_more": page.has_more,
+    })))
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when MongoDB answers and the queue consumer is connected.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let mongodb = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            state.db.run_command(doc! {"ping": 1})
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    let consumer = state.consumer.is_connected();
+    let body = serde_json::json!({
+        "status": if mongodb && consumer { "ready" } else { "unavailable" },
+        "mongodb": mongodb,
+        "consumer": consumer,
+    });
+    if mongodb && consumer {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}

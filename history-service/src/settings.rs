@@ -1,0 +1,47 @@
+//! history-service settings: `config/default.toml`, then `HISTORY_CONFIG_FILE`, then
+//! `HISTORY__*` environment variables.
+
+use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub mongodb: MongoSettings,
+    pub amqp: HistoryAmqpSettings,
+    pub auth: AuthSettings,
+    pub history: PageSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryAmqpSettings {
+    #[serde(flatten)]
+    pub connection: AmqpSettings,
+    pub queue: String,
+    pub prefetch: u16,
+    pub batch_size: usize,
+    pub batch_wait_ms: u64,
+    /// Deletes the queue after this long without consumers (`x-expires`); unset in
+    /// production, set by tests so their queues do not pile up.
+    #[serde(default)]
+    pub queue_expires_ms: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub url: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PageSettings {
+    pub default_page: u32,
+    pub max_page: u32,
+}
+
+impl Settings {
+    pub fn load() -> anyhow::Result<Self> {
+        common::settings::load(include_str!("../config/default.toml"), "HISTORY")
+    }
+}

@@ -1,0 +1,109 @@
+//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier and the HTTP
+//! server bound to its listener (port 0 picks a free port).
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use common::token::{JwksVerifier, TokenPolicy};
+use mongodb::Database;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{self, ConsumerStatus};
+use crate::message_store::MessageStore;
+use crate::routes;
+use crate::settings::{PageSettings, Settings};
+
+pub struct AppState {
+    pub db: Database,
+    pub store: MessageStore,
+    pub verifier: JwksVerifier,
+    pub consumer: ConsumerStatus,
+    pub pages: PageSettings,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    consumer: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let client = settings.mongodb.client("history-service").await?;
+        let db = client.database(&settings.mongodb.database);
+        let store = MessageStore::open(&db).await?;
+        let verifier = JwksVerifier::new(
+            JwksVerifier::jwks_url(&settings.auth.url),
+            TokenPolicy {
+                issuer: settings.auth.issuer.clone(),
+                audience: settings.auth.audience.clone(),
+                leeway_secs: 5,
+            },
+        )?;
+        if let Err(error) = verifier.refresh().await {
+            tracing::warn!(%error, "token keys not loaded yet; retrying on first request");
+        }
+
+        let status = ConsumerStatus::default();
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(consumer::run(
+            settings.amqp.clone(),
+            store.clone(),
+            status.clone(),
+            shutdown.clone(),
+        ));
+
+        let listener = TcpListener::bind(settings.http.address())
+            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            db,
+            store,
+            verifier,
+            consumer: status,
+            pages: settings.history.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+                    routes::ApiError::Validation(err.to_string()).into()
+                }))
+                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        tracing::info!(port, "history-service listening");
+        Ok(Self {
+            port,
+            server,
+            consumer,
+            shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM; then stops the consumer after its in-flight batch.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let served = self.server.await;
+        self.shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(20), self.consumer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the consumer did not stop within 20 s");
+        }
+        Ok(served?)
+    }
+}

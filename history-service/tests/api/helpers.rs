@@ -1,0 +1,164 @@
+//! Starts history-service in-process on a free port with its own database, exchange and queue,
+//! against the real RabbitMQ and MongoDB-wire server; tokens come from the test-only key.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username};
+use common::event::{ChatMessage, MessageEvent, topology};
+use history_service::settings::Settings;
+use history_service::startup::Application;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use mongodb::Database;
+use secrecy::ExposeSecret;
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Database,
+    pub http: reqwest::Client,
+    pub exchange: String,
+    channel: lapin::Channel,
+    _connection: Connection,
+}
+
+pub async fn spawn_app() -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        common::telemetry::init("history-service");
+    }
+    let suffix = ulid::Ulid::new().to_string().to_lowercase();
+    let mut settings = Settings::load().expect("settings load");
+    settings.http.port = 0;
+    settings.mongodb.database = format!("history_test_{suffix}");
+    settings.amqp.connection.exchange = format!("test.{suffix}");
+    settings.amqp.queue = format!("test.{suffix}.history");
+    settings.amqp.queue_expires_ms = Some(60_000);
+    settings.auth.url = common::testing::serve_jwks().await;
+    let db = settings
+        .mongodb
+        .client("history-tests")
+        .await
+        .expect("mongo client")
+        .database(&settings.mongodb.database);
+    let connection = Connection::connect(
+        settings.amqp.connection.uri.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("rabbitmq connection");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let exchange = settings.amqp.connection.exchange.clone();
+
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let test_app = TestApp {
+        address,
+        db,
+        http: reqwest::Client::new(),
+        exchange,
+        channel,
+        _connection: connection,
+    };
+    test_app.wait_until_ready().await;
+    test_app
+}
+
+pub fn message(room: &str, body: &str) -> ChatMessage {
+    ChatMessage {
+        id: MessageId::from_ulid(ulid::Ulid::new()),
+        room: RoomId::parse(room.to_string()).expect("room"),
+        client_id: ClientMessageId::parse(ulid::Ulid::new().to_string()).expect("client id"),
+        author: UserRef {
+            id: UserId::parse("user-1".to_string()).expect("user id"),
+            username: Username::parse("alice".to_string()).expect("username"),
+        },
+        body: MessageBody::parse(body.to_string()).expect("body"),
+        sent_at: Utc::now(),
+    }
+}
+
+impl TestApp {
+    async fn wait_until_ready(&self) {
+        for _ in 0..100 {
+            let ready = self
+                .http
+                .get(format!("{}/health/ready", self.address))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("history-service did not become ready");
+    }
+
+    /// Publishes raw bytes as a persistent message with the room's routing key, confirmed.
+    pub async fn publish_raw(&self, room: &str, payload: &[u8]) {
+        let room = RoomId::parse(room.to_string()).expect("room");
+        let confirmation = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                topology::message_key(&room).as_str().into(),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        assert!(confirmation.is_ack());
+    }
+
+    pub async fn publish(&self, message: &ChatMessage) {
+        let payload = serde_json::to_vec(&MessageEvent::new(message.clone())).expect("json");
+        self.publish_raw(message.room.as_str(), &payload).await;
+    }
+
+    pub async fn stored_count(&self) -> u64 {
+        self.db
+            .collection::<mongodb::bson::Document>("messages")
+            .count_documents(mongodb::bson::doc! {})
+            .await
+            .expect("count")
+    }
+
+    /// Waits until `n` messages are stored (or fails after 15 s).
+    pub async fn wait_for_stored(&self, n: u64) {
+        for _ in 0..150 {
+            if self.stored_count().await >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "expected {n} stored messages, have {}",
+            self.stored_count().await
+        );
+    }
+
+    pub async fn get_history(
+        &self,
+        room: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .get(format!("{}/api/rooms/{room}/messages{query}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request sent")
+    }
+}

@@ -1,0 +1,152 @@
+use common::testing;
+use serde_json::Value;
+
+use crate::helpers::{message, spawn_app};
+
+fn ids(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .expect("messages array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn consumed_messages_are_stored_and_paged_oldest_first() {
+    let app = spawn_app().await;
+    let token = testing::token("user-1", "alice");
+    let sent: Vec<_> = (0..5)
+        .map(|i| message("lobby", &format!("hello {i}")))
+        .collect();
+    for m in &sent {
+        app.publish(m).await;
+    }
+    app.publish(&message("elsewhere", "other room")).await;
+    app.wait_for_stored(6).await;
+
+    let response = app.get_history("lobby", "", Some(&token)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    // Ids of one millisecond are not ordered among themselves; id order is the served order.
+    let mut expected: Vec<String> = sent.iter().map(|m| m.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(ids(&body), expected);
+    assert_eq!(body["has_more"], false);
+    let first = sent
+        .iter()
+        .find(|m| m.id.to_string() == expected[0])
+        .expect("sent");
+    assert_eq!(body["messages"][0]["body"], first.body.as_str());
+    assert_eq!(body["messages"][0]["author"]["username"], "alice");
+    assert!(body["messages"][0]["sent_at"].is_string());
+
+    let latest: Value = app
+        .get_history("lobby", "?limit=2", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&latest), expected[3..].to_vec());
+    assert_eq!(latest["has_more"], true);
+
+    let older: Value = app
+        .get_history(
+            "lobby",
+            &format!("?limit=2&before={}", expected[3]),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&older), expected[1..3].to_vec());
+
+    let newer: Value = app
+        .get_history("lobby", &format!("?after={}", expected[2]), Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&newer), expected[3..].to_vec());
+}
+
+#[tokio::test]
+async fn a_redelivered_message_is_stored_once() {
+    let app = spawn_app().await;
+    let m = message("lobby", "only once");
+    app.publish(&m).await;
+    app.publish(&m).await;
+    let marker = message("lobby", "marker");
+    app.publish(&marker).await;
+    app.wait_for_stored(2).await;
+    // The marker was published after both copies on one channel, so both were consumed.
+    let body: Value = app
+        .get_history("lobby", "", Some(&testing::token("u", "alice")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let mut expected = vec![m.id.to_string(), marker.id.to_string()];
+    expected.sort();
+    assert_eq!(ids(&body), expected);
+}
+
+#[tokio::test]
+async fn an_unreadable_message_is_dropped_without_blocking_the_queue() {
+    let app = spawn_app().await;
+    app.publish_raw("lobby", b"{not json").await;
+    app.publish_raw("lobby", br#"{"v":1,"id":"x","room":"lobby"}"#)
+        .await;
+    let good = message("lobby", "after garbage");
+    app.publish(&good).await;
+    app.wait_for_stored(1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.stored_count().await, 1);
+}
+
+#[tokio::test]
+async fn history_requires_a_valid_token() {
+    let app = spawn_app().await;
+    let mut expired = testing::claims("u", "alice");
+    expired.exp = expired.iat - 3600;
+    let mut wrong_audience = testing::claims("u", "alice");
+    wrong_audience.aud = "someone-else".into();
+    let valid = testing::token("u", "alice");
+    let tampered = format!("{}x", &valid[..valid.len() - 1]);
+    for token in [
+        None,
+        Some("garbage".to_string()),
+        Some(testing::sign(&expired, testing::TEST_KID)),
+        Some(testing::sign(&wrong_audience, testing::TEST_KID)),
+        Some(testing::sign(&testing::claims("u", "alice"), "unknown-kid")),
+        Some(tampered),
+    ] {
+        let response = app.get_history("lobby", "", token.as_deref()).await;
+        assert_eq!(response.status(), 401, "{token:?}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    assert_eq!(
+        app.get_history("lobby", "", Some(&valid)).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn bad_room_ids_limits_and_cursors_are_422() {
+    let app = spawn_app().await;
+    let token = testing::token("u", "alice");
+    for (room, query) in [
+        ("bad.room", ""),
+        ("lobby", "?limit=0"),
+        ("lobby", "?limit=101"),
+        ("lobby", "?limit=ten"),
+        ("lobby", "?before=not-an-id"),
+    ] {
+        let response = app.get_history(room, query, Some(&token)).await;
+        assert_eq!(response.status(), 422, "{room}{query}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "validation_failed");
+    }
+}
