@@ -13,7 +13,9 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    common::telemetry::init("auth-service");
+    if std::env::var_os("TEST_LOG").is_some() {
+        common::telemetry::init("auth-service");
+    }
     let mut settings = Settings::load().expect("settings load");
     settings.http.port = 0;
     settings.mongodb.database =

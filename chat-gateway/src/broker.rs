@@ -1,0 +1,397 @@
+//! RabbitMQ in and out.
+//!
+//! Out: chat messages are published persistent on a confirm-mode channel and a send is
+//! acknowledged to its client only after the broker confirmed it; room events (presence,
+//! typing) are published fire-and-forget. In: this instance's own queue, bound to the rooms
+//! its connections are in, feeds [`Rooms::deliver`].
+//!
+//! [`run`] supervises the connection: on any failure it reconnects with backoff and rebuilds
+//! everything from application state (exchange, queue, one binding per local room, consumer,
+//! confirm mode) rather than relying on the client library's recovery. While disconnected,
+//! publishing fails fast with [`PublishError::Unavailable`].
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use common::domain::RoomId;
+use common::event::{ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use secrecy::ExposeSecret;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::ServerFrame;
+use crate::rooms::{Outbound, Rooms, TopologyCommand};
+use crate::settings::GatewayAmqpSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the message broker is unavailable")]
+    Unavailable,
+    #[error("the message broker did not confirm the message")]
+    NotConfirmed,
+}
+
+/// Publishing side, shared by all connections.
+#[derive(Clone)]
+pub struct Broker {
+    publisher: Arc<RwLock<Option<Channel>>>,
+    exchange: Arc<str>,
+    origin: Arc<str>,
+    confirm_timeout: Duration,
+}
+
+impl Broker {
+    pub fn new(settings: &GatewayAmqpSettings) -> Self {
+        Self {
+            publisher: Arc::new(RwLock::new(None)),
+            exchange: settings.connection.exchange.as_str().into(),
+            origin: settings.instance_id.as_str().into(),
+            confirm_timeout: Duration::from_millis(settings.confirm_timeout_ms),
+        }
+    }
+
+    /// This instance's id, stamped on the room events it publishes.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.channel().is_some_and(|c| c.status().connected())
+    }
+
+    fn channel(&self) -> Option<Channel> {
+        self.publisher
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_channel(&self, channel: Option<Channel>) {
+        *self
+            .publisher
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = channel;
+    }
+
+    /// Publishes a chat message persistently and waits for the broker's confirm.
+    pub async fn publish_message(&self, message: &ChatMessage) -> Result<(), PublishError> {
+        let channel = self.channel().ok_or(PublishError::Unavailable)?;
+        let payload = serde_json::to_vec(&MessageEvent::new(message.clone()))
+            .map_err(|_| PublishError::NotConfirmed)?;
+        let routing_key = topology::message_key(&message.room);
+        let publish = async {
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_ref().into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await
+                .map_err(|_| PublishError::Unavailable)?;
+            match confirm.await {
+                Ok(confirmation) if confirmation.is_ack() => Ok(()),
+                Ok(_) => Err(PublishError::NotConfirmed),
+                Err(_) => Err(PublishError::Unavailable),
+            }
+        };
+        tokio::time::timeout(self.confirm_timeout, publish)
+            .await
+            .map_err(|_| PublishError::NotConfirmed)?
+    }
+
+    /// Publishes an ephemeral room event without waiting; losing one is harmless.
+    pub fn publish_room_event(&self, event: RoomEvent) {
+        let Some(channel) = self.channel() else {
+            return;
+        };
+        let exchange = self.exchange.clone();
+        tokio::spawn(async move {
+            let Ok(payload) = serde_json::to_vec(&event) else {
+                return;
+            };
+            let key = topology::room_event_key(event.room());
+            let _ = channel
+                .basic_publish(
+                    exchange.as_ref().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default().with_delivery_mode(1),
+                )
+                .await;
+        });
+    }
+
+    pub fn presence(&self, room: &RoomId, user: &common::domain::UserRef, state: PresenceState) {
+        self.publish_room_event(RoomEvent::Presence {
+            v: common::event::EVENT_VERSION,
+            origin: self.origin.to_string(),
+            room: room.clone(),
+            user: user.clone(),
+            state,
+        });
+    }
+}
+
+/// Keeps the broker connection up until `shutdown`, applying topology commands in order.
+pub async fn run(
+    settings: GatewayAmqpSettings,
+    broker: Broker,
+    rooms: Arc<Rooms>,
+    mut commands: mpsc::UnboundedReceiver<TopologyCommand>,
+    shutdown: CancellationToken,
+) {
+    let queue = topology::gateway_queue(&settings.connection.exchange, &settings.instance_id);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let session = Session::open(&settings, &queue, &rooms).await;
+        match session {
+            Ok(session) => {
+                delay = Duration::from_millis(100);
+                let outcome = session
+                    .serve(&broker, &rooms, &mut commands, &shutdown)
+                    .await;
+                broker.set_channel(None);
+                match outcome {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "broker connection lost")
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                ?delay,
+                "cannot reach the broker"
+            ),
+        }
+        // Keep answering topology commands while disconnected: joins proceed, and the
+        // bindings they need are made on reconnect from the registry, the source of truth.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut sleep => break,
+                Some(command) = commands.recv() => {
+                    if let TopologyCommand::Barrier(done) = command {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+struct Session {
+    connection: Connection,
+    topology: Channel,
+    publisher: Channel,
+    consumer: lapin::Consumer,
+    queue: String,
+    exchange: String,
+}
+
+impl Session {
+    async fn open(
+        settings: &GatewayAmqpSettings,
+        queue: &str,
+        rooms: &Rooms,
+    ) -> anyhow::Result<Self> {
+        let connection = Connection::connect(
+            settings.connection.uri.expose_secret(),
+            ConnectionProperties::default(),
+        )
+        .await?;
+        let topology = connection.create_channel().await?;
+        let exchange = settings.connection.exchange.clone();
+        topology
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongUInt(settings.queue_expires_ms),
+        );
+        topology
+            .queue_declare(queue.into(), QueueDeclareOptions::default(), arguments)
+            .await?;
+        let session_rooms = rooms.local_rooms();
+        let publisher = connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let consumer = topology
+            .basic_consume(
+                queue.into(),
+                format!("gateway-{}", settings.instance_id).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let session = Self {
+            connection,
+            topology,
+            publisher,
+            consumer,
+            queue: queue.to_string(),
+            exchange,
+        };
+        for room in &session_rooms {
+            session.bind(room).await?;
+        }
+        tracing::info!(
+            queue,
+            rooms = session_rooms.len(),
+            "connected to the broker"
+        );
+        Ok(session)
+    }
+
+    async fn bind(&self, room: &RoomId) -> lapin::Result<()> {
+        for key in [topology::message_key(room), topology::room_event_key(room)] {
+            self.topology
+                .queue_bind(
+                    self.queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unbind(&self, room: &RoomId) -> lapin::Result<()> {
+        for key in [topology::message_key(room), topology::room_event_key(room)] {
+            self.topology
+                .queue_unbind(
+                    self.queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    key.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn serve(
+        mut self,
+        broker: &Broker,
+        rooms: &Rooms,
+        commands: &mut mpsc::UnboundedReceiver<TopologyCommand>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        broker.set_channel(Some(self.publisher.clone()));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // Sends in flight finish their confirms before the channel closes.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher.wait_for_confirms()).await;
+                    let _ = self.connection.close(200, "shutting down".into()).await;
+                    return Ok(());
+                }
+                Some(command) = commands.recv() => match command {
+                    TopologyCommand::Bind(room) => self.bind(&room).await?,
+                    TopologyCommand::Unbind(room) => self.unbind(&room).await?,
+                    TopologyCommand::Barrier(done) => {
+                        let _ = done.send(());
+                    }
+                },
+                delivery = self.consumer.next() => {
+                    let Some(delivery) = delivery else {
+                        anyhow::bail!("the broker cancelled the consumer");
+                    };
+                    let delivery = delivery?;
+                    dispatch(broker, rooms, delivery.routing_key.as_str(), &delivery.data);
+                }
+            }
+        }
+    }
+}
+
+/// Routes one delivery of the instance queue to the local members of its room.
+fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
+    if routing_key.starts_with("msg.") {
+        match serde_json::from_slice::<MessageEvent>(data) {
+            Ok(event) => {
+                let message = event.message;
+                let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());
+                rooms.deliver(&message.room, || Outbound::RoomMessage {
+                    room: message.room.clone(),
+                    id: message.id,
+                    frame: frame.clone(),
+                });
+            }
+            Err(error) => tracing::warn!(%error, "ignoring an unreadable chat message"),
+        }
+        return;
+    }
+    let event = match serde_json::from_slice::<RoomEvent>(data) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(%error, "ignoring an unreadable room event");
+            return;
+        }
+    };
+    let remote = event.origin() != broker.origin();
+    match &event {
+        RoomEvent::Presence {
+            origin,
+            room,
+            user,
+            state,
+            ..
+        } => {
+            if remote {
+                rooms.apply_remote_presence(origin, room, user, *state == PresenceState::Online);
+            }
+            let frame = Utf8Bytes::from(
+                ServerFrame::Presence {
+                    room,
+                    user,
+                    state: *state,
+                }
+                .to_text(),
+            );
+            rooms.deliver(room, || Outbound::Frame(frame.clone()));
+        }
+        RoomEvent::Typing { room, user, .. } => {
+            let frame = Utf8Bytes::from(ServerFrame::Typing { room, user }.to_text());
+            rooms.deliver(room, || Outbound::Frame(frame.clone()));
+        }
+        RoomEvent::PresenceQuery { room, .. } => {
+            if remote {
+                for user in rooms.local_users(room) {
+                    broker.presence(room, &user, PresenceState::Online);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! One WebSocket connection: a reader that handles client frames and a writer that owns the
+//! socket's sending half.
+//!
+//! Everything for the client goes through one bounded queue to the writer, in order. Fan-out
+//! never waits on it: a full queue marks the connection as lagged and the writer closes it
+//! with [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded however many
+//! clients stop reading. The writer also stitches each join's history to its live messages:
+//! live messages arriving while the history is fetched are held, and the ones already in the
+//! history are dropped, so the client sees no gap and no duplicate at the seam.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use common::domain::{MessageId, RoomId, UserRef};
+use common::event::{ChatMessage, PresenceState, RoomEvent};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::history::HistoryClient;
+use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
+use crate::rooms::{ConnId, LagSignal, Member, Outbound, Rooms};
+use crate::settings::Limits;
+
+/// What every connection shares.
+pub struct Hub {
+    pub rooms: Arc<Rooms>,
+    pub broker: Broker,
+    pub history: HistoryClient,
+    pub limits: Limits,
+    /// Monotonic within this instance, so one gateway's ids never go backwards.
+    pub ids: Mutex<ulid::Generator>,
+    pub next_conn: std::sync::atomic::AtomicU64,
+    /// Cancelled at shutdown: connections close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl Hub {
+    fn next_message_id(&self) -> MessageId {
+        let mut generator = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        // The generator only fails when 2^80 ids were made in one millisecond.
+        let id = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        MessageId::from_ulid(id)
+    }
+}
+
+/// A verified user's connection, after the upgrade.
+pub struct Session {
+    pub user: UserRef,
+    /// Forwarded to history-service on joins.
+    pub token: String,
+}
+
+/// Serves one upgraded connection until either side closes it.
+pub async fn serve<S>(socket: WebSocketStream<S>, session: Session, hub: Arc<Hub>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = hub
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (sink, mut stream) = socket.split();
+    let (tx, rx) = mpsc::channel(hub.limits.outbound_queue);
+    let (close_tx, close_rx) = oneshot::channel();
+    let lag = LagSignal::default();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        close_rx,
+        lag.clone(),
+        hub.shutdown.clone(),
+        Duration::from_secs(hub.limits.ping_interval_secs),
+    ));
+    let mut reader = Reader {
+        conn,
+        hub: hub.clone(),
+        session,
+        tx,
+        lag,
+        joined: HashSet::new(),
+        last_typing: HashMap::new(),
+    };
+    tracing::debug!(conn, user = %reader.session.user.username, "connection open");
+
+    let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
+    let close = loop {
+        let next = tokio::select! {
+            _ = hub.shutdown.cancelled() => break None,
+            next = tokio::time::timeout(idle, stream.next()) => next,
+        };
+        match next {
+            Err(_) => break Some((close_code::IDLE_TIMEOUT, "idle timeout")),
+            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break None,
+            Ok(Some(Err(WsError::Capacity(_)))) => {
+                break Some((close_code::MESSAGE_TOO_BIG, "message too big"));
+            }
+            Ok(Some(Err(error))) => {
+                tracing::debug!(conn, %error, "connection failed");
+                break None;
+            }
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if reader.handle(text.as_str()).await.is_err() {
+                    break None;
+                }
+            }
+            Ok(Some(Ok(Message::Binary(_)))) => {
+                let error = FrameError::new(
+                    "unsupported_frame",
+                    "binary frames are not supported; send JSON text",
+                );
+                if reader.reply_error(&error).await.is_err() {
+                    break None;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    };
+    reader.leave_all();
+    if let Some((code, reason)) = close {
+        let _ = close_tx.send(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        });
+    } else {
+        drop(close_tx);
+    }
+    drop(reader);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    tracing::debug!(conn, "connection closed");
+}
+
+/// The writer hung up: the connection is over.
+struct Gone;
+
+struct Reader {
+    conn: ConnId,
+    hub: Arc<Hub>,
+    session: Session,
+    tx: mpsc::Sender<Outbound>,
+    lag: LagSignal,
+    joined: HashSet<RoomId>,
+    last_typing: HashMap<RoomId, Instant>,
+}
+
+impl Reader {
+    async fn send(&self, frame: ServerFrame<'_>) -> Result<(), Gone> {
+        self.tx
+            .send(Outbound::Frame(frame.to_text().into()))
+            .await
+            .map_err(|_| Gone)
+    }
+
+    async fn reply_error(&self, error: &FrameError) -> Result<(), Gone> {
+        self.send(ServerFrame::Error {
+            code: error.code,
+            message: &error.message,
+            client_id: error.client_id.as_deref(),
+        })
+        .await
+    }
+
+    async fn handle(&mut self, text: &str) -> Result<(), Gone> {
+        let frame = match protocol::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => return self.reply_error(&error).await,
+        };
+        let outcome = match frame {
+            ClientFrame::Ping => return self.send(ServerFrame::Pong).await,
+            ClientFrame::Join { room, since } => self.join(room, since).await?,
+            ClientFrame::Leave { room } => self.leave(room).await?,
+            ClientFrame::Send {
+                room,
+                client_id,
+                body,
+            } => {
+                if !self.joined.contains(&room) {
+                    Err(FrameError {
+                        client_id: Some(client_id.to_string()),
+                        ..not_joined(&room)
+                    })
+                } else {
+                    let id = self.hub.next_message_id();
+                    let sent_at = chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64)
+                        .unwrap_or_else(chrono::Utc::now);
+                    let message = ChatMessage {
+                        id,
+                        room,
+                        client_id,
+                        author: self.session.user.clone(),
+                        body,
+                        sent_at,
+                    };
+                    match self.hub.broker.publish_message(&message).await {
+                        Ok(()) => {
+                            return self
+                                .send(ServerFrame::Ack {
+                                    client_id: &message.client_id,
+                                    id: message.id,
+                                    sent_at: &message.sent_at,
+                                })
+                                .await;
+                        }
+                        Err(error) => Err(FrameError {
+                            code: "unavailable",
+                            message: format!("{error}; retry with the same client_id"),
+                            client_id: Some(message.client_id.to_string()),
+                        }),
+                    }
+                }
+            }
+            ClientFrame::Typing { room } => {
+                if !self.joined.contains(&room) {
+                    Err(not_joined(&room))
+                } else {
+                    // At most one typing event per room every two seconds per connection.
+                    let now = Instant::now();
+                    let recent = self
+                        .last_typing
+                        .get(&room)
+                        .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(2));
+                    if !recent {
+                        self.last_typing.insert(room.clone(), now);
+                        self.hub.broker.publish_room_event(RoomEvent::Typing {
+                            v: common::event::EVENT_VERSION,
+                            origin: self.hub.broker.origin().to_string(),
+                            room,
+                            user: self.session.user.clone(),
+                        });
+                    }
+                    Ok(())
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(error) => self.reply_error(&error).await,
+        }
+    }
+
+    async fn join(
+        &mut self,
+        room: RoomId,
+        since: Option<MessageId>,
+    ) -> Result<Result<(), FrameError>, Gone> {
+        if self.joined.contains(&room) {
+            return Ok(Err(FrameError::new(
+                "already_joined",
+                format!("already in room `{room}`"),
+            )));
+        }
+        if self.joined.len() >= self.hub.limits.max_rooms_per_connection {
+            return Ok(Err(FrameError::new(
+                "too_many_rooms",
+                format!(
+                    "at most {} rooms per connection",
+                    self.hub.limits.max_rooms_per_connection
+                ),
+            )));
+        }
+        // Hold live messages from the moment this connection is a member.
+        self.tx
+            .send(Outbound::BeginJoin(room.clone()))
+            .await
+            .map_err(|_| Gone)?;
+        let member = Member {
+            user: self.session.user.clone(),
+            tx: self.tx.clone(),
+            lag: self.lag.clone(),
+        };
+        let joined = self.hub.rooms.join(&room, self.conn, member);
+        let _ = joined.bound.await;
+        self.joined.insert(room.clone());
+        if joined.first_local {
+            self.hub
+                .broker
+                .publish_room_event(RoomEvent::PresenceQuery {
+                    v: common::event::EVENT_VERSION,
+                    origin: self.hub.broker.origin().to_string(),
+                    room: room.clone(),
+                });
+        }
+        if joined.first_for_user {
+            self.hub
+                .broker
+                .presence(&room, &self.session.user, PresenceState::Online);
+        }
+
+        let page = match since {
+            Some(since) => {
+                self.hub
+                    .history
+                    .after(&room, since, &self.session.token)
+                    .await
+            }
+            None => self.hub.history.recent(&room, &self.session.token).await,
+        };
+        let (messages, truncated) = match page {
+            Ok(page) => (page.messages, since.is_some() && page.has_more),
+            Err(error) if since.is_none() => {
+                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable; joining without it");
+                (Vec::new(), false)
+            }
+            Err(error) => {
+                // A catch-up without its history would be a silent gap: refuse the join.
+                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable for a catch-up join");
+                self.leave_room(&room);
+                self.tx
+                    .send(Outbound::Forget(room.clone()))
+                    .await
+                    .map_err(|_| Gone)?;
+                return Ok(Err(FrameError::new(
+                    "unavailable",
+                    "history is unavailable; retry the join",
+                )));
+            }
+        };
+        let members = self.hub.rooms.members(&room);
+        let frame = ServerFrame::Joined {
+            room: &room,
+            members: &members,
+            messages: &messages,
+            truncated,
+        }
+        .to_text();
+        self.tx
+            .send(Outbound::Joined {
+                room,
+                frame: frame.into(),
+                history: messages.iter().map(|m| m.id).collect(),
+            })
+            .await
+            .map_err(|_| Gone)?;
+        Ok(Ok(()))
+    }
+
+    async fn leave(&mut self, room: RoomId) -> Result<Result<(), FrameError>, Gone> {
+        if !self.joined.contains(&room) {
+            return Ok(Err(not_joined(&room)));
+        }
+        self.leave_room(&room);
+        self.tx
+            .send(Outbound::Forget(room.clone()))
+            .await
+            .map_err(|_| Gone)?;
+        self.send(ServerFrame::Left { room: &room }).await?;
+        Ok(Ok(()))
+    }
+
+    fn leave_room(&mut self, room: &RoomId) {
+        self.joined.remove(room);
+        self.last_typing.remove(room);
+        if self.hub.rooms.leave(room, self.conn) == Some(true) {
+            self.hub
+                .broker
+                .presence(room, &self.session.user, PresenceState::Offline);
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for room in self.joined.clone() {
+            self.leave_room(&room);
+        }
+    }
+}
+
+fn not_joined(room: &RoomId) -> FrameError {
+    FrameError::new("not_joined", format!("join room `{room}` first"))
+}
+
+/// Per-room delivery state of the writer.
+enum RoomState {
+    /// Join in progress: live messages held until `joined` is written.
+    Joining(Vec<(MessageId, Utf8Bytes)>),
+    /// Live: recently written ids, to drop a message delivered twice.
+    Live(VecDeque<MessageId>),
+}
+
+const RECENT_IDS: usize = 64;
+
+impl RoomState {
+    fn remember(recent: &mut VecDeque<MessageId>, id: MessageId) -> bool {
+        if recent.contains(&id) {
+            return false;
+        }
+        if recent.len() == RECENT_IDS {
+            recent.pop_front();
+        }
+        recent.push_back(id);
+        true
+    }
+}
+
+async fn write_loop<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Outbound>,
+    mut close_rx: oneshot::Receiver<CloseFrame>,
+    lag: LagSignal,
+    shutdown: CancellationToken,
+    ping_interval: Duration,
+) where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let mut rooms: HashMap<RoomId, RoomState> = HashMap::new();
+    let mut last_ids: HashMap<RoomId, MessageId> = HashMap::new();
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    let close = loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            close = &mut close_rx => break close.ok(),
+            room = lag.lagged() => {
+                if let Some(room) = room {
+                    let frame = ServerFrame::Lagged { room: &room, last_id: last_ids.get(&room).copied() }.to_text();
+                    // Best effort: the client is not reading, so this may not get through.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Text(frame.into()))).await;
+                }
+                break Some(CloseFrame { code: CloseCode::from(close_code::LAGGED), reason: "lagged: reconnect and join with since".into() });
+            }
+            _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(item) = item else { break None };
+        let frames: Vec<Utf8Bytes> = match item {
+            Outbound::Frame(frame) => vec![frame],
+            Outbound::BeginJoin(room) => {
+                rooms.insert(room, RoomState::Joining(Vec::new()));
+                continue;
+            }
+            Outbound::Forget(room) => {
+                rooms.remove(&room);
+                continue;
+            }
+            Outbound::RoomMessage { room, id, frame } => match rooms.get_mut(&room) {
+                Some(RoomState::Joining(held)) => {
+                    held.push((id, frame));
+                    continue;
+                }
+                Some(RoomState::Live(recent)) => {
+                    if !RoomState::remember(recent, id) {
+                        continue;
+                    }
+                    last_ids.insert(room, id);
+                    vec![frame]
+                }
+                None => continue,
+            },
+            Outbound::Joined {
+                room,
+                frame,
+                history,
+            } => {
+                let held = match rooms.remove(&room) {
+                    Some(RoomState::Joining(held)) => held,
+                    _ => Vec::new(),
+                };
+                let mut recent: VecDeque<MessageId> = history
+                    .iter()
+                    .rev()
+                    .take(RECENT_IDS)
+                    .rev()
+                    .copied()
+                    .collect();
+                if let Some(last) = history.last() {
+                    last_ids.insert(room.clone(), *last);
+                }
+                let history: HashSet<MessageId> = history.into_iter().collect();
+                let mut frames = vec![frame];
+                for (id, frame) in held {
+                    if !history.contains(&id) && RoomState::remember(&mut recent, id) {
+                        last_ids.insert(room.clone(), id);
+                        frames.push(frame);
+                    }
+                }
+                rooms.insert(room, RoomState::Live(recent));
+                frames
+            }
+        };
+        for frame in frames {
+            if sink.feed(Message::Text(frame)).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    };
+    if let Some(frame) = close {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            sink.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}

@@ -1,0 +1,18 @@
+//! chat-gateway: the WebSocket endpoint of the chat.
+//!
+//! A tour: [`server`] verifies the access token and upgrades `/ws`; [`connection`] runs one
+//! socket (frames from [`protocol`], a bounded outbound queue, join/history stitching);
+//! [`rooms`] tracks which local connections are in which room and fans frames out to them;
+//! [`broker`] publishes chat messages to RabbitMQ with confirms and feeds this instance's queue
+//! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent
+//! messages on join; [`proxy`] forwards the HTTP APIs so the web client needs one origin.
+
+pub mod broker;
+pub mod connection;
+pub mod history;
+pub mod protocol;
+pub mod proxy;
+pub mod rooms;
+pub mod server;
+pub mod settings;
+pub mod startup;

@@ -1,0 +1,275 @@
+//! The WebSocket protocol's frames (documented in `docs/protocol.md`).
+//!
+//! Client frames are parsed in two steps, JSON first and then each field through its domain
+//! type, so every failure maps to a precise `error` code instead of one generic parse error.
+
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
+use common::event::{ChatMessage, PresenceState};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// A parsed, validated client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    Join {
+        room: RoomId,
+        since: Option<MessageId>,
+    },
+    Leave {
+        room: RoomId,
+    },
+    Send {
+        room: RoomId,
+        client_id: ClientMessageId,
+        body: MessageBody,
+    },
+    Typing {
+        room: RoomId,
+    },
+    Ping,
+}
+
+/// Why a client frame was refused; becomes an `error` event and the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+    /// The `client_id` of a refused `send`, when it could be read, so the client can match it.
+    pub client_id: Option<String>,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            client_id: None,
+        }
+    }
+}
+
+fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, FrameError> {
+    match object.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(FrameError::new(
+            "invalid_frame",
+            format!("`{name}` must be a string"),
+        )),
+        None => Err(FrameError::new(
+            "invalid_frame",
+            format!("`{name}` is required"),
+        )),
+    }
+}
+
+fn room(object: &Map<String, Value>) -> Result<RoomId, FrameError> {
+    RoomId::parse(field(object, "room")?.to_string())
+        .map_err(|e| FrameError::new("invalid_room", e.0))
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| FrameError::new("malformed_json", format!("frame is not valid JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(FrameError::new(
+            "invalid_frame",
+            "frame must be a JSON object",
+        ));
+    };
+    let kind = field(&object, "type")?;
+    match kind {
+        "join" => {
+            let since = match object.get("since") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(MessageId::parse(s).map_err(|_| {
+                    FrameError::new("invalid_since", "`since` must be a message id")
+                })?),
+                Some(_) => {
+                    return Err(FrameError::new(
+                        "invalid_since",
+                        "`since` must be a message id",
+                    ));
+                }
+            };
+            Ok(ClientFrame::Join {
+                room: room(&object)?,
+                since,
+            })
+        }
+        "leave" => Ok(ClientFrame::Leave {
+            room: room(&object)?,
+        }),
+        "typing" => Ok(ClientFrame::Typing {
+            room: room(&object)?,
+        }),
+        "ping" => Ok(ClientFrame::Ping),
+        "send" => {
+            let client_id = field(&object, "client_id").and_then(|c| {
+                ClientMessageId::parse(c.to_string())
+                    .map_err(|e| FrameError::new("invalid_client_id", e.0))
+            })?;
+            let with_id = |mut e: FrameError| {
+                e.client_id = Some(client_id.to_string());
+                e
+            };
+            let room = room(&object).map_err(with_id)?;
+            let body = field(&object, "body")
+                .and_then(|b| {
+                    MessageBody::parse(b.to_string())
+                        .map_err(|e| FrameError::new("invalid_body", e.0))
+                })
+                .map_err(with_id)?;
+            Ok(ClientFrame::Send {
+                room,
+                client_id,
+                body,
+            })
+        }
+        other => Err(FrameError::new(
+            "unknown_type",
+            format!(
+                "unknown frame type `{}`",
+                other.chars().take(32).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// Frames the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Joined {
+        room: &'a RoomId,
+        members: &'a [UserRef],
+        messages: &'a [ChatMessage],
+        /// Set when a `since` join missed more than the catch-up limit: `messages` holds the
+        /// oldest missed ones and the client pages on with `after=<last id>`.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    Left {
+        room: &'a RoomId,
+    },
+    Message(&'a ChatMessage),
+    Ack {
+        client_id: &'a ClientMessageId,
+        id: MessageId,
+        sent_at: &'a chrono::DateTime<chrono::Utc>,
+    },
+    Presence {
+        room: &'a RoomId,
+        user: &'a UserRef,
+        state: PresenceState,
+    },
+    Typing {
+        room: &'a RoomId,
+        user: &'a UserRef,
+    },
+    Pong,
+    Lagged {
+        room: &'a RoomId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_id: Option<MessageId>,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// Serializes to the text of one WebSocket frame.
+    pub fn to_text(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal_error","message":"serialization failed"}"#
+                .to_string()
+        })
+    }
+}
+
+/// Close codes the server uses (also in `docs/protocol.md`).
+pub mod close_code {
+    /// Server shutting down (RFC 6455 "going away").
+    pub const GOING_AWAY: u16 = 1001;
+    /// Binary frames are not part of the protocol.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A message exceeded the size limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The connection did not read fast enough and its outbound queue overflowed.
+    pub const LAGGED: u16 = 4008;
+    /// No frame for longer than the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_frames_parse() {
+        assert_eq!(
+            parse(r#"{"type":"join","room":"general"}"#),
+            Ok(ClientFrame::Join {
+                room: RoomId::parse("general".into()).expect("room"),
+                since: None
+            })
+        );
+        assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
+        assert!(matches!(
+            parse(r#"{"type":"send","room":"r","client_id":"c1","body":"hi"}"#),
+            Ok(ClientFrame::Send { .. })
+        ));
+    }
+
+    #[test]
+    fn each_kind_of_bad_frame_has_its_code() {
+        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code;
+        assert_eq!(code("{not json"), "malformed_json");
+        assert_eq!(code("[1,2]"), "invalid_frame");
+        assert_eq!(code(r#"{"room":"r"}"#), "invalid_frame");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"join","room":"a.b"}"#), "invalid_room");
+        assert_eq!(
+            code(r#"{"type":"join","room":{"$gt":""}}"#),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"r","since":"nope"}"#),
+            "invalid_since"
+        );
+        assert_eq!(
+            code(r#"{"type":"send","room":"r","client_id":"c","body":""}"#),
+            "invalid_body"
+        );
+        let long = "x".repeat(4001);
+        let error = parse(&format!(
+            r#"{{"type":"send","room":"r","client_id":"c","body":"{long}"}}"#
+        ))
+        .expect_err("refused");
+        assert_eq!(
+            (error.code, error.client_id.as_deref()),
+            ("invalid_body", Some("c"))
+        );
+        assert_eq!(
+            code(r#"{"type":"send","room":"r","client_id":"a b","body":"x"}"#),
+            "invalid_client_id"
+        );
+    }
+
+    #[test]
+    fn server_frames_serialize_with_their_type_tag() {
+        let room = RoomId::parse("r".into()).expect("room");
+        let text = ServerFrame::Lagged {
+            room: &room,
+            last_id: None,
+        }
+        .to_text();
+        assert_eq!(text, r#"{"type":"lagged","room":"r"}"#);
+        assert_eq!(ServerFrame::Pong.to_text(), r#"{"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,325 @@
+//! Local room membership: which connections of this gateway are in which room, fan-out of a
+//! room's frames to them, and the users other gateways reported online.
+//!
+//! Topology follows membership: the first local member of a room makes the broker bind this
+//! instance's queue to the room, the last one leaving unbinds it. The commands are queued while
+//! the registry lock is held, so the broker applies bind/unbind in the order membership changed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use common::domain::{MessageId, RoomId, UserId, UserRef};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// Identifies one WebSocket connection of this gateway.
+pub type ConnId = u64;
+
+/// What a connection's writer receives, in order.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame written as is.
+    Frame(Utf8Bytes),
+    /// A live chat message of a room; deduplicated against history at the join seam.
+    RoomMessage {
+        room: RoomId,
+        id: MessageId,
+        frame: Utf8Bytes,
+    },
+    /// A join is in progress: hold the room's live messages until its `joined` frame.
+    BeginJoin(RoomId),
+    /// The `joined` frame; live messages held since `BeginJoin` follow it, minus the ones
+    /// already in `history`.
+    Joined {
+        room: RoomId,
+        frame: Utf8Bytes,
+        history: Vec<MessageId>,
+    },
+    /// The room was left (or the join failed): drop what is held for it.
+    Forget(RoomId),
+}
+
+/// Topology changes for the broker task, applied in order.
+#[derive(Debug)]
+pub enum TopologyCommand {
+    Bind(RoomId),
+    Unbind(RoomId),
+    /// Answered once every earlier command was applied (or recorded while disconnected).
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Tells a connection it fell behind: its queue overflowed while fanning out `room`.
+#[derive(Clone, Default)]
+pub struct LagSignal {
+    token: CancellationToken,
+    room: Arc<Mutex<Option<RoomId>>>,
+}
+
+impl LagSignal {
+    fn trigger(&self, room: &RoomId) {
+        if !self.token.is_cancelled() {
+            *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some(room.clone());
+            self.token.cancel();
+        }
+    }
+
+    pub async fn lagged(&self) -> Option<RoomId> {
+        self.token.cancelled().await;
+        self.room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A local connection in a room.
+#[derive(Clone)]
+pub struct Member {
+    pub user: UserRef,
+    pub tx: mpsc::Sender<Outbound>,
+    pub lag: LagSignal,
+}
+
+#[derive(Default)]
+struct Room {
+    local: HashMap<ConnId, Member>,
+    /// Users online through other gateways, by (gateway, user id).
+    remote: HashMap<(String, UserId), UserRef>,
+}
+
+/// Result of a join.
+pub struct Joined {
+    /// This connection is the first local member: the room is new to this gateway.
+    pub first_local: bool,
+    /// No other local connection of this user was in the room.
+    pub first_for_user: bool,
+    /// Resolves once the queue is bound to the room (or the binding is recorded for when the
+    /// broker is back).
+    pub bound: oneshot::Receiver<()>,
+}
+
+pub struct Rooms {
+    rooms: Mutex<HashMap<RoomId, Room>>,
+    topology: mpsc::UnboundedSender<TopologyCommand>,
+}
+
+impl Rooms {
+    /// The receiver feeds the broker task.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
+        let (topology, commands) = mpsc::unbounded_channel();
+        (
+            Self {
+                rooms: Mutex::new(HashMap::new()),
+                topology,
+            },
+            commands,
+        )
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, Room>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn command(&self, command: TopologyCommand) {
+        // The broker task outlives every connection; a send can only fail during shutdown.
+        let _ = self.topology.send(command);
+    }
+
+    pub fn join(&self, room: &RoomId, conn: ConnId, member: Member) -> Joined {
+        let mut rooms = self.lock();
+        let entry = rooms.entry(room.clone()).or_default();
+        let first_local = entry.local.is_empty();
+        if first_local {
+            self.command(TopologyCommand::Bind(room.clone()));
+        }
+        let first_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
+        entry.local.insert(conn, member);
+        let (tx, bound) = oneshot::channel();
+        self.command(TopologyCommand::Barrier(tx));
+        Joined {
+            first_local,
+            first_for_user,
+            bound,
+        }
+    }
+
+    /// Removes the connection; returns whether it was the user's last local connection there.
+    pub fn leave(&self, room: &RoomId, conn: ConnId) -> Option<bool> {
+        let mut rooms = self.lock();
+        let entry = rooms.get_mut(room)?;
+        let member = entry.local.remove(&conn)?;
+        let last_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
+        if entry.local.is_empty() {
+            self.command(TopologyCommand::Unbind(room.clone()));
+            if entry.remote.is_empty() {
+                rooms.remove(room);
+            }
+        }
+        Some(last_for_user)
+    }
+
+    /// Hands `make()` to every local member of the room without waiting: a member whose queue
+    /// is full is signalled as lagged instead of slowing everyone down.
+    pub fn deliver(&self, room: &RoomId, make: impl Fn() -> Outbound) -> usize {
+        let rooms = self.lock();
+        let Some(entry) = rooms.get(room) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for member in entry.local.values() {
+            match member.tx.try_send(make()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => member.lag.trigger(room),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        delivered
+    }
+
+    /// Users online in the room, here and on other gateways, each once.
+    pub fn members(&self, room: &RoomId) -> Vec<UserRef> {
+        let rooms = self.lock();
+        let Some(entry) = rooms.get(room) else {
+            return Vec::new();
+        };
+        let mut users: HashMap<&UserId, &UserRef> = HashMap::new();
+        for user in entry
+            .local
+            .values()
+            .map(|m| &m.user)
+            .chain(entry.remote.values())
+        {
+            users.entry(&user.id).or_insert(user);
+        }
+        let mut users: Vec<UserRef> = users.into_values().cloned().collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        users
+    }
+
+    /// Users with a local connection in the room, each once.
+    pub fn local_users(&self, room: &RoomId) -> Vec<UserRef> {
+        let rooms = self.lock();
+        let mut users: Vec<UserRef> = rooms
+            .get(room)
+            .map(|entry| entry.local.values().map(|m| m.user.clone()).collect())
+            .unwrap_or_default();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        users.dedup_by(|a, b| a.id == b.id);
+        users
+    }
+
+    /// Records what another gateway said about a user's presence in a room this gateway serves.
+    pub fn apply_remote_presence(&self, origin: &str, room: &RoomId, user: &UserRef, online: bool) {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        let key = (origin.to_string(), user.id.clone());
+        if online {
+            entry.remote.insert(key, user.clone());
+        } else {
+            entry.remote.remove(&key);
+            if entry.local.is_empty() && entry.remote.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Rooms with local members (rebound after a broker reconnect).
+    pub fn local_rooms(&self) -> Vec<RoomId> {
+        self.lock()
+            .iter()
+            .filter(|(_, r)| !r.local.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::domain::Username;
+
+    fn member(user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let user = UserRef {
+            id: UserId::parse(format!("id-{user}")).expect("id"),
+            username: Username::parse(user.to_string()).expect("username"),
+        };
+        (
+            Member {
+                user,
+                tx,
+                lag: LagSignal::default(),
+            },
+            rx,
+        )
+    }
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name.to_string()).expect("room")
+    }
+
+    #[test]
+    fn the_first_join_binds_and_the_last_leave_unbinds() {
+        let (rooms, mut commands) = Rooms::new();
+        let (alice, _a) = member("alice", 4);
+        let (bob, _b) = member("bob", 4);
+        let _ = rooms.join(&room("r"), 1, alice);
+        let _ = rooms.join(&room("r"), 2, bob);
+        assert_eq!(rooms.leave(&room("r"), 1), Some(true));
+        assert_eq!(rooms.leave(&room("r"), 2), Some(true));
+        let mut seen = Vec::new();
+        while let Ok(command) = commands.try_recv() {
+            match command {
+                TopologyCommand::Bind(r) => seen.push(format!("bind {r}")),
+                TopologyCommand::Unbind(r) => seen.push(format!("unbind {r}")),
+                TopologyCommand::Barrier(_) => {}
+            }
+        }
+        assert_eq!(seen, vec!["bind r", "unbind r"]);
+    }
+
+    #[test]
+    fn a_member_whose_queue_is_full_is_signalled_and_others_still_receive() {
+        let (rooms, _commands) = Rooms::new();
+        let (slow, _slow_rx) = member("slow", 1);
+        let lag = slow.lag.clone();
+        let (fast, mut fast_rx) = member("fast", 8);
+        let _ = rooms.join(&room("r"), 1, slow);
+        let _ = rooms.join(&room("r"), 2, fast);
+        for _ in 0..3 {
+            rooms.deliver(&room("r"), || Outbound::Frame(Utf8Bytes::from_static("x")));
+        }
+        assert!(lag.token.is_cancelled());
+        let mut received = 0;
+        while fast_rx.try_recv().is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 3);
+    }
+
+    #[test]
+    fn members_merge_local_and_remote_users_once_each() {
+        let (rooms, _commands) = Rooms::new();
+        let (alice, _a) = member("alice", 4);
+        let alice_user = alice.user.clone();
+        let (alice2, _a2) = member("alice", 4);
+        let (bob, _b) = member("bob", 4);
+        let joined = rooms.join(&room("r"), 1, alice);
+        assert!(joined.first_for_user);
+        assert!(!rooms.join(&room("r"), 2, alice2).first_for_user);
+        rooms.apply_remote_presence("gw-2", &room("r"), &bob.user, true);
+        rooms.apply_remote_presence("gw-2", &room("r"), &alice_user, true);
+        let names: Vec<String> = rooms
+            .members(&room("r"))
+            .iter()
+            .map(|u| u.username.to_string())
+            .collect();
+        assert_eq!(names, vec!["alice", "bob"]);
+        rooms.apply_remote_presence("gw-2", &room("r"), &bob.user, false);
+        assert_eq!(rooms.members(&room("r")).len(), 1);
+        assert_eq!(rooms.leave(&room("r"), 1), Some(false));
+    }
+}

@@ -1,0 +1,202 @@
+//! HTTP side of the gateway: the WebSocket upgrade (token verified first), health, the
+//! forwarding of `/api/auth/*` and `/api/rooms/*`, and the web client's static files.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use common::error::ErrorBody;
+use common::token::{JwksVerifier, bearer_token};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::task::TaskTracker;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::connection::{self, Hub, Session};
+use crate::proxy::Upstreams;
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct ServerState {
+    pub hub: Arc<Hub>,
+    pub verifier: JwksVerifier,
+    pub upstreams: Upstreams,
+    /// Connections in flight, awaited at shutdown.
+    pub tracker: TaskTracker,
+}
+
+pub fn router(state: ServerState, web_dir: &str) -> Router {
+    let index = format!("{}/index.html", web_dir.trim_end_matches('/'));
+    let static_files = ServeDir::new(web_dir).fallback(ServeFile::new(index));
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
+        .route("/api/rooms/{*rest}", any(crate::proxy::to_history))
+        .route("/api/{*rest}", any(api_not_found))
+        .fallback_service(static_files)
+        .layer(axum::middleware::from_fn(cache_headers))
+        .with_state(state)
+}
+
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut response = (status, axum::Json(ErrorBody::new(code, message))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+async fn api_not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "not found")
+}
+
+/// Hashed build assets are immutable; everything else is revalidated.
+async fn cache_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    if path.starts_with("/api/") || path == "/ws" || path.starts_with("/health/") {
+        return response;
+    }
+    let value = if path.starts_with("/assets/") && response.status().is_success() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    response
+}
+
+async fn live() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Ready when the broker connection is up and token keys are loaded.
+async fn ready(State(state): State<ServerState>) -> Response {
+    let broker = state.hub.broker.is_connected();
+    let keys = state.verifier.has_keys() || state.verifier.refresh().await.is_ok();
+    let body = serde_json::json!({
+        "status": if broker && keys { "ready" } else { "unavailable" },
+        "broker": broker,
+        "token_keys": keys,
+    });
+    let status = if broker && keys {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(Deserialize)]
+struct UpgradeQuery {
+    token: Option<String>,
+}
+
+fn header_contains(headers: &HeaderMap, name: header::HeaderName, needle: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(needle))
+}
+
+/// `GET /ws`: verifies the token (header or `token` query parameter) before anything else,
+/// then performs the WebSocket handshake and hands the socket to [`connection::serve`].
+async fn upgrade(
+    State(state): State<ServerState>,
+    Query(query): Query<UpgradeQuery>,
+    mut request: Request,
+) -> Response {
+    let headers = request.headers();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .map(str::to_string)
+        .or(query.token.filter(|t| !t.is_empty()));
+    let Some(token) = token else {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an access token is required",
+        );
+    };
+    let user = match state.verifier.verify(&token).await {
+        Ok(user) => user,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade refused");
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the access token is invalid or expired",
+            );
+        }
+    };
+
+    let is_websocket = request.method() == Method::GET
+        && header_contains(headers, header::CONNECTION, "upgrade")
+        && header_contains(headers, header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| is_websocket)
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_upgrade",
+            "expected a WebSocket upgrade request (version 13)",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut request);
+
+    let limits = &state.hub.limits;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(limits.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes));
+    let hub = state.hub.clone();
+    let session = Session {
+        user: user.user,
+        token,
+    };
+    state.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                connection::serve(socket, session, hub).await;
+            }
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
+
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}

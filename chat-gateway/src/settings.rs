@@ -1,0 +1,66 @@
+//! chat-gateway settings: `config/default.toml`, then `GATEWAY_CONFIG_FILE`, then
+//! `GATEWAY__*` environment variables.
+
+use common::settings::{AmqpSettings, HttpSettings};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub amqp: GatewayAmqpSettings,
+    pub auth: AuthSettings,
+    pub history: HistorySettings,
+    pub web: WebSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayAmqpSettings {
+    #[serde(flatten)]
+    pub connection: AmqpSettings,
+    pub instance_id: String,
+    pub queue_expires_ms: u32,
+    pub confirm_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub url: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistorySettings {
+    pub url: String,
+    pub recent_on_join: u32,
+    pub catch_up_limit: u32,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebSettings {
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    pub outbound_queue: usize,
+    pub max_message_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub max_rooms_per_connection: usize,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+impl Settings {
+    pub fn load() -> anyhow::Result<Self> {
+        let mut settings: Settings =
+            common::settings::load(include_str!("../config/default.toml"), "GATEWAY")?;
+        if settings.amqp.instance_id.is_empty() {
+            settings.amqp.instance_id =
+                format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());
+        }
+        Ok(settings)
+    }
+}

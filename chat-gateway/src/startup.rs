@@ -1,0 +1,153 @@
+//! Builds the gateway from settings and runs it until SIGINT/SIGTERM.
+//!
+//! Shutdown order: stop accepting, close every WebSocket with 1001, wait for the connections
+//! (their sends finish their confirms), then close the broker connection after the last
+//! outstanding confirm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::token::{JwksVerifier, TokenPolicy};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{self, Broker};
+use crate::connection::Hub;
+use crate::history::HistoryClient;
+use crate::proxy::Upstreams;
+use crate::rooms::Rooms;
+use crate::server::{ServerState, router};
+use crate::settings::Settings;
+
+pub struct Application {
+    port: u16,
+    listener: TcpListener,
+    router: axum::Router,
+    hub: Arc<Hub>,
+    tracker: TaskTracker,
+    broker_task: JoinHandle<()>,
+    broker_shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let verifier = JwksVerifier::new(
+            JwksVerifier::jwks_url(&settings.auth.url),
+            TokenPolicy {
+                issuer: settings.auth.issuer.clone(),
+                audience: settings.auth.audience.clone(),
+                leeway_secs: 5,
+            },
+        )?;
+        if let Err(error) = verifier.refresh().await {
+            tracing::warn!(%error, "token keys not loaded yet; retrying on demand");
+        }
+        let (rooms, commands) = Rooms::new();
+        let rooms = Arc::new(rooms);
+        let broker = Broker::new(&settings.amqp);
+        let broker_shutdown = CancellationToken::new();
+        let broker_task = tokio::spawn(broker::run(
+            settings.amqp.clone(),
+            broker.clone(),
+            rooms.clone(),
+            commands,
+            broker_shutdown.clone(),
+        ));
+        let hub = Arc::new(Hub {
+            rooms,
+            broker,
+            history: HistoryClient::new(&settings.history)?,
+            limits: settings.limits.clone(),
+            ids: std::sync::Mutex::new(ulid::Generator::new()),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+        });
+        let tracker = TaskTracker::new();
+        let state = ServerState {
+            hub: hub.clone(),
+            verifier,
+            upstreams: Upstreams::new(
+                &settings.auth.url,
+                &settings.history.url,
+                settings.http.max_body_bytes,
+            )?,
+            tracker: tracker.clone(),
+        };
+        let listener = TcpListener::bind(settings.http.address())
+            .await
+            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(port, instance = %settings.amqp.instance_id, "chat-gateway listening");
+        Ok(Self {
+            port,
+            listener,
+            router: router(state, &settings.web.dir),
+            hub,
+            tracker,
+            broker_task,
+            broker_shutdown,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` resolves, then shuts down in order.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let hub = self.hub.clone();
+        let closing = CancellationToken::new();
+        let server = {
+            let closing = closing.clone();
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(async move { closing.cancelled().await })
+        };
+        let server = tokio::spawn(async move { server.await });
+        stop.await;
+        tracing::info!("shutting down: closing connections");
+        closing.cancel();
+        hub.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections did not close within 10 s");
+        }
+        self.broker_shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
