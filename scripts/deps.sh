@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts the local dependencies: RabbitMQ on 127.0.0.1:5672 and
+# FerretDB (Mongo wire protocol, SQLite storage under .local/ferretdb) on 127.0.0.1:27017.
+# Safe to run repeatedly and concurrently; services are left running in the background.
+#
+# Usage:
+#   scripts/deps.sh                  install what is missing, start what is not running
+#   scripts/deps.sh status           one line per dependency
+#   scripts/deps.sh start-rabbitmq | stop-rabbitmq | restart-rabbitmq
+#   scripts/deps.sh start-ferretdb | stop-ferretdb | restart-ferretdb
+#
+# Tests that need finer control can `source scripts/lib.sh` and call the same functions.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+mkdir -p "$LOG_DIR"
+# Serialise concurrent callers (several shells/agents may run this at once): two starters
+# racing would launch two FerretDBs or two `rabbitmq-server -detached`.
+exec 9>"$LOCAL_DIR/deps.lock"
+flock -w 600 9 || deps_die "timed out waiting for $LOCAL_DIR/deps.lock"
+
+status() {
+	local name=$1 host=$2 port=$3
+	if port_open "$host" "$port"; then
+		deps_log "$name: running on $host:$port"
+	else
+		deps_log "$name: not running ($host:$port does not answer)"
+	fi
+}
+
+case "${1:-up}" in
+up | start)
+	rabbitmq_start
+	ferretdb_start
+	;;
+status)
+	status rabbitmq "$RABBITMQ_HOST" "$RABBITMQ_PORT"
+	status ferretdb "$FERRETDB_HOST" "$FERRETDB_PORT"
+	;;
+start-rabbitmq) rabbitmq_start ;;
+stop-rabbitmq) rabbitmq_stop ;;
+restart-rabbitmq) rabbitmq_stop && rabbitmq_start ;;
+start-ferretdb) ferretdb_start ;;
+stop-ferretdb) ferretdb_stop ;;
+restart-ferretdb) ferretdb_stop && ferretdb_start ;;
+-h | --help | help) sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" ;;
+*)
+	sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+	exit 2
+	;;
+esac

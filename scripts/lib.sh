@@ -1,0 +1,277 @@
+# shellcheck shell=bash
+# Shared helpers for the local dependencies (RabbitMQ and FerretDB). Sourced by scripts/deps.sh
+# and by anything else (fault tests) that needs to stop or start a dependency:
+#
+#   source scripts/lib.sh
+#   rabbitmq_stop; rabbitmq_start
+#   ferretdb_stop; ferretdb_start
+#
+# Everything here is idempotent: starting a running service or stopping a stopped one is a no-op.
+# Only bash built-ins and coreutils/util-linux are used for checks (port probes go through
+# bash's /dev/tcp), so this works on a fresh Debian machine before anything is installed.
+
+REPO_ROOT="${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+LOCAL_DIR="$REPO_ROOT/.local"
+LOG_DIR="$LOCAL_DIR/log"
+
+RABBITMQ_HOST="${RABBITMQ_HOST:-127.0.0.1}"
+RABBITMQ_PORT="${RABBITMQ_PORT:-5672}"
+# The management UI (port 15672) is handy for debugging and costs one offline command.
+RABBITMQ_MANAGEMENT="${RABBITMQ_MANAGEMENT:-1}"
+RABBITMQ_START_TIMEOUT="${RABBITMQ_START_TIMEOUT:-60}"
+
+FERRETDB_BIN="$LOCAL_DIR/bin/ferretdb"
+FERRETDB_HOST="${FERRETDB_HOST:-127.0.0.1}"
+FERRETDB_PORT="${FERRETDB_PORT:-27017}"
+FERRETDB_DIR="$LOCAL_DIR/ferretdb"
+FERRETDB_PIDFILE="$FERRETDB_DIR/ferretdb.pid"
+FERRETDB_LOG="$LOG_DIR/ferretdb.log"
+# FerretDB's metrics/pprof listener defaults to 127.0.0.1:8088, a port our own services might
+# want; "-" turns it off.
+FERRETDB_DEBUG_ADDR="${FERRETDB_DEBUG_ADDR:--}"
+FERRETDB_START_TIMEOUT="${FERRETDB_START_TIMEOUT:-30}"
+
+case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) PATH="$PATH:/usr/local/go/bin" ;; esac
+# rabbitmq-server, rabbitmqctl and rabbitmq-plugins live in /usr/sbin.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
+export PATH
+
+deps_log() { printf 'deps: %s\n' "$*"; }
+deps_die() {
+	printf 'deps: error: %s\n' "$*" >&2
+	exit 1
+}
+
+# as_root CMD...: runs CMD as root (directly when we already are root). fd 9 (the lock held by
+# scripts/deps.sh) is closed so daemons started underneath (rabbitmq, apt's postinst) cannot
+# inherit it and keep the lock forever.
+as_root() {
+	if [[ $EUID -eq 0 ]]; then
+		"$@" 9>&-
+	elif command -v sudo >/dev/null; then
+		sudo -n "$@" 9>&-
+	else
+		deps_die "need root to run: $*"
+	fi
+}
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() {
+	# shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# wait_port HOST PORT SECONDS: polls until the port answers; false on timeout.
+wait_port() {
+	local deadline=$((SECONDS + $3))
+	until port_open "$1" "$2"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.5
+	done
+}
+
+# wait_port_closed HOST PORT SECONDS: polls until the port stops answering; false on timeout.
+wait_port_closed() {
+	local deadline=$((SECONDS + $3))
+	while port_open "$1" "$2"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.5
+	done
+}
+
+# ---------------------------------------------------------------------------------------------
+# RabbitMQ (Debian package, runs as the rabbitmq user, node rabbit@$(hostname -s))
+
+rabbitmq_install() {
+	command -v rabbitmq-server >/dev/null && return 0
+	deps_log "installing rabbitmq-server via apt"
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -q
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
+		install --no-install-recommends rabbitmq-server)
+	# Only refresh the package lists when the install cannot work with the ones we have.
+	if ! as_root "${apt[@]}" </dev/null >"$LOG_DIR/apt-rabbitmq.log" 2>&1; then
+		deps_log "apt-get install failed with the current package lists; running apt-get update"
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get -q update </dev/null >>"$LOG_DIR/apt-rabbitmq.log" 2>&1 ||
+			{ tail -n 20 "$LOG_DIR/apt-rabbitmq.log" >&2; deps_die "apt-get update failed"; }
+		as_root "${apt[@]}" </dev/null >>"$LOG_DIR/apt-rabbitmq.log" 2>&1 ||
+			{ tail -n 20 "$LOG_DIR/apt-rabbitmq.log" >&2; deps_die "apt-get install rabbitmq-server failed"; }
+	fi
+	command -v rabbitmq-server >/dev/null || deps_die "rabbitmq-server still missing after apt-get install"
+}
+
+# rabbitmqctl as root talks to the node with root's Erlang cookie; the node uses the rabbitmq
+# user's. Keep them equal so `rabbitmqctl` works from any shell (Debian's wrapper usually
+# switches to the rabbitmq user anyway, this covers the case where it does not).
+rabbitmq_sync_cookie() {
+	local src=/var/lib/rabbitmq/.erlang.cookie dst="${HOME:-/root}/.erlang.cookie"
+	[[ $EUID -eq 0 && -r $src ]] || return 0
+	if ! cmp -s "$src" "$dst" 2>/dev/null; then
+		install -m 400 "$src" "$dst"
+	fi
+}
+
+rabbitmq_enable_management() {
+	[[ $RABBITMQ_MANAGEMENT == 1 ]] || return 0
+	grep -qs rabbitmq_management /etc/rabbitmq/enabled_plugins && return 0
+	as_root rabbitmq-plugins enable --offline rabbitmq_management </dev/null >>"$LOG_DIR/rabbitmq-start.log" 2>&1 ||
+		deps_log "warning: could not enable rabbitmq_management (continuing without it)"
+}
+
+rabbitmq_log_tail() {
+	local f
+	for f in "$LOG_DIR/rabbitmq-start.log" /var/log/rabbitmq/rabbit@*.log; do
+		[[ -s $f ]] || continue
+		printf -- '--- tail of %s ---\n' "$f" >&2
+		tail -n 25 "$f" >&2
+	done
+}
+
+# rabbitmq_start: installs if needed, starts the node unless the AMQP port already answers,
+# and waits until it does. Prints one status line.
+rabbitmq_start() {
+	local started=""
+	mkdir -p "$LOG_DIR"
+	if port_open "$RABBITMQ_HOST" "$RABBITMQ_PORT"; then
+		rabbitmq_sync_cookie
+		deps_log "rabbitmq: already running on $RABBITMQ_HOST:$RABBITMQ_PORT"
+		return 0
+	fi
+	rabbitmq_install
+	rabbitmq_sync_cookie
+	# apt's postinst may have launched the node already (or it may still be booting).
+	if ! port_open "$RABBITMQ_HOST" "$RABBITMQ_PORT"; then
+		if as_root rabbitmqctl -q ping </dev/null >/dev/null 2>&1; then
+			deps_log "rabbitmq: node is up but port $RABBITMQ_PORT is not answering yet; waiting"
+		else
+			rabbitmq_enable_management
+			started=$SECONDS
+			# -detached makes the Erlang VM fork into the background and outlive this script.
+			as_root rabbitmq-server -detached </dev/null >>"$LOG_DIR/rabbitmq-start.log" 2>&1 ||
+				{ rabbitmq_log_tail; deps_die "rabbitmq-server -detached failed"; }
+		fi
+	fi
+	if ! wait_port "$RABBITMQ_HOST" "$RABBITMQ_PORT" "$RABBITMQ_START_TIMEOUT"; then
+		rabbitmq_log_tail
+		deps_die "rabbitmq: port $RABBITMQ_HOST:$RABBITMQ_PORT did not answer within ${RABBITMQ_START_TIMEOUT}s"
+	fi
+	rabbitmq_sync_cookie
+	deps_log "rabbitmq: started on $RABBITMQ_HOST:$RABBITMQ_PORT${started:+ (took $((SECONDS - started))s)}"
+}
+
+# rabbitmq_stop: stops the node (and waits for the VM to exit). epmd is left running; it is harmless.
+rabbitmq_stop() {
+	if ! command -v rabbitmqctl >/dev/null; then
+		deps_log "rabbitmq: not installed"
+		return 0
+	fi
+	rabbitmq_sync_cookie
+	if ! as_root rabbitmqctl -q ping </dev/null >/dev/null 2>&1 && ! port_open "$RABBITMQ_HOST" "$RABBITMQ_PORT"; then
+		deps_log "rabbitmq: already stopped"
+		return 0
+	fi
+	# `shutdown` (unlike `stop`) blocks until the Erlang VM has exited.
+	as_root rabbitmqctl -q shutdown </dev/null >/dev/null 2>&1 || as_root rabbitmqctl -q stop </dev/null >/dev/null 2>&1 || true
+	wait_port_closed "$RABBITMQ_HOST" "$RABBITMQ_PORT" 30 ||
+		deps_die "rabbitmq: port $RABBITMQ_PORT still answers after rabbitmqctl shutdown"
+	deps_log "rabbitmq: stopped"
+}
+
+# ---------------------------------------------------------------------------------------------
+# FerretDB (Mongo wire protocol on SQLite; binary built from tools/ferretdb)
+
+ferretdb_install() {
+	[[ -x $FERRETDB_BIN ]] && return 0
+	deps_log "building FerretDB into $FERRETDB_BIN (takes a couple of minutes the first time)"
+	mkdir -p "$LOG_DIR"
+	bash "$REPO_ROOT/tools/ferretdb/build.sh" "$FERRETDB_BIN" </dev/null >"$LOG_DIR/ferretdb-build.log" 2>&1 ||
+		{ tail -n 30 "$LOG_DIR/ferretdb-build.log" >&2; deps_die "FerretDB build failed (full log: $LOG_DIR/ferretdb-build.log)"; }
+}
+
+# ferretdb_pids: pids of running processes whose executable is our FerretDB binary.
+ferretdb_pids() {
+	local pid exe
+	{
+		if [[ -s $FERRETDB_PIDFILE ]]; then
+			pid="$(<"$FERRETDB_PIDFILE")"
+			[[ $pid =~ ^[0-9]+$ && "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$FERRETDB_BIN"* ]] && echo "$pid"
+		fi
+		# Also catch an instance started without the pid file (e.g. by hand), but only ours.
+		for exe in /proc/[0-9]*/exe; do
+			[[ "$(readlink "$exe" 2>/dev/null)" == "$FERRETDB_BIN"* ]] || continue
+			pid="${exe#/proc/}"
+			echo "${pid%/exe}"
+		done
+	} | sort -un
+}
+
+ferretdb_log_tail() {
+	[[ -s $FERRETDB_LOG ]] || return 0
+	printf -- '--- tail of %s ---\n' "$FERRETDB_LOG" >&2
+	tail -n 25 "$FERRETDB_LOG" >&2
+}
+
+# ferretdb_start: builds if needed, starts FerretDB detached unless its port already answers,
+# and waits until it does. Prints one status line.
+ferretdb_start() {
+	if port_open "$FERRETDB_HOST" "$FERRETDB_PORT"; then
+		deps_log "ferretdb: already running on $FERRETDB_HOST:$FERRETDB_PORT"
+		return 0
+	fi
+	ferretdb_install
+	mkdir -p "$FERRETDB_DIR/data" "$FERRETDB_DIR/state" "$LOG_DIR"
+	local started=$SECONDS pid
+	# setsid + nohup: own session, immune to the caller's hangup, so it outlives this script.
+	setsid nohup "$FERRETDB_BIN" \
+		--handler=sqlite \
+		--sqlite-url="file:$FERRETDB_DIR/data/" \
+		--listen-addr="$FERRETDB_HOST:$FERRETDB_PORT" \
+		--telemetry=disable \
+		--state-dir="$FERRETDB_DIR/state" \
+		--debug-addr="$FERRETDB_DEBUG_ADDR" \
+		</dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
+	pid=$!
+	echo "$pid" >"$FERRETDB_PIDFILE"
+	local deadline=$((SECONDS + FERRETDB_START_TIMEOUT))
+	until port_open "$FERRETDB_HOST" "$FERRETDB_PORT"; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			ferretdb_log_tail
+			rm -f "$FERRETDB_PIDFILE"
+			deps_die "ferretdb: exited during start-up"
+		fi
+		if ((SECONDS >= deadline)); then
+			ferretdb_log_tail
+			deps_die "ferretdb: port $FERRETDB_HOST:$FERRETDB_PORT did not answer within ${FERRETDB_START_TIMEOUT}s (pid $pid)"
+		fi
+		sleep 0.2
+	done
+	deps_log "ferretdb: started on $FERRETDB_HOST:$FERRETDB_PORT (pid $pid, took $((SECONDS - started))s, log $FERRETDB_LOG)"
+}
+
+# ferretdb_stop: stops our FerretDB (SIGTERM, then SIGKILL after 10s). Data is kept.
+ferretdb_stop() {
+	local pids pid
+	pids="$(ferretdb_pids)"
+	if [[ -z $pids ]]; then
+		rm -f "$FERRETDB_PIDFILE"
+		if port_open "$FERRETDB_HOST" "$FERRETDB_PORT"; then
+			deps_die "ferretdb: port $FERRETDB_PORT answers but not from $FERRETDB_BIN; not touching it"
+		fi
+		deps_log "ferretdb: already stopped"
+		return 0
+	fi
+	for pid in $pids; do kill -TERM "$pid" 2>/dev/null || true; done
+	local deadline=$((SECONDS + 10))
+	for pid in $pids; do
+		while kill -0 "$pid" 2>/dev/null; do
+			if ((SECONDS >= deadline)); then
+				kill -KILL "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.2
+		done
+	done
+	rm -f "$FERRETDB_PIDFILE"
+	wait_port_closed "$FERRETDB_HOST" "$FERRETDB_PORT" 10 ||
+		deps_die "ferretdb: port $FERRETDB_PORT still answers after stopping pid(s) $pids"
+	deps_log "ferretdb: stopped (pid ${pids//$'\n'/ })"
+}
