@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Static validation of the deployment files (docker-compose.yml, deploy/Dockerfile,
+# deploy/k8s): no Docker engine, cluster or network needed when it runs.
+#
+# First run installs, into .local/deploy-tools (git-ignored):
+#   - kustomize and deploy-check, built from tools/deploy-check (Go modules pinned by
+#     its go.sum, fetched through the Go module proxy);
+#   - a Python venv with deploy/validate/requirements.txt (kubernetes-validate ships
+#     the Kubernetes JSON schemas inside the package).
+# Later runs reuse them; each is rebuilt only when its pinned inputs change.
+#
+# Usage: scripts/validate-deploy.sh        (exit status non-zero when a check fails)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.local/deploy-tools"
+mkdir -p "$tools/bin"
+
+log() { printf 'validate-deploy: %s\n' "$*" >&2; }
+
+# --- Go tools -----------------------------------------------------------------------------
+go_bin="$(command -v go || true)"
+[[ -z "$go_bin" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
+go_src="$root/tools/deploy-check"
+go_stamp="$(cat "$go_src/go.mod" "$go_src/go.sum" "$go_src"/*.go | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$tools/go.stamp" 2>/dev/null)" != "$go_stamp" || ! -x "$tools/bin/kustomize" || ! -x "$tools/bin/deploy-check" ]]; then
+  if [[ -z "$go_bin" ]]; then
+    log "Go is not installed (needed once, to build kustomize and deploy-check)"
+    exit 1
+  fi
+  log "building kustomize and deploy-check (first run only)"
+  (
+    cd "$go_src"
+    export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+    "$go_bin" build -trimpath -o "$tools/bin/deploy-check" .
+    "$go_bin" build -trimpath -o "$tools/bin/kustomize" sigs.k8s.io/kustomize/kustomize/v5
+  )
+  echo "$go_stamp" > "$tools/go.stamp"
+fi
+
+# --- Python tools -------------------------------------------------------------------------
+venv="$tools/venv"
+req="$root/deploy/validate/requirements.txt"
+py_stamp="$( (cat "$req"; python3 --version) | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$tools/py.stamp" 2>/dev/null)" != "$py_stamp" || ! -x "$venv/bin/python" ]]; then
+  log "installing Python packages into $venv (first run only)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$req"
+  echo "$py_stamp" > "$tools/py.stamp"
+fi
+
+# --- Checks -------------------------------------------------------------------------------
+exec "$venv/bin/python" "$root/deploy/validate/validate.py" \
+  --kustomize "$tools/bin/kustomize" \
+  --deploy-check "$tools/bin/deploy-check"
