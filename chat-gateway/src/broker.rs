@@ -134,13 +134,21 @@ impl Broker {
         });
     }
 
-    pub fn presence(&self, room: &RoomId, user: &common::domain::UserRef, state: PresenceState) {
+    /// Announces a local presence change (`sync` false) or answers a presence query.
+    pub fn presence(
+        &self,
+        room: &RoomId,
+        user: &common::domain::UserRef,
+        state: PresenceState,
+        sync: bool,
+    ) {
         self.publish_room_event(RoomEvent::Presence {
             v: common::event::EVENT_VERSION,
             origin: self.origin.to_string(),
             room: room.clone(),
             user: user.clone(),
             state,
+            sync,
         });
     }
 }
@@ -367,10 +375,26 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
             room,
             user,
             state,
+            sync,
             ..
         } => {
-            if remote {
-                rooms.apply_remote_presence(origin, room, user, *state == PresenceState::Online);
+            // Clients see a presence event only when the user's visibility in the room changed:
+            // remote events are recorded here and shown if they changed it; local changes were
+            // recorded at join/leave and are shown unless another gateway already (or still)
+            // shows the user; query answers from this gateway are for the others.
+            let show = if remote {
+                rooms.apply_remote_presence(origin, room, user, *state == PresenceState::Online)
+            } else if *sync {
+                false
+            } else {
+                let (local, elsewhere) = rooms.visibility(room, &user.id);
+                match state {
+                    PresenceState::Online => !elsewhere,
+                    PresenceState::Offline => !local && !elsewhere,
+                }
+            };
+            if !show {
+                return;
             }
             let frame = Utf8Bytes::from(
                 ServerFrame::Presence {
@@ -389,7 +413,7 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
         RoomEvent::PresenceQuery { room, .. } => {
             if remote {
                 for user in rooms.local_users(room) {
-                    broker.presence(room, &user, PresenceState::Online);
+                    broker.presence(room, &user, PresenceState::Online, true);
                 }
             }
         }

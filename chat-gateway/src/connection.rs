@@ -92,7 +92,7 @@ where
     let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
     let close = loop {
         let next = tokio::select! {
-            _ = hub.shutdown.cancelled() => break None,
+            _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         match next {
@@ -132,7 +132,20 @@ where
         drop(close_tx);
     }
     drop(reader);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Finish the closing handshake: wait (briefly) for the client to close its side, reading
+    // and discarding what it still sends, so the socket is not reset with unread data and
+    // the close frame reaches the client.
+    if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await
+        && let Ok(mut socket) = stream.reunite(sink)
+    {
+        use tokio::io::AsyncReadExt;
+        let raw = socket.get_mut();
+        let mut discard = [0u8; 1024];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while matches!(raw.read(&mut discard).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
     tracing::debug!(conn, "connection closed");
 }
 
@@ -289,7 +302,7 @@ impl Reader {
         if joined.first_for_user {
             self.hub
                 .broker
-                .presence(&room, &self.session.user, PresenceState::Online);
+                .presence(&room, &self.session.user, PresenceState::Online, false);
         }
 
         let page = match since {
@@ -359,7 +372,7 @@ impl Reader {
         if self.hub.rooms.leave(room, self.conn) == Some(true) {
             self.hub
                 .broker
-                .presence(room, &self.session.user, PresenceState::Offline);
+                .presence(room, &self.session.user, PresenceState::Offline, false);
         }
     }
 
@@ -397,6 +410,8 @@ impl RoomState {
     }
 }
 
+/// Writes until the queue closes, a close is requested, the connection lags or the server
+/// stops; returns the sink so the caller can finish the closing handshake.
 async fn write_loop<S>(
     mut sink: S,
     mut rx: mpsc::Receiver<Outbound>,
@@ -404,7 +419,8 @@ async fn write_loop<S>(
     lag: LagSignal,
     shutdown: CancellationToken,
     ping_interval: Duration,
-) where
+) -> S
+where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     let mut rooms: HashMap<RoomId, RoomState> = HashMap::new();
@@ -426,12 +442,15 @@ async fn write_loop<S>(
             _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+                    return sink;
                 }
                 continue;
             }
         };
-        let Some(item) = item else { break None };
+        // The reader is gone; it may have left a close frame to send.
+        let Some(item) = item else {
+            break close_rx.try_recv().ok();
+        };
         let frames: Vec<Utf8Bytes> = match item {
             Outbound::Frame(frame) => vec![frame],
             Outbound::BeginJoin(room) => {
@@ -489,11 +508,11 @@ async fn write_loop<S>(
         };
         for frame in frames {
             if sink.feed(Message::Text(frame)).await.is_err() {
-                return;
+                return sink;
             }
         }
         if sink.flush().await.is_err() {
-            return;
+            return sink;
         }
     };
     if let Some(frame) = close {
@@ -503,5 +522,5 @@ async fn write_loop<S>(
         )
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    sink
 }

@@ -209,21 +209,47 @@ impl Rooms {
         users
     }
 
-    /// Records what another gateway said about a user's presence in a room this gateway serves.
-    pub fn apply_remote_presence(&self, origin: &str, room: &RoomId, user: &UserRef, online: bool) {
+    /// Records what another gateway said about a user's presence in a room this gateway
+    /// serves; returns whether that changed who is visible in the room.
+    pub fn apply_remote_presence(
+        &self,
+        origin: &str,
+        room: &RoomId,
+        user: &UserRef,
+        online: bool,
+    ) -> bool {
         let mut rooms = self.lock();
         let Some(entry) = rooms.get_mut(room) else {
-            return;
+            return false;
         };
+        let visible = |entry: &Room| {
+            entry.local.values().any(|m| m.user.id == user.id)
+                || entry.remote.keys().any(|(_, id)| *id == user.id)
+        };
+        let before = visible(entry);
         let key = (origin.to_string(), user.id.clone());
         if online {
             entry.remote.insert(key, user.clone());
         } else {
             entry.remote.remove(&key);
-            if entry.local.is_empty() && entry.remote.is_empty() {
-                rooms.remove(room);
-            }
         }
+        let after = visible(entry);
+        if entry.local.is_empty() && entry.remote.is_empty() {
+            rooms.remove(room);
+        }
+        before != after
+    }
+
+    /// Whether the user has a local connection in the room, and whether another gateway
+    /// reported them there.
+    pub fn visibility(&self, room: &RoomId, user: &UserId) -> (bool, bool) {
+        let rooms = self.lock();
+        rooms.get(room).map_or((false, false), |entry| {
+            (
+                entry.local.values().any(|m| m.user.id == *user),
+                entry.remote.keys().any(|(_, id)| id == user),
+            )
+        })
     }
 
     /// Rooms with local members (rebound after a broker reconnect).

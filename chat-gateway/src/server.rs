@@ -32,7 +32,10 @@ pub struct ServerState {
 }
 
 pub fn router(state: ServerState, web_dir: &str) -> Router {
-    let index = format!("{}/index.html", web_dir.trim_end_matches('/'));
+    let web_dir = web_dir.trim_end_matches('/');
+    let index = format!("{web_dir}/index.html");
+    // Hashed build assets are never answered with the SPA page: a missing one is a 404.
+    let assets = ServeDir::new(format!("{web_dir}/assets"));
     let static_files = ServeDir::new(web_dir).fallback(ServeFile::new(index));
     Router::new()
         .route("/ws", get(upgrade))
@@ -41,6 +44,7 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
         .route("/api/rooms/{*rest}", any(crate::proxy::to_history))
         .route("/api/{*rest}", any(api_not_found))
+        .nest_service("/assets", assets)
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn(cache_headers))
         .with_state(state)

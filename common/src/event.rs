@@ -89,6 +89,10 @@ pub enum RoomEvent {
         room: RoomId,
         user: UserRef,
         state: PresenceState,
+        /// An answer to a [`RoomEvent::PresenceQuery`], not a change: receivers show it only
+        /// if it tells them something new.
+        #[serde(default)]
+        sync: bool,
     },
     /// A user is typing.
     Typing {

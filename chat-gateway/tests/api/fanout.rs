@@ -1,0 +1,155 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::Cluster;
+
+#[tokio::test]
+async fn a_message_reaches_every_member_on_every_gateway_once_and_the_sender_gets_an_ack() {
+    let cluster = Cluster::new().await;
+    let first = cluster.gateway().await;
+    let second = cluster.gateway().await;
+    let mut alice = first.connect("u-alice", "alice").await;
+    let mut bob = second.connect("u-bob", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+
+    alice.send_message("lobby", "c-1", "hello bob").await;
+    let ack = alice.next_of("ack").await;
+    assert_eq!(ack["client_id"], "c-1");
+    let id = ack["id"].as_str().expect("id").to_string();
+
+    for client in [&mut alice, &mut bob] {
+        let message = client.next_of("message").await;
+        assert_eq!(message["id"], id.as_str());
+        assert_eq!(message["room"], "lobby");
+        assert_eq!(message["client_id"], "c-1");
+        assert_eq!(message["body"], "hello bob");
+        assert_eq!(message["author"]["username"], "alice");
+        assert_eq!(message["author"]["id"], "u-alice");
+        assert!(message["sent_at"].as_str().is_some_and(|s| s.contains('T')));
+        let again = client
+            .collect("message", 1, Duration::from_millis(300))
+            .await;
+        assert!(again.is_empty(), "delivered twice: {again:?}");
+    }
+}
+
+#[tokio::test]
+async fn many_messages_arrive_in_send_order_with_distinct_increasing_ids() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    alice.join("lobby").await;
+    for i in 0..50 {
+        alice
+            .send_message("lobby", &format!("c-{i}"), &format!("message {i}"))
+            .await;
+    }
+    let messages = alice.collect("message", 50, Duration::from_secs(5)).await;
+    assert_eq!(messages.len(), 50);
+    let bodies: Vec<String> = messages
+        .iter()
+        .map(|m| m["body"].as_str().expect("body").to_string())
+        .collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("message {i}")).collect();
+    assert_eq!(bodies, expected);
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids of one gateway increase");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 50);
+}
+
+#[tokio::test]
+async fn members_are_listed_on_join_and_presence_is_announced_across_gateways() {
+    let cluster = Cluster::new().await;
+    let first = cluster.gateway().await;
+    let second = cluster.gateway().await;
+    let mut alice = first.connect("u-alice", "alice").await;
+    alice.join("lobby").await;
+    let mut bob = second.connect("u-bob", "bob").await;
+    let joined = bob.join("lobby").await;
+    assert!(joined["messages"].as_array().is_some_and(|m| m.is_empty()));
+
+    let presence = alice.next_of("presence").await;
+    let presence = if presence["user"]["username"] == "alice" {
+        alice.next_of("presence").await
+    } else {
+        presence
+    };
+    assert_eq!(presence["user"]["username"], "bob");
+    assert_eq!(presence["state"], "online");
+
+    // Gateway two learns of alice from gateway one's answer to its presence query.
+    let mut carol = second.connect("u-carol", "carol").await;
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        let joined = carol.join("lobby").await;
+        names = joined["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["username"].as_str().expect("name").to_string())
+            .collect();
+        if names.len() == 3 {
+            break;
+        }
+        carol
+            .send_json(json!({"type": "leave", "room": "lobby"}))
+            .await;
+        carol.next_of("left").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names, vec!["alice", "bob", "carol"]);
+
+    drop(bob);
+    let offline = alice.next_of("presence").await;
+    let offline = if offline["user"]["username"] == "carol" {
+        alice.next_of("presence").await
+    } else {
+        offline
+    };
+    assert_eq!(offline["user"]["username"], "bob");
+    assert_eq!(offline["state"], "offline");
+}
+
+#[tokio::test]
+async fn typing_is_relayed_to_the_room() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    alice
+        .send_json(json!({"type": "typing", "room": "lobby"}))
+        .await;
+    let typing = bob.next_of("typing").await;
+    assert_eq!(typing["user"]["username"], "alice");
+    assert_eq!(typing["room"], "lobby");
+}
+
+#[tokio::test]
+async fn after_leaving_a_room_its_messages_stop_arriving() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    bob.send_json(json!({"type": "leave", "room": "lobby"}))
+        .await;
+    bob.next_of("left").await;
+    alice.send_message("lobby", "c-1", "anyone?").await;
+    alice.next_of("message").await;
+    assert!(
+        bob.collect("message", 1, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+}

@@ -1,0 +1,198 @@
+use common::testing;
+use serde_json::Value;
+
+use crate::helpers::Cluster;
+
+async fn upgrade_status(
+    address: &str,
+    auth: Option<String>,
+    query_token: Option<String>,
+) -> (u16, Value) {
+    let mut url = format!("http://{address}/ws");
+    if let Some(token) = query_token {
+        url.push_str(&format!("?token={token}"));
+    }
+    let mut request = reqwest::Client::new()
+        .get(url)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_upgrade_is_refused_with_401_before_any_handshake_for_bad_tokens() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut expired = testing::claims("u", "alice");
+    expired.exp = expired.iat - 3600;
+    let mut wrong_audience = testing::claims("u", "alice");
+    wrong_audience.aud = "elsewhere".into();
+    let mut wrong_issuer = testing::claims("u", "alice");
+    wrong_issuer.iss = "someone".into();
+    let valid = testing::token("u", "alice");
+    let (header, rest) = valid.split_once('.').expect("jwt");
+    let (payload, _signature) = rest.split_once('.').expect("jwt");
+    let other_signature = testing::token("u2", "bob");
+    let wrong_signature = format!(
+        "{header}.{payload}.{}",
+        other_signature.rsplit('.').next().expect("sig")
+    );
+    // {"alg":"none","typ":"JWT","kid":"test-key"}
+    let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoidGVzdC1rZXkifQ.{payload}.");
+    let bad_tokens = [
+        None,
+        Some("garbage".to_string()),
+        Some(alg_none),
+        Some(wrong_signature),
+        Some(testing::sign(&expired, testing::TEST_KID)),
+        Some(testing::sign(&wrong_audience, testing::TEST_KID)),
+        Some(testing::sign(&wrong_issuer, testing::TEST_KID)),
+    ];
+    for token in bad_tokens {
+        let (status, body) = upgrade_status(&gateway.address, None, token.clone()).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{token:?}");
+        if let Some(token) = token {
+            let (status, _) =
+                upgrade_status(&gateway.address, Some(format!("Bearer {token}")), None).await;
+            assert_eq!(status, 401, "header {token}");
+        }
+    }
+    let (status, _) = upgrade_status(&gateway.address, Some(format!("Bearer {valid}")), None).await;
+    assert_eq!(status, 101);
+    let (status, _) = upgrade_status(&gateway.address, None, Some(valid)).await;
+    assert_eq!(status, 101);
+}
+
+#[tokio::test]
+async fn a_plain_get_with_a_valid_token_is_a_400_not_an_upgrade() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/ws?token={}",
+            gateway.address,
+            testing::token("u", "alice")
+        ))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "bad_upgrade");
+}
+
+#[tokio::test]
+async fn forwarded_apis_answer_502_with_the_error_body_when_the_upstream_is_down() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.auth.url = "http://127.0.0.1:9".to_string())
+        .await;
+    let http = reqwest::Client::new();
+    for path in ["/api/auth/login", "/api/rooms/lobby/messages"] {
+        let response = http
+            .post(format!("http://{}{path}", gateway.address))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 502, "{path}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "upstream_unavailable");
+    }
+    let response = http
+        .get(format!("http://{}/api/nothing", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn forwarded_requests_reach_the_upstream_with_method_path_query_and_body() {
+    // The test JWKS server answers every request with the JWKS: enough to see the forwarding.
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/auth/anything?x=1", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert!(body["keys"].is_array());
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_with_spa_fallback_and_cache_headers() {
+    let dir = std::env::temp_dir().join(format!("gateway-web-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(dir.join("assets")).expect("dirs");
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>chat</title>").expect("index");
+    std::fs::write(dir.join("assets/app-abc123.js"), "console.log(1)").expect("asset");
+    let cluster = Cluster::new().await;
+    let web_dir = dir.to_string_lossy().to_string();
+    let gateway = cluster.gateway_with(|s| s.web.dir = web_dir).await;
+    let http = reqwest::Client::new();
+
+    let index = http
+        .get(format!("http://{}/", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(index.status(), 200);
+    assert!(
+        index.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/html")
+    );
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+
+    let asset = http
+        .get(format!("http://{}/assets/app-abc123.js", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(asset.status(), 200);
+    assert!(
+        asset.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .contains("javascript")
+    );
+    assert!(
+        asset.headers()["cache-control"]
+            .to_str()
+            .expect("cc")
+            .contains("immutable")
+    );
+
+    let missing = http
+        .get(format!("http://{}/assets/missing-123.js", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(missing.status(), 404);
+
+    let deep = http
+        .get(format!("http://{}/rooms/lobby", gateway.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deep.status(), 200);
+    assert!(
+        deep.text()
+            .await
+            .expect("body")
+            .contains("<title>chat</title>")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,4 @@
+mod fanout;
+mod helpers;
+mod http;
+mod protocol;
