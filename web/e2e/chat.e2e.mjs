@@ -1,0 +1,547 @@
+/**
+ * End-to-end test of the web client in real headless Chromium against the
+ * real services: auth-service, history-service and chat-gateway are started
+ * here as processes on free ports, each run with its own database, exchange
+ * and queue names, and the gateway serves the built client from web/dist.
+ *
+ * Needs: the three binaries (default <repo>/target/debug, or CHAT_BIN_DIR),
+ * a built client in web/dist, MongoDB/FerretDB on 127.0.0.1:27017 and
+ * RabbitMQ on 127.0.0.1:5672 (scripts/deps.sh), and Debian's `chromium`
+ * (CHROMIUM_PATH overrides /usr/bin/chromium).
+ *
+ * Run: `npm run e2e` in web/ (builds the client first), or
+ * `node web/e2e/chat.e2e.mjs` / `node --test web/e2e/chat.e2e.mjs` with a
+ * client already built.
+ * Screenshots of the chat view go to docs/screenshots/; service logs to
+ * web/e2e/.artifacts/ (printed on failure).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoDir = path.resolve(webDir, '..');
+const binDir = process.env.CHAT_BIN_DIR ?? path.join(repoDir, 'target', 'debug');
+const distDir = path.join(webDir, 'dist');
+const artifactsDir = path.join(webDir, 'e2e', '.artifacts');
+const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
+const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Unique per run, so the run has a database, exchange and queues of its own. */
+const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
+const names = {
+  database: `e2e_web_${tag}`,
+  exchange: `e2e_web_${tag}.chat`,
+  historyQueue: `e2e_web_${tag}.history`,
+  gatewayInstance: `e2e-web-${tag}`,
+  // Users and rooms live in the run's own database, so plain names cannot collide.
+  room: 'general',
+  alice: 'alice',
+  bob: 'bob',
+};
+const password = 'correct horse battery';
+
+const STEP_TIMEOUT = 90_000;
+const UI_TIMEOUT = 15_000;
+/** Long enough for the client's reconnect backoff after a gateway restart. */
+const RECONNECT_TIMEOUT = 45_000;
+const RECENT_ON_JOIN = 20;
+const CATCH_UP_LIMIT = 5;
+
+// ---- processes ------------------------------------------------------------
+
+/** Every process started here, so that all of them are stopped whatever happens. */
+const children = new Set();
+
+function killAllNow() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+}
+process.on('exit', killAllNow);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    killAllNow();
+    process.exit(130);
+  });
+}
+
+async function freePort() {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+class Service {
+  constructor(name, binary, env) {
+    this.name = name;
+    this.binary = binary;
+    this.env = env;
+    this.process = null;
+    this.logFile = path.join(artifactsDir, `${name}.log`);
+  }
+
+  get url() {
+    return `http://127.0.0.1:${this.env.port}`;
+  }
+
+  async start() {
+    const bin = path.join(binDir, this.binary);
+    if (!existsSync(bin)) throw new Error(`${bin} not found: build the workspace first (cargo build --workspace)`);
+    const log = createWriteStream(this.logFile, { flags: 'a' });
+    log.write(`---- start ${new Date().toISOString()}\n`);
+    const child = spawn(bin, [], {
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1', ...this.env.vars },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.pipe(log, { end: false });
+    child.stderr.pipe(log, { end: false });
+    children.add(child);
+    child.once('exit', () => children.delete(child));
+    this.process = child;
+    await this.waitReady(child);
+  }
+
+  async waitReady(child, timeoutMs = 60_000) {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`${this.name} exited (${child.exitCode ?? child.signalCode}) before it was ready; see ${this.logFile}`);
+      }
+      try {
+        const res = await fetch(`${this.url}/health/ready`, { signal: AbortSignal.timeout(2000) });
+        if (res.status === 200) return;
+      } catch {
+        // Not listening yet.
+      }
+      await sleep(200);
+    }
+    throw new Error(`${this.name} was not ready within ${timeoutMs} ms; see ${this.logFile}`);
+  }
+
+  async stop() {
+    const child = this.process;
+    this.process = null;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  logTail(lines = 40) {
+    try {
+      return readFileSync(this.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---- browser helpers --------------------------------------------------------
+
+const chromiumArgs = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+];
+
+/**
+ * Installed in every page before the app loads: keeps a handle on the app's
+ * WebSockets so a test can cut one client off (and keep it off) while the
+ * gateway stays up for everyone else.
+ */
+function socketSwitch() {
+  const Native = window.WebSocket;
+  const control = { blocked: false, sockets: new Set() };
+  window.__chatTest = control;
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      // A closed port: the attempt fails like an unreachable gateway.
+      super(control.blocked ? 'ws://127.0.0.1:9/' : url, protocols);
+      control.sockets.add(this);
+      this.addEventListener('close', () => control.sockets.delete(this));
+    }
+  };
+}
+
+async function cutOff(page) {
+  await page.evaluate(() => {
+    window.__chatTest.blocked = true;
+    for (const socket of window.__chatTest.sockets) socket.close();
+  });
+}
+
+async function reconnect(page) {
+  await page.evaluate(() => {
+    window.__chatTest.blocked = false;
+  });
+}
+
+async function newPage(viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  await context.addInitScript(socketSwitch);
+  const page = await context.newPage();
+  page.setDefaultTimeout(UI_TIMEOUT);
+  page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
+  return page;
+}
+
+async function signUp(page, username) {
+  await page.goto(gateway.url);
+  await page.getByRole('link', { name: 'Sign up' }).click();
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Email').fill(`${username}@example.com`);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign up' }).click();
+  await page.getByRole('heading', { name: 'Join a room' }).waitFor();
+  assert.equal(await page.getByTestId('current-user').textContent(), username);
+}
+
+async function logIn(page, username, pass) {
+  await page.goto(gateway.url);
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(pass);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+async function openRoom(page, room) {
+  await page.getByLabel('Room').fill(room);
+  await page.getByRole('button', { name: 'Join' }).click();
+  await page.getByRole('heading', { name: room, exact: true }).waitFor();
+  await waitConnected(page);
+}
+
+async function waitConnected(page, timeout = UI_TIMEOUT) {
+  await page.getByTestId('connection-banner').waitFor({ state: 'hidden', timeout });
+}
+
+function composer(page) {
+  return page.getByLabel(`Message #${names.room}`);
+}
+
+async function send(page, body) {
+  await composer(page).fill(body);
+  await composer(page).press('Enter');
+}
+
+/** The list item of the (single) message whose body is exactly `body`. */
+function messageWithBody(page, body) {
+  return page.getByTestId('message').filter({ has: page.getByTestId('message-body').getByText(body, { exact: true }) });
+}
+
+async function expectMessage(page, body, { author, status = 'sent', timeout = UI_TIMEOUT } = {}) {
+  const item = messageWithBody(page, body);
+  await item.first().waitFor({ timeout });
+  await page.waitForFunction(
+    ([text, wanted]) =>
+      [...document.querySelectorAll('[data-testid="message"]')].some(
+        (el) => el.querySelector('[data-testid="message-body"]')?.textContent === text && el.dataset.status === wanted,
+      ),
+    [body, status],
+    { timeout },
+  );
+  assert.equal(await item.count(), 1, `"${body}" is shown once`);
+  if (author !== undefined) assert.match(await item.textContent(), new RegExp(`^${author}`));
+}
+
+/** Every message is settled, shown once, and in id (= time) order. */
+async function assertConversationIsClean(page) {
+  const items = await page.getByTestId('message').evaluateAll((els) =>
+    els.map((el) => ({ id: el.dataset.id ?? null, status: el.dataset.status })),
+  );
+  assert.ok(items.length > 0);
+  assert.deepEqual(
+    items.filter((m) => m.status !== 'sent'),
+    [],
+    'no message left pending or failed',
+  );
+  const ids = items.map((m) => m.id);
+  assert.equal(new Set(ids).size, ids.length, 'no message shown twice');
+  assert.deepEqual(ids, [...ids].sort(), 'messages in id order');
+}
+
+// ---- the run -------------------------------------------------------------------
+
+let auth;
+let history;
+let gateway;
+let browser;
+const pageErrors = [];
+/** Pages of the two users, kept across steps. */
+let alice;
+let bob;
+
+before(
+  async () => {
+    assert.ok(existsSync(path.join(distDir, 'index.html')), `${distDir}/index.html is missing: run \`npm run build\` in web/ first`);
+    assert.ok(existsSync(chromiumPath), `${chromiumPath} not found: apt-get install -y chromium`);
+    rmSync(artifactsDir, { recursive: true, force: true });
+    mkdirSync(artifactsDir, { recursive: true });
+    mkdirSync(screenshotDir, { recursive: true });
+
+    const [authPort, historyPort, gatewayPort] = [await freePort(), await freePort(), await freePort()];
+    auth = new Service('auth-service', 'auth-service', {
+      port: authPort,
+      vars: {
+        AUTH__HTTP__PORT: String(authPort),
+        AUTH__MONGODB__DATABASE: names.database,
+        AUTH__PASSWORD__BCRYPT_COST: '4',
+      },
+    });
+    history = new Service('history-service', 'history-service', {
+      port: historyPort,
+      vars: {
+        HISTORY__HTTP__PORT: String(historyPort),
+        HISTORY__MONGODB__DATABASE: names.database,
+        HISTORY__AMQP__EXCHANGE: names.exchange,
+        HISTORY__AMQP__QUEUE: names.historyQueue,
+        HISTORY__AUTH__URL: `http://127.0.0.1:${authPort}`,
+      },
+    });
+    gateway = new Service('chat-gateway', 'chat-gateway', {
+      port: gatewayPort,
+      vars: {
+        GATEWAY__HTTP__PORT: String(gatewayPort),
+        GATEWAY__AMQP__EXCHANGE: names.exchange,
+        GATEWAY__AMQP__INSTANCE_ID: names.gatewayInstance,
+        GATEWAY__AUTH__URL: `http://127.0.0.1:${authPort}`,
+        GATEWAY__HISTORY__URL: `http://127.0.0.1:${historyPort}`,
+        GATEWAY__WEB__DIR: distDir,
+        // Small limits, so that a short test reaches them: the snapshot in `joined`,
+        // and how much a rejoin catches up before answering `truncated`.
+        GATEWAY__HISTORY__RECENT_ON_JOIN: String(RECENT_ON_JOIN),
+        GATEWAY__HISTORY__CATCH_UP_LIMIT: String(CATCH_UP_LIMIT),
+      },
+    });
+    // The others fetch auth-service's signing keys at start, so it goes first.
+    await auth.start();
+    await Promise.all([history.start(), gateway.start()]);
+
+    // Playwright gives every launch a fresh temporary profile and removes it on close.
+    browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  },
+  { timeout: 180_000 },
+);
+
+after(
+  async () => {
+    try {
+      await browser?.close();
+    } finally {
+      await Promise.allSettled([gateway?.stop(), history?.stop(), auth?.stop()]);
+      killAllNow();
+    }
+  },
+  { timeout: 60_000 },
+);
+
+describe('web client in a real browser', { timeout: 600_000 }, () => {
+  // Steps build on each other; once one fails the rest would only repeat its failure.
+  let failed = false;
+  const step = (name, fn) =>
+    it(name, { timeout: STEP_TIMEOUT }, async (t) => {
+      if (failed) {
+        t.skip('an earlier step failed');
+        return;
+      }
+      try {
+        await fn();
+      } catch (e) {
+        failed = true;
+        t.diagnostic(`service logs and failure screenshots are in ${artifactsDir}`);
+        for (const s of [auth, history, gateway]) if (s) console.error(`---- ${s.name} log (tail)\n${s.logTail()}`);
+        if (pageErrors.length > 0) console.error(`---- page errors\n${pageErrors.join('\n')}`);
+        for (const [who, page] of [['alice', alice], ['bob', bob]]) {
+          if (page && !page.isClosed()) {
+            await page.screenshot({ path: path.join(artifactsDir, `failure-${who}.png`) }).catch(() => {});
+          }
+        }
+        throw e;
+      }
+    });
+
+  step('the gateway serves the client', async () => {
+    const res = await fetch(`${gateway.url}/`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+    assert.match(await res.text(), /<div id="root">/);
+  });
+
+  step('two people sign up and join the same room', async () => {
+    alice = await newPage();
+    bob = await newPage();
+    await signUp(alice, names.alice);
+    await signUp(bob, names.bob);
+    await openRoom(alice, names.room);
+    await openRoom(bob, names.room);
+    await alice.getByTestId('member-list').getByText(names.bob, { exact: true }).waitFor();
+    await bob.getByTestId('member-list').getByText(names.alice, { exact: true }).waitFor();
+  });
+
+  step('messages go both ways and each sees the other’s', async () => {
+    await send(alice, 'Hello from Alice');
+    await expectMessage(alice, 'Hello from Alice', { author: names.alice });
+    await expectMessage(bob, 'Hello from Alice', { author: names.alice });
+
+    await bob.getByLabel(`Message #${names.room}`).pressSequentially('Hi Alice');
+    await alice.getByTestId('typing-indicator').getByText(`${names.bob} is typing…`).waitFor();
+    await bob.getByLabel(`Message #${names.room}`).press('Enter');
+    await expectMessage(bob, 'Hi Alice', { author: names.bob });
+    await expectMessage(alice, 'Hi Alice', { author: names.bob });
+
+    await send(alice, 'line one\nline two');
+    await expectMessage(bob, 'line one\nline two', { author: names.alice });
+  });
+
+  step('a reload keeps the conversation', async () => {
+    await bob.reload();
+    await bob.getByRole('heading', { name: names.room, exact: true }).waitFor();
+    await waitConnected(bob);
+    for (const body of ['Hello from Alice', 'Hi Alice', 'line one\nline two']) await expectMessage(bob, body);
+    const bodies = await bob.getByTestId('message-body').allTextContents();
+    assert.deepEqual(bodies, ['Hello from Alice', 'Hi Alice', 'line one\nline two'], 'in order, once each');
+  });
+
+  step('a gateway restart shows the banner, then the client reconnects and can send again', async () => {
+    await gateway.stop();
+    for (const page of [alice, bob]) {
+      await page.getByTestId('connection-banner').getByText('Disconnected').waitFor();
+    }
+    // Written while the gateway is down: stays pending and goes out after the reconnect.
+    await send(alice, 'Sent during the outage');
+    await alice.locator('[data-testid="message"][data-status="pending"]').waitFor();
+
+    await gateway.start();
+    await waitConnected(alice, RECONNECT_TIMEOUT);
+    await waitConnected(bob, RECONNECT_TIMEOUT);
+
+    await expectMessage(bob, 'Sent during the outage', { author: names.alice, timeout: RECONNECT_TIMEOUT });
+    await expectMessage(alice, 'Sent during the outage', { author: names.alice, timeout: RECONNECT_TIMEOUT });
+    await send(bob, 'Back again');
+    await expectMessage(alice, 'Back again', { author: names.bob });
+    await expectMessage(bob, 'Back again', { author: names.bob });
+    for (const page of [alice, bob]) {
+      for (const body of ['Hello from Alice', 'Hi Alice']) assert.equal(await messageWithBody(page, body).count(), 1);
+    }
+  });
+
+  step('a message body is shown as text, never run as HTML', async () => {
+    const payload = '<img src=x onerror="window.__xss=1">';
+    await send(alice, payload);
+    await expectMessage(bob, payload, { author: names.alice });
+    await expectMessage(alice, payload, { author: names.alice });
+    for (const page of [alice, bob]) {
+      assert.equal(await page.evaluate(() => window.__xss), undefined);
+      assert.equal(await page.getByTestId('message-list').locator('img').count(), 0);
+    }
+  });
+
+  step('a wrong password is refused with a clear message', async () => {
+    const page = await newPage();
+    await logIn(page, names.bob, 'not the password');
+    await page.getByRole('alert').getByText('Wrong username or password.').waitFor();
+    assert.equal(await page.getByTestId('current-user').count(), 0);
+    await page.context().close();
+  });
+
+  step('the room picker remembers recent rooms', async () => {
+    await alice.getByRole('link', { name: 'Rooms' }).click();
+    await alice.getByRole('heading', { name: 'Join a room' }).waitFor();
+    await alice.getByRole('link', { name: `#${names.room}` }).click();
+    await alice.getByRole('heading', { name: names.room, exact: true }).waitFor();
+    await waitConnected(alice);
+    await expectMessage(alice, 'Back again');
+  });
+
+  step('screenshots of the chat view at desktop and phone width', async () => {
+    await alice.setViewportSize({ width: 1280, height: 800 });
+    await expectMessage(alice, 'Back again');
+    await alice.screenshot({ path: path.join(screenshotDir, 'chat-desktop.png') });
+
+    const phone = await newPage({ width: 390, height: 844 });
+    await logIn(phone, names.bob, password);
+    await phone.getByRole('heading', { name: 'Join a room' }).waitFor();
+    await openRoom(phone, names.room);
+    await expectMessage(phone, 'Back again');
+    // The phone layout has no room for the member sidebar; it sits behind a toggle.
+    assert.equal(await phone.getByTestId('member-list').isVisible(), false);
+    await phone.screenshot({ path: path.join(screenshotDir, 'chat-phone.png') });
+    await phone.context().close();
+  });
+
+  step('a client cut off for a while catches up on everything it missed, once', async () => {
+    await cutOff(bob);
+    await bob.getByTestId('connection-banner').getByText('Disconnected').waitFor();
+    const missed = Array.from({ length: CATCH_UP_LIMIT + 3 }, (_, i) => `Missed ${i + 1}`);
+    for (const body of missed) await send(alice, body);
+    for (const body of missed) await expectMessage(alice, body);
+
+    await reconnect(bob);
+    await waitConnected(bob, RECONNECT_TIMEOUT);
+    // More were missed than the rejoin catches up at once; the client pages in the rest.
+    for (const body of missed) await expectMessage(bob, body);
+    await send(bob, 'Caught up');
+    await expectMessage(alice, 'Caught up');
+    await assertConversationIsClean(bob);
+    await assertConversationIsClean(alice);
+  });
+
+  step('scrolling up loads older history', async () => {
+    for (let i = 1; i <= RECENT_ON_JOIN; i += 1) await send(alice, `Filler ${i}`);
+    await expectMessage(bob, `Filler ${RECENT_ON_JOIN}`);
+    await bob.reload();
+    await waitConnected(bob);
+    await expectMessage(bob, `Filler ${RECENT_ON_JOIN}`);
+    const list = bob.getByTestId('message-list');
+    await list.getByRole('button', { name: 'Load older messages' }).waitFor();
+    assert.equal(await messageWithBody(bob, 'Hello from Alice').count(), 0, 'the first message is not in the snapshot');
+
+    await list.evaluate((el) => {
+      el.scrollTop = 0;
+    });
+    await expectMessage(bob, 'Hello from Alice');
+    await list.getByText('Beginning of the conversation').waitFor();
+    await assertConversationIsClean(bob);
+    assert.deepEqual(
+      await bob.getByTestId('message-body').allTextContents(),
+      await alice.getByTestId('message-body').allTextContents(),
+      'both see the same conversation',
+    );
+  });
+
+  step('logging out ends the session', async () => {
+    await alice.getByRole('button', { name: 'Log out' }).click();
+    await alice.getByRole('heading', { name: 'Log in' }).waitFor();
+    await alice.reload();
+    await alice.getByRole('heading', { name: 'Log in' }).waitFor();
+    assert.equal(await alice.getByTestId('current-user').count(), 0);
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
+  });
+});

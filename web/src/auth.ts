@@ -1,0 +1,65 @@
+/**
+ * Signing in, and the words shown for each thing that can go wrong with it.
+ * The server's error codes are stable; its messages are shown only when the
+ * client has nothing more specific to say.
+ */
+import { ApiError, login, me } from './api';
+import type { Session } from './session';
+
+/** Logs in and fetches the user the token belongs to. */
+export async function signIn(username: string, password: string, now = Date.now()): Promise<Session> {
+  const { accessToken, expiresIn } = await login(username, password);
+  const user = await me(accessToken);
+  return { token: accessToken, user, expiresAt: now + expiresIn * 1000 };
+}
+
+export type FieldErrors = Partial<Record<'username' | 'email' | 'password', string>>;
+
+export interface FormProblem {
+  /** Shown above the form. */
+  summary: string;
+  fields: FieldErrors;
+}
+
+export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{3,32}$/;
+
+export function checkSignup(username: string, email: string, password: string): FieldErrors {
+  const fields: FieldErrors = {};
+  if (!USERNAME_PATTERN.test(username)) {
+    fields.username = 'Use 3 to 32 letters, digits, dots, dashes or underscores.';
+  }
+  if (!/^[^\s@]+@[^\s@]+$/.test(email)) fields.email = 'Enter an email address like name@example.com.';
+  const bytes = new TextEncoder().encode(password).length;
+  if (bytes < 8) fields.password = 'Use at least 8 characters.';
+  else if (bytes > 72) fields.password = 'Use at most 72 bytes (about 72 plain letters).';
+  return fields;
+}
+
+function pickFields(fields: Readonly<Record<string, string>>): FieldErrors {
+  const out: FieldErrors = {};
+  for (const key of ['username', 'email', 'password'] as const) {
+    const v = fields[key];
+    if (v !== undefined) out[key] = v;
+  }
+  return out;
+}
+
+/** What to show for a failed sign-up or log-in. */
+export function describeAuthError(e: unknown): FormProblem {
+  if (!(e instanceof ApiError)) return { summary: 'Something went wrong. Please try again.', fields: {} };
+  switch (e.code) {
+    case 'invalid_credentials':
+      return { summary: 'Wrong username or password.', fields: {} };
+    case 'username_taken':
+      return { summary: 'That username is already taken.', fields: { username: 'This username is taken; pick another.' } };
+    case 'email_taken':
+      return { summary: 'An account with that email already exists.', fields: { email: 'This email is already registered.' } };
+    case 'validation_failed':
+      return { summary: 'Please correct the highlighted fields.', fields: pickFields(e.fields) };
+    case 'network':
+      return { summary: e.message, fields: {} };
+    default:
+      if (e.status >= 500) return { summary: 'The server is unavailable right now. Please try again shortly.', fields: {} };
+      return { summary: e.message, fields: {} };
+  }
+}

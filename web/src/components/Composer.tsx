@@ -1,0 +1,86 @@
+/**
+ * The send box. Enter sends; Shift+Enter starts a new line (and Enter while
+ * an input method is composing text is left to the input method).
+ */
+import { useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
+import { MAX_BODY_CHARS, bodyLength, bodyProblem } from '../protocol';
+
+interface ComposerProps {
+  room: string;
+  onSend: (body: string) => void;
+  onTyping: () => void;
+}
+
+/** The character count is shown once a message gets this close to the limit. */
+const COUNTER_FROM = MAX_BODY_CHARS - 500;
+
+export function Composer({ room, onSend, onTyping }: ComposerProps) {
+  const [body, setBody] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const input = useRef<HTMLTextAreaElement>(null);
+  const id = useId();
+  const length = bodyLength(body);
+
+  function submit(e?: FormEvent) {
+    e?.preventDefault();
+    const text = body.trim();
+    const problem = bodyProblem(text);
+    if (problem !== null) {
+      setError(text.length === 0 ? null : problem);
+      return;
+    }
+    onSend(text);
+    setBody('');
+    setError(null);
+    input.current?.focus();
+  }
+
+  function onKeyDown(e: KeyboardEvent<HTMLTextAreaElement>) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  }
+
+  return (
+    <form className="composer" onSubmit={submit}>
+      <label htmlFor={id} className="visually-hidden">
+        Message #{room}
+      </label>
+      <textarea
+        id={id}
+        ref={input}
+        name="message"
+        rows={1}
+        placeholder={`Message #${room}`}
+        value={body}
+        onChange={(e) => {
+          setBody(e.target.value);
+          if (error !== null) setError(null);
+          if (e.target.value.length > 0) onTyping();
+        }}
+        onKeyDown={onKeyDown}
+        aria-describedby={`${id}-help`}
+        aria-invalid={error !== null}
+        autoFocus
+      />
+      <button type="submit" className="primary" disabled={body.trim().length === 0}>
+        Send
+      </button>
+      <p id={`${id}-help`} className="composer-help">
+        {error !== null ? (
+          <span className="field-error" role="alert">
+            {error}
+          </span>
+        ) : (
+          <span className="muted">Enter to send, Shift+Enter for a new line</span>
+        )}
+        {length >= COUNTER_FROM && (
+          <span className={length > MAX_BODY_CHARS ? 'counter over' : 'counter'}>
+            {length}/{MAX_BODY_CHARS}
+          </span>
+        )}
+      </p>
+    </form>
+  );
+}

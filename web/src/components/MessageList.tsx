@@ -1,0 +1,164 @@
+/**
+ * The conversation: stored messages in id order, then the user's own
+ * messages still waiting for the server. Message bodies are plain text and
+ * are only ever rendered as React text nodes, never as HTML.
+ *
+ * Scrolling: the view follows new messages while the reader is at the
+ * bottom, keeps its place when older messages are added above, and asks for
+ * older history when the reader scrolls near the top (or when the messages
+ * do not yet fill the view).
+ */
+import { useCallback, useLayoutEffect, useRef } from 'react';
+import { formatFull, formatSentAt } from '../format';
+import type { WireMessage } from '../protocol';
+import type { OutboxEntry, RoomState } from '../store';
+
+interface MessageListProps {
+  room: RoomState;
+  /** Whether the live connection is up; pending messages say they are waiting when it is not. */
+  connected: boolean;
+  meId: string;
+  meName: string;
+  onLoadOlder: () => void;
+  onRetry: (clientId: string) => void;
+}
+
+/** How close to the top (px) the reader must scroll to load older messages. */
+const LOAD_OLDER_THRESHOLD = 120;
+/** How close to the bottom (px) still counts as "at the bottom". */
+const STICK_THRESHOLD = 48;
+
+export function MessageList({ room, connected, meId, meName, onLoadOlder, onRetry }: MessageListProps) {
+  const scroller = useRef<HTMLDivElement>(null);
+  const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null });
+  const { messages, outbox, hasMore, loadingOlder } = room;
+
+  const maybeLoadOlder = useCallback(() => {
+    const el = scroller.current;
+    // After a failed load, wait for the reader to ask again rather than retrying in a loop.
+    if (el === null || !hasMore || loadingOlder || room.error !== null) return;
+    if (el.scrollTop < LOAD_OLDER_THRESHOLD || el.scrollHeight <= el.clientHeight) onLoadOlder();
+  }, [hasMore, loadingOlder, room.error, onLoadOlder]);
+
+  const remember = useCallback(() => {
+    const el = scroller.current;
+    if (el === null) return;
+    view.current.atBottom = el.scrollHeight - el.scrollTop - el.clientHeight <= STICK_THRESHOLD;
+    view.current.scrollTop = el.scrollTop;
+    view.current.scrollHeight = el.scrollHeight;
+  }, []);
+
+  const firstId = messages[0]?.id ?? null;
+  const lastOutbox = outbox[outbox.length - 1]?.clientId ?? null;
+
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el === null) return;
+    const before = view.current;
+    if (before.firstId !== null && firstId !== null && firstId < before.firstId) {
+      // Older messages were added above: keep the same messages in view.
+      el.scrollTop = before.scrollTop + (el.scrollHeight - before.scrollHeight);
+    } else if (before.atBottom) {
+      el.scrollTop = el.scrollHeight;
+    }
+    view.current.firstId = firstId;
+    remember();
+    maybeLoadOlder();
+  }, [messages, outbox, firstId, remember, maybeLoadOlder]);
+
+  // Sending a message always brings the reader to the bottom.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el === null || lastOutbox === null) return;
+    el.scrollTop = el.scrollHeight;
+    remember();
+  }, [lastOutbox, remember]);
+
+  return (
+    <div
+      className="messages"
+      ref={scroller}
+      onScroll={() => {
+        remember();
+        maybeLoadOlder();
+      }}
+      role="log"
+      aria-label={`Messages in ${room.room}`}
+      aria-busy={loadingOlder}
+      tabIndex={0}
+      data-testid="message-list"
+    >
+      <div className="history-edge">
+        {hasMore ? (
+          <button type="button" className="link" onClick={onLoadOlder} disabled={loadingOlder}>
+            {loadingOlder ? 'Loading older messages…' : 'Load older messages'}
+          </button>
+        ) : (
+          messages.length > 0 && <span className="muted">Beginning of the conversation</span>
+        )}
+      </div>
+      {messages.length === 0 && outbox.length === 0 && !hasMore && (
+        <p className="empty muted">No messages yet. Say hello!</p>
+      )}
+      <ol className="message-items">
+        {messages.map((m) => (
+          <StoredMessage key={m.id} message={m} mine={m.author.id === meId} />
+        ))}
+        {outbox.map((o) => (
+          <OutgoingMessage key={o.clientId} entry={o} author={meName} connected={connected} onRetry={onRetry} />
+        ))}
+      </ol>
+    </div>
+  );
+}
+
+function StoredMessage({ message, mine }: { message: WireMessage; mine: boolean }) {
+  return (
+    <li className={mine ? 'message mine' : 'message'} data-testid="message" data-id={message.id} data-status="sent">
+      <div className="message-meta">
+        <span className="author">{message.author.username}</span>
+        <time dateTime={message.sent_at} title={formatFull(message.sent_at)}>
+          {formatSentAt(message.sent_at)}
+        </time>
+      </div>
+      <p className="body" data-testid="message-body">
+        {message.body}
+      </p>
+    </li>
+  );
+}
+
+interface OutgoingMessageProps {
+  entry: OutboxEntry;
+  author: string;
+  connected: boolean;
+  onRetry: (clientId: string) => void;
+}
+
+function OutgoingMessage({ entry, author, connected, onRetry }: OutgoingMessageProps) {
+  const failed = entry.status === 'failed';
+  return (
+    <li
+      className={failed ? 'message mine failed' : 'message mine pending'}
+      data-testid="message"
+      data-status={entry.status}
+      data-client-id={entry.clientId}
+    >
+      <div className="message-meta">
+        <span className="author">{author}</span>
+        <span className="status">{failed ? 'Not sent' : connected ? 'Sending…' : 'Waiting for connection…'}</span>
+      </div>
+      <p className="body" data-testid="message-body">
+        {entry.body}
+      </p>
+      {failed && (
+        <div className="failure" role="alert">
+          {entry.error !== null && <span>{entry.error} </span>}
+          <button type="button" className="link" onClick={() => onRetry(entry.clientId)}>
+            Retry
+          </button>
+        </div>
+      )}
+    </li>
+  );
+}

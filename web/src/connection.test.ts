@@ -1,0 +1,371 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ApiError, type HistoryCursor } from './api';
+import { Backoff } from './backoff';
+import { ChatClient, type SocketLike } from './connection';
+import type { ClientFrame, HistoryPage, UserRef, WireMessage } from './protocol';
+
+const me: UserRef = { id: 'u-me', username: 'me' };
+const bob: UserRef = { id: 'u-bob', username: 'bob' };
+
+class FakeSocket implements SocketLike {
+  readyState = 0;
+  sent: ClientFrame[] = [];
+  closed = false;
+  onopen: ((ev: Event) => void) | null = null;
+  onclose: ((ev: CloseEvent) => void) | null = null;
+  onmessage: ((ev: MessageEvent) => void) | null = null;
+  onerror: ((ev: Event) => void) | null = null;
+
+  constructor(readonly url: string) {}
+
+  send(data: string): void {
+    this.sent.push(JSON.parse(data) as ClientFrame);
+  }
+  close(): void {
+    this.closed = true;
+    this.readyState = 3;
+  }
+  // Server side:
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.(new Event('open'));
+  }
+  receive(event: object): void {
+    this.onmessage?.(new MessageEvent('message', { data: JSON.stringify(event) }));
+  }
+  drop(): void {
+    this.readyState = 3;
+    this.onclose?.(new CloseEvent('close', { code: 1006 }));
+  }
+  framesOf<T extends ClientFrame['type']>(type: T): Extract<ClientFrame, { type: T }>[] {
+    return this.sent.filter((f): f is Extract<ClientFrame, { type: T }> => f.type === type);
+  }
+}
+
+function msg(id: string, author: UserRef = bob, clientId: string | null = null): WireMessage {
+  return { room: 'r', id, client_id: clientId, author, body: `body ${id}`, sent_at: '2024-06-01T12:00:00Z' };
+}
+
+function setup(
+  options: { history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>; checkToken?: () => Promise<boolean> } = {},
+) {
+  const sockets: FakeSocket[] = [];
+  const onUnauthorized = vi.fn();
+  const fetchHistory = vi.fn(options.history ?? (async () => ({ messages: [], has_more: false })));
+  let n = 0;
+  const client = new ChatClient({
+    me,
+    url: () => 'ws://test/ws?token=t',
+    createSocket: (url) => {
+      const s = new FakeSocket(url);
+      sockets.push(s);
+      return s;
+    },
+    fetchHistory,
+    checkToken: options.checkToken,
+    onUnauthorized,
+    backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
+    newClientId: () => `c${++n}`,
+  });
+  const latest = () => sockets[sockets.length - 1]!;
+  return { client, sockets, latest, fetchHistory, onUnauthorized };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('ChatClient', () => {
+  it('joins wanted rooms once the socket opens', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    expect(client.getSnapshot().connection.status).toBe('connecting');
+    latest().open();
+    expect(latest().sent).toEqual([{ type: 'join', room: 'r' }]);
+    expect(client.getSnapshot().connection.status).toBe('open');
+  });
+
+  it('shows own messages pending until the ack, then stored', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.send('r', 'hello');
+    expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'hello' }]);
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
+    latest().receive({ type: 'ack', client_id: 'c1', id: '01', sent_at: '2024-06-01T12:00:00Z' });
+    latest().receive({ type: 'message', ...msg('01', me, 'c1'), body: 'hello' });
+    const room = client.getSnapshot().rooms.r!;
+    expect(room.outbox).toEqual([]);
+    expect(room.messages.map((m) => [m.id, m.body])).toEqual([['01', 'hello']]);
+    vi.advanceTimersByTime(60_000);
+    expect(client.getSnapshot().rooms.r!.outbox).toEqual([]);
+  });
+
+  it('marks a message failed when no ack comes in time, and retries with the same client id', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.send('r', 'hello');
+    vi.advanceTimersByTime(9_999);
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
+    vi.advanceTimersByTime(1);
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('failed');
+
+    client.retry('c1');
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
+    expect(latest().framesOf('send').map((f) => f.client_id)).toEqual(['c1', 'c1']);
+    latest().receive({ type: 'ack', client_id: 'c1', id: '01', sent_at: 't' });
+    expect(client.getSnapshot().rooms.r!.outbox).toEqual([]);
+  });
+
+  it('marks a message failed at once when the server reports an error for it', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.send('r', 'hello');
+    latest().receive({ type: 'error', code: 'unavailable', message: 'try later', client_id: 'c1' });
+    expect(client.getSnapshot().rooms.r!.outbox[0]).toMatchObject({ status: 'failed' });
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.error).toMatch(/retry/);
+  });
+
+  it('reconnects with growing delays and resets them after a successful connection', () => {
+    const { client, sockets, latest } = setup();
+    client.start();
+    latest().drop();
+    expect(client.getSnapshot().connection.status).toBe('disconnected');
+    vi.advanceTimersByTime(999);
+    expect(sockets).toHaveLength(1);
+    vi.advanceTimersByTime(1);
+    expect(sockets).toHaveLength(2);
+    latest().drop();
+    vi.advanceTimersByTime(1999);
+    expect(sockets).toHaveLength(2);
+    vi.advanceTimersByTime(1);
+    expect(sockets).toHaveLength(3);
+    latest().open();
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    expect(sockets).toHaveLength(4);
+  });
+
+  it('rejoins with since = last seen id and shows what was missed once', () => {
+    const { client, latest, fetchHistory } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('01'), msg('02')] });
+    latest().drop();
+    expect(client.getSnapshot().rooms.r!.joined).toBe(false);
+
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().sent).toEqual([{ type: 'join', room: 'r', since: '02' }]);
+    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('03'), msg('04')] });
+    latest().receive({ type: 'message', ...msg('04') });
+    latest().receive({ type: 'message', ...msg('05') });
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02', '03', '04', '05']);
+    expect(client.getSnapshot().rooms.r!.joined).toBe(true);
+    expect(fetchHistory).not.toHaveBeenCalled();
+  });
+
+  it('pages in the rest of a truncated rejoin snapshot from history', async () => {
+    // The server has 01..08; the client saw 01..02; the rejoin snapshot stops at 04.
+    const stored = ['01', '02', '03', '04', '05', '06', '07', '08'].map((id) => msg(id));
+    const { client, latest, fetchHistory } = setup({
+      history: async (_room, cursor) => {
+        const after = 'after' in cursor ? cursor.after : '';
+        const rest = stored.filter((m) => m.id > after);
+        return { messages: rest.slice(0, 2), has_more: rest.length > 2 };
+      },
+    });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('03'), msg('04')], truncated: true });
+    latest().receive({ type: 'message', ...msg('09') });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages).toHaveLength(9));
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02', '03', '04', '05', '06', '07', '08', '09']);
+    expect(fetchHistory.mock.calls.map((c) => c[1])).toEqual([{ after: '04' }, { after: '06' }]);
+  });
+
+  it('catches up from history after the server reports the connection lagged', async () => {
+    const { client, latest, fetchHistory } = setup({
+      history: async () => ({ messages: [msg('02'), msg('03')], has_more: false }),
+    });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    latest().receive({ type: 'lagged', room: 'r', last_id: '01' });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages).toHaveLength(3));
+    expect(fetchHistory).toHaveBeenCalledWith('r', { after: '01' }, 100);
+  });
+
+  it('sends messages written while disconnected once the room is rejoined', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    latest().drop();
+    client.send('r', 'while away');
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().framesOf('send')).toEqual([]);
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'while away' }]);
+  });
+
+  it('keeps a message written while disconnected pending, then times it from when it is sent', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    latest().drop();
+    client.send('r', 'while away');
+    vi.advanceTimersByTime(30_000);
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    vi.advanceTimersByTime(10_000);
+    expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('failed');
+  });
+
+  it('writes an unacknowledged message again after a reconnect, under the same client id', () => {
+    const { client, latest, sockets } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.send('r', 'in flight');
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    expect(sockets.map((s) => s.framesOf('send').map((f) => f.client_id))).toEqual([['c1'], ['c1']]);
+  });
+
+  it('does not write a message again when the rejoin snapshot shows it was stored', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.send('r', 'in flight');
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me, 'c1')] });
+    expect(latest().framesOf('send')).toEqual([]);
+    expect(client.getSnapshot().rooms.r!.outbox).toEqual([]);
+  });
+
+  it('gives up a connection that does not answer a ping', () => {
+    const { client, sockets, latest } = setup();
+    client.start();
+    latest().open();
+    vi.advanceTimersByTime(25_000);
+    expect(latest().framesOf('ping')).toHaveLength(1);
+    vi.advanceTimersByTime(10_000);
+    expect(sockets[0]!.closed).toBe(true);
+    expect(client.getSnapshot().connection.status).toBe('disconnected');
+  });
+
+  it('keeps a connection that answers pings', () => {
+    const { client, sockets, latest } = setup();
+    client.start();
+    latest().open();
+    vi.advanceTimersByTime(25_000);
+    latest().receive({ type: 'pong' });
+    vi.advanceTimersByTime(10_000);
+    expect(sockets).toHaveLength(1);
+    expect(client.getSnapshot().connection.status).toBe('open');
+  });
+
+  it('signs out when the token is refused instead of retrying forever', async () => {
+    const { client, sockets, latest, onUnauthorized } = setup({ checkToken: async () => false });
+    client.start();
+    latest().drop();
+    await vi.waitFor(() => expect(onUnauthorized).toHaveBeenCalledTimes(1));
+    vi.advanceTimersByTime(60_000);
+    expect(sockets).toHaveLength(1);
+    expect(client.getSnapshot().connection.status).toBe('stopped');
+  });
+
+  it('keeps retrying when the gateway is unreachable', async () => {
+    const { client, sockets, latest, onUnauthorized } = setup({
+      checkToken: async () => {
+        throw new ApiError(0, 'network', 'down');
+      },
+    });
+    client.start();
+    latest().drop();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(sockets).toHaveLength(2);
+    expect(onUnauthorized).not.toHaveBeenCalled();
+  });
+
+  it('loads older history before the oldest message shown', async () => {
+    const { client, latest, fetchHistory } = setup({
+      history: async () => ({ messages: [msg('01')], has_more: false }),
+    });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('02')] });
+    await client.loadOlder('r');
+    expect(fetchHistory).toHaveBeenCalledWith('r', { before: '02' }, 50);
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02']);
+    await client.loadOlder('r');
+    expect(fetchHistory).toHaveBeenCalledTimes(1);
+  });
+
+  it('throttles typing notices', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    client.typing('r');
+    client.typing('r');
+    vi.advanceTimersByTime(2_500);
+    client.typing('r');
+    expect(latest().framesOf('typing')).toHaveLength(2);
+  });
+
+  it('leaves a room and forgets it', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    client.leave('r');
+    expect(latest().sent).toEqual([{ type: 'join', room: 'r' }, { type: 'leave', room: 'r' }]);
+    expect(client.getSnapshot().rooms.r).toBeUndefined();
+  });
+
+  it('closes the socket and stops reconnecting when stopped', () => {
+    const { client, sockets, latest } = setup();
+    client.start();
+    latest().open();
+    client.stop();
+    expect(sockets[0]!.closed).toBe(true);
+    vi.advanceTimersByTime(60_000);
+    expect(sockets).toHaveLength(1);
+  });
+});

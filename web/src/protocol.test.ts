@@ -1,0 +1,147 @@
+import { describe, expect, it } from 'vitest';
+import {
+  bodyLength,
+  bodyProblem,
+  encodeClientFrame,
+  isValidRoomId,
+  newClientId,
+  parseHistoryPage,
+  parseServerEvent,
+} from './protocol';
+
+const alice = { id: 'u1', username: 'alice' };
+const message = {
+  room: 'general',
+  id: '01HZX3Y4Z5A6B7C8D9E0F1G2H3',
+  client_id: 'c-1',
+  author: alice,
+  body: 'hello',
+  sent_at: '2024-06-01T12:00:00Z',
+};
+
+describe('parseServerEvent', () => {
+  it('parses a message event', () => {
+    expect(parseServerEvent(JSON.stringify({ type: 'message', ...message }))).toEqual({ type: 'message', ...message });
+  });
+
+  it('parses joined and fills in the room of its messages', () => {
+    const { room: _room, ...withoutRoom } = message;
+    const event = parseServerEvent(
+      JSON.stringify({ type: 'joined', room: 'general', members: [alice], messages: [withoutRoom] }),
+    );
+    expect(event).toEqual({ type: 'joined', room: 'general', members: [alice], messages: [message], truncated: false });
+  });
+
+  it('reads the truncated flag of a catch-up snapshot', () => {
+    const event = parseServerEvent(JSON.stringify({ type: 'joined', room: 'r', members: [], messages: [], truncated: true }));
+    expect(event).toMatchObject({ type: 'joined', truncated: true });
+  });
+
+  it('parses lagged', () => {
+    expect(parseServerEvent('{"type":"lagged","room":"r","last_id":"01A"}')).toEqual({ type: 'lagged', room: 'r', last_id: '01A' });
+    expect(parseServerEvent('{"type":"lagged","room":"r"}')).toEqual({ type: 'lagged', room: 'r', last_id: null });
+  });
+
+  it('parses ack, presence, typing, pong and error', () => {
+    expect(parseServerEvent('{"type":"ack","client_id":"c","id":"01A","sent_at":"t"}')).toEqual({
+      type: 'ack',
+      client_id: 'c',
+      id: '01A',
+      sent_at: 't',
+    });
+    expect(
+      parseServerEvent(JSON.stringify({ type: 'presence', room: 'r', user: alice, state: 'offline' })),
+    ).toEqual({ type: 'presence', room: 'r', user: alice, state: 'offline' });
+    expect(parseServerEvent(JSON.stringify({ type: 'typing', room: 'r', user: alice }))).toEqual({
+      type: 'typing',
+      room: 'r',
+      user: alice,
+    });
+    expect(parseServerEvent('{"type":"pong"}')).toEqual({ type: 'pong' });
+    expect(parseServerEvent('{"type":"error","code":"unavailable","message":"later","client_id":"c"}')).toEqual({
+      type: 'error',
+      code: 'unavailable',
+      message: 'later',
+      client_id: 'c',
+    });
+  });
+
+  it('treats a missing client_id on a message as null', () => {
+    const { client_id: _c, ...rest } = message;
+    expect(parseServerEvent(JSON.stringify({ type: 'message', ...rest }))).toEqual({
+      type: 'message',
+      ...rest,
+      client_id: null,
+    });
+  });
+
+  it('ignores extra fields', () => {
+    expect(parseServerEvent('{"type":"pong","extra":1}')).toEqual({ type: 'pong' });
+  });
+
+  it.each([
+    ['not json', '{oops'],
+    ['a non-object', '[1,2]'],
+    ['an unknown type', '{"type":"party"}'],
+    ['a message without body', JSON.stringify({ type: 'message', ...message, body: undefined })],
+    ['a message whose body is not a string', JSON.stringify({ type: 'message', ...message, body: { html: 'x' } })],
+    ['a presence with an unknown state', JSON.stringify({ type: 'presence', room: 'r', user: alice, state: 'away' })],
+    ['joined with a malformed member', JSON.stringify({ type: 'joined', room: 'r', members: [{ id: 1 }], messages: [] })],
+  ])('rejects %s', (_name, text) => {
+    expect(parseServerEvent(text)).toBeNull();
+  });
+});
+
+describe('parseHistoryPage', () => {
+  it('reads messages and has_more', () => {
+    expect(parseHistoryPage({ messages: [message], has_more: true }, 'general')).toEqual({
+      messages: [message],
+      has_more: true,
+    });
+  });
+
+  it('rejects a page without a message list', () => {
+    expect(parseHistoryPage({ has_more: false }, 'general')).toBeNull();
+  });
+});
+
+describe('client frames', () => {
+  it('encodes as the JSON the gateway expects', () => {
+    expect(JSON.parse(encodeClientFrame({ type: 'join', room: 'general', since: '01A' }))).toEqual({
+      type: 'join',
+      room: 'general',
+      since: '01A',
+    });
+    expect(JSON.parse(encodeClientFrame({ type: 'send', room: 'r', client_id: 'c', body: 'b' }))).toEqual({
+      type: 'send',
+      room: 'r',
+      client_id: 'c',
+      body: 'b',
+    });
+  });
+});
+
+describe('validation', () => {
+  it('accepts room ids of 1 to 64 letters, digits, dashes and underscores', () => {
+    expect(isValidRoomId('general')).toBe(true);
+    expect(isValidRoomId('a_b-C9')).toBe(true);
+    expect(isValidRoomId('x'.repeat(64))).toBe(true);
+    expect(isValidRoomId('')).toBe(false);
+    expect(isValidRoomId('x'.repeat(65))).toBe(false);
+    expect(isValidRoomId('with space')).toBe(false);
+    expect(isValidRoomId('dot.dot')).toBe(false);
+  });
+
+  it('counts characters, not UTF-16 units', () => {
+    expect(bodyLength('😀😀')).toBe(2);
+    expect(bodyProblem('😀'.repeat(4000))).toBeNull();
+    expect(bodyProblem('😀'.repeat(4001))).toMatch(/longer than 4000/);
+    expect(bodyProblem('   ')).toMatch(/empty/);
+  });
+
+  it('makes distinct version 4 UUIDs', () => {
+    const a = newClientId();
+    expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(newClientId()).not.toBe(a);
+  });
+});

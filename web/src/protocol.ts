@@ -1,0 +1,218 @@
+/**
+ * The gateway's WebSocket protocol as the client sees it: typed frames in
+ * both directions, a parser that turns untrusted text into those types, and
+ * the validation rules shared with the server (room ids, message bodies).
+ *
+ * Parsing is strict about the fields the client relies on and lenient about
+ * extra fields, so a newer server can add information without breaking an
+ * older client. Frames of an unknown `type` parse to `null` and are ignored.
+ */
+
+/** A user as other people see them. */
+export interface UserRef {
+  id: string;
+  username: string;
+}
+
+/** A stored chat message, as carried by `message` events, `joined` and the history API. */
+export interface WireMessage {
+  room: string;
+  /** ULID assigned by the gateway: unique, and sorts by time. */
+  id: string;
+  /** The sender's idempotency key for this message; absent on some older records. */
+  client_id: string | null;
+  author: UserRef;
+  body: string;
+  /** RFC 3339 timestamp. */
+  sent_at: string;
+}
+
+export type ClientFrame =
+  | { type: 'join'; room: string; since?: string }
+  | { type: 'leave'; room: string }
+  | { type: 'send'; room: string; client_id: string; body: string }
+  | { type: 'typing'; room: string }
+  | { type: 'ping' };
+
+export type ServerEvent =
+  | {
+      type: 'joined';
+      room: string;
+      members: UserRef[];
+      messages: WireMessage[];
+      /**
+       * Set on a `since` join that missed more than the server sends at once:
+       * `messages` holds the oldest missed ones and the rest is paged in from
+       * the history API with `after` = the last of them.
+       */
+      truncated: boolean;
+    }
+  | ({ type: 'message' } & WireMessage)
+  | { type: 'ack'; client_id: string; id: string; sent_at: string }
+  | { type: 'presence'; room: string; user: UserRef; state: 'online' | 'offline' }
+  | { type: 'typing'; room: string; user: UserRef }
+  | { type: 'pong' }
+  /** The server dropped messages for this connection (it read too slowly); `last_id` is the last one it delivered. */
+  | { type: 'lagged'; room: string; last_id: string | null }
+  | { type: 'error'; code: string; message: string; client_id?: string; room?: string };
+
+/** Room ids accepted by the server. */
+export const ROOM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Longest message body, in characters (Unicode code points). */
+export const MAX_BODY_CHARS = 4000;
+
+export function isValidRoomId(room: string): boolean {
+  return ROOM_ID_PATTERN.test(room);
+}
+
+/** Number of characters as the server counts them (code points, not UTF-16 units). */
+export function bodyLength(body: string): number {
+  let n = 0;
+  for (const _ of body) n += 1;
+  return n;
+}
+
+/** Why a body cannot be sent, or `null` when it can. */
+export function bodyProblem(body: string): string | null {
+  if (body.trim().length === 0) return 'Message is empty';
+  if (bodyLength(body) > MAX_BODY_CHARS) return `Message is longer than ${MAX_BODY_CHARS} characters`;
+  return null;
+}
+
+export function encodeClientFrame(frame: ClientFrame): string {
+  return JSON.stringify(frame);
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(v: unknown): string | null {
+  return typeof v === 'string' ? v : null;
+}
+
+export function parseUser(v: unknown): UserRef | null {
+  if (!isObject(v)) return null;
+  const id = str(v.id);
+  const username = str(v.username);
+  return id !== null && username !== null ? { id, username } : null;
+}
+
+/**
+ * Parses a stored message. `fallbackRoom` fills in the room for the history
+ * API and `joined`, whose messages may leave it out because it is implied.
+ */
+export function parseMessage(v: unknown, fallbackRoom?: string): WireMessage | null {
+  if (!isObject(v)) return null;
+  const room = str(v.room) ?? fallbackRoom ?? null;
+  const id = str(v.id);
+  const body = str(v.body);
+  const sentAt = str(v.sent_at);
+  const author = parseUser(v.author);
+  if (room === null || id === null || body === null || sentAt === null || author === null) return null;
+  return { room, id, client_id: str(v.client_id), author, body, sent_at: sentAt };
+}
+
+function parseList<T>(v: unknown, item: (x: unknown) => T | null): T[] | null {
+  if (!Array.isArray(v)) return null;
+  const out: T[] = [];
+  for (const x of v) {
+    const parsed = item(x);
+    if (parsed === null) return null;
+    out.push(parsed);
+  }
+  return out;
+}
+
+/** Parses one text frame from the server; `null` for anything malformed or unknown. */
+export function parseServerEvent(text: string): ServerEvent | null {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(raw)) return null;
+  switch (raw.type) {
+    case 'joined': {
+      const room = str(raw.room);
+      if (room === null) return null;
+      const members = parseList(raw.members ?? [], parseUser);
+      const messages = parseList(raw.messages ?? [], (m) => parseMessage(m, room));
+      if (members === null || messages === null) return null;
+      return { type: 'joined', room, members, messages, truncated: raw.truncated === true };
+    }
+    case 'message': {
+      const message = parseMessage(raw);
+      return message === null ? null : { type: 'message', ...message };
+    }
+    case 'ack': {
+      const clientId = str(raw.client_id);
+      const id = str(raw.id);
+      const sentAt = str(raw.sent_at);
+      if (clientId === null || id === null || sentAt === null) return null;
+      return { type: 'ack', client_id: clientId, id, sent_at: sentAt };
+    }
+    case 'presence': {
+      const room = str(raw.room);
+      const user = parseUser(raw.user);
+      const state = raw.state;
+      if (room === null || user === null || (state !== 'online' && state !== 'offline')) return null;
+      return { type: 'presence', room, user, state };
+    }
+    case 'typing': {
+      const room = str(raw.room);
+      const user = parseUser(raw.user);
+      if (room === null || user === null) return null;
+      return { type: 'typing', room, user };
+    }
+    case 'pong':
+      return { type: 'pong' };
+    case 'lagged': {
+      const room = str(raw.room);
+      return room === null ? null : { type: 'lagged', room, last_id: str(raw.last_id) };
+    }
+    case 'error': {
+      const event: ServerEvent = {
+        type: 'error',
+        code: str(raw.code) ?? 'unknown',
+        message: str(raw.message) ?? 'Something went wrong',
+      };
+      const clientId = str(raw.client_id);
+      if (clientId !== null) event.client_id = clientId;
+      const room = str(raw.room);
+      if (room !== null) event.room = room;
+      return event;
+    }
+    default:
+      return null;
+  }
+}
+
+/** A page of the history API: `GET /api/rooms/{room}/messages`. */
+export interface HistoryPage {
+  messages: WireMessage[];
+  has_more: boolean;
+}
+
+export function parseHistoryPage(v: unknown, room: string): HistoryPage | null {
+  if (!isObject(v)) return null;
+  const messages = parseList(v.messages, (m) => parseMessage(m, room));
+  if (messages === null) return null;
+  return { messages, has_more: v.has_more === true };
+}
+
+/**
+ * A fresh client message id. Uses `crypto.getRandomValues`, which (unlike
+ * `crypto.randomUUID`) also exists on pages served over plain HTTP.
+ */
+export function newClientId(): string {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
