@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs every test of the project on this machine, installing what is missing first:
+#   1. dependencies (RabbitMQ, FerretDB) via scripts/deps.sh, Chromium via apt;
+#   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
+#   3. Rust unit, integration and end-to-end tests (real RabbitMQ and MongoDB-wire server);
+#   4. the web client's Vitest tests, build, and browser end-to-end test in headless Chromium;
+#   5. static validation of the deployment files.
+# Safe to run repeatedly; needs no input (CI runs it with CI=true).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+passed=0
+step() {
+	printf '\n==> %s\n' "$*"
+}
+done_step() {
+	passed=$((passed + 1))
+}
+
+step "dependencies"
+bash scripts/deps.sh
+if ! command -v chromium >/dev/null 2>&1; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -q chromium >/dev/null 2>&1 || {
+		apt-get update -q >/dev/null
+		apt-get install -y -q chromium >/dev/null
+	}
+fi
+for tool in cargo node npm go; do
+	command -v "$tool" >/dev/null 2>&1 || {
+		echo "test: $tool is required but not installed" >&2
+		exit 1
+	}
+done
+done_step
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+done_step
+
+step "Rust tests (unit, integration, end to end)"
+cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-fail-fast
+done_step
+
+step "web client: unit tests, build, browser end to end"
+(
+	cd web
+	npm ci --no-audit --no-fund --loglevel=error
+	npm test
+	npm run build
+	node --test e2e/chat.e2e.mjs
+)
+done_step
+
+step "deployment files (static validation)"
+bash scripts/validate-deploy.sh
+done_step
+
+printf '\nsuites: %d passed, 0 failed\n' "$passed"
