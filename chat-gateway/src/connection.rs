@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::domain::{MessageId, RoomId, UserRef};
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
 use common::event::{ChatMessage, PresenceState, RoomEvent};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::history::HistoryClient;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
+use crate::receipts::{Receipts, Reservation};
 use crate::rooms::{ConnId, LagSignal, Member, Outbound, Rooms};
 use crate::settings::Limits;
 
@@ -34,6 +35,7 @@ pub struct Hub {
     pub rooms: Arc<Rooms>,
     pub broker: Broker,
     pub history: HistoryClient,
+    pub receipts: Receipts,
     pub limits: Limits,
     /// Monotonic within this instance, so one gateway's ids never go backwards.
     pub ids: Mutex<ulid::Generator>,
@@ -70,13 +72,19 @@ where
     let (tx, rx) = mpsc::channel(hub.limits.outbound_queue);
     let (close_tx, close_rx) = oneshot::channel();
     let lag = LagSignal::default();
+    // Cancelled when the writer ends (lagged, socket failed): the reader stops too.
+    let writer_done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
         close_rx,
+        writer_done.clone(),
         lag.clone(),
         hub.shutdown.clone(),
-        Duration::from_secs(hub.limits.ping_interval_secs),
+        WriterLimits {
+            ping_interval: Duration::from_secs(hub.limits.ping_interval_secs),
+            max_held: hub.limits.outbound_queue,
+        },
     ));
     let mut reader = Reader {
         conn,
@@ -93,6 +101,7 @@ where
     let close = loop {
         let next = tokio::select! {
             _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
+            _ = writer_done.cancelled() => break None,
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         match next {
@@ -192,42 +201,7 @@ impl Reader {
                 room,
                 client_id,
                 body,
-            } => {
-                if !self.joined.contains(&room) {
-                    Err(FrameError {
-                        client_id: Some(client_id.to_string()),
-                        ..not_joined(&room)
-                    })
-                } else {
-                    let id = self.hub.next_message_id();
-                    let sent_at = chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64)
-                        .unwrap_or_else(chrono::Utc::now);
-                    let message = ChatMessage {
-                        id,
-                        room,
-                        client_id,
-                        author: self.session.user.clone(),
-                        body,
-                        sent_at,
-                    };
-                    match self.hub.broker.publish_message(&message).await {
-                        Ok(()) => {
-                            return self
-                                .send(ServerFrame::Ack {
-                                    client_id: &message.client_id,
-                                    id: message.id,
-                                    sent_at: &message.sent_at,
-                                })
-                                .await;
-                        }
-                        Err(error) => Err(FrameError {
-                            code: "unavailable",
-                            message: format!("{error}; retry with the same client_id"),
-                            client_id: Some(message.client_id.to_string()),
-                        }),
-                    }
-                }
-            }
+            } => self.send_message(room, client_id, body).await?,
             ClientFrame::Typing { room } => {
                 if !self.joined.contains(&room) {
                     Err(not_joined(&room))
@@ -255,6 +229,96 @@ impl Reader {
             Ok(()) => Ok(()),
             Err(error) => self.reply_error(&error).await,
         }
+    }
+
+    /// Publishes a message and acknowledges it once the broker confirmed it. A `client_id`
+    /// this user already used is answered with the original id (see [`crate::receipts`]).
+    async fn send_message(
+        &mut self,
+        room: RoomId,
+        client_id: ClientMessageId,
+        body: MessageBody,
+    ) -> Result<Result<(), FrameError>, Gone> {
+        let cid = client_id.to_string();
+        let refuse = |code: &'static str, message: String| {
+            Ok(Err(FrameError {
+                code,
+                message,
+                client_id: Some(cid.clone()),
+            }))
+        };
+        if !self.joined.contains(&room) {
+            let error = not_joined(&room);
+            return refuse(error.code, error.message);
+        }
+        let id = self.hub.next_message_id();
+        let sent_at = chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64)
+            .unwrap_or_else(chrono::Utc::now);
+        let user = &self.session.user.id;
+        let reservation = match self
+            .hub
+            .receipts
+            .reserve(user, &client_id, &room, id, sent_at)
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "send receipts unavailable");
+                return refuse(
+                    "unavailable",
+                    "the message store is unavailable; retry with the same client_id".into(),
+                );
+            }
+        };
+        let (id, sent_at, publish) = match reservation {
+            Reservation::New => (id, sent_at, true),
+            Reservation::Existing { room: earlier, .. } if earlier != room.as_str() => {
+                return refuse(
+                    "duplicate_client_id",
+                    format!("client_id was already used for a message in room `{earlier}`"),
+                );
+            }
+            Reservation::Existing {
+                id,
+                sent_at,
+                published,
+                ..
+            } => (id, sent_at, !published),
+        };
+        let message = ChatMessage {
+            id,
+            room,
+            client_id,
+            author: self.session.user.clone(),
+            body,
+            sent_at,
+        };
+        if publish && let Err(error) = self.hub.broker.publish_message(&message).await {
+            return refuse(
+                "unavailable",
+                format!("{error}; retry with the same client_id"),
+            );
+        }
+        self.send(ServerFrame::Ack {
+            client_id: &message.client_id,
+            id: message.id,
+            sent_at: &message.sent_at,
+        })
+        .await?;
+        if publish
+            && let Err(error) = self
+                .hub
+                .receipts
+                .mark_published(user, &message.client_id)
+                .await
+        {
+            // Harmless: a retry would publish the same id again and be de-duplicated.
+            tracing::debug!(
+                error = format!("{error:#}"),
+                "marking a receipt published failed"
+            );
+        }
+        Ok(Ok(()))
     }
 
     async fn join(
@@ -395,7 +459,7 @@ enum RoomState {
     Live(VecDeque<MessageId>),
 }
 
-const RECENT_IDS: usize = 64;
+const RECENT_IDS: usize = 128;
 
 impl RoomState {
     fn remember(recent: &mut VecDeque<MessageId>, id: MessageId) -> bool {
@@ -416,30 +480,29 @@ async fn write_loop<S>(
     mut sink: S,
     mut rx: mpsc::Receiver<Outbound>,
     mut close_rx: oneshot::Receiver<CloseFrame>,
+    done: CancellationToken,
     lag: LagSignal,
     shutdown: CancellationToken,
-    ping_interval: Duration,
+    limits: WriterLimits,
 ) -> S
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
+    let _done = done.drop_guard();
     let mut rooms: HashMap<RoomId, RoomState> = HashMap::new();
     let mut last_ids: HashMap<RoomId, MessageId> = HashMap::new();
-    let mut ping = tokio::time::interval(ping_interval);
+    let mut ping = tokio::time::interval(limits.ping_interval);
     ping.tick().await;
-    let close = loop {
+    let going_away = || CloseFrame {
+        code: CloseCode::Away,
+        reason: "server shutting down".into(),
+    };
+    let stop = loop {
         let item = tokio::select! {
             item = rx.recv() => item,
-            close = &mut close_rx => break close.ok(),
-            room = lag.lagged() => {
-                if let Some(room) = room {
-                    let frame = ServerFrame::Lagged { room: &room, last_id: last_ids.get(&room).copied() }.to_text();
-                    // Best effort: the client is not reading, so this may not get through.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Text(frame.into()))).await;
-                }
-                break Some(CloseFrame { code: CloseCode::from(close_code::LAGGED), reason: "lagged: reconnect and join with since".into() });
-            }
-            _ = shutdown.cancelled() => break Some(CloseFrame { code: CloseCode::Away, reason: "server shutting down".into() }),
+            close = &mut close_rx => break Stop::Close(close.ok()),
+            room = lag.lagged() => break Stop::Lagged(room),
+            _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     return sink;
@@ -449,7 +512,7 @@ where
         };
         // The reader is gone; it may have left a close frame to send.
         let Some(item) = item else {
-            break close_rx.try_recv().ok();
+            break Stop::Close(close_rx.try_recv().ok());
         };
         let frames: Vec<Utf8Bytes> = match item {
             Outbound::Frame(frame) => vec![frame],
@@ -463,7 +526,12 @@ where
             }
             Outbound::RoomMessage { room, id, frame } => match rooms.get_mut(&room) {
                 Some(RoomState::Joining(held)) => {
-                    held.push((id, frame));
+                    // Held messages count against the same bound as the queue.
+                    if held.len() >= limits.max_held {
+                        lag.trigger(&room);
+                    } else {
+                        held.push((id, frame));
+                    }
                     continue;
                 }
                 Some(RoomState::Live(recent)) => {
@@ -506,13 +574,43 @@ where
                 frames
             }
         };
-        for frame in frames {
-            if sink.feed(Message::Text(frame)).await.is_err() {
-                return sink;
+        // A client that stopped reading blocks the write; lagging or shutdown end it anyway.
+        let write = async {
+            for frame in frames {
+                sink.feed(Message::Text(frame)).await?;
             }
+            sink.flush().await
+        };
+        tokio::select! {
+            written = write => {
+                if written.is_err() {
+                    return sink;
+                }
+            }
+            room = lag.lagged() => break Stop::Lagged(room),
+            _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
         }
-        if sink.flush().await.is_err() {
-            return sink;
+    };
+    let close = match stop {
+        Stop::Close(frame) => frame,
+        Stop::Lagged(room) => {
+            if let Some(room) = room {
+                let frame = ServerFrame::Lagged {
+                    room: &room,
+                    last_id: last_ids.get(&room).copied(),
+                }
+                .to_text();
+                // Best effort: the client is not reading, so this may not get through.
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    sink.send(Message::Text(frame.into())),
+                )
+                .await;
+            }
+            Some(CloseFrame {
+                code: CloseCode::from(close_code::LAGGED),
+                reason: "lagged: reconnect and join with since".into(),
+            })
         }
     };
     if let Some(frame) = close {
@@ -523,4 +621,19 @@ where
         .await;
     }
     sink
+}
+
+/// Why the writer stopped.
+enum Stop {
+    /// Send this close frame (if any) and end.
+    Close(Option<CloseFrame>),
+    /// The connection fell behind in this room.
+    Lagged(Option<RoomId>),
+}
+
+/// The writer's bounds.
+struct WriterLimits {
+    ping_interval: Duration,
+    /// Live messages held for one room while its join is in progress.
+    max_held: usize,
 }

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod history;
 pub mod protocol;
 pub mod proxy;
+pub mod receipts;
 pub mod rooms;
 pub mod server;
 pub mod settings;

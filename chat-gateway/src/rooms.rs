@@ -57,7 +57,7 @@ pub struct LagSignal {
 }
 
 impl LagSignal {
-    fn trigger(&self, room: &RoomId) {
+    pub fn trigger(&self, room: &RoomId) {
         if !self.token.is_cancelled() {
             *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some(room.clone());
             self.token.cancel();

@@ -86,16 +86,19 @@ async fn live() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// Ready when the broker connection is up and token keys are loaded.
+/// Ready when the broker connection is up, MongoDB answers and token keys are loaded.
 async fn ready(State(state): State<ServerState>) -> Response {
     let broker = state.hub.broker.is_connected();
     let keys = state.verifier.has_keys() || state.verifier.refresh().await.is_ok();
+    let mongodb = state.hub.receipts.ping().await;
+    let ready = broker && keys && mongodb;
     let body = serde_json::json!({
-        "status": if broker && keys { "ready" } else { "unavailable" },
+        "status": if ready { "ready" } else { "unavailable" },
         "broker": broker,
+        "mongodb": mongodb,
         "token_keys": keys,
     });
-    let status = if broker && keys {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -1,13 +1,15 @@
 //! chat-gateway settings: `config/default.toml`, then `GATEWAY_CONFIG_FILE`, then
 //! `GATEWAY__*` environment variables.
 
-use common::settings::{AmqpSettings, HttpSettings};
+use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub http: HttpSettings,
     pub amqp: GatewayAmqpSettings,
+    pub mongodb: MongoSettings,
+    pub receipts: ReceiptSettings,
     pub auth: AuthSettings,
     pub history: HistorySettings,
     pub web: WebSettings,
@@ -21,6 +23,11 @@ pub struct GatewayAmqpSettings {
     pub instance_id: String,
     pub queue_expires_ms: u32,
     pub confirm_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptSettings {
+    pub retention_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +53,7 @@ pub struct WebSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Limits {
     pub outbound_queue: usize,
+    pub socket_send_buffer_bytes: usize,
     pub max_message_bytes: usize,
     pub read_buffer_bytes: usize,
     pub max_rooms_per_connection: usize,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use common::token::{JwksVerifier, TokenPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use crate::broker::{self, Broker};
 use crate::connection::Hub;
 use crate::history::HistoryClient;
 use crate::proxy::Upstreams;
+use crate::receipts::Receipts;
 use crate::rooms::Rooms;
 use crate::server::{ServerState, router};
 use crate::settings::Settings;
@@ -25,6 +27,8 @@ use crate::settings::Settings;
 pub struct Application {
     port: u16,
     listener: TcpListener,
+    /// SO_SNDBUF for accepted sockets (0: kernel default).
+    send_buffer: usize,
     router: axum::Router,
     hub: Arc<Hub>,
     tracker: TaskTracker,
@@ -45,6 +49,12 @@ impl Application {
         if let Err(error) = verifier.refresh().await {
             tracing::warn!(%error, "token keys not loaded yet; retrying on demand");
         }
+        let db = settings
+            .mongodb
+            .client("chat-gateway")
+            .await?
+            .database(&settings.mongodb.database);
+        let receipts = Receipts::open(&db).await?;
         let (rooms, commands) = Rooms::new();
         let rooms = Arc::new(rooms);
         let broker = Broker::new(&settings.amqp);
@@ -60,11 +70,16 @@ impl Application {
             rooms,
             broker,
             history: HistoryClient::new(&settings.history)?,
+            receipts: receipts.clone(),
             limits: settings.limits.clone(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             shutdown: CancellationToken::new(),
         });
+        tokio::spawn(receipts.sweep_periodically(
+            Duration::from_secs(u64::from(settings.receipts.retention_hours) * 3600),
+            broker_shutdown.clone(),
+        ));
         let tracker = TaskTracker::new();
         let state = ServerState {
             hub: hub.clone(),
@@ -84,6 +99,7 @@ impl Application {
         Ok(Self {
             port,
             listener,
+            send_buffer: settings.limits.socket_send_buffer_bytes,
             router: router(state, &settings.web.dir),
             hub,
             tracker,
@@ -109,7 +125,14 @@ impl Application {
         let closing = CancellationToken::new();
         let server = {
             let closing = closing.clone();
-            axum::serve(self.listener, self.router)
+            let send_buffer = self.send_buffer;
+            let listener = self.listener.tap_io(move |tcp| {
+                let _ = tcp.set_nodelay(true);
+                if send_buffer > 0 {
+                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+                }
+            });
+            axum::serve(listener, self.router)
                 .with_graceful_shutdown(async move { closing.cancelled().await })
         };
         let server = tokio::spawn(async move { server.await });

@@ -11,8 +11,6 @@ use mongodb::bson::{self, doc};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
-const DUPLICATE_KEY: i32 = 11000;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MessageDocument {
     #[serde(rename = "_id")]
@@ -116,7 +114,9 @@ impl MessageStore {
                 if let ErrorKind::InsertMany(failure) = error.kind.as_ref()
                     && failure.write_concern_error.is_none()
                     && let Some(write_errors) = &failure.write_errors
-                    && write_errors.iter().all(|e| e.code == DUPLICATE_KEY)
+                    && write_errors
+                        .iter()
+                        .all(|e| e.code == common::mongo::DUPLICATE_KEY)
                 {
                     return Ok(InsertOutcome {
                         inserted: documents.len() - write_errors.len(),

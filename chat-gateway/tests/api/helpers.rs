@@ -19,6 +19,7 @@ pub struct TestGateway {
 /// Everything gateways of one test share.
 pub struct Cluster {
     pub exchange: String,
+    pub database: String,
     pub jwks: String,
 }
 
@@ -27,8 +28,10 @@ impl Cluster {
         if std::env::var_os("TEST_LOG").is_some() {
             common::telemetry::init("chat-gateway");
         }
+        let tag = ulid::Ulid::new().to_string().to_lowercase();
         Self {
-            exchange: format!("test.{}", ulid::Ulid::new().to_string().to_lowercase()),
+            exchange: format!("test.{tag}"),
+            database: format!("gateway_test_{tag}"),
             jwks: common::testing::serve_jwks().await,
         }
     }
@@ -41,6 +44,7 @@ impl Cluster {
         let mut settings = Settings::load().expect("settings load");
         settings.http.port = 0;
         settings.amqp.connection.exchange = self.exchange.clone();
+        settings.mongodb.database = self.database.clone();
         settings.amqp.instance_id = ulid::Ulid::new().to_string().to_lowercase();
         settings.amqp.queue_expires_ms = 10_000;
         settings.auth.url = self.jwks.clone();
@@ -91,12 +95,41 @@ impl TestGateway {
         let (socket, _) = connect_async(format!("ws://{}/ws?token={token}", self.address))
             .await
             .expect("upgrade accepted");
-        Client { socket }
+        Client {
+            socket,
+            skipped: Default::default(),
+        }
+    }
+}
+
+impl TestGateway {
+    /// A client whose socket receive buffer is tiny, so a client that stops reading backs up
+    /// into the server quickly.
+    pub async fn connect_with_small_receive_buffer(&self, user_id: &str, username: &str) -> Client {
+        let token = common::testing::token(user_id, username);
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket
+            .connect(self.address.parse().expect("address"))
+            .await
+            .expect("connected");
+        let (socket, _) = tokio_tungstenite::client_async(
+            format!("ws://{}/ws?token={token}", self.address),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("upgrade accepted");
+        Client {
+            socket,
+            skipped: Default::default(),
+        }
     }
 }
 
 pub struct Client {
     pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while looking for another type, kept for later `next_of` calls.
+    skipped: std::collections::VecDeque<Value>,
 }
 
 impl Client {
@@ -129,13 +162,19 @@ impl Client {
         }
     }
 
-    /// The next frame of the given type, skipping others (presence, typing).
+    /// The next frame of the given type; frames of other types are kept for later calls.
     pub async fn next_of(&mut self, kind: &str) -> Value {
+        if let Some(index) = self.skipped.iter().position(|f| f["type"] == kind)
+            && let Some(frame) = self.skipped.remove(index)
+        {
+            return frame;
+        }
         loop {
             let frame = self.next_json().await;
             if frame["type"] == kind {
                 return frame;
             }
+            self.skipped.push_back(frame);
         }
     }
 
@@ -151,7 +190,13 @@ impl Client {
 
     /// Collects frames of `kind` until `n` arrived or `wait` passed without a new frame.
     pub async fn collect(&mut self, kind: &str, n: usize, wait: Duration) -> Vec<Value> {
-        let mut frames = Vec::new();
+        let mut frames: Vec<Value> = Vec::new();
+        while frames.len() < n {
+            match self.skipped.iter().position(|f| f["type"] == kind) {
+                Some(index) => frames.extend(self.skipped.remove(index)),
+                None => break,
+            }
+        }
         while frames.len() < n {
             match tokio::time::timeout(wait, self.socket.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => {

@@ -1,4 +1,5 @@
 mod fanout;
 mod helpers;
 mod http;
+mod idempotency;
 mod protocol;

@@ -153,6 +153,7 @@ impl System {
                     HashMap::from([
                         ("GATEWAY__HTTP__PORT".into(), port.to_string()),
                         ("GATEWAY__AMQP__EXCHANGE".into(), exchange.clone()),
+                        ("GATEWAY__MONGODB__DATABASE".into(), database.clone()),
                         ("GATEWAY__AMQP__INSTANCE_ID".into(), format!("{tag}-{i}")),
                         ("GATEWAY__AUTH__URL".into(), auth.url()),
                         ("GATEWAY__HISTORY__URL".into(), history.url()),

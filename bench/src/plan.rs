@@ -1,0 +1,185 @@
+//! Scenario sizes for each profile. The same plan runs against every target.
+
+use std::time::Duration;
+
+use crate::cli::Profile;
+
+pub struct Plan {
+    /// Users signed up on each target; connection `i` uses user `i % users`.
+    pub users: usize,
+    /// Connections opened at once while building up a fleet.
+    pub connect_concurrency: usize,
+    pub idle: IdlePlan,
+    pub connect: ConnectPlan,
+    pub persistence: PersistencePlan,
+    pub fanout: FanoutPlan,
+    pub auth: AuthPlan,
+}
+
+pub struct IdlePlan {
+    /// Connection counts at which memory is read, rising.
+    pub levels: Vec<usize>,
+    /// Levels the issue asks for that this machine's open-files limit rules out.
+    pub skipped: Vec<usize>,
+    pub rooms: usize,
+    /// Wait after reaching a level before reading memory.
+    pub settle: Duration,
+}
+
+pub struct ConnectPlan {
+    /// Open-loop connects per second for the latency measurement.
+    pub rate: f64,
+    pub paced_count: usize,
+    /// Closed-loop connects (as fast as `concurrency` allows) for the throughput measurement.
+    pub burst_count: usize,
+    pub burst_concurrency: usize,
+    pub rooms: usize,
+}
+
+pub struct PersistencePlan {
+    /// Connections sending, each in a room of its own.
+    pub senders: usize,
+    /// Messages per second, rising.
+    pub rates: Vec<f64>,
+    pub step: Duration,
+    /// Longest wait after a step for the database to catch up.
+    pub drain: Duration,
+    pub poll: Duration,
+    /// Lag p99 below which a rate counts as sustained.
+    pub lag_limit_ms: f64,
+}
+
+pub struct FanoutPlan {
+    pub clients: usize,
+    pub rooms: usize,
+    /// Messages sent per second (all rooms together), rising.
+    pub rates: Vec<f64>,
+    pub step: Duration,
+    pub drain: Duration,
+    pub body_bytes: usize,
+    /// p99 up to which a rate counts as served.
+    pub p99_limit_ms: f64,
+}
+
+pub struct AuthPlan {
+    /// Users on the default-cost instance (each signup costs one full hash).
+    pub users: usize,
+    /// Concurrent login loops; more than the cores so bcrypt is saturated.
+    pub login_workers: usize,
+    pub phase: Duration,
+    /// Probes per second for each probed endpoint.
+    pub probe_rate: f64,
+}
+
+/// Spare descriptors for everything besides the connections (HTTP pools, MongoDB, stdio).
+const SPARE_FILES: u64 = 1_000;
+
+impl Plan {
+    /// The plan for `profile`, with idle levels capped so that neither this process nor a
+    /// server (same limit, inherited from the runner) runs out of file descriptors.
+    pub fn new(profile: Profile, open_files: u64) -> Self {
+        let cap = open_files.saturating_sub(SPARE_FILES) as usize;
+        match profile {
+            Profile::Quick => Self {
+                users: 50,
+                connect_concurrency: 64,
+                idle: idle(&[200, 1_000], cap),
+                connect: ConnectPlan {
+                    rate: 200.0,
+                    paced_count: 400,
+                    burst_count: 400,
+                    burst_concurrency: 32,
+                    rooms: 10,
+                },
+                persistence: PersistencePlan {
+                    senders: 10,
+                    rates: vec![100.0, 400.0],
+                    step: Duration::from_secs(3),
+                    drain: Duration::from_secs(5),
+                    poll: Duration::from_millis(50),
+                    lag_limit_ms: 1_000.0,
+                },
+                fanout: FanoutPlan {
+                    clients: 200,
+                    rooms: 10,
+                    rates: vec![10.0, 50.0],
+                    step: Duration::from_secs(3),
+                    drain: Duration::from_secs(3),
+                    body_bytes: 64,
+                    p99_limit_ms: 250.0,
+                },
+                auth: AuthPlan {
+                    users: 4,
+                    login_workers: 8,
+                    phase: Duration::from_secs(3),
+                    probe_rate: 20.0,
+                },
+            },
+            Profile::Full => Self {
+                users: 1_000,
+                connect_concurrency: 128,
+                idle: idle(&[1_000, 5_000, 10_000, 50_000], cap),
+                connect: ConnectPlan {
+                    rate: 1_000.0,
+                    paced_count: 3_000,
+                    burst_count: 5_000,
+                    burst_concurrency: 64,
+                    rooms: 100,
+                },
+                persistence: PersistencePlan {
+                    senders: 20,
+                    rates: vec![250.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
+                    step: Duration::from_secs(10),
+                    drain: Duration::from_secs(15),
+                    poll: Duration::from_millis(50),
+                    lag_limit_ms: 1_000.0,
+                },
+                fanout: FanoutPlan {
+                    clients: 10_000.min(cap),
+                    rooms: 100,
+                    rates: vec![5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1_600.0],
+                    step: Duration::from_secs(10),
+                    drain: Duration::from_secs(5),
+                    body_bytes: 64,
+                    p99_limit_ms: 250.0,
+                },
+                auth: AuthPlan {
+                    users: 8,
+                    login_workers: 16,
+                    phase: Duration::from_secs(10),
+                    probe_rate: 50.0,
+                },
+            },
+        }
+    }
+}
+
+/// Keeps the wanted levels that fit under `cap`; if some do not, `cap` itself is measured.
+fn idle(wanted: &[usize], cap: usize) -> IdlePlan {
+    let mut levels: Vec<usize> = wanted.iter().copied().filter(|&n| n <= cap).collect();
+    let skipped: Vec<usize> = wanted.iter().copied().filter(|&n| n > cap).collect();
+    if !skipped.is_empty() && levels.last().is_none_or(|&last| last < cap) {
+        levels.push(cap);
+    }
+    IdlePlan {
+        levels,
+        skipped,
+        rooms: 100,
+        settle: Duration::from_secs(3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_levels_stop_at_the_open_files_limit() {
+        let plan = Plan::new(Profile::Full, 20_000);
+        assert_eq!(plan.idle.levels, vec![1_000, 5_000, 10_000, 19_000]);
+        assert_eq!(plan.idle.skipped, vec![50_000]);
+        let plan = Plan::new(Profile::Full, 1_000_000);
+        assert_eq!(plan.idle.levels, vec![1_000, 5_000, 10_000, 50_000]);
+        assert!(plan.idle.skipped.is_empty());
+    }
+}

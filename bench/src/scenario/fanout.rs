@@ -1,0 +1,263 @@
+//! Room fan-out: many clients spread over rooms, messages sent at rising rates by members of
+//! each room in turn, and every delivery to another member timed from the message's intended
+//! send time (carried in its body).
+//!
+//! Only deliveries to the other members count: the socket.io design does not echo a message
+//! to its sender (`socket.to(room)`), ours does, and that echo is extra work ours does without
+//! credit. A rate counts as served when its p99 stays within the plan's limit and at least
+//! 99% of the expected deliveries arrived within the drain time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::client::{Fleet, Observer};
+use crate::measure::{CpuMeter, Latency, histogram, paced, record};
+use crate::report::{Table, num};
+use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
+use crate::target::Target;
+use crate::wire::Stamp;
+
+/// Deliveries of one step.
+struct StepDeliveries {
+    latency: Mutex<Histogram<u64>>,
+    delivered: AtomicU64,
+}
+
+/// Records every delivery into its step.
+struct Deliveries {
+    origin: Instant,
+    steps: Vec<StepDeliveries>,
+}
+
+impl Observer for Deliveries {
+    fn on_message(&self, receiver: u32, body: &str, at: Instant) {
+        let Some(stamp) = Stamp::parse(body) else {
+            return;
+        };
+        if stamp.sender == receiver {
+            return;
+        }
+        let Some(step) = self.steps.get(stamp.step as usize) else {
+            return;
+        };
+        let latency = (at - self.origin).saturating_sub(Duration::from_nanos(stamp.intended_ns));
+        record(
+            &mut step.latency.lock().unwrap_or_else(PoisonError::into_inner),
+            latency,
+        );
+        step.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Step {
+    rate: f64,
+    sent: u64,
+    not_queued: u64,
+    expected: u64,
+    delivered: u64,
+    deliveries_per_s: f64,
+    latency: Latency,
+    cpu: f64,
+    closed: usize,
+    served: bool,
+}
+
+pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
+    let plan = &ctx.plan.fanout;
+    let mut table = Table::new(
+        "fanout",
+        &format!(
+            "Room fan-out: {} clients in {} rooms (latency in ms)",
+            plan.clients, plan.rooms
+        ),
+        &[
+            "target",
+            "msgs_per_s",
+            "sent",
+            "expected",
+            "delivered",
+            "deliveries_per_s",
+            "p50",
+            "p99",
+            "p999",
+            "max",
+            "server_cpu_pct",
+            "closed",
+            "served",
+        ],
+    );
+    let limit = plan.p99_limit_ms;
+    // Per target: the best served step's (deliveries/s, p99).
+    let mut best: Vec<(String, f64, f64)> = Vec::new();
+    for target in targets {
+        let steps = run_target(ctx, target).await?;
+        let mut target_best = (0.0, 0.0);
+        for step in &steps {
+            if step.served && step.deliveries_per_s > target_best.0 {
+                target_best = (step.deliveries_per_s, step.latency.p99);
+            }
+            table.push(vec![
+                target.name.clone(),
+                num(step.rate, 0),
+                step.sent.to_string(),
+                step.expected.to_string(),
+                step.delivered.to_string(),
+                num(step.deliveries_per_s, 0),
+                num(step.latency.p50, 1),
+                num(step.latency.p99, 1),
+                num(step.latency.p999, 1),
+                num(step.latency.max, 1),
+                num(step.cpu, 0),
+                step.closed.to_string(),
+                if step.served { "yes" } else { "no" }.to_string(),
+            ]);
+            if step.not_queued > 0 {
+                eprintln!(
+                    "chat-bench: {}: {} sends at {}/s found the connection's queue full",
+                    target.name, step.not_queued, step.rate
+                );
+            }
+        }
+        best.push((target.name.clone(), target_best.0, target_best.1));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    ctx.reporter.emit(&table)?;
+    ctx.reporter.note(&format!(
+        "`served`: p99 ≤ {limit} ms and ≥ 99% of the deliveries to other members arrived. \
+         The ladder stops after two rates in a row that are not served."
+    ))?;
+    let value = |name: &str| best.iter().find(|(n, ..)| n == name);
+    if let (Some(ours), Some(peer)) = (value("ours"), value("peer")) {
+        let two = value("ours-2gw");
+        ctx.summary.add(
+            "fanout",
+            &format!("deliveries/s at p99 ≤ {limit} ms"),
+            Better::Higher,
+            ours.1,
+            two.map(|t| t.1),
+            peer.1,
+        );
+        ctx.summary.add(
+            "fanout",
+            "p99 ms at that rate",
+            Better::Lower,
+            ours.2,
+            two.map(|t| t.2),
+            peer.2,
+        );
+    }
+    Ok(())
+}
+
+async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
+    let plan = &ctx.plan.fanout;
+    let tokens = ctx.tokens(target).await?;
+    let room_count = plan.rooms;
+    let built = open_fleet(
+        target,
+        &tokens,
+        0..plan.clients,
+        ctx.plan.connect_concurrency,
+        |i| format!("fan-{}", i % room_count),
+    )
+    .await;
+    warn_failures(target, "fan-out", &built);
+    let origin = Instant::now();
+    let deliveries = Arc::new(Deliveries {
+        origin,
+        steps: plan
+            .rates
+            .iter()
+            .map(|_| StepDeliveries {
+                latency: Mutex::new(histogram()),
+                delivered: AtomicU64::new(0),
+            })
+            .collect(),
+    });
+    let mut fleet = Fleet::new(target.protocol, deliveries.clone());
+    // Members of each room, as fleet indices.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); room_count];
+    for (i, ws) in built.connections {
+        members[i % room_count].push(fleet.add(ws));
+    }
+    let rooms: Vec<(String, Vec<usize>)> = members
+        .into_iter()
+        .enumerate()
+        .filter(|(_, m)| m.len() >= 2)
+        .map(|(r, m)| (format!("fan-{r}"), m))
+        .collect();
+    anyhow::ensure!(
+        !rooms.is_empty(),
+        "{}: no room has two connected members",
+        target.name
+    );
+
+    let mut steps = Vec::new();
+    let mut not_served_in_a_row = 0;
+    for (index, &rate) in plan.rates.iter().enumerate() {
+        let record = &deliveries.steps[index];
+        let closed_before = fleet.closed();
+        let cpu = CpuMeter::start(&target.pids());
+        let start = Instant::now();
+        let (mut sent, mut not_queued, mut expected) = (0u64, 0u64, 0u64);
+        paced(rate, plan.step, |k, at| {
+            let (name, room_members) = &rooms[k as usize % rooms.len()];
+            let turn = k as usize / rooms.len();
+            let sender = room_members[turn % room_members.len()];
+            let body = Stamp {
+                step: index as u32,
+                sender: sender as u32,
+                intended_ns: (at - origin).as_nanos() as u64,
+            }
+            .body(plan.body_bytes);
+            let frame = target.protocol.send(name, &format!("f{index}-{k}"), &body);
+            if fleet.send(sender, frame) {
+                sent += 1;
+                expected += room_members.len() as u64 - 1;
+            } else {
+                not_queued += 1;
+            }
+        })
+        .await;
+        let deadline = Instant::now() + plan.drain;
+        while Instant::now() < deadline && record.delivered.load(Ordering::Relaxed) < expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = start.elapsed();
+        let cpu = cpu.percent();
+        let delivered = record.delivered.load(Ordering::Relaxed);
+        let latency = Latency::of(
+            &record
+                .latency
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let served = expected > 0
+            && delivered as f64 >= 0.99 * expected as f64
+            && latency.p99 <= plan.p99_limit_ms;
+        steps.push(Step {
+            rate,
+            sent,
+            not_queued,
+            expected,
+            delivered,
+            // Over the sending time plus however long the last deliveries took.
+            deliveries_per_s: delivered as f64 / elapsed.as_secs_f64().max(plan.step.as_secs_f64()),
+            latency,
+            cpu,
+            closed: fleet.closed() - closed_before,
+            served,
+        });
+        not_served_in_a_row = if served { 0 } else { not_served_in_a_row + 1 };
+        if not_served_in_a_row >= 2 || fleet.closed() * 2 > fleet.len() {
+            break;
+        }
+        // Late deliveries of this step land in its own record and do not disturb the next.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    fleet.shutdown().await;
+    Ok(steps)
+}

@@ -1,0 +1,190 @@
+//! The scenarios, each run against every target in turn with the same plan, and what they
+//! share: the run context, logging users in, and opening fleets of joined connections.
+
+pub mod auth;
+pub mod connect;
+pub mod fanout;
+pub mod idle;
+pub mod persistence;
+
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+
+use crate::client::{self, Ws};
+use crate::measure::{Latency, SharedHistogram};
+use crate::plan::Plan;
+use crate::report::{Reporter, Table, num, ratio};
+use crate::target::Target;
+
+/// What every scenario gets.
+pub struct Ctx {
+    pub plan: Plan,
+    pub http: reqwest::Client,
+    pub mongo: mongodb::Client,
+    /// The users signed up on every target (cheap bcrypt cost).
+    pub usernames: Vec<String>,
+    /// Prefix for names that must be unique per run.
+    pub prefix: String,
+    pub reporter: Reporter,
+    /// Headline numbers of every scenario, side by side with ratios.
+    pub summary: Summary,
+}
+
+impl Ctx {
+    /// Fresh tokens for the plan's users on `target` (tokens expire, so every scenario logs
+    /// in again).
+    pub async fn tokens(&self, target: &Target) -> anyhow::Result<Vec<String>> {
+        crate::accounts::log_in_all(&self.http, &target.auth, &self.usernames, 16).await
+    }
+}
+
+/// The comparison table: one row per headline metric.
+pub struct Summary {
+    table: Table,
+}
+
+/// Whether more or less of a metric is better.
+#[derive(Clone, Copy)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            table: Table::new(
+                "summary",
+                "Summary: ours vs the socket.io peer",
+                &[
+                    "scenario",
+                    "metric",
+                    "better",
+                    "ours",
+                    "ours-2gw",
+                    "peer",
+                    "ours/peer",
+                    "ours-2gw/peer",
+                ],
+            ),
+        }
+    }
+}
+
+impl Summary {
+    /// Adds a metric; `ours_two` is the two-gateway value where the scenario has one.
+    pub fn add(
+        &mut self,
+        scenario: &str,
+        metric: &str,
+        better: Better,
+        ours: f64,
+        ours_two: Option<f64>,
+        peer: f64,
+    ) {
+        let decimals = if ours.abs() < 100.0 { 2 } else { 0 };
+        self.table.push(vec![
+            scenario.to_string(),
+            metric.to_string(),
+            match better {
+                Better::Higher => "higher",
+                Better::Lower => "lower",
+            }
+            .to_string(),
+            num(ours, decimals),
+            ours_two.map_or("-".to_string(), |v| num(v, decimals)),
+            num(peer, decimals),
+            ratio(ours, peer),
+            ours_two.map_or("-".to_string(), |v| ratio(v, peer)),
+        ]);
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+}
+
+/// How building a fleet went.
+#[derive(Default)]
+pub struct Built {
+    /// Joined connections with the index they were opened as (which picks room and user).
+    pub connections: Vec<(usize, Ws)>,
+    pub failed: usize,
+    pub first_error: Option<String>,
+    /// Start of the TCP connect until the session is authenticated.
+    pub ready: SharedHistogram,
+    /// The join's round trip.
+    pub join: SharedHistogram,
+    pub elapsed: Duration,
+}
+
+impl Built {
+    pub fn ready(&self) -> Latency {
+        Latency::of(&self.ready.snapshot())
+    }
+
+    pub fn join(&self) -> Latency {
+        Latency::of(&self.join.snapshot())
+    }
+}
+
+/// Opens connections `indices` to `target`, each authenticated with `tokens[i % len]` and
+/// joined to `room(i)`, `concurrency` at a time. Failures are counted, not fatal: a server
+/// that refuses connections under load is a result.
+pub async fn open_fleet(
+    target: &Target,
+    tokens: &[String],
+    indices: std::ops::Range<usize>,
+    concurrency: usize,
+    room: impl Fn(usize) -> String,
+) -> Built {
+    let start = Instant::now();
+    let built = Built::default();
+    let results: Vec<(usize, anyhow::Result<Ws>)> = stream::iter(indices)
+        .map(|i| {
+            let token = &tokens[i % tokens.len()];
+            let room = room(i);
+            let built = &built;
+            async move {
+                let outcome = async {
+                    let mut opened =
+                        client::open(target.protocol, target.gateway(i), token).await?;
+                    built.ready.record(opened.ready);
+                    let joined = client::join(&mut opened.ws, target.protocol, &room).await?;
+                    built.join.record(joined);
+                    anyhow::Ok(opened.ws)
+                }
+                .await;
+                (i, outcome)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut built = built;
+    for (i, outcome) in results {
+        match outcome {
+            Ok(ws) => built.connections.push((i, ws)),
+            Err(error) => {
+                built.failed += 1;
+                built
+                    .first_error
+                    .get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
+    }
+    built.connections.sort_by_key(|(i, _)| *i);
+    built.elapsed = start.elapsed();
+    built
+}
+
+/// Prints why connections failed, once per fleet.
+pub fn warn_failures(target: &Target, what: &str, built: &Built) {
+    if let Some(error) = &built.first_error {
+        eprintln!(
+            "chat-bench: {}: {} of the {what} connections failed; first error: {error}",
+            target.name, built.failed
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Persistence: messages sent at rising rates, each sender alone in its room so the numbers
+//! are about the write path, not fan-out. The target's `messages` collection is counted every
+//! few milliseconds; message `k` of a step counts as stored at the first poll that sees at
+//! least `k + 1` new documents (messages are stored about in order), which gives the send to
+//! stored lag to within one poll interval.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::Document;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{Fleet, Ignore};
+use crate::measure::{CpuMeter, Latency, histogram, paced, record};
+use crate::report::{Table, num};
+use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
+use crate::target::Target;
+use crate::wire::Stamp;
+
+/// One count of the collection: when it answered, and how many documents were new.
+type Poll = (Duration, u64);
+
+/// When each message counts as stored, from the intended send times and the polls.
+pub fn store_lags(intended: &[Duration], polls: &[Poll]) -> (hdrhistogram::Histogram<u64>, u64) {
+    let mut lags = histogram();
+    let mut stored = 0;
+    let mut seen = 0;
+    let mut poll = 0;
+    for (k, &sent) in intended.iter().enumerate() {
+        let needed = k as u64 + 1;
+        while poll < polls.len() && seen.max(polls[poll].1) < needed {
+            seen = seen.max(polls[poll].1);
+            poll += 1;
+        }
+        let Some(&(at, _)) = polls.get(poll) else {
+            break;
+        };
+        record(&mut lags, at.saturating_sub(sent));
+        stored += 1;
+    }
+    (lags, stored)
+}
+
+struct Step {
+    rate: f64,
+    sent: u64,
+    not_queued: u64,
+    stored: u64,
+    stored_per_s: f64,
+    lag: Latency,
+    cpu: f64,
+}
+
+pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
+    let mut table = Table::new(
+        "persistence",
+        "Persistence: messages stored in MongoDB (lag in ms)",
+        &[
+            "target",
+            "offered_per_s",
+            "sent",
+            "stored",
+            "stored_per_s",
+            "lag_p50",
+            "lag_p99",
+            "lag_max",
+            "server_cpu_pct",
+            "sustained",
+        ],
+    );
+    let mut best: Vec<(String, f64, f64)> = Vec::new();
+    for target in targets {
+        let steps = run_target(ctx, target).await?;
+        let limit = ctx.plan.persistence.lag_limit_ms;
+        let mut target_best = (0.0, 0.0);
+        for step in &steps {
+            let sustained = step.sent > 0 && step.stored == step.sent && step.lag.p99 < limit;
+            if sustained && step.stored_per_s > target_best.0 {
+                target_best = (step.stored_per_s, step.lag.p99);
+            }
+            table.push(vec![
+                target.name.clone(),
+                num(step.rate, 0),
+                step.sent.to_string(),
+                step.stored.to_string(),
+                num(step.stored_per_s, 0),
+                num(step.lag.p50, 1),
+                num(step.lag.p99, 1),
+                num(step.lag.max, 1),
+                num(step.cpu, 0),
+                if sustained { "yes" } else { "no" }.to_string(),
+            ]);
+            if step.not_queued > 0 {
+                eprintln!(
+                    "chat-bench: {}: {} sends at {}/s found the connection's queue full",
+                    target.name, step.not_queued, step.rate
+                );
+            }
+        }
+        best.push((target.name.clone(), target_best.0, target_best.1));
+    }
+    ctx.reporter.emit(&table)?;
+    ctx.reporter.note(&format!(
+        "`sustained`: everything sent was stored within the drain time and the lag p99 stayed \
+         under {} ms.",
+        ctx.plan.persistence.lag_limit_ms
+    ))?;
+    if let [(_, ours, ours_lag), (_, peer, peer_lag)] = best.as_slice() {
+        ctx.summary.add(
+            "persistence",
+            "highest sustained messages/s stored",
+            Better::Higher,
+            *ours,
+            None,
+            *peer,
+        );
+        ctx.summary.add(
+            "persistence",
+            "lag p99 ms at that rate",
+            Better::Lower,
+            *ours_lag,
+            None,
+            *peer_lag,
+        );
+    }
+    Ok(())
+}
+
+async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
+    let plan = &ctx.plan.persistence;
+    let tokens = ctx.tokens(target).await?;
+    let built = open_fleet(
+        target,
+        &tokens,
+        0..plan.senders,
+        ctx.plan.connect_concurrency,
+        |i| format!("persist-{i}"),
+    )
+    .await;
+    warn_failures(target, "persistence", &built);
+    let mut fleet = Fleet::new(target.protocol, Arc::new(Ignore));
+    let mut rooms = Vec::new();
+    for (i, ws) in built.connections {
+        fleet.add(ws);
+        rooms.push(format!("persist-{i}"));
+    }
+    anyhow::ensure!(
+        !fleet.is_empty(),
+        "{}: no sender could connect",
+        target.name
+    );
+    let messages = ctx
+        .mongo
+        .database(&target.db)
+        .collection::<Document>("messages");
+    let count = {
+        let messages = messages.clone();
+        move || {
+            let messages = messages.clone();
+            async move { messages.estimated_document_count().await }
+        }
+    };
+    let origin = Instant::now();
+    let mut steps = Vec::new();
+    for (step_index, &rate) in plan.rates.iter().enumerate() {
+        let before = count().await?;
+        let stop = CancellationToken::new();
+        let start = Instant::now();
+        let poller = tokio::spawn({
+            let (stop, count, poll) = (stop.clone(), count.clone(), plan.poll);
+            async move {
+                let mut polls: Vec<Poll> = Vec::new();
+                let mut tick = tokio::time::interval(poll);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while !stop.is_cancelled() {
+                    tick.tick().await;
+                    if let Ok(n) = count().await {
+                        polls.push((start.elapsed(), n.saturating_sub(before)));
+                    }
+                }
+                polls
+            }
+        });
+        let cpu = CpuMeter::start(&target.pids());
+        let mut intended = Vec::new();
+        let mut not_queued = 0;
+        let senders = fleet.len();
+        paced(rate, plan.step, |k, at| {
+            let sender = (k as usize) % senders;
+            let body = Stamp {
+                step: step_index as u32,
+                sender: sender as u32,
+                intended_ns: (at - origin).as_nanos() as u64,
+            }
+            .body(64);
+            let frame = target
+                .protocol
+                .send(&rooms[sender], &format!("p{step_index}-{k}"), &body);
+            if fleet.send(sender, frame) {
+                intended.push(at - start);
+            } else {
+                not_queued += 1;
+            }
+        })
+        .await;
+        let sent = intended.len() as u64;
+        // Wait for the database to catch up, bounded by the drain time.
+        let deadline = Instant::now() + plan.drain;
+        while Instant::now() < deadline {
+            if count().await?.saturating_sub(before) >= sent {
+                break;
+            }
+            tokio::time::sleep(plan.poll).await;
+        }
+        tokio::time::sleep(plan.poll * 2).await;
+        let cpu = cpu.percent();
+        stop.cancel();
+        let polls = poller.await?;
+        let (lags, stored) = store_lags(&intended, &polls);
+        let stored_by = polls
+            .iter()
+            .find(|(_, n)| *n >= stored)
+            .map_or(plan.step, |(at, _)| *at);
+        steps.push(Step {
+            rate,
+            sent,
+            not_queued,
+            stored,
+            stored_per_s: stored as f64 / stored_by.max(plan.step).as_secs_f64(),
+            lag: Latency::of(&lags),
+            cpu,
+        });
+        // A target that could not keep up at this rate will not at a higher one.
+        if stored < sent {
+            break;
+        }
+    }
+    fleet.shutdown().await;
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn each_message_is_stored_at_the_first_poll_that_counts_it() {
+        let intended = [ms(0), ms(10), ms(20), ms(30)];
+        let polls = [(ms(50), 1), (ms(100), 3), (ms(150), 3)];
+        let (lags, stored) = store_lags(&intended, &polls);
+        assert_eq!(stored, 3);
+        let latency = Latency::of(&lags);
+        assert_eq!(latency.count, 3);
+        // Lags 50, 90 and 80 ms.
+        assert!((latency.max - 90.0).abs() < 0.1, "{latency:?}");
+    }
+
+    #[test]
+    fn a_count_that_goes_down_does_not_unstore_messages() {
+        let intended = [ms(0), ms(0)];
+        let polls = [(ms(10), 2), (ms(20), 1)];
+        assert_eq!(store_lags(&intended, &polls).1, 2);
+    }
+}
