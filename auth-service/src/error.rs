@@ -24,6 +24,12 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("missing or invalid access token")]
     Unauthorized,
+    #[error("the refresh token is unknown, expired, used or revoked")]
+    InvalidRefreshToken,
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the request took too long")]
+    RequestTimeout,
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -41,6 +47,9 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidRefreshToken => "invalid_refresh_token",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::NotFound => "not_found",
             ApiError::Unexpected(_) => "internal_error",
         }
@@ -61,6 +70,14 @@ impl ApiError {
     }
 }
 
+impl From<crate::rate_limit::RetryAfter> for ApiError {
+    fn from(retry: crate::rate_limit::RetryAfter) -> Self {
+        ApiError::RateLimited {
+            retry_after_secs: retry.secs(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -69,7 +86,11 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UsernameTaken | ApiError::EmailTaken => StatusCode::CONFLICT,
-            ApiError::InvalidCredentials | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidCredentials
+            | ApiError::Unauthorized
+            | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,8 +111,18 @@ impl ResponseError for ApiError {
             other => ErrorBody::new(self.code(), other.to_string()),
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            // The connection may still carry an unread body; do not reuse it.
+            ApiError::RequestTimeout => {
+                response.force_close();
+            }
+            _ => {}
         }
         response.json(body)
     }

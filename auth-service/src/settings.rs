@@ -1,15 +1,18 @@
 //! auth-service settings: `config/default.toml`, then `AUTH_CONFIG_FILE`, then `AUTH__*`.
 
+use std::time::Duration;
+
 use common::settings::{HttpSettings, MongoSettings, Profile};
 use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub http: HttpSettings,
+    pub http: ServerSettings,
     pub mongodb: MongoSettings,
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
+    pub limits: LimitSettings,
     /// From `APP_ENVIRONMENT`, not from the files.
     #[serde(skip, default = "default_profile")]
     pub profile: Profile,
@@ -19,15 +22,55 @@ fn default_profile() -> Profile {
     Profile::Development
 }
 
+/// The listener plus what protects it from slow or lying clients.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    /// Address and body limit, shared in shape with the other services (`AUTH__HTTP__PORT`, …).
+    #[serde(flatten)]
+    pub listen: HttpSettings,
+    /// Time a client has to send a request's headers; slower clients get 408 and are dropped.
+    pub client_request_timeout_ms: u64,
+    /// Time a request may take from its headers to the answer, body upload included; a body
+    /// trickled in slower than that gets 408 instead of holding a worker.
+    pub request_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Take the client address for rate limits from the last `X-Forwarded-For` entry instead
+    /// of the TCP peer. Only for deployments where a proxy that appends that header is the sole
+    /// way in; otherwise clients could pick their own address.
+    pub trust_forwarded_for: bool,
+}
+
+impl ServerSettings {
+    pub fn client_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_request_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
     /// Ed25519 private key, PKCS#8 PEM. Empty selects the dev-only key (refused in production).
     pub private_key_pem: SecretString,
     /// Key id; empty means the key's RFC 7638 thumbprint.
     pub kid: String,
+    /// More Ed25519 public keys (PEM `PUBLIC KEY` blocks, concatenated) published in the JWKS
+    /// next to the signing key, each under its RFC 7638 thumbprint: the previous key while its
+    /// tokens are still alive, or the next one before it starts signing.
+    #[serde(default)]
+    pub additional_public_keys_pem: String,
     pub issuer: String,
     pub audience: String,
     pub access_ttl_secs: u64,
+    /// Lifetime of a refresh token; each rotation starts a new one.
+    pub refresh_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,11 +79,76 @@ pub struct PasswordSettings {
     pub bcrypt_cost: u32,
 }
 
+/// Abuse limits. Each allows `N` attempts at once and one more every `window / N`, so a
+/// client that used them all waits a fraction of the window, not all of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// `false` turns every limit off (benchmarks); a warning is logged at start.
+    pub enabled: bool,
+    /// Login attempts per (case-folded) username per `login_window_secs`, from any address.
+    pub login_per_username: u32,
+    /// Login attempts per client address per `login_window_secs`, whatever the username.
+    pub login_per_ip: u32,
+    pub login_window_secs: u64,
+    /// Sign-ups per client address per `signup_window_secs`.
+    pub signup_per_ip: u32,
+    pub signup_window_secs: u64,
+}
+
 impl Settings {
     pub fn load() -> anyhow::Result<Self> {
         let mut settings: Settings =
             common::settings::load(include_str!("../config/default.toml"), "AUTH")?;
         settings.profile = Profile::from_env()?;
         Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Settings {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>();
+        common::settings::load_with_env(
+            include_str!("../config/default.toml"),
+            "AUTH",
+            &[],
+            Some(env),
+        )
+        .expect("settings load")
+    }
+
+    #[test]
+    fn defaults_are_safe_for_the_internet() {
+        let settings = load(&[]);
+        assert!(!settings.http.trust_forwarded_for);
+        assert!(settings.limits.enabled);
+        assert_eq!(settings.limits.login_per_username, 5);
+        assert_eq!(settings.limits.login_window_secs, 60);
+        assert_eq!(settings.jwt.refresh_ttl_secs, 30 * 24 * 3600);
+        assert!(settings.jwt.additional_public_keys_pem.is_empty());
+    }
+
+    #[test]
+    fn the_new_keys_are_overridable_from_the_environment_next_to_the_shared_ones() {
+        let settings = load(&[
+            ("AUTH__HTTP__PORT", "9999"),
+            ("AUTH__HTTP__TRUST_FORWARDED_FOR", "true"),
+            ("AUTH__HTTP__REQUEST_TIMEOUT_MS", "250"),
+            ("AUTH__JWT__REFRESH_TTL_SECS", "60"),
+            ("AUTH__LIMITS__LOGIN_PER_IP", "3"),
+        ]);
+        assert_eq!(settings.http.listen.port, 9999);
+        assert_eq!(settings.http.listen.max_body_bytes, 16384);
+        assert!(settings.http.trust_forwarded_for);
+        assert_eq!(settings.http.request_timeout(), Duration::from_millis(250));
+        assert_eq!(settings.jwt.refresh_ttl_secs, 60);
+        assert_eq!(settings.limits.login_per_ip, 3);
     }
 }

@@ -1,15 +1,20 @@
-//! Builds the application from settings: database, indexes, keys, and the HTTP server bound
-//! to its listener (port 0 picks a free port, which tests use).
+//! Builds the application from settings: database, indexes, keys, limits, and the HTTP server
+//! bound to its listener (port 0 picks a free port, which tests use).
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use mongodb::Database;
 
+use crate::client_ip::ClientIpPolicy;
 use crate::error::ApiError;
-use crate::password::{self, Password};
+use crate::password::Passwords;
+use crate::rate_limit::AbuseLimits;
+use crate::refresh_tokens::RefreshTokenStore;
 use crate::routes;
 use crate::settings::Settings;
 use crate::tokens::TokenIssuer;
@@ -20,65 +25,121 @@ pub struct AppState {
     pub db: Database,
     pub users: UserStore,
     pub tokens: TokenIssuer,
-    pub bcrypt_cost: u32,
-    /// Hash of a random password at the configured cost, verified for unknown users so that
-    /// their login takes as long as a wrong password does.
-    pub dummy_hash: String,
+    pub refresh_tokens: RefreshTokenStore,
+    pub passwords: Arc<Passwords>,
+    pub limits: AbuseLimits,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
 }
 
 impl Application {
+    /// How often idle rate-limit keys are forgotten.
+    const PRUNE_LIMITS_EVERY: Duration = Duration::from_secs(60);
+    /// How often expired refresh tokens are deleted.
+    const PURGE_TOKENS_EVERY: Duration = Duration::from_secs(3600);
+
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tokens = TokenIssuer::from_settings(&settings.jwt, settings.profile)?;
+        let limits = AbuseLimits::from_settings(&settings.limits)?;
         let client = settings.mongodb.client("auth-service").await?;
         let db = client.database(&settings.mongodb.database);
         let users = UserStore::open(&db).await?;
-        let dummy = Password::parse(ulid::Ulid::new().to_string())
-            .map_err(|e| anyhow::anyhow!("dummy password: {e}"))?;
-        let dummy_hash = password::hash(dummy, settings.password.bcrypt_cost).await?;
+        let refresh_tokens =
+            RefreshTokenStore::open(&db, Duration::from_secs(settings.jwt.refresh_ttl_secs))
+                .await?;
+        let passwords = Arc::new(Passwords::new(settings.password.bcrypt_cost).await?);
 
-        let listener = TcpListener::bind(settings.http.address())
-            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let http = &settings.http;
+        let listener = TcpListener::bind(http.listen.address())
+            .with_context(|| format!("binding {}", http.listen.address()))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db,
             users,
             tokens,
-            bcrypt_cost: settings.password.bcrypt_cost,
-            dummy_hash,
+            refresh_tokens,
+            passwords,
+            limits,
         });
-        let max_body = settings.http.max_body_bytes;
+        let app_state = state.clone();
+        let max_body = http.listen.max_body_bytes;
+        let request_timeout = http.request_timeout();
+        let client_ip = ClientIpPolicy {
+            trust_forwarded_for: http.trust_forwarded_for,
+        };
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(app_state.clone())
+                .app_data(client_ip)
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)
                         .error_handler(|err, _req| ApiError::from_json_error(&err).into()),
                 )
+                // Bounds the whole request, body upload included: actix's own timeout only
+                // covers the headers.
+                .wrap_fn(move |request, service| {
+                    let call = service.call(request);
+                    async move {
+                        match tokio::time::timeout(request_timeout, call).await {
+                            Ok(result) => result,
+                            Err(_) => Err(ApiError::RequestTimeout.into()),
+                        }
+                    }
+                })
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
                 }))
         })
+        .client_request_timeout(http.client_request_timeout())
+        .keep_alive(http.keep_alive())
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
         tracing::info!(port, "auth-service listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests.
+    /// The password checker, whose verification count tests and metrics read.
+    pub fn passwords(&self) -> Arc<Passwords> {
+        self.state.passwords.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM, then finishes in-flight requests. Housekeeping (forgetting
+    /// idle rate-limit keys, deleting expired refresh tokens) runs alongside and stops with
+    /// the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        tokio::select! {
+            result = self.server => result,
+            () = housekeeping(self.state) => Ok(()),
+        }
+    }
+}
+
+async fn housekeeping(state: web::Data<AppState>) {
+    let mut prune = tokio::time::interval(Application::PRUNE_LIMITS_EVERY);
+    let mut purge = tokio::time::interval(Application::PURGE_TOKENS_EVERY);
+    loop {
+        tokio::select! {
+            _ = prune.tick() => state.limits.retain_recent(),
+            _ = purge.tick() => match state.refresh_tokens.purge_expired().await {
+                Ok(deleted) => tracing::debug!(deleted, "expired refresh tokens purged"),
+                Err(error) => tracing::warn!(?error, "purging refresh tokens failed"),
+            },
+        }
     }
 }

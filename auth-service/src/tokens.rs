@@ -1,11 +1,11 @@
-//! Token issuing: the Ed25519 signing key, the JWKS that publishes its public half, and the
-//! access tokens themselves.
+//! Token issuing: the Ed25519 signing key, the JWKS that publishes its public half (plus any
+//! additional public keys, for rotation), and the access tokens themselves.
 
 use anyhow::{Context, bail};
 use common::settings::Profile;
 use common::token::{ALGORITHM, AuthenticatedUser, Claims, KeySet, TokenError, TokenPolicy};
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use secrecy::ExposeSecret;
 
 use crate::settings::JwtSettings;
@@ -57,10 +57,23 @@ impl TokenIssuer {
         } else {
             settings.kid.clone()
         };
-        jwk.common.key_id = Some(kid.clone());
-        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);
-        let jwks = JwkSet { keys: vec![jwk] };
+        publish_as(&mut jwk, kid.clone());
+        let mut keys = vec![jwk];
+        for extra in additional_public_keys(&settings.additional_public_keys_pem)? {
+            let extra_kid = extra.common.key_id.clone().unwrap_or_default();
+            if profile == Profile::Production && extra_kid == dev_only_kid()? {
+                bail!(
+                    "the dev-only key is refused in jwt.additional_public_keys_pem in production"
+                );
+            }
+            if keys
+                .iter()
+                .all(|k| k.common.key_id.as_deref() != Some(&extra_kid))
+            {
+                keys.push(extra);
+            }
+        }
+        let jwks = JwkSet { keys };
         Ok(Self {
             verification_keys: KeySet::from_jwks(&jwks),
             key,
@@ -73,6 +86,11 @@ impl TokenIssuer {
             },
             ttl_secs: settings.access_ttl_secs,
         })
+    }
+
+    /// The key id tokens are signed under.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn jwks(&self) -> &JwkSet {
@@ -106,6 +124,57 @@ impl TokenIssuer {
     }
 }
 
+/// Sets what the JWKS says about a key: its id, that it signs, and with EdDSA.
+fn publish_as(jwk: &mut Jwk, kid: String) {
+    jwk.common.key_id = Some(kid);
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    jwk.common.key_algorithm = Some(KeyAlgorithm::EdDSA);
+}
+
+/// The thumbprint key id of the committed dev-only key.
+fn dev_only_kid() -> anyhow::Result<String> {
+    let key = EncodingKey::from_ed_pem(DEV_ONLY_KEY_PEM.as_bytes())?;
+    Ok(Jwk::from_encoding_key(&key, ALGORITHM)?.thumbprint(ThumbprintHash::SHA256)?)
+}
+
+/// Parses concatenated PEM `PUBLIC KEY` blocks into JWKs under their RFC 7638 thumbprints.
+fn additional_public_keys(text: &str) -> anyhow::Result<Vec<Jwk>> {
+    let mut blocks = Vec::new();
+    let mut block = String::new();
+    for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        block.push_str(line);
+        block.push('\n');
+        if line.starts_with("-----END ") {
+            blocks.push(std::mem::take(&mut block));
+        }
+    }
+    if !block.is_empty() {
+        bail!("jwt.additional_public_keys_pem ends inside a PEM block");
+    }
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            if pem.contains("PRIVATE KEY") {
+                bail!(
+                    "jwt.additional_public_keys_pem block {} is a private key; publish public keys only",
+                    i + 1
+                );
+            }
+            let key = DecodingKey::from_ed_pem(pem.as_bytes()).with_context(|| {
+                format!(
+                    "jwt.additional_public_keys_pem block {} is not an Ed25519 public key",
+                    i + 1
+                )
+            })?;
+            let mut jwk = Jwk::from_decoding_key(&key, Some(ALGORITHM))?;
+            let kid = jwk.thumbprint(ThumbprintHash::SHA256)?;
+            publish_as(&mut jwk, kid);
+            Ok(jwk)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,9 +184,28 @@ mod tests {
         JwtSettings {
             private_key_pem: SecretString::from(pem.to_string()),
             kid: String::new(),
+            additional_public_keys_pem: String::new(),
             issuer: "iss".into(),
             audience: "aud".into(),
             access_ttl_secs: 60,
+            refresh_ttl_secs: 3600,
+        }
+    }
+
+    /// The public half of the dev-only key, as `openssl pkey -pubout` writes it.
+    const DEV_ONLY_PUBLIC_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAxbw0pcsjwOx+vpKSg1yjg/kFtTcCP3DQU0t2pwra4Ak=
+-----END PUBLIC KEY-----
+";
+    const PREVIOUS_PUBLIC_PEM: &str =
+        include_str!("../tests/api/testdata/test-only-previous-key.pub.pem");
+    const PREVIOUS_PRIVATE_PEM: &str =
+        include_str!("../tests/api/testdata/test-only-previous-key.pem");
+
+    fn with_additional(pem: &str) -> JwtSettings {
+        JwtSettings {
+            additional_public_keys_pem: pem.to_string(),
+            ..settings("")
         }
     }
 
@@ -147,5 +235,60 @@ mod tests {
         );
         let verified = issuer.verify(&issued.token).expect("verifies");
         assert_eq!(verified.user.username.as_str(), "alice");
+    }
+
+    #[test]
+    fn additional_public_keys_are_published_under_their_thumbprints_after_the_signing_key() {
+        let issuer = TokenIssuer::from_settings(
+            &with_additional(&format!("{PREVIOUS_PUBLIC_PEM}\n{DEV_ONLY_PUBLIC_PEM}")),
+            Profile::Development,
+        )
+        .expect("keys");
+        let kids: Vec<_> = issuer
+            .jwks()
+            .keys
+            .iter()
+            .map(|k| k.common.key_id.clone().expect("kid"))
+            .collect();
+        // The dev-only public key is the signing key here, so it is not listed twice.
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        assert_eq!(kids[0], issuer.kid());
+        let previous = EncodingKey::from_ed_pem(PREVIOUS_PRIVATE_PEM.as_bytes()).expect("key");
+        let previous_kid = Jwk::from_encoding_key(&previous, ALGORITHM)
+            .expect("jwk")
+            .thumbprint(ThumbprintHash::SHA256)
+            .expect("thumbprint");
+        assert_eq!(kids[1], previous_kid);
+        assert!(issuer.jwks().keys.iter().all(|k| {
+            k.common.public_key_use == Some(PublicKeyUse::Signature)
+                && k.common.key_algorithm == Some(KeyAlgorithm::EdDSA)
+        }));
+    }
+
+    #[test]
+    fn additional_keys_must_be_whole_ed25519_public_keys() {
+        for bad in [
+            PREVIOUS_PRIVATE_PEM.to_string(),
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n".to_string(),
+            "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n".to_string(),
+        ] {
+            assert!(
+                TokenIssuer::from_settings(&with_additional(&bad), Profile::Development).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn production_refuses_the_dev_key_among_the_additional_keys() {
+        let production_key = PREVIOUS_PRIVATE_PEM;
+        let with_dev = JwtSettings {
+            additional_public_keys_pem: DEV_ONLY_PUBLIC_PEM.to_string(),
+            ..settings(production_key)
+        };
+        assert!(TokenIssuer::from_settings(&with_dev, Profile::Production).is_err());
+        assert!(TokenIssuer::from_settings(&with_dev, Profile::Development).is_ok());
+        let without = settings(production_key);
+        assert!(TokenIssuer::from_settings(&without, Profile::Production).is_ok());
     }
 }

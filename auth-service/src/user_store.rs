@@ -5,11 +5,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{Email, Username};
 use mongodb::bson::{self, doc};
-use mongodb::options::IndexOptions;
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
 
-const DUPLICATE_KEY: i32 = 11000;
+use crate::indexes;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,25 +68,14 @@ impl UserStore {
     /// Opens the `users` collection and makes sure its unique indexes exist.
     pub async fn open(db: &Database) -> anyhow::Result<Self> {
         let users = db.collection::<UserDocument>("users");
-        let unique = |name: &str| {
-            IndexOptions::builder()
-                .unique(true)
-                .name(name.to_string())
-                .build()
-        };
-        users
-            .create_indexes([
-                IndexModel::builder()
-                    .keys(doc! {"username_key": 1})
-                    .options(unique("username_key_unique"))
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! {"email": 1})
-                    .options(unique("email_unique"))
-                    .build(),
-            ])
-            .await
-            .context("creating the users indexes")?;
+        indexes::ensure(
+            &users,
+            [
+                indexes::index(doc! {"username_key": 1}, "username_key_unique", true),
+                indexes::index(doc! {"email": 1}, "email_unique", true),
+            ],
+        )
+        .await?;
         Ok(Self { users })
     }
 
@@ -108,7 +96,7 @@ impl UserStore {
         };
         match self.users.insert_one(&document).await {
             Ok(_) => Ok(document.to_user()),
-            Err(error) if is_duplicate_key(&error) => {
+            Err(error) if common::mongo::is_duplicate_key(&error) => {
                 // Which index refused it: ask rather than parse server messages, whose wording
                 // differs between MongoDB and compatible servers.
                 if self.find_by_username(username).await?.is_some() {
@@ -149,12 +137,4 @@ impl UserStore {
             .await?
             .map(|d| d.to_user()))
     }
-}
-
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    matches!(
-        error.kind.as_ref(),
-        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY
-    )
 }

@@ -12,9 +12,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
+use std::num::NonZeroU32;
+
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef};
 use common::event::{ChatMessage, PresenceState, RoomEvent};
+use common::token::JwksVerifier;
 use futures_util::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
@@ -40,11 +44,54 @@ pub struct Hub {
     /// Monotonic within this instance, so one gateway's ids never go backwards.
     pub ids: Mutex<ulid::Generator>,
     pub next_conn: std::sync::atomic::AtomicU64,
+    /// Verifies tokens of in-band `auth` frames.
+    pub verifier: JwksVerifier,
+    /// Open connections per user, for the per-user limit.
+    pub connections: Mutex<HashMap<UserId, usize>>,
     /// Cancelled at shutdown: connections close with 1001.
     pub shutdown: CancellationToken,
 }
 
+/// Holds one of a user's connection slots; released when dropped.
+pub struct ConnectionSlot {
+    hub: Arc<Hub>,
+    user: UserId,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut connections = self
+            .hub
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = connections.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                connections.remove(&self.user);
+            }
+        }
+    }
+}
+
 impl Hub {
+    /// Takes a connection slot for `user`, or `None` when the user is at the limit.
+    pub fn claim_slot(self: &Arc<Self>, user: &UserId) -> Option<ConnectionSlot> {
+        let mut connections = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = connections.entry(user.clone()).or_insert(0);
+        if *count >= self.limits.max_connections_per_user {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            hub: self.clone(),
+            user: user.clone(),
+        })
+    }
+
     fn next_message_id(&self) -> MessageId {
         let mut generator = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         // The generator only fails when 2^80 ids were made in one millisecond.
@@ -58,6 +105,10 @@ pub struct Session {
     pub user: UserRef,
     /// Forwarded to history-service on joins.
     pub token: String,
+    /// When the token expires (seconds since the Unix epoch): the connection closes then
+    /// unless an `auth` frame brings a fresh token.
+    pub expires_at: u64,
+    pub slot: ConnectionSlot,
 }
 
 /// Serves one upgraded connection until either side closes it.
@@ -86,6 +137,10 @@ where
             max_held: hub.limits.outbound_queue,
         },
     ));
+    let quota = Quota::per_second(
+        NonZeroU32::new(hub.limits.messages_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
+    )
+    .allow_burst(NonZeroU32::new(hub.limits.message_burst.max(1)).unwrap_or(NonZeroU32::MIN));
     let mut reader = Reader {
         conn,
         hub: hub.clone(),
@@ -94,14 +149,18 @@ where
         lag,
         joined: HashSet::new(),
         last_typing: HashMap::new(),
+        limiter: RateLimiter::direct(quota),
+        rate_limited: 0,
     };
     tracing::debug!(conn, user = %reader.session.user.username, "connection open");
 
     let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
     let close = loop {
+        let expiry = expiry_instant(reader.session.expires_at);
         let next = tokio::select! {
             _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
             _ = writer_done.cancelled() => break None,
+            _ = tokio::time::sleep_until(expiry) => break Some((close_code::TOKEN_EXPIRED, "access token expired")),
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         match next {
@@ -115,6 +174,20 @@ where
                 break None;
             }
             Ok(Some(Ok(Message::Text(text)))) => {
+                if reader.limiter.check().is_err() {
+                    reader.rate_limited += 1;
+                    if reader.rate_limited >= hub.limits.rate_limited_close_after {
+                        break Some((
+                            close_code::POLICY_VIOLATION,
+                            "rate limit exceeded repeatedly",
+                        ));
+                    }
+                    let error = FrameError::new("rate_limited", "too many frames; slow down");
+                    if reader.reply_error(&error).await.is_err() {
+                        break None;
+                    }
+                    continue;
+                }
                 if reader.handle(text.as_str()).await.is_err() {
                     break None;
                 }
@@ -169,6 +242,19 @@ struct Reader {
     lag: LagSignal,
     joined: HashSet<RoomId>,
     last_typing: HashMap<RoomId, Instant>,
+    /// Token bucket of this connection's frames.
+    limiter: DefaultDirectRateLimiter,
+    /// Frames refused by the limiter so far.
+    rate_limited: u32,
+}
+
+/// The instant of a Unix-epoch expiry on tokio's clock.
+fn expiry_instant(expires_at: u64) -> tokio::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    tokio::time::Instant::now() + Duration::from_secs(expires_at.saturating_sub(now))
 }
 
 impl Reader {
@@ -195,6 +281,7 @@ impl Reader {
         };
         let outcome = match frame {
             ClientFrame::Ping => return self.send(ServerFrame::Pong).await,
+            ClientFrame::Auth { token } => self.reauthenticate(token).await?,
             ClientFrame::Join { room, since } => self.join(room, since).await?,
             ClientFrame::Leave { room } => self.leave(room).await?,
             ClientFrame::Send {
@@ -318,6 +405,33 @@ impl Reader {
                 "marking a receipt published failed"
             );
         }
+        Ok(Ok(()))
+    }
+
+    /// Replaces the connection's token with a fresh one of the same user.
+    async fn reauthenticate(&mut self, token: String) -> Result<Result<(), FrameError>, Gone> {
+        let verified = match self.hub.verifier.verify(&token).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                tracing::debug!(%error, "in-band token refused");
+                return Ok(Err(FrameError::new(
+                    "unauthorized",
+                    "the token is invalid or expired",
+                )));
+            }
+        };
+        if verified.user.id != self.session.user.id {
+            return Ok(Err(FrameError::new(
+                "unauthorized",
+                "the token belongs to another user",
+            )));
+        }
+        self.session.token = token;
+        self.session.expires_at = verified.expires_at;
+        self.send(ServerFrame::Authenticated {
+            expires_at: verified.expires_at,
+        })
+        .await?;
         Ok(Ok(()))
     }
 

@@ -27,7 +27,14 @@ pub enum ClientFrame {
         room: RoomId,
     },
     Ping,
+    /// A fresh access token for this connection, sent before the current one expires.
+    Auth {
+        token: String,
+    },
 }
+
+/// Longest token accepted in an `auth` frame.
+pub const MAX_TOKEN_LEN: usize = 8192;
 
 /// Why a client frame was refused; becomes an `error` event and the connection stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +111,18 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             room: room(&object)?,
         }),
         "ping" => Ok(ClientFrame::Ping),
+        "auth" => {
+            let token = field(&object, "token")?;
+            if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+                return Err(FrameError::new(
+                    "invalid_token",
+                    "`token` must be 1–8192 characters",
+                ));
+            }
+            Ok(ClientFrame::Auth {
+                token: token.to_string(),
+            })
+        }
         "send" => {
             let client_id = field(&object, "client_id").and_then(|c| {
                 ClientMessageId::parse(c.to_string())
@@ -168,6 +187,11 @@ pub enum ServerFrame<'a> {
         user: &'a UserRef,
     },
     Pong,
+    /// The `auth` frame's token was accepted; the connection now lasts until `expires_at`
+    /// (seconds since the Unix epoch).
+    Authenticated {
+        expires_at: u64,
+    },
     Lagged {
         room: &'a RoomId,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,6 +228,10 @@ pub mod close_code {
     pub const LAGGED: u16 = 4008;
     /// No frame for longer than the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4000;
+    /// The access token expired and no fresh one arrived in an `auth` frame.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// Repeated frames over the rate limit (RFC 6455 "policy violation").
+    pub const POLICY_VIOLATION: u16 = 1008;
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::Response;
@@ -83,9 +86,20 @@ async fn forward(upstreams: &Upstreams, base: &str, request: Request) -> Respons
         .request(parts.method.clone(), format!("{base}{path}"))
         .body(body);
     for (name, value) in &parts.headers {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name) && name != "x-forwarded-for" {
             upstream = upstream.header(name, value);
         }
+    }
+    // The client's address, appended to what earlier proxies reported: upstreams that trust
+    // this gateway read the last entry (auth-service's per-address limits).
+    if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        let earlier = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("{v}, "))
+            .unwrap_or_default();
+        upstream = upstream.header("x-forwarded-for", format!("{earlier}{}", peer.ip()));
     }
     let response = match upstream.send().await {
         Ok(response) => response,

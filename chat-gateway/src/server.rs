@@ -25,6 +25,8 @@ use crate::proxy::Upstreams;
 #[derive(Clone)]
 pub struct ServerState {
     pub hub: Arc<Hub>,
+    /// Origins besides the gateway's own that may open `/ws` and call `/api/*`.
+    pub allowed_origins: Arc<[String]>,
     pub verifier: JwksVerifier,
     pub upstreams: Upstreams,
     /// Connections in flight, awaited at shutdown.
@@ -32,6 +34,7 @@ pub struct ServerState {
 }
 
 pub fn router(state: ServerState, web_dir: &str) -> Router {
+    let cors = cors_layer(&state.allowed_origins);
     let web_dir = web_dir.trim_end_matches('/');
     let index = format!("{web_dir}/index.html");
     // Hashed build assets are never answered with the SPA page: a missing one is a 404.
@@ -41,12 +44,16 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .route("/ws", get(upgrade))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
-        .route("/api/rooms/{*rest}", any(crate::proxy::to_history))
-        .route("/api/{*rest}", any(api_not_found))
+        .merge(
+            Router::new()
+                .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
+                .route("/api/rooms/{*rest}", any(crate::proxy::to_history))
+                .route("/api/{*rest}", any(api_not_found))
+                .layer(cors),
+        )
         .nest_service("/assets", assets)
         .fallback_service(static_files)
-        .layer(axum::middleware::from_fn(cache_headers))
+        .layer(axum::middleware::from_fn(response_headers))
         .with_state(state)
 }
 
@@ -64,13 +71,48 @@ async fn api_not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "not_found", "not found")
 }
 
-/// Hashed build assets are immutable; everything else is revalidated.
-async fn cache_headers(request: Request, next: axum::middleware::Next) -> Response {
+/// Cross-origin access to `/api/*` for the configured origins only (none by default).
+fn cors_layer(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = allowed
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Policy for the web client's pages: its own scripts, styles and connections only, and it
+/// may not be framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// `nosniff` everywhere; on the web client's files also the page security headers and cache
+/// control (hashed build assets are immutable, everything else is revalidated).
+async fn response_headers(request: Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if path.starts_with("/api/") || path == "/ws" || path.starts_with("/health/") {
         return response;
     }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     let value = if path.starts_with("/assets/") && response.status().is_success() {
         "public, max-age=31536000, immutable"
     } else {
@@ -106,6 +148,28 @@ async fn ready(State(state): State<ServerState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Browsers send `Origin` on WebSocket handshakes: only the gateway's own origin and the
+/// configured ones may connect (cross-site WebSocket hijacking). Clients that send no
+/// `Origin` (not browsers) are not restricted by it.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let origin = origin.trim_end_matches('/');
+    let same_origin = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+    same_origin
+        || allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
 #[derive(Deserialize)]
 struct UpgradeQuery {
     token: Option<String>,
@@ -128,6 +192,13 @@ async fn upgrade(
     mut request: Request,
 ) -> Response {
     let headers = request.headers();
+    if !origin_allowed(headers, &state.allowed_origins) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not open a connection",
+        );
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -179,9 +250,18 @@ async fn upgrade(
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
     let hub = state.hub.clone();
+    let Some(slot) = hub.claim_slot(&user.user.id) else {
+        return error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "too many open connections for this user",
+        );
+    };
     let session = Session {
         user: user.user,
         token,
+        expires_at: user.expires_at,
+        slot,
     };
     state.tracker.spawn(async move {
         match on_upgrade.await {

@@ -12,6 +12,7 @@ pub struct Settings {
     pub receipts: ReceiptSettings,
     pub auth: AuthSettings,
     pub history: HistorySettings,
+    pub security: SecuritySettings,
     pub web: WebSettings,
     pub limits: Limits,
 }
@@ -46,6 +47,11 @@ pub struct HistorySettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub struct SecuritySettings {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub struct WebSettings {
     pub dir: String,
 }
@@ -57,14 +63,21 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub read_buffer_bytes: usize,
     pub max_rooms_per_connection: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    pub rate_limited_close_after: u32,
+    pub max_connections_per_user: usize,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
 }
 
 impl Settings {
     pub fn load() -> anyhow::Result<Self> {
-        let mut settings: Settings =
-            common::settings::load(include_str!("../config/default.toml"), "GATEWAY")?;
+        let mut settings: Settings = common::settings::load_with_lists(
+            include_str!("../config/default.toml"),
+            "GATEWAY",
+            &["security.allowed_origins"],
+        )?;
         if settings.amqp.instance_id.is_empty() {
             settings.amqp.instance_id =
                 format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());

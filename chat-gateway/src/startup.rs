@@ -74,6 +74,8 @@ impl Application {
             limits: settings.limits.clone(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
+            verifier: verifier.clone(),
+            connections: std::sync::Mutex::new(std::collections::HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(receipts.sweep_periodically(
@@ -83,6 +85,7 @@ impl Application {
         let tracker = TaskTracker::new();
         let state = ServerState {
             hub: hub.clone(),
+            allowed_origins: settings.security.allowed_origins.clone().into(),
             verifier,
             upstreams: Upstreams::new(
                 &settings.auth.url,
@@ -132,8 +135,12 @@ impl Application {
                     let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
                 }
             });
-            axum::serve(listener, self.router)
-                .with_graceful_shutdown(async move { closing.cancelled().await })
+            axum::serve(
+                listener,
+                self.router
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { closing.cancelled().await })
         };
         let server = tokio::spawn(async move { server.await });
         stop.await;

@@ -82,13 +82,24 @@ pub struct AmqpSettings {
 
 /// Loads settings of type `T` for the service whose environment prefix is `prefix`.
 pub fn load<T: DeserializeOwned>(defaults_toml: &str, prefix: &str) -> anyhow::Result<T> {
-    load_with_env(defaults_toml, prefix, None)
+    load_with_env(defaults_toml, prefix, &[], None)
 }
 
-/// [`load`] with an explicit environment map instead of the process environment.
+/// [`load`] where the keys in `list_keys` (e.g. `security.allowed_origins`) are lists, given in
+/// the environment as comma-separated values.
+pub fn load_with_lists<T: DeserializeOwned>(
+    defaults_toml: &str,
+    prefix: &str,
+    list_keys: &[&str],
+) -> anyhow::Result<T> {
+    load_with_env(defaults_toml, prefix, list_keys, None)
+}
+
+/// [`load_with_lists`] with an explicit environment map instead of the process environment.
 pub fn load_with_env<T: DeserializeOwned>(
     defaults_toml: &str,
     prefix: &str,
+    list_keys: &[&str],
     env: Option<HashMap<String, String>>,
 ) -> anyhow::Result<T> {
     let file_var = format!("{prefix}_CONFIG_FILE");
@@ -100,15 +111,18 @@ pub fn load_with_env<T: DeserializeOwned>(
     if let Some(path) = file {
         builder = builder.add_source(File::with_name(&path).required(true));
     }
-    let config = builder
-        .add_source(
-            Environment::with_prefix(prefix)
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(env),
-        )
-        .build()?;
+    let mut environment = Environment::with_prefix(prefix)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(env);
+    if !list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in list_keys {
+            environment = environment.with_list_parse_key(key);
+        }
+    }
+    let config = builder.add_source(environment).build()?;
     Ok(config.try_deserialize()?)
 }
 
@@ -132,7 +146,8 @@ mod tests {
 
     #[test]
     fn defaults_load_when_nothing_overrides_them() {
-        let sample: Sample = load_with_env(DEFAULTS, "APP", Some(HashMap::new())).expect("loads");
+        let sample: Sample =
+            load_with_env(DEFAULTS, "APP", &[], Some(HashMap::new())).expect("loads");
         assert_eq!(sample.http.host, "127.0.0.1");
         assert_eq!(sample.http.port, 8000);
     }
@@ -144,14 +159,38 @@ mod tests {
             ("APP__NAME".to_string(), "12345".to_string()),
             ("OTHER__HTTP__PORT".to_string(), "1".to_string()),
         ]);
-        let sample: Sample = load_with_env(DEFAULTS, "APP", Some(env)).expect("loads");
+        let sample: Sample = load_with_env(DEFAULTS, "APP", &[], Some(env)).expect("loads");
         assert_eq!(sample.http.port, 9001);
         assert_eq!(sample.name, "12345");
     }
 
     #[test]
+    fn list_keys_are_split_on_commas_and_other_values_are_not() {
+        #[derive(Debug, serde::Deserialize)]
+        struct WithList {
+            name: String,
+            origins: Vec<String>,
+        }
+        let defaults = "name = \"x\"\norigins = []\n";
+        let env = HashMap::from([
+            (
+                "APP__ORIGINS".to_string(),
+                "https://a.example,https://b.example".to_string(),
+            ),
+            ("APP__NAME".to_string(), "a,b".to_string()),
+        ]);
+        let loaded: WithList =
+            load_with_env(defaults, "APP", &["origins"], Some(env)).expect("loads");
+        assert_eq!(
+            loaded.origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(loaded.name, "a,b");
+    }
+
+    #[test]
     fn a_bad_value_is_an_error_not_a_default() {
         let env = HashMap::from([("APP__HTTP__PORT".to_string(), "eighty".to_string())]);
-        assert!(load_with_env::<Sample>(DEFAULTS, "APP", Some(env)).is_err());
+        assert!(load_with_env::<Sample>(DEFAULTS, "APP", &[], Some(env)).is_err());
     }
 }

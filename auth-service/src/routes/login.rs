@@ -4,9 +4,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::FieldErrors;
+use super::{FieldErrors, token_pair};
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::password::{self, Password};
+use crate::password::Password;
 use crate::startup::AppState;
 
 #[derive(Deserialize)]
@@ -17,10 +18,12 @@ pub struct LoginRequest {
 }
 
 /// Unknown users and wrong passwords get the same answer after the same work: a user that does
-/// not exist is checked against a dummy hash of the configured cost.
-#[tracing::instrument(skip_all)]
+/// not exist is checked against a dummy hash of the configured cost. Attempts are limited per
+/// client address and per username before any of that work.
+#[tracing::instrument(skip_all, fields(client = %client.0))]
 pub async fn login(
     state: web::Data<AppState>,
+    client: ClientIp,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -32,28 +35,29 @@ pub async fn login(
         return Err(anyhow::anyhow!("validated fields missing").into());
     };
 
+    let username = Username::parse(username).ok();
+    state.limits.check_login(client.0, username.as_ref())?;
+
     // Shape checks that fail still cost one verification, like every other failure.
     let well_formed = Password::parse(candidate.clone()).is_ok();
-    let credentials = match Username::parse(username) {
-        Ok(username) if well_formed => state.users.find_by_username(&username).await?,
+    let credentials = match &username {
+        Some(username) if well_formed => state.users.find_by_username(username).await?,
         _ => None,
     };
     let (hash, user) = match credentials {
-        Some(c) => (c.password_hash, Some(c.user)),
-        None => (state.dummy_hash.clone(), None),
+        Some(c) => (Some(c.password_hash), Some(c.user)),
+        None => (None, None),
     };
-    let matches = password::verify(SecretString::from(candidate), hash).await?;
+    let matches = state
+        .passwords
+        .verify(SecretString::from(candidate), hash)
+        .await?;
     let user = match user {
         Some(user) if matches && well_formed => user,
         _ => return Err(ApiError::InvalidCredentials),
     };
-    let issued = state.tokens.issue(&user)?;
+    let access = state.tokens.issue(&user)?;
+    let refresh = state.refresh_tokens.start_family(&user.id).await?;
     tracing::info!(user_id = %user.id, "user logged in");
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-        })))
+    Ok(token_pair(access, refresh))
 }

@@ -2,23 +2,60 @@
 
 mod health;
 mod login;
+mod logout;
 mod me;
+mod refresh;
 mod signup;
 
 use std::collections::BTreeMap;
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::refresh_tokens::IssuedRefreshToken;
+use crate::tokens::IssuedToken;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/auth/signup", web::post().to(signup::signup))
         .route("/api/auth/login", web::post().to(login::login))
+        .route("/api/auth/refresh", web::post().to(refresh::refresh))
+        .route("/api/auth/logout", web::post().to(logout::logout))
         .route("/api/auth/me", web::get().to(me::me))
         .route("/.well-known/jwks.json", web::get().to(me::jwks))
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready));
+}
+
+/// The answer of login and refresh: an access token and the refresh token that replaces it.
+fn token_pair(access: IssuedToken, refresh: IssuedRefreshToken) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "access_token": access.token,
+            "token_type": "Bearer",
+            "expires_in": access.expires_in,
+            "refresh_token": refresh.token.expose(),
+            "refresh_expires_in": refresh.expires_in,
+        }))
+}
+
+/// The body of refresh and logout.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshTokenBody {
+    refresh_token: Option<Value>,
+}
+
+impl RefreshTokenBody {
+    /// The token text, or a 422 when it is missing or not a string.
+    fn into_text(self) -> Result<String, ApiError> {
+        let mut errors = FieldErrors::default();
+        let text = errors.string("refresh_token", self.refresh_token);
+        errors.into_result()?;
+        text.ok_or_else(|| anyhow::anyhow!("validated field missing").into())
+    }
 }
 
 /// Collects per-field problems of a JSON request whose fields arrive as raw JSON values, so a

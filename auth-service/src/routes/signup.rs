@@ -4,8 +4,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::FieldErrors;
+use crate::client_ip::ClientIp;
 use crate::error::ApiError;
-use crate::password::{self, Password};
+use crate::password::Password;
 use crate::startup::AppState;
 use crate::user_store::InsertError;
 
@@ -17,9 +18,12 @@ pub struct SignupRequest {
     password: Option<Value>,
 }
 
-#[tracing::instrument(skip_all)]
+/// Sign-ups are limited per client address; only well-formed ones are charged, as only they
+/// cost a hash.
+#[tracing::instrument(skip_all, fields(client = %client.0))]
 pub async fn signup(
     state: web::Data<AppState>,
+    client: ClientIp,
     body: web::Json<SignupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -35,7 +39,8 @@ pub async fn signup(
         return Err(anyhow::anyhow!("validated fields missing").into());
     };
 
-    let hash = password::hash(password, state.bcrypt_cost).await?;
+    state.limits.check_signup(client.0)?;
+    let hash = state.passwords.hash(password).await?;
     let user = state
         .users
         .insert(&username, &email, hash)

@@ -1,6 +1,9 @@
 //! Starts auth-service in-process on a free port with its own database, like production
 //! start-up does (`Application::build`), against the real MongoDB-wire server.
 
+use std::sync::Arc;
+
+use auth_service::password::Passwords;
 use auth_service::settings::Settings;
 use auth_service::startup::Application;
 use mongodb::Database;
@@ -8,19 +11,42 @@ use serde_json::{Value, json};
 
 pub struct TestApp {
     pub address: String,
+    pub port: u16,
     pub db: Database,
     pub http: reqwest::Client,
+    pub passwords: Arc<Passwords>,
 }
 
+/// The service with test settings: cheap bcrypt, and abuse limits far above what any test
+/// reaches unless it lowers them.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with the user `alice` (password `correct horse`) signed up.
+pub async fn signed_up_app() -> TestApp {
+    let app = spawn_app().await;
+    let response = app
+        .signup("alice", "alice@example.com", "correct horse")
+        .await;
+    assert_eq!(response.status(), 201);
+    app
+}
+
+/// [`spawn_app`] with settings adjusted by `configure` after the test defaults.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         common::telemetry::init("auth-service");
     }
     let mut settings = Settings::load().expect("settings load");
-    settings.http.port = 0;
+    settings.http.listen.port = 0;
     settings.mongodb.database =
         format!("auth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
     settings.password.bcrypt_cost = 4;
+    settings.limits.login_per_ip = 10_000;
+    settings.limits.login_per_username = 10_000;
+    settings.limits.signup_per_ip = 10_000;
+    configure(&mut settings);
     let client = settings
         .mongodb
         .client("auth-tests")
@@ -30,12 +56,15 @@ pub async fn spawn_app() -> TestApp {
     let app = Application::build(settings)
         .await
         .expect("application builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let port = app.port();
+    let passwords = app.passwords();
     tokio::spawn(app.run_until_stopped());
     TestApp {
-        address,
+        address: format!("http://127.0.0.1:{port}"),
+        port,
         db,
         http: reqwest::Client::new(),
+        passwords,
     }
 }
 
@@ -65,12 +94,74 @@ impl TestApp {
         .await
     }
 
-    pub async fn user_count(&self) -> u64 {
+    /// Logs in and returns the token pair, asserting success.
+    pub async fn login_pair(&self, username: &str, password: &str) -> Value {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), 200, "login of {username}");
+        response.json().await.expect("token pair")
+    }
+
+    pub async fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.http
+            .get(format!("{}/.well-known/jwks.json", self.address))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JWKS")
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post(
+            "/api/auth/refresh",
+            &json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> reqwest::Response {
+        self.post(
+            "/api/auth/logout",
+            &json!({ "refresh_token": refresh_token }),
+        )
+        .await
+    }
+
+    pub async fn me(&self, access_token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/auth/me", self.address))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn count(&self, collection: &str) -> u64 {
         self.db
-            .collection::<mongodb::bson::Document>("users")
+            .collection::<mongodb::bson::Document>(collection)
             .count_documents(mongodb::bson::doc! {})
             .await
-            .expect("count users")
+            .expect("count documents")
+    }
+
+    /// Every document of a collection.
+    pub async fn documents(&self, collection: &str) -> Vec<mongodb::bson::Document> {
+        let mut cursor = self
+            .db
+            .collection::<mongodb::bson::Document>(collection)
+            .find(mongodb::bson::doc! {})
+            .await
+            .expect("find");
+        let mut documents = Vec::new();
+        while cursor.advance().await.expect("next document") {
+            documents.push(cursor.deserialize_current().expect("document"));
+        }
+        documents
+    }
+
+    pub async fn user_count(&self) -> u64 {
+        self.count("users").await
     }
 }
 

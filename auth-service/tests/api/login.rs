@@ -1,19 +1,7 @@
 use common::token::{KeySet, TokenPolicy};
-use jsonwebtoken::jwk::JwkSet;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, error_code, spawn_app};
-
-async fn signed_up_app() -> TestApp {
-    let app = spawn_app().await;
-    assert_eq!(
-        app.signup("alice", "alice@example.com", "correct horse")
-            .await
-            .status(),
-        201
-    );
-    app
-}
+use crate::helpers::{error_code, signed_up_app, spawn_app};
 
 #[tokio::test]
 async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
@@ -29,15 +17,7 @@ async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
     assert!(header.kid.is_some());
 
-    let jwks: JwkSet = app
-        .http
-        .get(format!("{}/.well-known/jwks.json", app.address))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("jwks");
+    let jwks = app.jwks().await;
     assert!(!jwks.keys.is_empty());
     let jwks_text = serde_json::to_string(&jwks).expect("serializes");
     assert!(
@@ -117,4 +97,31 @@ async fn me_returns_the_user_for_a_valid_token_and_401_otherwise() {
         assert_eq!(response.status(), 401, "{header:?}");
         assert_eq!(error_code(response).await, "unauthorized");
     }
+}
+
+#[tokio::test]
+async fn every_failed_login_costs_one_bcrypt_verification_whether_or_not_the_user_exists() {
+    let app = signed_up_app().await;
+    // The dummy hash that unknown users are checked against has the configured cost.
+    assert_eq!(app.passwords.dummy_cost(), Some(4));
+    let over_long = "p".repeat(73);
+    for (username, password) in [
+        ("alice", "wrong horse"),
+        ("nobody", "correct horse"),
+        ("not a username!", "correct horse"),
+        ("alice", "short"),
+        ("alice", over_long.as_str()),
+    ] {
+        let before = app.passwords.verifications();
+        let response = app.login(username, password).await;
+        assert_eq!(response.status(), 401, "{username}/{password}");
+        assert_eq!(
+            app.passwords.verifications() - before,
+            1,
+            "{username}/{password} did not cost exactly one verification"
+        );
+    }
+    let before = app.passwords.verifications();
+    assert_eq!(app.login("alice", "correct horse").await.status(), 200);
+    assert_eq!(app.passwords.verifications() - before, 1);
 }

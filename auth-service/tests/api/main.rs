@@ -1,3 +1,7 @@
+mod hardening;
 mod helpers;
+mod key_rotation;
+mod limits;
 mod login;
+mod refresh;
 mod signup;

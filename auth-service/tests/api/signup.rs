@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app};
+use crate::helpers::{error_code, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn signup_creates_a_user_and_answers_201_without_the_hash() {
@@ -144,4 +144,24 @@ async fn health_endpoints_answer_when_the_database_is_reachable() {
             .expect("sent");
         assert_eq!(response.status(), 200, "{path}");
     }
+}
+
+#[tokio::test]
+async fn the_service_starts_again_on_its_existing_database_and_keeps_its_users() {
+    let first = spawn_app().await;
+    assert_eq!(
+        first
+            .signup("alice", "alice@example.com", "correct horse")
+            .await
+            .status(),
+        201
+    );
+    first.login_pair("alice", "correct horse").await;
+    let database = first.db.name().to_string();
+    let restarted = spawn_app_with(|s| s.mongodb.database = database).await;
+    restarted.login_pair("alice", "correct horse").await;
+    let again = restarted
+        .signup("ALICE", "other@example.com", "correct horse")
+        .await;
+    assert_eq!(again.status(), 409, "the unique index survived the restart");
 }

@@ -51,6 +51,9 @@ impl Cluster {
         // Nothing listens there: joins proceed without history.
         settings.history.url = "http://127.0.0.1:9".to_string();
         settings.history.timeout_ms = 500;
+        // Tests send in bursts; the rate limit has tests of its own.
+        settings.limits.messages_per_second = 100_000;
+        settings.limits.message_burst = 100_000;
         adjust(&mut settings);
         let keys_reachable = settings.auth.url == self.jwks;
         let app = Application::build(settings).await.expect("gateway builds");
@@ -91,13 +94,22 @@ impl TestGateway {
     }
 
     pub async fn connect(&self, user_id: &str, username: &str) -> Client {
-        let token = common::testing::token(user_id, username);
-        let (socket, _) = connect_async(format!("ws://{}/ws?token={token}", self.address))
+        self.connect_with_token(&common::testing::token(user_id, username))
             .await
-            .expect("upgrade accepted");
-        Client {
-            socket,
-            skipped: Default::default(),
+            .expect("upgrade accepted")
+    }
+
+    /// Opens a connection with `token`; the error carries the HTTP status of a refusal.
+    pub async fn connect_with_token(&self, token: &str) -> Result<Client, u16> {
+        match connect_async(format!("ws://{}/ws?token={token}", self.address)).await {
+            Ok((socket, _)) => Ok(Client {
+                socket,
+                skipped: Default::default(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(error) => panic!("connection failed: {error}"),
         }
     }
 }

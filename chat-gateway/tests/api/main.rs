@@ -3,3 +3,4 @@ mod helpers;
 mod http;
 mod idempotency;
 mod protocol;
+mod security;

@@ -1,0 +1,252 @@
+use std::time::Duration;
+
+use common::testing;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Client, Cluster};
+
+/// Reads until the server closes; returns the close code (0 when closed without a frame).
+async fn close_code(client: &mut Client, within: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, client.socket.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map(|f| u16::from(f.code)).unwrap_or(0);
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return 0,
+        }
+    }
+}
+
+fn token_expiring_in(user: &str, secs: u64) -> String {
+    let mut claims = testing::claims(&format!("u-{user}"), user);
+    claims.exp = claims.iat + secs;
+    testing::sign(&claims, testing::TEST_KID)
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_with_4001_when_its_token_expires() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway
+        .connect_with_token(&token_expiring_in("alice", 2))
+        .await
+        .expect("accepted");
+    alice.join("lobby").await;
+    assert_eq!(close_code(&mut alice, Duration::from_secs(10)).await, 4001);
+}
+
+#[tokio::test]
+async fn a_fresh_token_sent_in_band_keeps_the_connection_open() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway
+        .connect_with_token(&token_expiring_in("alice", 2))
+        .await
+        .expect("accepted");
+    let fresh = testing::token("u-alice", "alice");
+    alice
+        .send_json(json!({"type": "auth", "token": fresh}))
+        .await;
+    let accepted = alice.next_of("authenticated").await;
+    assert!(accepted["expires_at"].as_u64().is_some_and(|t| t > 0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    alice.send_json(json!({"type": "ping"})).await;
+    alice.next_of("pong").await;
+}
+
+#[tokio::test]
+async fn an_in_band_token_of_another_user_or_a_bad_one_is_refused() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let mut expired = testing::claims("u-alice", "alice");
+    expired.exp = expired.iat - 3600;
+    for token in [
+        testing::token("u-mallory", "mallory"),
+        testing::sign(&expired, testing::TEST_KID),
+        "garbage".to_string(),
+    ] {
+        alice
+            .send_json(json!({"type": "auth", "token": token}))
+            .await;
+        assert_eq!(alice.next_of("error").await["code"], "unauthorized");
+    }
+    alice.send_json(json!({"type": "ping"})).await;
+    alice.next_of("pong").await;
+}
+
+#[tokio::test]
+async fn frames_over_the_rate_limit_are_refused_and_persistent_abuse_closes_with_1008() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| {
+            s.limits.messages_per_second = 2;
+            s.limits.message_burst = 5;
+            s.limits.rate_limited_close_after = 10;
+        })
+        .await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    for _ in 0..8 {
+        alice.send_json(json!({"type": "ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    for _ in 0..8 {
+        let frame = alice.next_json().await;
+        match frame["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") if frame["code"] == "rate_limited" => limited += 1,
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    assert!(
+        (5..=6).contains(&pongs),
+        "burst of 5 (plus refill): {pongs}"
+    );
+    assert_eq!(pongs + limited, 8);
+    for _ in 0..20 {
+        alice.send_json(json!({"type": "ping"})).await;
+    }
+    assert_eq!(close_code(&mut alice, Duration::from_secs(5)).await, 1008);
+}
+
+#[tokio::test]
+async fn a_user_may_hold_only_the_configured_number_of_connections() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.limits.max_connections_per_user = 2)
+        .await;
+    let token = testing::token("u-alice", "alice");
+    let first = gateway.connect_with_token(&token).await.expect("first");
+    let _second = gateway.connect_with_token(&token).await.expect("second");
+    assert_eq!(gateway.connect_with_token(&token).await.err(), Some(429));
+    // Another user is not affected, and a closed connection frees its slot.
+    let _bob = gateway.connect("u-bob", "bob").await;
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        if gateway.connect_with_token(&token).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the closed connection's slot was not released");
+}
+
+#[tokio::test]
+async fn a_joined_room_limit_applies_per_connection() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.limits.max_rooms_per_connection = 2)
+        .await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    alice.join("one").await;
+    alice.join("two").await;
+    alice
+        .send_json(json!({"type": "join", "room": "three"}))
+        .await;
+    assert_eq!(alice.next_of("error").await["code"], "too_many_rooms");
+}
+
+async fn upgrade_with_origin(address: &str, origin: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!(
+            "http://{address}/ws?token={}",
+            testing::token("u", "alice")
+        ))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Origin", origin)
+        .send()
+        .await
+        .expect("sent")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn browsers_may_connect_only_from_the_gateways_own_origin_or_an_allowed_one() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.security.allowed_origins = vec!["https://chat.example".to_string()])
+        .await;
+    assert_eq!(
+        upgrade_with_origin(&gateway.address, "https://evil.example").await,
+        403
+    );
+    assert_eq!(
+        upgrade_with_origin(&gateway.address, &format!("http://{}", gateway.address)).await,
+        101
+    );
+    assert_eq!(
+        upgrade_with_origin(&gateway.address, "https://chat.example").await,
+        101
+    );
+}
+
+#[tokio::test]
+async fn cross_origin_api_calls_get_cors_headers_only_for_allowed_origins() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.security.allowed_origins = vec!["https://chat.example".to_string()])
+        .await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/api/auth/login", gateway.address),
+        )
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+    };
+    let allowed = preflight("https://chat.example").await.expect("sent");
+    assert_eq!(
+        allowed
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("https://chat.example")
+    );
+    let refused = preflight("https://evil.example").await.expect("sent");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn pages_carry_security_headers() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let response = reqwest::get(format!("http://{}/", gateway.address))
+        .await
+        .expect("sent");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(header("content-security-policy").contains("script-src 'self'"));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let api = reqwest::get(format!("http://{}/api/nothing", gateway.address))
+        .await
+        .expect("sent");
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+}
