@@ -11,6 +11,8 @@ use anyhow::Context;
 use mongodb::Database;
 
 use crate::client_ip::ClientIpPolicy;
+use common::metrics::actix::HttpMetrics;
+
 use crate::error::ApiError;
 use crate::password::Passwords;
 use crate::rate_limit::AbuseLimits;
@@ -66,6 +68,7 @@ impl Application {
             limits,
         });
         let app_state = state.clone();
+        let http_metrics = web::Data::new(HttpMetrics::new(prometheus::Registry::new()));
         let max_body = http.listen.max_body_bytes;
         let request_timeout = http.request_timeout();
         let client_ip = ClientIpPolicy {
@@ -74,6 +77,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(http_metrics.clone())
                 .app_data(client_ip)
                 .app_data(
                     web::JsonConfig::default()
@@ -91,7 +95,11 @@ impl Application {
                         }
                     }
                 })
+                .wrap(actix_web::middleware::from_fn(
+                    common::metrics::actix::observe,
+                ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
+                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)

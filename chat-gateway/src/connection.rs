@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::history::HistoryClient;
+use crate::metrics::GatewayMetrics;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::{Receipts, Reservation};
 use crate::rooms::{ConnId, LagSignal, Member, Outbound, Rooms};
@@ -46,6 +47,7 @@ pub struct Hub {
     pub next_conn: std::sync::atomic::AtomicU64,
     /// Verifies tokens of in-band `auth` frames.
     pub verifier: JwksVerifier,
+    pub metrics: Arc<GatewayMetrics>,
     /// Open connections per user, for the per-user limit.
     pub connections: Mutex<HashMap<UserId, usize>>,
     /// Cancelled at shutdown: connections close with 1001.
@@ -119,6 +121,8 @@ where
     let conn = hub
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics.connections.inc();
+    let _open = scopeguard_dec(&hub.metrics.connections);
     let (sink, mut stream) = socket.split();
     let (tx, rx) = mpsc::channel(hub.limits.outbound_queue);
     let (close_tx, close_rx) = oneshot::channel();
@@ -174,6 +178,7 @@ where
                 break None;
             }
             Ok(Some(Ok(Message::Text(text)))) => {
+                hub.metrics.frames_received.inc();
                 if reader.limiter.check().is_err() {
                     reader.rate_limited += 1;
                     if reader.rate_limited >= hub.limits.rate_limited_close_after {
@@ -246,6 +251,17 @@ struct Reader {
     limiter: DefaultDirectRateLimiter,
     /// Frames refused by the limiter so far.
     rate_limited: u32,
+}
+
+/// Decrements the gauge when dropped (the connection ended, however it ended).
+fn scopeguard_dec(gauge: &prometheus::IntGauge) -> impl Drop + '_ {
+    struct Dec<'a>(&'a prometheus::IntGauge);
+    impl Drop for Dec<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    Dec(gauge)
 }
 
 /// The instant of a Unix-epoch expiry on tokio's clock.
@@ -380,7 +396,24 @@ impl Reader {
             body,
             sent_at,
         };
-        if publish && let Err(error) = self.hub.broker.publish_message(&message).await {
+        let started = Instant::now();
+        let published = if publish {
+            let result = self.hub.broker.publish_message(&message).await;
+            match &result {
+                Ok(()) => {
+                    self.hub.metrics.messages_published.inc();
+                    self.hub
+                        .metrics
+                        .publish_confirm_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(_) => self.hub.metrics.publish_failures.inc(),
+            }
+            result
+        } else {
+            Ok(())
+        };
+        if let Err(error) = published {
             return refuse(
                 "unavailable",
                 format!("{error}; retry with the same client_id"),
@@ -455,6 +488,7 @@ impl Reader {
                 ),
             )));
         }
+        self.hub.metrics.joins.inc();
         // Hold live messages from the moment this connection is a member.
         self.tx
             .send(Outbound::BeginJoin(room.clone()))

@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod connection;
 pub mod history;
+pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod receipts;

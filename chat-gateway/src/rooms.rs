@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::GatewayMetrics;
+
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
@@ -102,16 +104,18 @@ pub struct Joined {
 pub struct Rooms {
     rooms: Mutex<HashMap<RoomId, Room>>,
     topology: mpsc::UnboundedSender<TopologyCommand>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Rooms {
     /// The receiver feeds the broker task.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
+    pub fn new(metrics: Arc<GatewayMetrics>) -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
         let (topology, commands) = mpsc::unbounded_channel();
         (
             Self {
                 rooms: Mutex::new(HashMap::new()),
                 topology,
+                metrics,
             },
             commands,
         )
@@ -170,10 +174,14 @@ impl Rooms {
         for member in entry.local.values() {
             match member.tx.try_send(make()) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => member.lag.trigger(room),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.metrics.outbound_overflows.inc();
+                    member.lag.trigger(room);
+                }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        self.metrics.frames_delivered.inc_by(delivered as u64);
         delivered
     }
 
@@ -289,7 +297,7 @@ mod tests {
 
     #[test]
     fn the_first_join_binds_and_the_last_leave_unbinds() {
-        let (rooms, mut commands) = Rooms::new();
+        let (rooms, mut commands) = Rooms::new(Arc::default());
         let (alice, _a) = member("alice", 4);
         let (bob, _b) = member("bob", 4);
         let _ = rooms.join(&room("r"), 1, alice);
@@ -309,7 +317,7 @@ mod tests {
 
     #[test]
     fn a_member_whose_queue_is_full_is_signalled_and_others_still_receive() {
-        let (rooms, _commands) = Rooms::new();
+        let (rooms, _commands) = Rooms::new(Arc::default());
         let (slow, _slow_rx) = member("slow", 1);
         let lag = slow.lag.clone();
         let (fast, mut fast_rx) = member("fast", 8);
@@ -328,7 +336,7 @@ mod tests {
 
     #[test]
     fn members_merge_local_and_remote_users_once_each() {
-        let (rooms, _commands) = Rooms::new();
+        let (rooms, _commands) = Rooms::new(Arc::default());
         let (alice, _a) = member("alice", 4);
         let alice_user = alice.user.clone();
         let (alice2, _a2) = member("alice", 4);

@@ -44,6 +44,7 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .route("/ws", get(upgrade))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(
             Router::new()
                 .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
@@ -54,6 +55,10 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .nest_service("/assets", assets)
         .fallback_service(static_files)
         .layer(axum::middleware::from_fn(response_headers))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe_http,
+        ))
         .with_state(state)
 }
 
@@ -121,6 +126,37 @@ async fn response_headers(request: Request, next: axum::middleware::Next) -> Res
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    response
+}
+
+async fn metrics(State(state): State<ServerState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        common::metrics::render(&state.hub.metrics.registry),
+    )
+        .into_response()
+}
+
+/// Records every routed request's latency by method, route template and status.
+async fn observe_http(
+    State(state): State<ServerState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "static".to_string());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state
+        .hub
+        .metrics
+        .http
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{self, Broker};
 use crate::connection::Hub;
 use crate::history::HistoryClient;
+use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 use crate::receipts::Receipts;
 use crate::rooms::Rooms;
@@ -55,7 +56,8 @@ impl Application {
             .await?
             .database(&settings.mongodb.database);
         let receipts = Receipts::open(&db).await?;
-        let (rooms, commands) = Rooms::new();
+        let metrics = Arc::new(GatewayMetrics::new());
+        let (rooms, commands) = Rooms::new(metrics.clone());
         let rooms = Arc::new(rooms);
         let broker = Broker::new(&settings.amqp);
         let broker_shutdown = CancellationToken::new();
@@ -75,6 +77,7 @@ impl Application {
             ids: std::sync::Mutex::new(ulid::Generator::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             verifier: verifier.clone(),
+            metrics: metrics.clone(),
             connections: std::sync::Mutex::new(std::collections::HashMap::new()),
             shutdown: CancellationToken::new(),
         });

@@ -11,6 +11,7 @@
 pub mod domain;
 pub mod error;
 pub mod event;
+pub mod metrics;
 pub mod mongo;
 pub mod settings;
 pub mod telemetry;

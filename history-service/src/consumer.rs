@@ -22,6 +22,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::message_store::MessageStore;
+use crate::metrics::ConsumerMetrics;
 use crate::settings::HistoryAmqpSettings;
 
 /// Shared view of the consumer's state, for readiness.
@@ -46,11 +47,21 @@ pub async fn run(
     settings: HistoryAmqpSettings,
     store: MessageStore,
     status: ConsumerStatus,
+    metrics: ConsumerMetrics,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match consume(&settings, &store, &status, &shutdown, &mut backoff).await {
+        match consume(
+            &settings,
+            &store,
+            &status,
+            &metrics,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(error) => {
                 status.set(false);
@@ -118,6 +129,7 @@ async fn consume(
     settings: &HistoryAmqpSettings,
     store: &MessageStore,
     status: &ConsumerStatus,
+    metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
@@ -162,7 +174,7 @@ async fn consume(
         }
         // The batch is finished even when shutdown is requested meanwhile: a deploy must
         // not leave written-but-unacknowledged work behind needlessly.
-        process_batch(store, deliveries, shutdown).await?;
+        process_batch(store, deliveries, metrics, shutdown).await?;
     }
     let _ = channel.close(200, "shutting down".into()).await;
     let _ = connection.close(200, "shutting down".into()).await;
@@ -172,6 +184,7 @@ async fn consume(
 async fn process_batch(
     store: &MessageStore,
     deliveries: Vec<Delivery>,
+    metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut messages = Vec::with_capacity(deliveries.len());
@@ -185,6 +198,7 @@ async fn process_batch(
             Err(error) => {
                 // A message no consumer can ever parse would otherwise be redelivered forever.
                 tracing::error!(%error, "dropping an unreadable message from the history queue");
+                metrics.rejected.inc();
                 delivery
                     .reject(BasicRejectOptions { requeue: false })
                     .await?;
@@ -192,6 +206,7 @@ async fn process_batch(
         }
     }
     let mut backoff = Backoff::new();
+    let started = std::time::Instant::now();
     let outcome = loop {
         match store.insert_batch(&messages).await {
             Ok(outcome) => break outcome,
@@ -213,6 +228,17 @@ async fn process_batch(
     };
     if let Some(last) = valid.last() {
         last.ack(BasicAckOptions { multiple: true }).await?;
+    }
+    metrics
+        .write_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(messages.len() as f64);
+    metrics.stored.inc_by(outcome.inserted as u64);
+    metrics.duplicates.inc_by(outcome.duplicates as u64);
+    let now = chrono::Utc::now();
+    for message in &messages {
+        let lag = (now - message.sent_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics.lag_seconds.observe(lag);
     }
     tracing::debug!(
         inserted = outcome.inserted,

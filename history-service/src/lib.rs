@@ -6,6 +6,7 @@
 
 pub mod consumer;
 pub mod message_store;
+pub mod metrics;
 pub mod routes;
 pub mod settings;
 pub mod startup;

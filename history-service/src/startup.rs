@@ -12,8 +12,11 @@ use mongodb::Database;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use common::metrics::actix::HttpMetrics;
+
 use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
+use crate::metrics::ConsumerMetrics;
 use crate::routes;
 use crate::settings::{PageSettings, Settings};
 
@@ -51,10 +54,13 @@ impl Application {
 
         let status = ConsumerStatus::default();
         let shutdown = CancellationToken::new();
+        let registry = prometheus::Registry::new();
+        let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
         let consumer = tokio::spawn(consumer::run(
             settings.amqp.clone(),
             store.clone(),
             status.clone(),
+            ConsumerMetrics::new(&registry),
             shutdown.clone(),
         ));
 
@@ -71,10 +77,15 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(http_metrics.clone())
                 .app_data(web::QueryConfig::default().error_handler(|err, _req| {
                     routes::ApiError::Validation(err.to_string()).into()
                 }))
+                .wrap(actix_web::middleware::from_fn(
+                    common::metrics::actix::observe,
+                ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
+                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })

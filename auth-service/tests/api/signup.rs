@@ -165,3 +165,31 @@ async fn the_service_starts_again_on_its_existing_database_and_keeps_its_users()
         .await;
     assert_eq!(again.status(), 409, "the unique index survived the restart");
 }
+
+#[tokio::test]
+async fn metrics_report_request_latency_by_route_and_status() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.signup("alice", "a@example.com", "password1")
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        app.signup("alice", "b@example.com", "password1")
+            .await
+            .status(),
+        409
+    );
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="201"} 1"#), "{text}");
+    assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="409"} 1"#), "{text}");
+}

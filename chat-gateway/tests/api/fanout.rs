@@ -154,3 +154,32 @@ async fn after_leaving_a_room_its_messages_stop_arriving() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn metrics_count_connections_published_messages_and_deliveries() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    alice.send_message("lobby", "c-1", "counted").await;
+    alice.next_of("ack").await;
+    bob.next_of("message").await;
+    let text = reqwest::get(format!("http://{}/metrics", gateway.address))
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body");
+    for needle in [
+        "gateway_connections 2",
+        "gateway_joins_total 2",
+        "gateway_messages_published_total 1",
+        "gateway_publish_confirm_seconds_count 1",
+        r#"http_request_duration_seconds_count{method="GET",route="/ws",status="101"} 2"#,
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+    assert!(text.contains("gateway_frames_delivered_total"));
+}

@@ -150,3 +150,48 @@ async fn bad_room_ids_limits_and_cursors_are_422() {
         assert_eq!(body["error"]["code"], "validation_failed");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_stored_messages_duplicates_and_requests() {
+    let app = spawn_app().await;
+    let m = message("lobby", "counted");
+    app.publish(&m).await;
+    app.publish(&m).await;
+    app.publish(&message("lobby", "second")).await;
+    app.wait_for_stored(2).await;
+    let token = testing::token("u", "alice");
+    assert_eq!(
+        app.get_history("lobby", "", Some(&token)).await.status(),
+        200
+    );
+    let metrics = |text: &str, needle: &str| text.contains(needle);
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = app
+            .http
+            .get(format!("{}/metrics", app.address))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body");
+        if metrics(&text, "history_messages_stored_total 2")
+            && metrics(&text, "history_duplicates_total 1")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metrics(&text, "history_messages_stored_total 2"), "{text}");
+    assert!(metrics(&text, "history_duplicates_total 1"), "{text}");
+    assert!(metrics(&text, "history_batch_size_count"), "{text}");
+    assert!(metrics(&text, "history_lag_seconds_count"), "{text}");
+    assert!(
+        metrics(
+            &text,
+            r#"http_request_duration_seconds_count{method="GET",route="/api/rooms/{room}/messages",status="200"} 1"#
+        ),
+        "{text}"
+    );
+}

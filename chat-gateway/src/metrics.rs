@@ -1,0 +1,84 @@
+//! The gateway's Prometheus metrics, served at `GET /metrics`.
+
+use common::metrics::{LATENCY_BUCKETS, register};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry};
+
+pub struct GatewayMetrics {
+    pub registry: Registry,
+    pub connections: IntGauge,
+    pub joins: IntCounter,
+    pub frames_received: IntCounter,
+    pub messages_published: IntCounter,
+    pub publish_failures: IntCounter,
+    pub publish_confirm_seconds: Histogram,
+    /// Frames handed to local connections' outbound queues by fan-out.
+    pub frames_delivered: IntCounter,
+    /// Fan-out frames refused because a connection's queue was full (it is then closed).
+    pub outbound_overflows: IntCounter,
+    pub http: HistogramVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("static counter options are valid"),
+    )
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        Self {
+            connections: register(
+                &registry,
+                IntGauge::new("gateway_connections", "Open WebSocket connections")
+                    .expect("static gauge options are valid"),
+            ),
+            joins: counter(&registry, "gateway_joins_total", "Room joins"),
+            frames_received: counter(
+                &registry,
+                "gateway_frames_received_total",
+                "Text frames received from clients",
+            ),
+            messages_published: counter(
+                &registry,
+                "gateway_messages_published_total",
+                "Chat messages confirmed by the broker",
+            ),
+            publish_failures: counter(
+                &registry,
+                "gateway_publish_failures_total",
+                "Chat messages the broker did not confirm",
+            ),
+            publish_confirm_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "gateway_publish_confirm_seconds",
+                        "Time from publish to broker confirm",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("static histogram options are valid"),
+            ),
+            frames_delivered: counter(
+                &registry,
+                "gateway_frames_delivered_total",
+                "Room frames queued to local connections",
+            ),
+            outbound_overflows: counter(
+                &registry,
+                "gateway_outbound_overflows_total",
+                "Room frames refused because a connection's outbound queue was full",
+            ),
+            http: common::metrics::http_requests(&registry),
+            registry,
+        }
+    }
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
