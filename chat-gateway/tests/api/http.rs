@@ -47,7 +47,25 @@ async fn the_upgrade_is_refused_with_401_before_any_handshake_for_bad_tokens() {
     );
     // {"alg":"none","typ":"JWT","kid":"test-key"}
     let alg_none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoidGVzdC1rZXkifQ.{payload}.");
+    let mut not_yet_valid = testing::claims("u", "alice");
+    not_yet_valid.nbf = Some(not_yet_valid.iat + 3600);
+    // Algorithm confusion: HS256 "signed" with the published public key as the HMAC secret.
+    let public_x = match &testing::jwks().keys[0].algorithm {
+        jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(okp) => okp.x.clone(),
+        other => panic!("unexpected key {other:?}"),
+    };
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.kid = Some(testing::TEST_KID.to_string());
+    let confused = jsonwebtoken::encode(
+        &hs_header,
+        &testing::claims("u", "alice"),
+        &jsonwebtoken::EncodingKey::from_secret(public_x.as_bytes()),
+    )
+    .expect("hs256 token");
     let bad_tokens = [
+        Some(testing::sign(&not_yet_valid, testing::TEST_KID)),
+        Some(confused),
+        Some(testing::sign(&testing::claims("u", "alice"), "unknown-kid")),
         None,
         Some("garbage".to_string()),
         Some(alg_none),
