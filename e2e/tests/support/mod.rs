@@ -155,7 +155,10 @@ impl System {
                         ("GATEWAY__AMQP__EXCHANGE".into(), exchange.clone()),
                         ("GATEWAY__MONGODB__DATABASE".into(), database.clone()),
                         // These tests send as fast as acks come back.
-                        ("GATEWAY__LIMITS__MESSAGES_PER_SECOND".into(), "100000".into()),
+                        (
+                            "GATEWAY__LIMITS__MESSAGES_PER_SECOND".into(),
+                            "100000".into(),
+                        ),
                         ("GATEWAY__LIMITS__MESSAGE_BURST".into(), "100000".into()),
                         ("GATEWAY__AMQP__INSTANCE_ID".into(), format!("{tag}-{i}")),
                         ("GATEWAY__AUTH__URL".into(), auth.url()),
