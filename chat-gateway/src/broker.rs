@@ -17,11 +17,11 @@ use common::domain::RoomId;
 use common::event::{ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -226,17 +226,7 @@ impl Session {
         .await?;
         let topology = connection.create_channel().await?;
         let exchange = settings.connection.exchange.clone();
-        topology
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        topology::declare_exchange(&topology, &exchange).await?;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-expires".into(),
@@ -351,6 +341,7 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
             Ok(event) => {
                 let message = event.message;
                 let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());
+                rooms.remember(&message);
                 rooms.deliver(&message.room, || Outbound::RoomMessage {
                     room: message.room.clone(),
                     id: message.id,

@@ -527,10 +527,30 @@ impl Reader {
             None => self.hub.history.recent(&room, &self.session.token).await,
         };
         let (messages, truncated) = match page {
-            Ok(page) => (page.messages, since.is_some() && page.has_more),
+            Ok(page) if page.has_more && since.is_some() => (page.messages, true),
+            Ok(page) => {
+                // Add what this gateway saw but history-service may not have stored yet.
+                let limit = if since.is_some() {
+                    usize::MAX
+                } else {
+                    self.hub.history.recent_limit()
+                };
+                (
+                    merge_recent(
+                        page.messages,
+                        self.hub.rooms.recent_after(&room, since),
+                        limit,
+                    ),
+                    false,
+                )
+            }
             Err(error) if since.is_none() => {
-                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable; joining without it");
-                (Vec::new(), false)
+                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable; joining with what this gateway saw");
+                let limit = self.hub.history.recent_limit();
+                (
+                    merge_recent(Vec::new(), self.hub.rooms.recent_after(&room, None), limit),
+                    false,
+                )
             }
             Err(error) => {
                 // A catch-up without its history would be a silent gap: refuse the join.
@@ -593,6 +613,25 @@ impl Reader {
             self.leave_room(&room);
         }
     }
+}
+
+/// History plus the messages this gateway remembers, by id without duplicates, keeping the
+/// `limit` latest.
+fn merge_recent(
+    history: Vec<ChatMessage>,
+    recent: Vec<ChatMessage>,
+    limit: usize,
+) -> Vec<ChatMessage> {
+    if recent.is_empty() {
+        return history;
+    }
+    let mut merged: std::collections::BTreeMap<MessageId, ChatMessage> =
+        history.into_iter().map(|m| (m.id, m)).collect();
+    for message in recent {
+        merged.entry(message.id).or_insert(message);
+    }
+    let skip = merged.len().saturating_sub(limit);
+    merged.into_values().skip(skip).collect()
 }
 
 fn not_joined(room: &RoomId) -> FrameError {

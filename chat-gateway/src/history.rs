@@ -54,6 +54,11 @@ impl HistoryClient {
         Ok(page)
     }
 
+    /// How many recent messages a plain join carries.
+    pub fn recent_limit(&self) -> usize {
+        self.recent as usize
+    }
+
     /// The latest messages of the room, oldest first.
     pub async fn recent(&self, room: &RoomId, token: &str) -> anyhow::Result<HistoryPage> {
         self.get(room, &[("limit", self.recent.to_string())], token)

@@ -5,10 +5,11 @@
 //! instance's queue to the room, the last one leaving unbinds it. The commands are queued while
 //! the registry lock is held, so the broker applies bind/unbind in the order membership changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use common::domain::{MessageId, RoomId, UserId, UserRef};
+use common::event::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +89,13 @@ struct Room {
     local: HashMap<ConnId, Member>,
     /// Users online through other gateways, by (gateway, user id).
     remote: HashMap<(String, UserId), UserRef>,
+    /// The room's latest messages seen by this gateway, oldest first: a join merges them with
+    /// the history it reads, so a message history-service has not stored yet is not missed.
+    recent: VecDeque<Arc<ChatMessage>>,
 }
+
+/// Messages a room keeps in [`Room::recent`].
+const RECENT_MESSAGES: usize = 256;
 
 /// Result of a join.
 pub struct Joined {
@@ -183,6 +190,33 @@ impl Rooms {
         }
         self.metrics.frames_delivered.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Records a message delivered to the room (see [`Room::recent`]).
+    pub fn remember(&self, message: &ChatMessage) {
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(&message.room) {
+            if entry.recent.len() == RECENT_MESSAGES {
+                entry.recent.pop_front();
+            }
+            entry.recent.push_back(Arc::new(message.clone()));
+        }
+    }
+
+    /// The room's remembered messages after `since` (all of them without it), oldest first.
+    pub fn recent_after(&self, room: &RoomId, since: Option<MessageId>) -> Vec<ChatMessage> {
+        let rooms = self.lock();
+        rooms
+            .get(room)
+            .map(|entry| {
+                entry
+                    .recent
+                    .iter()
+                    .filter(|m| since.is_none_or(|since| m.id > since))
+                    .map(|m| ChatMessage::clone(m))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Users online in the room, here and on other gateways, each once.

@@ -2,6 +2,7 @@
 //! `GATEWAY__*` environment variables.
 
 use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
+use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -10,7 +11,7 @@ pub struct Settings {
     pub amqp: GatewayAmqpSettings,
     pub mongodb: MongoSettings,
     pub receipts: ReceiptSettings,
-    pub auth: AuthSettings,
+    pub auth: AuthServerSettings,
     pub history: HistorySettings,
     pub security: SecuritySettings,
     pub web: WebSettings,
@@ -29,13 +30,6 @@ pub struct GatewayAmqpSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReceiptSettings {
     pub retention_hours: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthSettings {
-    pub url: String,
-    pub issuer: String,
-    pub audience: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

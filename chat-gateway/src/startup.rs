@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use common::token::{JwksVerifier, TokenPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,17 +38,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let verifier = JwksVerifier::new(
-            JwksVerifier::jwks_url(&settings.auth.url),
-            TokenPolicy {
-                issuer: settings.auth.issuer.clone(),
-                audience: settings.auth.audience.clone(),
-                leeway_secs: 5,
-            },
-        )?;
-        if let Err(error) = verifier.refresh().await {
-            tracing::warn!(%error, "token keys not loaded yet; retrying on demand");
-        }
+        let verifier = settings.auth.verifier().await?;
         let db = settings
             .mongodb
             .client("chat-gateway")

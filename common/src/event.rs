@@ -36,6 +36,22 @@ pub mod topology {
         format!("evt.{room}")
     }
 
+    /// Declares the durable topic exchange every service publishes to and binds on.
+    #[cfg(feature = "amqp")]
+    pub async fn declare_exchange(channel: &lapin::Channel, exchange: &str) -> lapin::Result<()> {
+        channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+    }
+
     /// Name of a gateway instance's own queue.
     pub fn gateway_queue(exchange: &str, instance_id: &str) -> String {
         format!("{exchange}.gateway.{instance_id}")

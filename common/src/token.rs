@@ -76,6 +76,34 @@ fn default_leeway() -> u64 {
     5
 }
 
+/// Where a service finds auth-service and what its tokens must say (`<PREFIX>__AUTH__*`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthServerSettings {
+    /// Base URL of auth-service; its `/.well-known/jwks.json` holds the verification keys.
+    pub url: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl AuthServerSettings {
+    /// A verifier for these settings, with the keys fetched once now if auth-service answers
+    /// (otherwise on the first token).
+    pub async fn verifier(&self) -> anyhow::Result<JwksVerifier> {
+        let verifier = JwksVerifier::new(
+            JwksVerifier::jwks_url(&self.url),
+            TokenPolicy {
+                issuer: self.issuer.clone(),
+                audience: self.audience.clone(),
+                leeway_secs: default_leeway(),
+            },
+        )?;
+        if let Err(error) = verifier.refresh().await {
+            tracing::warn!(%error, "token keys not loaded yet; retrying on demand");
+        }
+        Ok(verifier)
+    }
+}
+
 /// Extracts the token from an `Authorization: Bearer …` header value.
 pub fn bearer_token(header_value: &str) -> Option<&str> {
     let (scheme, token) = header_value.trim().split_once(' ')?;

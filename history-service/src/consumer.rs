@@ -14,10 +14,10 @@ use common::event::{MessageEvent, topology};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind, message::Delivery};
+use lapin::{Connection, ConnectionProperties, message::Delivery};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -85,17 +85,7 @@ pub async fn run(
 /// Declares the topology both sides rely on: the durable topic exchange and the durable
 /// quorum queue bound to every room's messages.
 async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> lapin::Result<()> {
-    channel
-        .exchange_declare(
-            settings.connection.exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    topology::declare_exchange(channel, &settings.connection.exchange).await?;
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),

@@ -2,6 +2,7 @@
 //! `HISTORY__*` environment variables.
 
 use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
+use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -9,7 +10,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub mongodb: MongoSettings,
     pub amqp: HistoryAmqpSettings,
-    pub auth: AuthSettings,
+    pub auth: AuthServerSettings,
     pub history: PageSettings,
 }
 
@@ -25,13 +26,6 @@ pub struct HistoryAmqpSettings {
     /// production, set by tests so their queues do not pile up.
     #[serde(default)]
     pub queue_expires_ms: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct AuthSettings {
-    pub url: String,
-    pub issuer: String,
-    pub audience: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,12 +7,12 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use common::token::{JwksVerifier, TokenPolicy};
 use mongodb::Database;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use common::metrics::actix::HttpMetrics;
+use common::token::JwksVerifier;
 
 use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
@@ -40,17 +40,7 @@ impl Application {
         let client = settings.mongodb.client("history-service").await?;
         let db = client.database(&settings.mongodb.database);
         let store = MessageStore::open(&db).await?;
-        let verifier = JwksVerifier::new(
-            JwksVerifier::jwks_url(&settings.auth.url),
-            TokenPolicy {
-                issuer: settings.auth.issuer.clone(),
-                audience: settings.auth.audience.clone(),
-                leeway_secs: 5,
-            },
-        )?;
-        if let Err(error) = verifier.refresh().await {
-            tracing::warn!(%error, "token keys not loaded yet; retrying on first request");
-        }
+        let verifier = settings.auth.verifier().await?;
 
         let status = ConsumerStatus::default();
         let shutdown = CancellationToken::new();

@@ -183,3 +183,29 @@ async fn metrics_count_connections_published_messages_and_deliveries() {
     }
     assert!(text.contains("gateway_frames_delivered_total"));
 }
+
+#[tokio::test]
+async fn a_join_carries_the_messages_this_gateway_saw_even_before_history_stores_them() {
+    // No history-service runs in these tests: what `joined` carries comes from the gateway.
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    alice.join("lobby").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        alice
+            .send_message("lobby", &format!("c-{i}"), &format!("m{i}"))
+            .await;
+        ids.push(alice.next_of("ack").await["id"].clone());
+        alice.next_of("message").await;
+    }
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    let joined = bob.join("lobby").await;
+    let got: Vec<_> = joined["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
+    assert_eq!(got, ids);
+}
