@@ -53,6 +53,8 @@ const UI_TIMEOUT = 15_000;
 const RECONNECT_TIMEOUT = 45_000;
 const RECENT_ON_JOIN = 20;
 const CATCH_UP_LIMIT = 5;
+/** Access-token lifetime in the token-refresh scenario. */
+const SHORT_TTL_SECS = 10;
 
 // ---- processes ------------------------------------------------------------
 
@@ -155,6 +157,45 @@ class Service {
   }
 }
 
+/** An auth-service on a free port, in the run's database; `vars` add to or override its settings. */
+async function authService(name, vars = {}) {
+  const port = await freePort();
+  return new Service(name, 'auth-service', {
+    port,
+    vars: {
+      AUTH__HTTP__PORT: String(port),
+      AUTH__MONGODB__DATABASE: names.database,
+      AUTH__PASSWORD__BCRYPT_COST: '4',
+      // Several sign-ups from one address, and several logins per user within a minute.
+      AUTH__LIMITS__ENABLED: 'false',
+      ...vars,
+    },
+  });
+}
+
+/**
+ * A chat-gateway on a free port in front of `upstreamAuth` and the run's
+ * history-service, on the run's exchange, serving the built client.
+ */
+async function gatewayService(name, upstreamAuth, instanceId, vars = {}) {
+  const port = await freePort();
+  return new Service(name, 'chat-gateway', {
+    port,
+    vars: {
+      GATEWAY__HTTP__PORT: String(port),
+      GATEWAY__AMQP__EXCHANGE: names.exchange,
+      GATEWAY__AMQP__INSTANCE_ID: instanceId,
+      GATEWAY__AUTH__URL: upstreamAuth.url,
+      GATEWAY__HISTORY__URL: history.url,
+      GATEWAY__WEB__DIR: distDir,
+      // The test types and sends faster than a person.
+      GATEWAY__LIMITS__MESSAGES_PER_SECOND: '1000',
+      GATEWAY__LIMITS__MESSAGE_BURST: '1000',
+      ...vars,
+    },
+  });
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -173,22 +214,71 @@ const chromiumArgs = [
 ];
 
 /**
- * Installed in every page before the app loads: keeps a handle on the app's
- * WebSockets so a test can cut one client off (and keep it off) while the
- * gateway stays up for everyone else.
+ * Installed in every page before the app loads:
+ * - keeps a handle on the app's WebSockets so a test can cut one client off
+ *   (and keep it off) while the gateway stays up for everyone else, or hold
+ *   back its in-band `auth` frames as a frozen tab would;
+ * - counts connections, `auth` frames and `authenticated` answers, and
+ *   records close codes;
+ * - records every state the connection banner shows, to prove no
+ *   disconnect was visible;
+ * - reports Content-Security-Policy violations to the test.
  */
-function socketSwitch() {
+function testHooks() {
   const Native = window.WebSocket;
-  const control = { blocked: false, sockets: new Set() };
+  const control = {
+    blocked: false,
+    dropAuth: false,
+    sockets: new Set(),
+    opened: 0,
+    authSent: 0,
+    authenticated: 0,
+    closeCodes: [],
+    banners: [],
+  };
   window.__chatTest = control;
   window.WebSocket = class extends Native {
     constructor(url, protocols) {
-      // A closed port: the attempt fails like an unreachable gateway.
-      super(control.blocked ? 'ws://127.0.0.1:9/' : url, protocols);
+      // A same-origin path that is not a WebSocket: the attempt fails like an unreachable
+      // gateway, without breaking the page's Content-Security-Policy.
+      super(control.blocked ? String(url).replace('/ws?', '/not-a-socket?') : url, protocols);
       control.sockets.add(this);
-      this.addEventListener('close', () => control.sockets.delete(this));
+      this.addEventListener('open', () => {
+        control.opened += 1;
+      });
+      this.addEventListener('message', (ev) => {
+        if (typeof ev.data === 'string' && ev.data.includes('"authenticated"')) control.authenticated += 1;
+      });
+      this.addEventListener('close', (ev) => {
+        control.sockets.delete(this);
+        control.closeCodes.push(ev.code);
+      });
+    }
+
+    send(data) {
+      if (typeof data === 'string' && data.startsWith('{"type":"auth"')) {
+        if (control.dropAuth) return;
+        control.authSent += 1;
+      }
+      super.send(data);
     }
   };
+  new MutationObserver(() => {
+    const banner = document.querySelector('[data-testid="connection-banner"]');
+    const state = banner === null ? 'none' : (banner.dataset.state ?? 'shown');
+    if (control.banners[control.banners.length - 1] !== state) control.banners.push(state);
+  }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__reportCsp?.(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'} in ${e.sourceFile}:${e.lineNumber}`);
+  });
+}
+
+/** The test's view of a page's hooks (see `testHooks`). */
+function hooks(page) {
+  return page.evaluate(() => {
+    const { sockets: _sockets, ...counts } = window.__chatTest;
+    return counts;
+  });
 }
 
 async function cutOff(page) {
@@ -206,15 +296,22 @@ async function reconnect(page) {
 
 async function newPage(viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
-  await context.addInitScript(socketSwitch);
-  const page = await context.newPage();
+  await context.exposeBinding('__reportCsp', (_source, text) => cspViolations.push(text));
+  await context.addInitScript(testHooks);
+  return watch(await context.newPage());
+}
+
+function watch(page) {
   page.setDefaultTimeout(UI_TIMEOUT);
   page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
+  page.on('console', (m) => {
+    if (/Content[- ]Security[- ]Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
   return page;
 }
 
-async function signUp(page, username) {
-  await page.goto(gateway.url);
+async function signUp(page, username, base = gateway.url) {
+  await page.goto(base);
   await page.getByRole('link', { name: 'Sign up' }).click();
   await page.getByLabel('Username').fill(username);
   await page.getByLabel('Email').fill(`${username}@example.com`);
@@ -224,8 +321,8 @@ async function signUp(page, username) {
   assert.equal(await page.getByTestId('current-user').textContent(), username);
 }
 
-async function logIn(page, username, pass) {
-  await page.goto(gateway.url);
+async function logIn(page, username, pass, base = gateway.url) {
+  await page.goto(base);
   await page.getByLabel('Username').fill(username);
   await page.getByLabel('Password').fill(pass);
   await page.getByRole('button', { name: 'Log in' }).click();
@@ -238,17 +335,32 @@ async function openRoom(page, room) {
   await waitConnected(page);
 }
 
+/** The tokens the page keeps in its `sessionStorage`. */
+async function storedTokens(page) {
+  const raw = await page.evaluate(() => window.sessionStorage.getItem('chat.session'));
+  assert.ok(raw !== null, 'a session is stored');
+  return JSON.parse(raw).tokens;
+}
+
+function refreshWith(service, refreshToken) {
+  return fetch(`${service.url}/api/auth/refresh`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: refreshToken }),
+  });
+}
+
 async function waitConnected(page, timeout = UI_TIMEOUT) {
   await page.getByTestId('connection-banner').waitFor({ state: 'hidden', timeout });
 }
 
-function composer(page) {
-  return page.getByLabel(`Message #${names.room}`);
+function composer(page, room = names.room) {
+  return page.getByLabel(`Message #${room}`);
 }
 
-async function send(page, body) {
-  await composer(page).fill(body);
-  await composer(page).press('Enter');
+async function send(page, body, room = names.room) {
+  await composer(page, room).fill(body);
+  await composer(page, room).press('Enter');
 }
 
 /** The list item of the (single) message whose body is exactly `body`. */
@@ -294,6 +406,8 @@ let history;
 let gateway;
 let browser;
 const pageErrors = [];
+/** Content-Security-Policy violations reported by any page; the gateway's policy must hold. */
+const cspViolations = [];
 /** Pages of the two users, kept across steps. */
 let alice;
 let bob;
@@ -306,15 +420,8 @@ before(
     mkdirSync(artifactsDir, { recursive: true });
     mkdirSync(screenshotDir, { recursive: true });
 
-    const [authPort, historyPort, gatewayPort] = [await freePort(), await freePort(), await freePort()];
-    auth = new Service('auth-service', 'auth-service', {
-      port: authPort,
-      vars: {
-        AUTH__HTTP__PORT: String(authPort),
-        AUTH__MONGODB__DATABASE: names.database,
-        AUTH__PASSWORD__BCRYPT_COST: '4',
-      },
-    });
+    auth = await authService('auth-service');
+    const historyPort = await freePort();
     history = new Service('history-service', 'history-service', {
       port: historyPort,
       vars: {
@@ -322,23 +429,14 @@ before(
         HISTORY__MONGODB__DATABASE: names.database,
         HISTORY__AMQP__EXCHANGE: names.exchange,
         HISTORY__AMQP__QUEUE: names.historyQueue,
-        HISTORY__AUTH__URL: `http://127.0.0.1:${authPort}`,
+        HISTORY__AUTH__URL: auth.url,
       },
     });
-    gateway = new Service('chat-gateway', 'chat-gateway', {
-      port: gatewayPort,
-      vars: {
-        GATEWAY__HTTP__PORT: String(gatewayPort),
-        GATEWAY__AMQP__EXCHANGE: names.exchange,
-        GATEWAY__AMQP__INSTANCE_ID: names.gatewayInstance,
-        GATEWAY__AUTH__URL: `http://127.0.0.1:${authPort}`,
-        GATEWAY__HISTORY__URL: `http://127.0.0.1:${historyPort}`,
-        GATEWAY__WEB__DIR: distDir,
-        // Small limits, so that a short test reaches them: the snapshot in `joined`,
-        // and how much a rejoin catches up before answering `truncated`.
-        GATEWAY__HISTORY__RECENT_ON_JOIN: String(RECENT_ON_JOIN),
-        GATEWAY__HISTORY__CATCH_UP_LIMIT: String(CATCH_UP_LIMIT),
-      },
+    gateway = await gatewayService('chat-gateway', auth, names.gatewayInstance, {
+      // Small limits, so that a short test reaches them: the snapshot in `joined`,
+      // and how much a rejoin catches up before answering `truncated`.
+      GATEWAY__HISTORY__RECENT_ON_JOIN: String(RECENT_ON_JOIN),
+      GATEWAY__HISTORY__CATCH_UP_LIMIT: String(CATCH_UP_LIMIT),
     });
     // The others fetch auth-service's signing keys at start, so it goes first.
     await auth.start();
@@ -362,10 +460,14 @@ after(
   { timeout: 60_000 },
 );
 
-describe('web client in a real browser', { timeout: 600_000 }, () => {
-  // Steps build on each other; once one fails the rest would only repeat its failure.
+/**
+ * A `step` function for one scenario. Steps build on each other; once one
+ * fails the rest would only repeat its failure, so they are skipped. A failure
+ * prints the services' logs and saves screenshots of the scenario's pages.
+ */
+function scenario(services, pages) {
   let failed = false;
-  const step = (name, fn) =>
+  return (name, fn) =>
     it(name, { timeout: STEP_TIMEOUT }, async (t) => {
       if (failed) {
         t.skip('an earlier step failed');
@@ -376,9 +478,10 @@ describe('web client in a real browser', { timeout: 600_000 }, () => {
       } catch (e) {
         failed = true;
         t.diagnostic(`service logs and failure screenshots are in ${artifactsDir}`);
-        for (const s of [auth, history, gateway]) if (s) console.error(`---- ${s.name} log (tail)\n${s.logTail()}`);
+        for (const s of services()) if (s) console.error(`---- ${s.name} log (tail)\n${s.logTail()}`);
         if (pageErrors.length > 0) console.error(`---- page errors\n${pageErrors.join('\n')}`);
-        for (const [who, page] of [['alice', alice], ['bob', bob]]) {
+        if (cspViolations.length > 0) console.error(`---- CSP violations\n${cspViolations.join('\n')}`);
+        for (const [who, page] of pages()) {
           if (page && !page.isClosed()) {
             await page.screenshot({ path: path.join(artifactsDir, `failure-${who}.png`) }).catch(() => {});
           }
@@ -386,11 +489,23 @@ describe('web client in a real browser', { timeout: 600_000 }, () => {
         throw e;
       }
     });
+}
+
+describe('web client in a real browser', { timeout: 600_000 }, () => {
+  const step = scenario(
+    () => [auth, history, gateway],
+    () => [
+      ['alice', alice],
+      ['bob', bob],
+    ],
+  );
 
   step('the gateway serves the client', async () => {
     const res = await fetch(`${gateway.url}/`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+    // Everything below runs under the gateway's policy, which forbids inline scripts and styles.
+    assert.match(res.headers.get('content-security-policy') ?? '', /script-src 'self'/);
     assert.match(await res.text(), /<div id="root">/);
   });
 
@@ -537,11 +652,179 @@ describe('web client in a real browser', { timeout: 600_000 }, () => {
   });
 
   step('logging out ends the session', async () => {
+    const { refreshToken } = await storedTokens(alice);
+    const loggedOut = alice.waitForResponse((r) => r.url().endsWith('/api/auth/logout'));
     await alice.getByRole('button', { name: 'Log out' }).click();
     await alice.getByRole('heading', { name: 'Log in' }).waitFor();
+    assert.equal((await loggedOut).status(), 204);
+    assert.equal((await refreshWith(gateway, refreshToken)).status, 401, 'the session is revoked on the server');
     await alice.reload();
     await alice.getByRole('heading', { name: 'Log in' }).waitFor();
     assert.equal(await alice.getByTestId('current-user').count(), 0);
+    assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
+    assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violations');
+  });
+});
+
+describe('silent token refresh with short-lived access tokens', { timeout: 300_000 }, () => {
+  // A second auth-service that issues short-lived access tokens, and a gateway in front of it;
+  // same database, exchange and history-service as above.
+  let shortAuth;
+  let shortGateway;
+  let carol;
+  let dave;
+  const room = 'refresh';
+  const ttlMs = SHORT_TTL_SECS * 1000;
+
+  before(
+    async () => {
+      shortAuth = await authService('auth-service-short-ttl', { AUTH__JWT__ACCESS_TTL_SECS: String(SHORT_TTL_SECS) });
+      shortGateway = await gatewayService('chat-gateway-short-ttl', shortAuth, `${names.gatewayInstance}-short-ttl`);
+      await shortAuth.start();
+      await shortGateway.start();
+    },
+    { timeout: 120_000 },
+  );
+
+  after(
+    async () => {
+      await Promise.allSettled([carol?.context().close(), dave?.context().close()]);
+      await Promise.allSettled([shortGateway?.stop(), shortAuth?.stop()]);
+    },
+    { timeout: 60_000 },
+  );
+
+  const step = scenario(
+    () => [shortAuth, history, shortGateway],
+    () => [
+      ['carol', carol],
+      ['dave', dave],
+    ],
+  );
+
+  step('two people sign in with short-lived access tokens and chat', async () => {
+    carol = await newPage();
+    dave = await newPage();
+    await signUp(carol, 'carol', shortGateway.url);
+    await signUp(dave, 'dave', shortGateway.url);
+    assert.equal((await storedTokens(carol)).accessLifetimeMs, ttlMs);
+    await openRoom(carol, room);
+    await openRoom(dave, room);
+    await send(carol, 'Hi Dave', room);
+    await expectMessage(dave, 'Hi Dave', { author: 'carol' });
+  });
+
+  step('tokens are renewed in place: the chat keeps working past several expiries without a visible disconnect', async () => {
+    const first = await storedTokens(carol);
+    for (const page of [carol, dave]) {
+      await page.evaluate(() => {
+        window.__chatTest.banners = [];
+      });
+    }
+    // Two and a half lifetimes of chatting: each page's first token expired twice over.
+    const until = Date.now() + 2.5 * ttlMs;
+    for (let i = 1; Date.now() < until; i += 1) {
+      await send(carol, `Carol ${i}`, room);
+      await expectMessage(dave, `Carol ${i}`, { author: 'carol' });
+      await expectMessage(carol, `Carol ${i}`, { author: 'carol' });
+      await send(dave, `Dave ${i}`, room);
+      await expectMessage(carol, `Dave ${i}`, { author: 'dave' });
+      await expectMessage(dave, `Dave ${i}`, { author: 'dave' });
+      await sleep(2_000);
+    }
+    for (const [who, page] of [
+      ['carol', carol],
+      ['dave', dave],
+    ]) {
+      const h = await hooks(page);
+      assert.equal(h.opened, 1, `${who} kept the connection it opened first`);
+      assert.deepEqual(h.closeCodes, [], `${who}'s connection never closed`);
+      assert.ok(h.authSent >= 2, `${who} sent fresh tokens in-band (${h.authSent})`);
+      assert.equal(h.authenticated, h.authSent, `the gateway accepted each of ${who}'s tokens`);
+      assert.deepEqual(
+        h.banners.filter((b) => b !== 'none'),
+        [],
+        `no connection banner was shown to ${who}`,
+      );
+      await assertConversationIsClean(page);
+    }
+    const now = await storedTokens(carol);
+    assert.notEqual(now.accessToken, first.accessToken, 'the stored access token was renewed');
+    assert.notEqual(now.refreshToken, first.refreshToken, 'the stored refresh token was rotated');
+    assert.ok(now.accessExpiresAt > Date.now(), 'the stored access token is current');
+  });
+
+  step('a reload after the first tokens expired signs back in silently', async () => {
+    await dave.reload();
+    await dave.getByRole('heading', { name: room, exact: true }).waitFor();
+    await waitConnected(dave);
+    await expectMessage(dave, 'Hi Dave', { author: 'carol' });
+    await send(dave, 'Reloaded', room);
+    await expectMessage(carol, 'Reloaded', { author: 'dave' });
+  });
+
+  step('a connection whose token ran out is closed by the gateway, then renewed and reopened', async () => {
+    // A frozen tab: the token is refreshed, but the live connection never hears of it.
+    await carol.evaluate(() => {
+      window.__chatTest.dropAuth = true;
+    });
+    await carol.waitForFunction(() => window.__chatTest.closeCodes.includes(4001), null, { timeout: 3 * ttlMs });
+    await carol.evaluate(() => {
+      window.__chatTest.dropAuth = false;
+    });
+    await waitConnected(carol);
+    assert.equal((await hooks(carol)).opened, 2, 'one new connection');
+    await send(dave, 'After the lapse', room);
+    await expectMessage(carol, 'After the lapse', { author: 'dave' });
+    await send(carol, 'Back in', room);
+    await expectMessage(dave, 'Back in', { author: 'carol' });
+    await assertConversationIsClean(carol);
+  });
+
+  step('a copy of a signed-in tab does not take over its session', async () => {
+    const stored = await carol.evaluate(() => window.sessionStorage.getItem('chat.session'));
+    // Browsers copy sessionStorage into a duplicated tab; this page gets the same copy.
+    const copy = watch(await carol.context().newPage());
+    const copyRefreshes = [];
+    copy.on('request', (r) => {
+      if (r.url().endsWith('/api/auth/refresh')) copyRefreshes.push(r.url());
+    });
+    await copy.addInitScript((value) => {
+      if (window.sessionStorage.getItem('chat.session') === null) window.sessionStorage.setItem('chat.session', value);
+    }, stored);
+    await copy.goto(`${shortGateway.url}/#/rooms/${room}`);
+    await copy.getByRole('heading', { name: 'Log in' }).waitFor();
+    await copy.getByText('This tab was copied from another tab that is signed in.', { exact: false }).waitFor();
+    await copy.close();
+    assert.deepEqual(copyRefreshes, [], 'the copy never presented the refresh token');
+
+    // The original tab's session goes on through its next refresh.
+    const { refreshToken } = await storedTokens(carol);
+    await carol.waitForFunction(
+      (before) => JSON.parse(window.sessionStorage.getItem('chat.session') ?? '{}').tokens?.refreshToken !== before,
+      refreshToken,
+      { timeout: ttlMs + UI_TIMEOUT },
+    );
+    await send(carol, 'Still signed in', room);
+    await expectMessage(dave, 'Still signed in', { author: 'carol' });
+    assert.equal(await carol.getByTestId('current-user').textContent(), 'carol');
+  });
+
+  step('a session revoked elsewhere ends at the next refresh with a clear message', async () => {
+    const { refreshToken } = await storedTokens(dave);
+    const res = await fetch(`${shortGateway.url}/api/auth/logout`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: refreshToken }),
+    });
+    assert.equal(res.status, 204);
+    await dave.getByRole('heading', { name: 'Log in' }).waitFor({ timeout: ttlMs + UI_TIMEOUT });
+    await dave.getByText('Your session has ended. Please log in again.').waitFor();
+    assert.equal(await dave.getByTestId('current-user').count(), 0);
+  });
+
+  step('no page broke the Content-Security-Policy or threw', async () => {
+    assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violations');
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
   });
 });

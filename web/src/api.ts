@@ -10,10 +10,15 @@ export interface User extends UserRef {
   created_at: string;
 }
 
-export interface LoginResult {
+/** The answer of `login` and `refresh`: a short-lived access token and the refresh token that renews it. */
+export interface TokenPair {
   accessToken: string;
-  /** Seconds until the token expires, as reported by the server. */
+  /** Seconds until the access token expires, as reported by the server. */
   expiresIn: number;
+  /** Single use: `refresh` spends it and hands out the next one. */
+  refreshToken: string;
+  /** Seconds until the session ends, whatever the refreshes. */
+  refreshExpiresIn: number;
 }
 
 export class ApiError extends Error {
@@ -25,6 +30,8 @@ export class ApiError extends Error {
     message: string,
     /** Per-field problems, present on `validation_failed`. */
     readonly fields: Readonly<Record<string, string>> = {},
+    /** Seconds to wait before trying again, from `Retry-After` (on 429). */
+    readonly retryAfter: number | null = null,
   ) {
     super(message);
     this.name = 'ApiError';
@@ -35,7 +42,16 @@ function asRecord(v: unknown): Record<string, unknown> | null {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
 }
 
-function errorFromBody(status: number, body: unknown): ApiError {
+/** `Retry-After` as seconds from now: either delay-seconds or an HTTP date. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | null {
+  if (value === null) return null;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed);
+  const at = Date.parse(trimmed);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
+}
+
+function errorFromBody(status: number, body: unknown, retryAfter: number | null): ApiError {
   const error = asRecord(asRecord(body)?.error);
   const code = typeof error?.code === 'string' ? error.code : `http_${status}`;
   const message = typeof error?.message === 'string' ? error.message : `Request failed (${status})`;
@@ -47,7 +63,7 @@ function errorFromBody(status: number, body: unknown): ApiError {
       else if (Array.isArray(v) && typeof v[0] === 'string') fields[k] = v[0];
     }
   }
-  return new ApiError(status, code, message, fields);
+  return new ApiError(status, code, message, fields, retryAfter);
 }
 
 interface RequestOptions {
@@ -55,6 +71,8 @@ interface RequestOptions {
   body?: unknown;
   token?: string;
   signal?: AbortSignal;
+  /** Let the request finish even if the page is closed meanwhile (log out). */
+  keepalive?: boolean;
 }
 
 async function request(path: string, options: RequestOptions = {}): Promise<unknown> {
@@ -68,6 +86,7 @@ async function request(path: string, options: RequestOptions = {}): Promise<unkn
       headers,
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
       signal: options.signal,
+      keepalive: options.keepalive,
     });
   } catch (e) {
     if (e instanceof DOMException && e.name === 'AbortError') throw e;
@@ -82,7 +101,7 @@ async function request(path: string, options: RequestOptions = {}): Promise<unkn
       body = null;
     }
   }
-  if (!response.ok) throw errorFromBody(response.status, body);
+  if (!response.ok) throw errorFromBody(response.status, body, parseRetryAfter(response.headers.get('Retry-After')));
   return body;
 }
 
@@ -101,13 +120,36 @@ export async function signup(username: string, email: string, password: string):
   return parseFullUser(await request('/api/auth/signup', { method: 'POST', body: { username, email, password } }));
 }
 
-export async function login(username: string, password: string): Promise<LoginResult> {
-  const body = asRecord(await request('/api/auth/login', { method: 'POST', body: { username, password } }));
-  if (typeof body?.access_token !== 'string') throw new ApiError(500, 'bad_response', 'Unexpected answer from the server');
+function parseTokenPair(v: unknown): TokenPair {
+  const body = asRecord(v);
+  if (typeof body?.access_token !== 'string' || typeof body.refresh_token !== 'string') {
+    throw new ApiError(500, 'bad_response', 'Unexpected answer from the server');
+  }
   return {
     accessToken: body.access_token,
-    expiresIn: typeof body.expires_in === 'number' ? body.expires_in : 900,
+    expiresIn: typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : 900,
+    refreshToken: body.refresh_token,
+    refreshExpiresIn:
+      typeof body.refresh_expires_in === 'number' && body.refresh_expires_in > 0 ? body.refresh_expires_in : 30 * 24 * 3600,
   };
+}
+
+export async function login(username: string, password: string): Promise<TokenPair> {
+  return parseTokenPair(await request('/api/auth/login', { method: 'POST', body: { username, password } }));
+}
+
+/**
+ * Exchanges a refresh token for a new pair. The presented token is spent:
+ * presenting it again, even concurrently, ends the whole session (401
+ * `invalid_refresh_token`), so callers must never run two at once.
+ */
+export async function refresh(refreshToken: string): Promise<TokenPair> {
+  return parseTokenPair(await request('/api/auth/refresh', { method: 'POST', body: { refresh_token: refreshToken } }));
+}
+
+/** Ends the session the refresh token belongs to. Survives the page being closed right after. */
+export async function logout(refreshToken: string): Promise<void> {
+  await request('/api/auth/logout', { method: 'POST', body: { refresh_token: refreshToken }, keepalive: true });
 }
 
 export async function me(token: string): Promise<User> {

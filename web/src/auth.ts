@@ -4,13 +4,24 @@
  * client has nothing more specific to say.
  */
 import { ApiError, login, me } from './api';
-import type { Session } from './session';
+import { newClientId } from './protocol';
+import { tokensFromPair, type Session } from './session';
 
-/** Logs in and fetches the user the token belongs to. */
+/** Logs in and fetches the user the token belongs to; the start of a new session. */
 export async function signIn(username: string, password: string, now = Date.now()): Promise<Session> {
-  const { accessToken, expiresIn } = await login(username, password);
-  const user = await me(accessToken);
-  return { token: accessToken, user, expiresAt: now + expiresIn * 1000 };
+  const pair = await login(username, password);
+  const user = await me(pair.accessToken);
+  return { id: newClientId(), user, tokens: tokensFromPair(pair, now) };
+}
+
+/** "42 seconds", "3 minutes": a wait, rounded up, in words. */
+export function describeWait(seconds: number): string {
+  if (seconds < 90) {
+    const s = Math.max(1, Math.ceil(seconds));
+    return s === 1 ? '1 second' : `${s} seconds`;
+  }
+  const minutes = Math.ceil(seconds / 60);
+  return `${minutes} minutes`;
 }
 
 export type FieldErrors = Partial<Record<'username' | 'email' | 'password', string>>;
@@ -56,6 +67,14 @@ export function describeAuthError(e: unknown): FormProblem {
       return { summary: 'An account with that email already exists.', fields: { email: 'This email is already registered.' } };
     case 'validation_failed':
       return { summary: 'Please correct the highlighted fields.', fields: pickFields(e.fields) };
+    case 'rate_limited':
+      return {
+        summary:
+          e.retryAfter === null
+            ? 'Too many attempts. Please wait a moment and try again.'
+            : `Too many attempts. Please wait ${describeWait(e.retryAfter)} and try again.`,
+        fields: {},
+      };
     case 'network':
       return { summary: e.message, fields: {} };
     default:

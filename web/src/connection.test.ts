@@ -33,9 +33,9 @@ class FakeSocket implements SocketLike {
   receive(event: object): void {
     this.onmessage?.(new MessageEvent('message', { data: JSON.stringify(event) }));
   }
-  drop(): void {
+  drop(code = 1006): void {
     this.readyState = 3;
-    this.onclose?.(new CloseEvent('close', { code: 1006 }));
+    this.onclose?.(new CloseEvent('close', { code }));
   }
   framesOf<T extends ClientFrame['type']>(type: T): Extract<ClientFrame, { type: T }>[] {
     return this.sent.filter((f): f is Extract<ClientFrame, { type: T }> => f.type === type);
@@ -47,15 +47,20 @@ function msg(id: string, author: UserRef = bob, clientId: string | null = null):
 }
 
 function setup(
-  options: { history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>; checkToken?: () => Promise<boolean> } = {},
+  options: {
+    history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>;
+    checkToken?: () => Promise<boolean>;
+    renewToken?: () => Promise<unknown>;
+  } = {},
 ) {
   const sockets: FakeSocket[] = [];
   const onUnauthorized = vi.fn();
   const fetchHistory = vi.fn(options.history ?? (async () => ({ messages: [], has_more: false })));
   let n = 0;
+  const token = { current: 't1' };
   const client = new ChatClient({
     me,
-    url: () => 'ws://test/ws?token=t',
+    url: () => `ws://test/ws?token=${token.current}`,
     createSocket: (url) => {
       const s = new FakeSocket(url);
       sockets.push(s);
@@ -63,12 +68,13 @@ function setup(
     },
     fetchHistory,
     checkToken: options.checkToken,
+    renewToken: options.renewToken,
     onUnauthorized,
     backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
     newClientId: () => `c${++n}`,
   });
   const latest = () => sockets[sockets.length - 1]!;
-  return { client, sockets, latest, fetchHistory, onUnauthorized };
+  return { client, sockets, latest, fetchHistory, onUnauthorized, token };
 }
 
 beforeEach(() => {
@@ -357,6 +363,100 @@ describe('ChatClient', () => {
     client.leave('r');
     expect(latest().sent).toEqual([{ type: 'join', room: 'r' }, { type: 'leave', room: 'r' }]);
     expect(client.getSnapshot().rooms.r).toBeUndefined();
+  });
+
+  it('hands a fresh token to the open connection in-band, without reconnecting', () => {
+    const { client, sockets, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    client.authenticate('t2');
+    latest().receive({ type: 'authenticated', expires_at: 1_900_000_000 });
+    expect(latest().framesOf('auth')).toEqual([{ type: 'auth', token: 't2' }]);
+    expect(sockets).toHaveLength(1);
+    expect(client.getSnapshot().connection.status).toBe('open');
+  });
+
+  it('sends a token that arrived while the socket was opening as soon as it opens', () => {
+    const { client, latest, token } = setup();
+    client.start();
+    client.join('r');
+    token.current = 't2';
+    client.authenticate('t2');
+    latest().open();
+    expect(latest().url).toBe('ws://test/ws?token=t1');
+    expect(latest().sent).toEqual([
+      { type: 'auth', token: 't2' },
+      { type: 'join', room: 'r' },
+    ]);
+  });
+
+  it('opens the next connection with the current token instead of sending it in-band', () => {
+    const { client, latest, token } = setup();
+    client.start();
+    latest().open();
+    latest().drop();
+    token.current = 't2';
+    client.authenticate('t2');
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().url).toBe('ws://test/ws?token=t2');
+    expect(latest().framesOf('auth')).toEqual([]);
+  });
+
+  it('renews the token and reconnects at once when the server closes for an expired token', async () => {
+    let renewed = () => {};
+    const renewToken = vi.fn(() => new Promise<void>((resolve) => (renewed = resolve)));
+    const { client, sockets, latest, token } = setup({ renewToken });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    latest().drop(4001);
+    expect(renewToken).toHaveBeenCalledTimes(1);
+    expect(sockets).toHaveLength(1);
+    token.current = 't2';
+    renewed();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sockets).toHaveLength(2);
+    expect(latest().url).toBe('ws://test/ws?token=t2');
+    latest().open();
+    expect(latest().sent).toEqual([{ type: 'join', room: 'r', since: '01' }]);
+  });
+
+  it('does not renew the token for other closes', () => {
+    const renewToken = vi.fn(async () => {});
+    const { client, latest } = setup({ renewToken });
+    client.start();
+    latest().open();
+    latest().drop(1001);
+    expect(renewToken).not.toHaveBeenCalled();
+  });
+
+  it('falls back to the backoff when renewing the token fails', async () => {
+    const renewToken = vi.fn(async () => {
+      throw new ApiError(0, 'network', 'down');
+    });
+    const { client, sockets, latest } = setup({ renewToken });
+    client.start();
+    latest().open();
+    latest().drop(4001);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(sockets).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(sockets).toHaveLength(2);
+  });
+
+  it('does not show a refused in-band token or a rate limit as a room problem', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'error', code: 'unauthorized', message: 'the token is invalid or expired' });
+    latest().receive({ type: 'error', code: 'rate_limited', message: 'too many frames; slow down' });
+    expect(client.getSnapshot().rooms.r!.error).toBeNull();
+    latest().receive({ type: 'error', code: 'too_many_rooms', message: 'at most 100 rooms per connection' });
+    expect(client.getSnapshot().rooms.r!.error).toMatch(/100 rooms/);
   });
 
   it('closes the socket and stops reconnecting when stopped', () => {

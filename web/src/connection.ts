@@ -5,7 +5,11 @@
  * turns server events into store actions, tracks acknowledgements of the
  * user's own messages, and, when the socket drops, reconnects with backoff,
  * rejoins every room with `since` = the last message seen there, and pages
- * in from the history API whatever the server could not send at once. Components read its state through
+ * in from the history API whatever the server could not send at once. It
+ * passes each fresh access token to the server in-band (`authenticate`), so
+ * the connection outlives the token it was opened with; if the server closes
+ * it for an expired token anyway (4001), the token is renewed and the client
+ * reconnects at once. Components read its state through
  * `subscribe`/`getSnapshot` (the `useSyncExternalStore` contract) and never
  * touch the socket.
  *
@@ -38,6 +42,9 @@ export interface SocketLike {
 
 const OPEN = 1;
 
+/** Close code of a connection whose access token expired without an `auth` frame renewing it. */
+export const CLOSE_TOKEN_EXPIRED = 4001;
+
 export interface ChatClientOptions {
   me: UserRef;
   /** The WebSocket address including the token; called for every attempt. */
@@ -52,6 +59,12 @@ export interface ChatClientOptions {
   checkToken?: () => Promise<boolean>;
   /** Called once when the server no longer accepts the token. */
   onUnauthorized?: () => void;
+  /**
+   * Makes sure a fresh access token is available for `url`; called after the
+   * server closed the connection because its token expired (4001), and the
+   * client reconnects as soon as it resolves.
+   */
+  renewToken?: () => Promise<unknown>;
   backoff?: Backoff;
   /** How long an own message stays pending before it is shown as failed. */
   ackTimeoutMs?: number;
@@ -64,6 +77,9 @@ export interface ChatClientOptions {
   historyPageSize?: number;
   newClientId?: () => string;
 }
+
+/** Connection-level error codes that say nothing about the rooms being joined. */
+const IGNORED_ERRORS = new Set(['unauthorized', 'invalid_token', 'rate_limited']);
 
 /** Upper bound on history pages fetched by one catch-up. */
 const MAX_CATCH_UP_PAGES = 20;
@@ -86,8 +102,10 @@ export class ChatClient {
   private pongTimer: ReturnType<typeof setTimeout> | null = null;
   private typingTimer: ReturnType<typeof setInterval> | null = null;
   private readonly backoff: Backoff;
-  private readonly opts: Required<Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'backoff'>> &
-    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized'>;
+  /** A token handed over while the socket was still opening; sent once it is open. */
+  private pendingAuth: string | null = null;
+  private readonly opts: Required<Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'backoff'>> &
+    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken'>;
 
   constructor(options: ChatClientOptions) {
     this.backoff = options.backoff ?? new Backoff();
@@ -153,8 +171,24 @@ export class ChatClient {
     this.connect();
   }
 
+  /**
+   * Hands a fresh access token to the live connection, which the server then
+   * keeps open past the previous token's expiry. Without a connection there
+   * is nothing to do: the next one is opened with the current token.
+   */
+  authenticate(token: string): void {
+    if (this.write({ type: 'auth', token })) {
+      this.pendingAuth = null;
+    } else if (this.socket !== null) {
+      // Still opening, possibly with the previous token in its address.
+      this.pendingAuth = token;
+    }
+  }
+
   private connect(): void {
     this.dispatch({ type: 'connecting' });
+    // `url()` carries the current token, so nothing handed over earlier needs sending.
+    this.pendingAuth = null;
     let socket: SocketLike;
     try {
       socket = this.opts.createSocket(this.opts.url());
@@ -170,6 +204,8 @@ export class ChatClient {
       this.backoff.reset();
       this.dispatch({ type: 'opened' });
       this.startHeartbeat();
+      if (this.pendingAuth !== null) this.write({ type: 'auth', token: this.pendingAuth });
+      this.pendingAuth = null;
       for (const room of this.wanted) this.sendJoin(room);
     };
     socket.onmessage = (ev) => {
@@ -181,12 +217,21 @@ export class ChatClient {
     socket.onerror = () => {
       // Always followed by `close`, which does the work.
     };
-    socket.onclose = () => {
+    socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
       detach(socket);
       this.stopHeartbeat();
       this.scheduleReconnect(!opened);
+      if (ev.code === CLOSE_TOKEN_EXPIRED && this.opts.renewToken !== undefined) {
+        // No need to wait out the backoff: the cause is known and about to be fixed.
+        this.opts.renewToken().then(
+          () => this.reconnectNow(),
+          () => {
+            // A session that has ended is reported by whoever renews tokens; otherwise the backoff retries.
+          },
+        );
+      }
     };
   }
 
@@ -397,6 +442,7 @@ export class ChatClient {
         if (event.user.id !== me.id) this.dispatch({ type: 'typing', room: event.room, user: event.user, now: Date.now() });
         return;
       case 'pong':
+      case 'authenticated':
         return;
       case 'lagged': {
         const from = lastSeenId(this.state.rooms[event.room]) ?? event.last_id;
@@ -404,6 +450,11 @@ export class ChatClient {
         return;
       }
       case 'error':
+        if (IGNORED_ERRORS.has(event.code) && event.client_id === undefined) {
+          // Not about a room: a refused `auth` (the connection keeps its old expiry and is renewed
+          // at the 4001 close) or a refused frame whose message, if any, times out and offers a retry.
+          return;
+        }
         if (event.client_id !== undefined) {
           this.clearAckTimer(event.client_id);
           const text = event.code === 'unavailable' ? 'Chat is busy right now; retry in a moment' : event.message;

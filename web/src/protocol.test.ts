@@ -66,6 +66,14 @@ describe('parseServerEvent', () => {
     });
   });
 
+  it('parses authenticated, the answer to an in-band token', () => {
+    expect(parseServerEvent('{"type":"authenticated","expires_at":1717243200}')).toEqual({
+      type: 'authenticated',
+      expires_at: 1717243200,
+    });
+    expect(parseServerEvent('{"type":"authenticated","expires_at":"soon"}')).toBeNull();
+  });
+
   it('treats a missing client_id on a message as null', () => {
     const { client_id: _c, ...rest } = message;
     expect(parseServerEvent(JSON.stringify({ type: 'message', ...rest }))).toEqual({

@@ -32,7 +32,9 @@ export type ClientFrame =
   | { type: 'leave'; room: string }
   | { type: 'send'; room: string; client_id: string; body: string }
   | { type: 'typing'; room: string }
-  | { type: 'ping' };
+  | { type: 'ping' }
+  /** A fresh access token of the same user, so the server keeps the connection open past the old one's expiry. */
+  | { type: 'auth'; token: string };
 
 export type ServerEvent =
   | {
@@ -52,6 +54,8 @@ export type ServerEvent =
   | { type: 'presence'; room: string; user: UserRef; state: 'online' | 'offline' }
   | { type: 'typing'; room: string; user: UserRef }
   | { type: 'pong' }
+  /** The `auth` frame's token was accepted; the connection now lasts until `expires_at` (Unix seconds). */
+  | { type: 'authenticated'; expires_at: number }
   /** The server dropped messages for this connection (it read too slowly); `last_id` is the last one it delivered. */
   | { type: 'lagged'; room: string; last_id: string | null }
   | { type: 'error'; code: string; message: string; client_id?: string; room?: string };
@@ -170,6 +174,8 @@ export function parseServerEvent(text: string): ServerEvent | null {
     }
     case 'pong':
       return { type: 'pong' };
+    case 'authenticated':
+      return typeof raw.expires_at === 'number' ? { type: 'authenticated', expires_at: raw.expires_at } : null;
     case 'lagged': {
       const room = str(raw.room);
       return room === null ? null : { type: 'lagged', room, last_id: str(raw.last_id) };

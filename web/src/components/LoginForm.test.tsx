@@ -32,7 +32,13 @@ describe('LoginForm', () => {
       'fetch',
       vi.fn(async (url: string) =>
         url === '/api/auth/login'
-          ? jsonResponse(200, { access_token: 'tok', token_type: 'Bearer', expires_in: 900 })
+          ? jsonResponse(200, {
+              access_token: 'tok',
+              token_type: 'Bearer',
+              expires_in: 900,
+              refresh_token: 'refresh',
+              refresh_expires_in: 2_592_000,
+            })
           : jsonResponse(200, { user: { id: 'u1', username: 'alice', email: 'a@example.com', created_at: 'x' } }),
       ),
     );
@@ -41,7 +47,27 @@ describe('LoginForm', () => {
     await userEvent.type(screen.getByLabelText('Username'), 'alice');
     await userEvent.type(screen.getByLabelText('Password'), 'correct horse{Enter}');
     await vi.waitFor(() => expect(onSignedIn).toHaveBeenCalled());
-    expect(onSignedIn.mock.calls[0]![0]).toMatchObject({ token: 'tok', user: { id: 'u1', username: 'alice' } });
+    expect(onSignedIn.mock.calls[0]![0]).toMatchObject({
+      tokens: { accessToken: 'tok', refreshToken: 'refresh' },
+      user: { id: 'u1', username: 'alice' },
+    });
+  });
+
+  it('says how long to wait after too many attempts', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(async () =>
+        new Response(JSON.stringify({ error: { code: 'rate_limited', message: 'too many attempts' } }), {
+          status: 429,
+          headers: { 'Content-Type': 'application/json', 'Retry-After': '12' },
+        }),
+      ),
+    );
+    render(<LoginForm onSignedIn={vi.fn()} />);
+    await userEvent.type(screen.getByLabelText('Username'), 'alice');
+    await userEvent.type(screen.getByLabelText('Password'), 'whatever1{Enter}');
+    expect(await screen.findByRole('alert')).toHaveTextContent('Too many attempts. Please wait 12 seconds and try again.');
+    expect(screen.getByRole('button', { name: 'Log in' })).toBeEnabled();
   });
 
   it('says so when the server cannot be reached', async () => {

@@ -3,8 +3,8 @@ import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import { SignupForm } from './SignupForm';
 
-function jsonResponse(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json' } });
+function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { 'Content-Type': 'application/json', ...headers } });
 }
 
 async function fill(username: string, email: string, password: string) {
@@ -40,6 +40,18 @@ describe('SignupForm', () => {
     await fill('alice', 'alice@example', 'long enough');
     expect(await screen.findByRole('alert')).toHaveTextContent('Please correct the highlighted fields.');
     expect(screen.getByLabelText('Email')).toHaveAccessibleDescription('email is not valid');
+  });
+
+  it('says how long to wait when the address made too many accounts', async () => {
+    vi.stubGlobal(
+      'fetch',
+      vi.fn(async () =>
+        jsonResponse(429, { error: { code: 'rate_limited', message: 'too many sign-ups' } }, { 'Retry-After': '300' }),
+      ),
+    );
+    render(<SignupForm onSignedIn={vi.fn()} />);
+    await fill('alice', 'alice@example.com', 'long enough');
+    expect(await screen.findByRole('alert')).toHaveTextContent('Too many attempts. Please wait 5 minutes and try again.');
   });
 
   it('checks the fields before asking the server', async () => {
