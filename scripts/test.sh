@@ -4,7 +4,8 @@
 #   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
 #   3. Rust unit, integration and end-to-end tests (real RabbitMQ and MongoDB-wire server);
 #   4. the web client's Vitest tests, build, and browser end-to-end test in headless Chromium;
-#   5. static validation of the deployment files.
+#   5. bounded fuzzing of the WebSocket frame parser and token verification (cargo fuzz);
+#   6. static validation of the deployment files.
 # Safe to run repeatedly; needs no input (CI runs it with CI=true).
 set -euo pipefail
 
@@ -40,6 +41,7 @@ done_step
 
 step "format and lints"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 done_step
 
@@ -56,6 +58,10 @@ step "web client: unit tests, build, browser end to end"
 	npm run build
 	node --test e2e/chat.e2e.mjs
 )
+done_step
+
+step "fuzzing (${FUZZ_SECONDS:-60} s per target)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 done_step
 
 step "deployment files (static validation)"

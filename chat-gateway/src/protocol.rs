@@ -116,7 +116,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             if token.is_empty() || token.len() > MAX_TOKEN_LEN {
                 return Err(FrameError::new(
                     "invalid_token",
-                    "`token` must be 1–8192 characters",
+                    "`token` must be 1–8192 bytes",
                 ));
             }
             Ok(ClientFrame::Auth {
