@@ -12,14 +12,18 @@ exit status is non-zero when any check failed.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -44,8 +48,31 @@ SERVICES = {
 AUTOSCALED = {"chat-gateway", "history-service"}
 # The only service that may see the token signing key.
 SIGNING_KEY_VAR = "AUTH__JWT__PRIVATE_KEY_PEM"
+# Public keys published next to it during a rotation, given the same way.
+ADDITIONAL_KEYS_VAR = "AUTH__JWT__ADDITIONAL_PUBLIC_KEYS_PEM"
 # ENV names in the Dockerfile that look secret to BuildKit's check but are not.
 DOCKERFILE_ALLOWED_ENV = ["AUTH__HTTP__HOST", "AUTH__HTTP__PORT"]
+# Settings given in the environment as comma-separated lists (the services load them with
+# common::settings::load_with_lists); every other value is one scalar.
+LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}}
+# Files whose text names settings (in values or prose); every name must be a real key.
+SETTING_TEXT_FILES = ["docker-compose.yml", ".env.example", "deploy/Dockerfile", "deploy/README.md",
+                      "docs/scaling.md", "deploy/k8s/**/*.yaml"]
+SETTING_NAME = re.compile(r"\b(AUTH|GATEWAY|HISTORY)__[A-Z0-9_]*[A-Z0-9]")
+# The one setting that makes auth-service believe X-Forwarded-For.
+TRUST_XFF_VAR = "AUTH__HTTP__TRUST_FORWARDED_FOR"
+# Ingress annotations (ingress-nginx) that could change the Host or Origin header the gateway
+# compares for its same-origin check.
+HEADER_REWRITING_ANNOTATIONS = [
+    "nginx.ingress.kubernetes.io/upstream-vhost",
+    "nginx.ingress.kubernetes.io/configuration-snippet",
+    "nginx.ingress.kubernetes.io/server-snippet",
+    "nginx.ingress.kubernetes.io/proxy-set-headers",
+]
+SOURCE_RANGE_ANNOTATIONS = [
+    "nginx.ingress.kubernetes.io/whitelist-source-range",
+    "nginx.ingress.kubernetes.io/allowlist-source-range",
+]
 
 OVERLAYS = {
     # overlay directory: files with the Secrets it expects to exist beforehand
@@ -85,12 +112,115 @@ class Report:
         print(f"WARN  {message}")
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+def run(cmd: list[str], input: str | None = None, **kw) -> subprocess.CompletedProcess:
+    if input is None:
+        kw["stdin"] = subprocess.DEVNULL
+    return subprocess.run(cmd, capture_output=True, text=True, input=input, **kw)
 
 
 def load_yaml_docs(text: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(text) if d]
+
+
+# ---------------------------------------------------------------------------------------------
+# Service settings: the keys of each service's config/default.toml
+
+
+@cache
+def service_defaults(service: str) -> dict:
+    return tomllib.loads((ROOT / service / "config/default.toml").read_text())
+
+
+def service_of_setting(var: str) -> str | None:
+    prefix = var.split("__", 1)[0]
+    return next((s for s, info in SERVICES.items() if info["prefix"] == prefix), None)
+
+
+def lookup_setting(var: str) -> tuple[str | None, list[str], object]:
+    """(service, key path, default value or section); the default is None for an unknown name."""
+    service = service_of_setting(var)
+    if service is None:
+        return None, [], None
+    path = var.split("__")[1:]
+    node: object = service_defaults(service)
+    for part in path:
+        node = node.get(part.lower()) if isinstance(node, dict) else None
+    return service, [p.lower() for p in path], node
+
+
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]+)?/?")
+
+
+def setting_problems(where: str, service: str, var: str, value: str | None) -> list[str]:
+    """A setting given to `service`: it must be one of that service's keys, with a value of the
+    default's type. `value` None: not a literal here (from a Secret, or passed through)."""
+    owner, path, default = lookup_setting(var)
+    if owner != service:
+        return [f"{where}: {var} is set for {service}, but it is a setting of {owner or 'no service'}"]
+    if default is None:
+        return [f"{where}: {var} is not a key of {service}/config/default.toml"]
+    if isinstance(default, dict):
+        return [f"{where}: {var} names the section [{'.'.join(path)}], not a key"]
+    if value is None:
+        return []
+    text = str(value).strip()
+    dotted = ".".join(path)
+    if isinstance(default, bool):
+        ok = text.lower() in ("true", "false")
+    elif isinstance(default, int):
+        ok = re.fullmatch(r"[0-9]+", text) is not None
+    elif isinstance(default, list):
+        if dotted not in LIST_SETTINGS.get(service, set()):
+            return [f"{where}: {var} is a list the service does not read from the environment"]
+        items = [i.strip() for i in text.split(",")]
+        bad = [i for i in items if not ORIGIN.fullmatch(i)] if dotted == "security.allowed_origins" else []
+        return [f"{where}: {var}: {i!r} is not an origin (scheme://host[:port])" for i in bad]
+    elif path[-1] == "url":
+        ok = re.fullmatch(r"https?://[^/\s:]+(:[0-9]+)?/?", text) is not None
+    elif path[-1] == "uri":
+        ok = text.split("://", 1)[0] == str(default).split("://", 1)[0]
+    else:
+        ok = True
+    if not ok:
+        return [f"{where}: {var}={text!r} does not fit the default {default!r}"]
+    return []
+
+
+def connection_settings(service: str) -> list[str]:
+    """The service's settings that say where its dependencies are (keys named `uri` or `url`)."""
+    prefix = SERVICES[service]["prefix"]
+    found = []
+    for section, keys in service_defaults(service).items():
+        if isinstance(keys, dict):
+            found += [f"{prefix}__{section.upper()}__{k.upper()}" for k in keys if k in ("uri", "url")]
+    return found
+
+
+def is_loopback(value: str) -> bool:
+    try:
+        host = urlsplit(value).hostname or ""
+    except ValueError:
+        return False
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def check_setting_names_in_text() -> list[str]:
+    """Every AUTH__/GATEWAY__/HISTORY__ name written in the deployment files and their docs
+    names a key or a section of the service's config/default.toml (prose may name a whole
+    section, as in `GATEWAY__LIMITS__*`)."""
+    problems = []
+    files: list[Path] = []
+    for pattern in SETTING_TEXT_FILES:
+        files += sorted(ROOT.glob(pattern))
+    for f in files:
+        for lineno, line in enumerate(f.read_text().splitlines(), 1):
+            for m in SETTING_NAME.finditer(line):
+                var = m.group(0)
+                service, path, default = lookup_setting(var)
+                if service is None or default is None:
+                    problems.append(f"{f.relative_to(ROOT)}:{lineno}: {var} is not a key or section of "
+                                    f"{service or 'any service'}/config/default.toml")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,31 +299,35 @@ def check_compose(report: Report, deploy_check: str) -> None:
         "compose: loads with .env.example copied to .env", [err] if with_example is None else []
     )
 
-    name = "compose: a key from `openssl genpkey -algorithm ed25519` appended to .env as documented reaches auth-service intact, and only auth-service"
+    name = ("compose: a key from `openssl genpkey -algorithm ed25519` appended to .env as documented, and a previous "
+            "key's public half for rotation, reach auth-service intact, and only auth-service")
     openssl = shutil.which("openssl")
     if openssl is None:
         report.skip(name, "openssl is not installed")
     else:
         problems: list[str] = []
         key = run([openssl, "genpkey", "-algorithm", "ed25519"])
-        if key.returncode != 0:
-            problems.append(f"openssl genpkey failed: {key.stderr.strip()}")
+        previous = run([openssl, "genpkey", "-algorithm", "ed25519"])
+        public = run([openssl, "pkey", "-pubout"], input=previous.stdout) if previous.returncode == 0 else previous
+        if key.returncode != 0 or public.returncode != 0:
+            problems.append(f"openssl failed: {(key.stderr + public.stderr).strip()}")
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 env_file = Path(tmp) / ".env"
-                pem = key.stdout.strip()
-                env_file.write_text(example.read_text() + f'{SIGNING_KEY_VAR}="{pem}"\n')
+                pems = {SIGNING_KEY_VAR: key.stdout.strip(), ADDITIONAL_KEYS_VAR: public.stdout.strip()}
+                env_file.write_text(example.read_text() + "".join(f'{var}="{pem}"\n' for var, pem in pems.items()))
                 loaded, err = compose_load(deploy_check, env_file)
                 if loaded is None:
                     problems.append(err)
                 else:
                     for svc_name, svc in loaded["services"].items():
-                        got = (svc.get("environment") or {}).get(SIGNING_KEY_VAR)
-                        if svc_name == "auth-service":
-                            if (got or "").strip() != pem:
-                                problems.append(f"auth-service gets {SIGNING_KEY_VAR}={got!r}, not the PEM")
-                        elif got is not None:
-                            problems.append(f"{svc_name} also receives {SIGNING_KEY_VAR}")
+                        for var, pem in pems.items():
+                            got = (svc.get("environment") or {}).get(var)
+                            if svc_name == "auth-service":
+                                if (got or "").strip() != pem:
+                                    problems.append(f"auth-service gets {var}={got!r}, not the PEM")
+                            elif got is not None:
+                                problems.append(f"{svc_name} also receives {var}")
         report.record(name, problems)
 
     raw = yaml.safe_load(compose_path.read_text())
@@ -298,10 +432,69 @@ def check_compose(report: Report, deploy_check: str) -> None:
         problems.append("fewer than two gateway instances: fan-out between gateways is not shown")
     report.record("compose: gateway instance ids and host ports are unique, build targets exist in deploy/Dockerfile", problems)
 
-    warn_unknown_settings(report, "docker-compose.yml", {
-        n: env_map(s) for n, s in services.items()
-        if (s.get("build") or {}).get("target") in SERVICES
-    }, by_target={n: (s.get("build") or {}).get("target") for n, s in services.items()})
+    # Values as compose resolves them with .env.example; names also from the file itself,
+    # where an entry without a value is passed through from .env.
+    resolved = (with_example or {}).get("services") or {}
+    ours = {n: (s.get("build") or {}).get("target") for n, s in services.items()
+            if (s.get("build") or {}).get("target") in SERVICES}
+
+    problems = []
+    for svc_name, target in ours.items():
+        values = {**env_map(services[svc_name]), **(resolved.get(svc_name, {}).get("environment") or {})}
+        for var, value in values.items():
+            if var == "APP_ENVIRONMENT" and value not in (None, "development", "production"):
+                problems.append(f"{svc_name}: APP_ENVIRONMENT={value!r} is neither development nor production")
+            if SETTING_NAME.fullmatch(var):
+                problems += setting_problems(svc_name, target, var, value)
+    example_text = example.read_text()
+    for m in re.finditer(r"^#?\s*((?:AUTH|GATEWAY|HISTORY)__\w+)=(.*)$", example_text, re.MULTILINE):
+        var, value = m.group(1), m.group(2).strip()
+        if value.startswith('"') and not (len(value) > 1 and value.endswith('"')):
+            value = None  # a quoted value spanning lines (PEM)
+        elif len(value) > 1 and value[0] == value[-1] and value[0] in ('"', "'"):
+            value = value[1:-1]
+        problems += setting_problems(".env.example", service_of_setting(var) or "?", var, value)
+    report.record("compose: every service setting it sets or passes through, and every one in .env.example, is a key "
+                  "of the service's config/default.toml with a value of the default's type", problems)
+
+    problems = []
+    for svc_name, target in ours.items():
+        values = {**env_map(services[svc_name]), **(resolved.get(svc_name, {}).get("environment") or {})}
+        waits = depends_on_names(services[svc_name])
+        for var in connection_settings(target):
+            value = values.get(var)
+            if not value:
+                problems.append(f"{svc_name}: {var} is not set, so it would use the default on 127.0.0.1")
+                continue
+            if is_loopback(value):
+                problems.append(f"{svc_name}: {var} points at the container itself")
+            host = urlsplit(value).hostname
+            if host in services and waits.get(host) != "service_healthy":
+                problems.append(f"{svc_name}: {var} uses {host}, but {svc_name} does not wait for {host} to be healthy")
+    report.record("compose: every service is given the address of each dependency its settings name "
+                  "(*__URI, *__URL), and waits for it to be healthy", problems)
+
+    problems = []
+    auth = [n for n, t in ours.items() if t == "auth-service"]
+    for svc_name in auth:
+        svc = services[svc_name]
+        trusted = str(env_map(svc).get(TRUST_XFF_VAR)).lower() == "true"
+        reachable = bool(svc.get("ports")) or svc.get("network_mode") == "host"
+        if trusted and reachable:
+            problems.append(f"{svc_name}: {TRUST_XFF_VAR}=true, but clients can reach it directly and choose their own address")
+        if not trusted and not reachable:
+            problems.append(f"{svc_name}: reachable only through the gateways, which append the client address "
+                            f"to X-Forwarded-For, but {TRUST_XFF_VAR} is not true: every client shares one limit")
+        for other, target in ours.items():
+            if target == "auth-service" or not any(
+                urlsplit(v or "").hostname == svc_name for v in env_map(services[other]).values()
+                if isinstance(v, str) and "://" in v
+            ):
+                continue
+            if target != "chat-gateway" and services[other].get("ports"):
+                problems.append(f"{other} publishes ports and calls {svc_name}; only the gateways may stand in front of it")
+    report.record("compose: auth-service believes X-Forwarded-For exactly when it publishes no port "
+                  "(clients reach it only through a gateway)", problems)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,15 +562,89 @@ def check_dockerfile(report: Report, deploy_check: str) -> None:
             problems.append(f"{needed} is missing: the build uses --locked / npm ci")
     report.record("Dockerfile: one target per service with non-root USER, HEALTHCHECK, EXPOSE and listen address", problems)
 
-    problems = []
     ignore = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    problems = check_build_scope(stages, members, ignore)
+    report.record("Dockerfile: cargo-chef cooks and cargo builds only the three services (-p each); the builder "
+                  "has every workspace member's manifest and targets; every COPY source exists and is in the "
+                  "build context", problems)
+
+    problems = []
     for must in [".git", "target", "**/node_modules", ".env", ".local"]:
         if must not in ignore:
             problems.append(f".dockerignore does not exclude {must}")
     for keep in ["Cargo.lock", "Cargo.toml", "web/package-lock.json", "web"]:
         if keep in ignore:
             problems.append(f".dockerignore excludes {keep}, which the build needs")
-    report.record(".dockerignore: keeps VCS data, build output, dependencies and .env out of the build context", problems)
+    for manifest in cargo_manifests():
+        crate = manifest.parent.relative_to(ROOT).as_posix()
+        if crate != "." and not any(crate == m or crate.startswith(m + "/") for m in members) \
+                and not dockerignored(crate, ignore):
+            problems.append(f".dockerignore does not exclude {crate}, a crate outside the workspace")
+    report.record(".dockerignore: keeps VCS data, build output, dependencies, .env and crates outside the "
+                  "workspace out of the build context", problems)
+
+
+def cargo_manifests() -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in ("target", "node_modules", ".git", ".local")]
+        if "Cargo.toml" in filenames:
+            found.append(Path(dirpath) / "Cargo.toml")
+    return found
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves `path` (relative, with /) out of the build context: a
+    pattern matches the path or one of its parent directories (`*` within a name, `**` any
+    number of directories)."""
+    def regex(pattern: str) -> re.Pattern:
+        out = ""
+        for part in re.split(r"(\*\*/|\*|\?)", pattern.strip("/")):
+            out += {"**/": "(?:.*/)?", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+        return re.compile(out)
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(regex(p).fullmatch(prefix) for p in patterns if not p.startswith("!") for prefix in prefixes)
+
+
+def check_build_scope(stages: dict[str, list[tuple[str, str]]], members: list[str], ignore: list[str]) -> list[str]:
+    problems = []
+    wanted = set(SERVICES)
+    builder = stages.get("builder", [])
+    runs = [a for i, a in builder if i == "RUN"]
+    for what, needle in (("cargo chef cook", "cargo chef cook"), ("cargo build", "cargo build")):
+        cmd = next((r for r in runs if needle in r), None)
+        if cmd is None:
+            problems.append(f"builder stage does not run {what}")
+            continue
+        packages = set(re.findall(r"(?:-p|--package)[ =]([A-Za-z0-9_-]+)", cmd))
+        if "--workspace" in cmd or packages != wanted:
+            problems.append(f"builder: {what} builds {sorted(packages) or 'the whole workspace'}, "
+                            f"not just {sorted(wanted)}")
+    sources = []
+    for stage, instrs in stages.items():
+        for instr, args in instrs:
+            if instr != "COPY" or "--from=" in args:
+                continue
+            words = [w for w in args.split() if not w.startswith("--")]
+            for src in words[:-1]:
+                src = src.rstrip("/") or "."
+                sources.append((stage, src))
+                if src != "." and not (ROOT / src).exists():
+                    problems.append(f"{stage}: COPY {src} does not exist")
+                if src != "." and dockerignored(src, ignore):
+                    problems.append(f"{stage}: COPY {src}, which .dockerignore leaves out of the build context")
+    copied = [src for stage, src in sources if stage == "builder"]
+    def covered(path: str) -> bool:
+        return any(src == "." or path == src or path.startswith(src + "/") for src in copied)
+    for member in members:
+        if not covered(f"{member}/Cargo.toml"):
+            problems.append(f"builder: the workspace member {member} has no Cargo.toml in the build")
+        roots = [f"{member}/src/{f}" for f in ("lib.rs", "main.rs") if (ROOT / member / "src" / f).exists()]
+        for root in roots:
+            if not covered(root):
+                problems.append(f"builder: {root} is missing, so cargo finds no target in {member}")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,6 +940,299 @@ def read_template_secrets(paths: list[str], schemas: Schemas) -> tuple[dict[str,
     return secrets, problems
 
 
+def deployment_env(docs: list[dict]) -> dict[str, dict]:
+    """Per Deployment: its service (container name), pod labels, the environment it gets
+    (ConfigMap values and literal values; None where the value comes from a Secret or the pod)
+    and the Secret each variable reads."""
+    cms = {name_of(c): c.get("data") or {} for c in by_kind(docs, "ConfigMap")}
+    out = {}
+    for d in by_kind(docs, "Deployment"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            env: dict[str, str | None] = {}
+            secret_refs: dict[str, tuple[str, str]] = {}
+            for ef in c.get("envFrom", []):
+                env.update(cms.get((ef.get("configMapRef") or {}).get("name"), {}))
+            for e in c.get("env", []):
+                env[e["name"]] = e.get("value")
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    secret_refs[e["name"]] = (ref["name"], ref["key"])
+            out[name_of(d)] = {
+                "service": c["name"],
+                "labels": d["spec"]["template"]["metadata"]["labels"],
+                "annotations": d["spec"]["template"]["metadata"].get("annotations") or {},
+                "ports": {p["containerPort"] for p in c.get("ports", [])},
+                "env": env,
+                "secret_refs": secret_refs,
+            }
+    return out
+
+
+def check_k8s_settings(docs: list[dict]) -> list[str]:
+    problems = []
+    for name, dep in deployment_env(docs).items():
+        service, env = dep["service"], dep["env"]
+        if service not in SERVICES:
+            continue
+        for var, value in env.items():
+            if var == "APP_ENVIRONMENT" and value not in ("development", "production"):
+                problems.append(f"Deployment/{name}: APP_ENVIRONMENT={value!r} is neither development nor production")
+            if SETTING_NAME.fullmatch(var):
+                problems += setting_problems(f"Deployment/{name}", service, var, value)
+        for var in connection_settings(service):
+            if var not in env:
+                problems.append(f"Deployment/{name}: {var} is not set, so it would use the default on 127.0.0.1")
+            elif env[var] is not None and is_loopback(env[var]):
+                problems.append(f"Deployment/{name}: {var} points at the pod itself")
+        port = env.get(f"{SERVICES[service]['prefix']}__HTTP__PORT")
+        if port is not None and int(port) not in dep["ports"]:
+            problems.append(f"Deployment/{name}: listens on {port}, which is not a container port")
+    return problems
+
+
+def peer_selects_pods(peer: dict, labels: dict) -> bool:
+    """A same-namespace pod peer (or any namespace: `namespaceSelector: {}`) that selects `labels`."""
+    if "podSelector" not in peer or peer.get("namespaceSelector") not in (None, {}):
+        return False
+    return labels_match(peer["podSelector"], labels)
+
+
+def policy_allows(policies: list[dict], pod: dict, direction: str, other: dict | None, port: int, protocol: str = "TCP") -> bool:
+    """Whether a NetworkPolicy selecting `pod` lets it talk to pods labelled `other` (None: an
+    address outside the cluster, i.e. an ipBlock) on `port`, in `direction` (ingress/egress)."""
+    key = "from" if direction == "ingress" else "to"
+    for pol in policies:
+        if not labels_match(pol["spec"]["podSelector"], pod) or direction.capitalize() not in pol["spec"].get("policyTypes", []):
+            continue
+        for rule in pol["spec"].get(direction, []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports):
+                continue
+            peers = rule.get(key)
+            if not peers:
+                return True
+            for peer in peers:
+                if other is None and "ipBlock" in peer:
+                    return True
+                if other is not None and peer_selects_pods(peer, other):
+                    return True
+    return False
+
+
+def check_network_follows_settings(docs: list[dict]) -> list[str]:
+    """Every call a service's settings make (auth and history URLs, MongoDB, RabbitMQ, DNS) is
+    allowed out by its NetworkPolicy and, inside the namespace, in by the callee's."""
+    problems = []
+    deps = deployment_env(docs)
+    policies = by_kind(docs, "NetworkPolicy")
+    services = {name_of(s): s for s in by_kind(docs, "Service")}
+    mongo = [{"app": f"{name_of(m)}-svc"} for m in by_kind(docs, "MongoDBCommunity")]
+    rabbit = [{"app.kubernetes.io/name": name_of(r)} for r in by_kind(docs, "RabbitmqCluster")]
+    for name, dep in deps.items():
+        service, env, labels = dep["service"], dep["env"], dep["labels"]
+        if service not in SERVICES:
+            continue
+        needs: list[tuple[str, dict | None, int, str | None]] = []  # what, callee labels, port, callee
+        for var, value in env.items():
+            owner, path, _ = lookup_setting(var)
+            if owner != service or not path:
+                continue
+            if path[-1] == "url" and value:
+                url = urlsplit(value)
+                host = (url.hostname or "").split(".")[0]
+                svc = services.get(host)
+                if svc is None:
+                    problems.append(f"Deployment/{name}: {var} names {host!r}, which is not a Service in the render")
+                    continue
+                sport = next((p for p in svc["spec"]["ports"] if p["port"] == (url.port or 80)), None)
+                if sport is None:
+                    problems.append(f"Deployment/{name}: {var} uses port {url.port}, which Service/{host} does not offer")
+                    continue
+                for callee, cdep in deps.items():
+                    if labels_match(svc["spec"].get("selector"), cdep["labels"]):
+                        target = sport.get("targetPort", sport["port"])
+                        if isinstance(target, str):
+                            target = next((p["containerPort"] for d in by_kind(docs, "Deployment") if name_of(d) == callee
+                                           for c in d["spec"]["template"]["spec"]["containers"]
+                                           for p in c.get("ports", []) if p.get("name") == target), None)
+                        needs.append((var, cdep["labels"], target, callee))
+            elif path == ["mongodb", "uri"]:
+                needs += [(var, m, 27017, None) for m in mongo] or [(var, None, 27017, None)]
+            elif path == ["amqp", "uri"]:
+                amqp_port = int(env.get("AMQP_PORT") or urlsplit(value or "").port or 5672)
+                needs += [(var, r, amqp_port, None) for r in rabbit] or [(var, None, amqp_port, None)]
+        for what, callee_labels, port, callee in needs:
+            where = f"{callee_labels}" if callee_labels is not None else "an external address (ipBlock)"
+            if not policy_allows(policies, labels, "egress", callee_labels, port):
+                problems.append(f"Deployment/{name}: {what} needs egress to {where} port {port}; no NetworkPolicy allows it")
+            if callee is not None and not policy_allows(policies, deps[callee]["labels"], "ingress", labels, port):
+                problems.append(f"Deployment/{callee}: {name} calls it ({what}) on port {port}; its NetworkPolicy does not let it in")
+        if not policy_allows(policies, labels, "egress", {"k8s-app": "kube-dns"}, 53, "UDP"):
+            problems.append(f"Deployment/{name}: no egress to kube-dns on 53/UDP, so no service name resolves")
+    return problems
+
+
+def check_metrics_scraping(docs: list[dict]) -> list[str]:
+    """Scrape hints on every pod, and one monitoring peer (namespace and pod labels, documented in
+    deploy/README.md) let in on the metrics port."""
+    problems = []
+    policies = by_kind(docs, "NetworkPolicy")
+    readme = (ROOT / "deploy/README.md").read_text()
+    monitoring_peers = []
+    for name, dep in deployment_env(docs).items():
+        service, ann = dep["service"], dep["annotations"]
+        if service not in SERVICES:
+            continue
+        port = int(dep["env"].get(f"{SERVICES[service]['prefix']}__HTTP__PORT") or SERVICES[service]["port"])
+        wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+        for key, value in wanted.items():
+            if ann.get(key) != value:
+                problems.append(f"Deployment/{name}: pod annotation {key} is {ann.get(key)!r}, expected {value!r}")
+        found = False
+        for pol in policies:
+            if not labels_match(pol["spec"]["podSelector"], dep["labels"]):
+                continue
+            for rule in pol["spec"].get("ingress", []):
+                for peer in rule.get("from", []):
+                    ns = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                    # Specific pods of another namespace; the ingress controller's peer is
+                    # its whole namespace.
+                    if not ns or not (peer.get("podSelector") or {}).get("matchLabels"):
+                        continue
+                    if any(p.get("port") == port for p in rule.get("ports", [])):
+                        found = True
+                        monitoring_peers.append(peer)
+        if not found:
+            problems.append(f"Deployment/{name}: no NetworkPolicy lets a monitoring namespace's pods in on the metrics port {port}")
+    for peer in monitoring_peers:
+        if peer != monitoring_peers[0]:
+            problems.append(f"the NetworkPolicies name different monitoring peers: {peer} and {monitoring_peers[0]}")
+            break
+    if monitoring_peers:
+        peer = monitoring_peers[0]
+        for k, v in {**peer["namespaceSelector"]["matchLabels"], **((peer.get("podSelector") or {}).get("matchLabels") or {})}.items():
+            if f"{k}: {v}" not in readme and f"{k}={v}" not in readme:
+                problems.append(f"deploy/README.md does not document the monitoring peer's label {k}: {v}")
+    return problems
+
+
+def check_forwarded_for_trust(docs: list[dict]) -> list[str]:
+    """auth-service believes X-Forwarded-For exactly when no client can reach it directly: its
+    NetworkPolicy lets in only pods of this render and specific pods of another namespace
+    (Prometheus), never a whole namespace or an address range."""
+    problems = []
+    policies = by_kind(docs, "NetworkPolicy")
+    deps = deployment_env(docs)
+    for name, dep in deps.items():
+        if dep["service"] != "auth-service":
+            continue
+        trusted = str(dep["env"].get(TRUST_XFF_VAR)).lower() == "true"
+        open_to = []
+        for pol in policies:
+            if not labels_match(pol["spec"]["podSelector"], dep["labels"]):
+                continue
+            for rule in pol["spec"].get("ingress", []):
+                for peer in rule.get("from") or [{"everyone": True}]:
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        if any(labels_match(peer["podSelector"], d["labels"]) and d["service"] not in SERVICES
+                               for d in deps.values()):
+                            open_to.append(peer)
+                    elif not ("podSelector" in peer and (peer.get("podSelector") or {}).get("matchLabels")):
+                        open_to.append(peer)
+        if trusted and open_to:
+            problems.append(f"Deployment/{name}: {TRUST_XFF_VAR}=true, but its NetworkPolicy lets in {open_to}, "
+                            "which could send their own X-Forwarded-For")
+        if not trusted and not open_to:
+            problems.append(f"Deployment/{name}: only the gateways forward clients to it, but {TRUST_XFF_VAR} is not "
+                            "true: the limits would count every client as the gateway pod")
+    return problems
+
+
+def check_databases(docs: list[dict], template_secrets: dict[str, set[str]]) -> list[str]:
+    """Each service uses a database of its own, through a MongoDB user allowed only that
+    database; every Secret the services read is templated, or named in deploy/README.md."""
+    problems = []
+    readme = (ROOT / "deploy/README.md").read_text()
+    users = {}
+    for mdb in by_kind(docs, "MongoDBCommunity"):
+        for user in mdb["spec"].get("users", []):
+            secret = user.get("connectionStringSecretName") or f"{name_of(mdb)}-{user.get('db', 'admin')}-{user['name']}"
+            users[secret] = user
+    databases: dict[str, str] = {}
+    mongo_users: dict[str, str] = {}
+    for name, dep in deployment_env(docs).items():
+        service, env = dep["service"], dep["env"]
+        if service not in SERVICES:
+            continue
+        for var, (secret, _key) in dep["secret_refs"].items():
+            if secret not in template_secrets and secret not in readme:
+                problems.append(f"Deployment/{name}: reads Secret {secret}, which neither a template nor deploy/README.md names")
+        prefix = SERVICES[service]["prefix"]
+        if f"{prefix}__MONGODB__URI" not in env:
+            continue
+        db = env.get(f"{prefix}__MONGODB__DATABASE")
+        if not db:
+            problems.append(f"Deployment/{name}: {prefix}__MONGODB__DATABASE is not set (the default `chat` is shared)")
+            continue
+        if db in databases:
+            problems.append(f"Deployment/{name}: database {db!r} is also used by {databases[db]}")
+        databases[db] = name
+        if f"`{db}`" not in readme:
+            problems.append(f"deploy/README.md does not name the database `{db}`")
+        secret = dep["secret_refs"].get(f"{prefix}__MONGODB__URI", (None, None))[0]
+        if users and secret is not None:
+            user = users.get(secret)
+            if user is None:
+                problems.append(f"Deployment/{name}: reads its MongoDB URI from {secret}, which no MongoDB user writes")
+                continue
+            if secret in mongo_users:
+                problems.append(f"Deployment/{name}: shares the MongoDB user {user['name']} with {mongo_users[secret]}")
+            mongo_users[secret] = name
+            dbs = {r["db"] for r in user.get("roles", [])}
+            if dbs != {db}:
+                problems.append(f"MongoDBCommunity user {user['name']}: roles on {sorted(dbs)}, but {name} uses only {db!r}")
+    return problems
+
+
+def check_ingress_headers_and_metrics(docs: list[dict]) -> list[str]:
+    """The Ingresses leave Host and Origin as the browser sent them (the gateway's same-origin
+    check compares the two), and no host routes /metrics to the public."""
+    problems = []
+    routes: dict[str | None, list[tuple[str, str, dict]]] = {}
+    for ing in by_kind(docs, "Ingress"):
+        ann = ing["metadata"].get("annotations") or {}
+        for key in HEADER_REWRITING_ANNOTATIONS:
+            if key in ann:
+                problems.append(f"Ingress/{name_of(ing)}: {key} may rewrite Host or Origin, which the gateway compares")
+        for rule in ing["spec"].get("rules", []):
+            for path in rule["http"]["paths"]:
+                routes.setdefault(rule.get("host"), []).append((path["path"], path["pathType"], ing))
+
+    def loopback_only(ing: dict) -> bool:
+        ann = ing["metadata"].get("annotations") or {}
+        ranges = next((ann[k] for k in SOURCE_RANGE_ANNOTATIONS if k in ann), None)
+        if not ranges:
+            return False
+        return all(ipaddress.ip_network(r.strip(), strict=False).is_loopback for r in ranges.split(","))
+
+    for host, paths in routes.items():
+        covering = [(p, t, ing) for p, t, ing in paths
+                    if (t == "Exact" and p == "/metrics")
+                    or (t != "Exact" and (p.rstrip("/") == "" or "/metrics" == p.rstrip("/")
+                                          or "/metrics".startswith(p.rstrip("/") + "/")))]
+        if not covering:
+            continue
+        exact = [ing for p, t, ing in covering if t == "Exact"]
+        if not exact:
+            problems.append(f"host {host or '(any)'}: /metrics reaches the gateway through Ingress/"
+                            f"{name_of(covering[0][2])}; add an Exact /metrics path that refuses clients")
+        for ing in exact:
+            if not loopback_only(ing):
+                problems.append(f"Ingress/{name_of(ing)}: routes /metrics for {host or '(any)'} without limiting "
+                                "the source range to loopback")
+    return problems
+
+
 def check_kubernetes(report: Report, kustomize: str) -> None:
     schemas = Schemas()
     for overlay, template_files in OVERLAYS.items():
@@ -700,41 +1260,26 @@ def check_kubernetes(report: Report, kustomize: str) -> None:
         )
         report.record(f"k8s {overlay}: every Deployment has probes, resources, non-root hardening and shutdown time",
                       check_workload_policy(docs))
-        if overlay.endswith("example"):
-            per_service = {}
-            cms = {name_of(c): c.get("data") or {} for c in by_kind(docs, "ConfigMap")}
-            for d in by_kind(docs, "Deployment"):
-                for c in d["spec"]["template"]["spec"]["containers"]:
-                    env: dict[str, str | None] = {}
-                    for ef in c.get("envFrom", []):
-                        env.update(cms.get((ef.get("configMapRef") or {}).get("name"), {}))
-                    env.update({e["name"]: e.get("value") for e in c.get("env", [])})
-                    per_service[c["name"]] = env
-            warn_unknown_settings(report, overlay, per_service, by_target={n: n for n in per_service})
+        report.record(f"k8s {overlay}: every service setting is a key of the service's config/default.toml with a "
+                      "value of the default's type; every dependency's address (*__URI, *__URL) is set",
+                      check_k8s_settings(docs))
+        report.record(f"k8s {overlay}: NetworkPolicies allow every call the settings make (auth, history, MongoDB, "
+                      "RabbitMQ, DNS), out of the caller and into the callee",
+                      check_network_follows_settings(docs))
+        report.record(f"k8s {overlay}: every pod has Prometheus scrape hints for /metrics on its HTTP port, and the "
+                      "documented monitoring pods may reach that port",
+                      check_metrics_scraping(docs))
+        report.record(f"k8s {overlay}: auth-service believes X-Forwarded-For exactly when its NetworkPolicy keeps "
+                      "clients from reaching it directly", check_forwarded_for_trust(docs))
+        report.record(f"k8s {overlay}: each service has a MongoDB database (and user) of its own; every Secret read "
+                      "is templated or documented", check_databases(docs, template_secrets))
+        report.record(f"k8s {overlay}: Ingresses keep Host and Origin as sent, and refuse /metrics on every host",
+                      check_ingress_headers_and_metrics(docs))
 
 
-def warn_unknown_settings(report: Report, where: str, env_by_service: dict[str, dict], by_target: dict[str, str]) -> None:
-    """Settings that the service's compiled-in defaults do not list (a typo, or a default kept in code)."""
-    for name, env in env_by_service.items():
-        service = by_target.get(name)
-        if service not in SERVICES:
-            continue
-        prefix = SERVICES[service]["prefix"]
-        defaults_file = ROOT / service / "config/default.toml"
-        if not defaults_file.exists():
-            report.warn(f"{where}: {service}/config/default.toml does not exist yet; {prefix}__* names in {name} not compared")
-            continue
-        defaults = tomllib.loads(defaults_file.read_text())
-        for var, value in env.items():
-            if var == "APP_ENVIRONMENT" and value not in (None, "development", "production"):
-                report.warn(f"{where}: {name}: APP_ENVIRONMENT={value!r} is neither development nor production")
-            if not var.startswith(prefix + "__"):
-                continue
-            node = defaults
-            for part in var[len(prefix) + 2:].lower().split("__"):
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                report.warn(f"{where}: {name}: {var} is not among the keys of {service}/config/default.toml")
+def check_docs(report: Report) -> None:
+    report.record("docs: every setting named in the deployment files and their docs is a key or section of "
+                  "the service's config/default.toml", check_setting_names_in_text())
 
 
 def main() -> int:
@@ -750,12 +1295,15 @@ def main() -> int:
     check_dockerfile(report, args.deploy_check)
     print("== Kubernetes")
     check_kubernetes(report, args.kustomize)
+    print("== Settings named in the files and docs")
+    check_docs(report)
 
     print()
     print("Verified here, statically: the compose file as `docker compose` would load it; the Dockerfile")
     print("against BuildKit's checks and this project's rules; every rendered Kubernetes manifest against the")
     print("Kubernetes API schemas, the operator resources against schemas kept in deploy/validate/schemas,")
-    print("and the references between the manifests.")
+    print("and the references between the manifests; every setting against the services' config/default.toml,")
+    print("and the NetworkPolicies against the calls those settings make.")
     print("Not verified here: no image was built and no container was run (there is no Docker engine), no")
     print("manifest was applied to a cluster (no admission webhooks, operators, ingress controller or")
     print("NetworkPolicy enforcement), and the operators' real CRD schemas were not used.")
