@@ -419,12 +419,15 @@ impl Reader {
                 format!("{error}; retry with the same client_id"),
             );
         }
-        self.send(ServerFrame::Ack {
-            client_id: &message.client_id,
-            id: message.id,
-            sent_at: &message.sent_at,
-        })
-        .await?;
+        // The receipt is marked even when the client is already gone, so its retry is not
+        // published a second time.
+        let acked = self
+            .send(ServerFrame::Ack {
+                client_id: &message.client_id,
+                id: message.id,
+                sent_at: &message.sent_at,
+            })
+            .await;
         if publish
             && let Err(error) = self
                 .hub
@@ -438,6 +441,7 @@ impl Reader {
                 "marking a receipt published failed"
             );
         }
+        acked?;
         Ok(Ok(()))
     }
 
