@@ -5,7 +5,9 @@
 #   3. Rust unit, integration and end-to-end tests (real RabbitMQ and MongoDB-wire server);
 #   4. the web client's Vitest tests, build, and browser end-to-end test in headless Chromium;
 #   5. bounded fuzzing of the WebSocket frame parser and token verification (cargo fuzz);
-#   6. static validation of the deployment files.
+#   6. static validation of the deployment files;
+#   7. the benchmark's quick run (a smoke test that the load generator works; no pass/fail
+#      on speed).
 # Safe to run repeatedly; needs no input (CI runs it with CI=true).
 set -euo pipefail
 
@@ -66,6 +68,10 @@ done_step
 
 step "deployment files (static validation)"
 bash scripts/validate-deploy.sh
+done_step
+
+step "benchmark quick run (smoke test)"
+bash bench/run.sh quick
 done_step
 
 printf '\nsuites: %d passed, 0 failed\n' "$passed"

@@ -39,11 +39,13 @@ pub enum Profile {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+/// In the order they run: the scenarios that store messages come after the ones whose joins
+/// read history, so those joins find an empty store.
 pub enum Scenario {
     Idle,
     Connect,
-    Persistence,
     Fanout,
+    Persistence,
     Auth,
 }
 
@@ -58,7 +60,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "idle,connect,persistence,fanout,auth"
+        default_value = "idle,connect,fanout,persistence,auth"
     )]
     pub scenarios: Vec<Scenario>,
     /// Prefix of the usernames created on both targets (unique per run).
@@ -79,7 +81,8 @@ pub struct RunArgs {
     /// history-service's database (messages land in its `messages` collection).
     #[arg(long)]
     pub ours_db: String,
-    /// Our processes as name=pid; `gateway` and `gateway2` hold the connections.
+    /// Our processes as name=pid; `gateway` and `gateway2` hold the connections, the others
+    /// (history, rabbitmq, ferretdb) count in the CPU columns.
     #[arg(long)]
     pub ours_pid: Vec<NamedPid>,
 
@@ -92,6 +95,7 @@ pub struct RunArgs {
     /// The peer's database (Mongoose's `messages` collection).
     #[arg(long)]
     pub peer_db: String,
+    /// The peer's processes as name=pid; `node` holds the connections.
     #[arg(long)]
     pub peer_pid: Vec<NamedPid>,
 }

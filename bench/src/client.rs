@@ -6,8 +6,8 @@
 //! queued frames and reports chat messages to an [`Observer`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -143,6 +143,9 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
 pub trait Observer: Send + Sync + 'static {
     /// A chat message with `body` reached connection `receiver` at `at`.
     fn on_message(&self, receiver: u32, body: &str, at: Instant);
+
+    /// Ours accepted the send with `client_id` from connection `sender` at `at`.
+    fn on_ack(&self, _sender: u32, _client_id: &str, _at: Instant) {}
 }
 
 /// An observer for scenarios that only need connections kept alive.
@@ -166,6 +169,8 @@ pub struct Fleet {
     closed: Arc<AtomicUsize>,
     /// `error` frames received (ours), e.g. a send refused as `unavailable`.
     refused: Arc<AtomicUsize>,
+    /// The first of them, to say why.
+    first_refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl Fleet {
@@ -179,6 +184,7 @@ impl Fleet {
             stop: CancellationToken::new(),
             closed: Arc::new(AtomicUsize::new(0)),
             refused: Arc::new(AtomicUsize::new(0)),
+            first_refusal: Arc::default(),
         }
     }
 
@@ -194,6 +200,7 @@ impl Fleet {
                 observer: self.observer.clone(),
                 closed: self.closed.clone(),
                 refused: self.refused.clone(),
+                first_refusal: self.first_refusal.clone(),
             },
             ws,
             rx,
@@ -221,8 +228,14 @@ impl Fleet {
         self.closed.load(Ordering::Relaxed)
     }
 
-    pub fn refused(&self) -> usize {
-        self.refused.load(Ordering::Relaxed)
+    /// How many frames the server refused, and the first of them.
+    pub fn refusals(&self) -> (usize, Option<String>) {
+        let first = self
+            .first_refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (self.refused.load(Ordering::Relaxed), first)
     }
 
     /// Stops every connection task and waits (bounded) for them to finish; dropping the
@@ -245,6 +258,7 @@ struct LiveConnection {
     observer: Arc<dyn Observer>,
     closed: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    first_refusal: Arc<Mutex<Option<String>>>,
 }
 
 async fn live(
@@ -267,6 +281,7 @@ async fn live(
                 match received {
                     Some(Ok(Message::Text(text))) => match conn.protocol.classify(&text) {
                         Incoming::Message { body } => conn.observer.on_message(conn.index, body, at),
+                        Incoming::Ack { client_id } => conn.observer.on_ack(conn.index, client_id, at),
                         Incoming::Ping => {
                             if let Some(pong) = conn.protocol.pong()
                                 && ws.send(Message::text(pong)).await.is_err()
@@ -274,8 +289,14 @@ async fn live(
                                 break;
                             }
                         }
-                        Incoming::Refused(_) => {
-                            conn.refused.fetch_add(1, Ordering::Relaxed);
+                        Incoming::Refused(text) => {
+                            let first = conn.refused.fetch_add(1, Ordering::Relaxed) == 0;
+                            if first {
+                                conn.first_refusal
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .get_or_insert_with(|| text.chars().take(300).collect());
+                            }
                         }
                         _ => {}
                     },

@@ -5,10 +5,13 @@ use std::time::Duration;
 use crate::cli::Profile;
 
 pub struct Plan {
-    /// Users signed up on each target; connection `i` uses user `i % users`.
+    /// Users signed up on each target; connection `i` uses user `i % users`. Enough that no
+    /// user holds more than 10 connections (the gateway allows 20 per user).
     pub users: usize,
     /// Connections opened at once while building up a fleet.
     pub connect_concurrency: usize,
+    /// Longest wait for a target to finish storing a backlog after a scenario that sends.
+    pub store_settle: Duration,
     pub idle: IdlePlan,
     pub connect: ConnectPlan,
     pub persistence: PersistencePlan,
@@ -37,7 +40,9 @@ pub struct ConnectPlan {
 }
 
 pub struct PersistencePlan {
-    /// Connections sending, each in a room of its own.
+    /// Connections sending, each in a room of its own. Enough that none sends more than 10
+    /// messages per second at the highest rate: the gateway rate-limits each connection (20/s)
+    /// like it would a real client.
     pub senders: usize,
     /// Messages per second, rising.
     pub rates: Vec<f64>,
@@ -81,8 +86,9 @@ impl Plan {
         let cap = open_files.saturating_sub(SPARE_FILES) as usize;
         match profile {
             Profile::Quick => Self {
-                users: 50,
+                users: 100,
                 connect_concurrency: 64,
+                store_settle: Duration::from_secs(20),
                 idle: idle(&[200, 1_000], cap),
                 connect: ConnectPlan {
                     rate: 200.0,
@@ -92,8 +98,8 @@ impl Plan {
                     rooms: 10,
                 },
                 persistence: PersistencePlan {
-                    senders: 10,
-                    rates: vec![100.0, 400.0],
+                    senders: 40,
+                    rates: vec![50.0, 200.0],
                     step: Duration::from_secs(3),
                     drain: Duration::from_secs(5),
                     poll: Duration::from_millis(50),
@@ -116,8 +122,9 @@ impl Plan {
                 },
             },
             Profile::Full => Self {
-                users: 1_000,
+                users: 2_000,
                 connect_concurrency: 128,
+                store_settle: Duration::from_secs(90),
                 idle: idle(&[1_000, 5_000, 10_000, 50_000], cap),
                 connect: ConnectPlan {
                     rate: 1_000.0,
@@ -127,8 +134,8 @@ impl Plan {
                     rooms: 100,
                 },
                 persistence: PersistencePlan {
-                    senders: 20,
-                    rates: vec![250.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
+                    senders: 400,
+                    rates: vec![50.0, 100.0, 250.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
                     step: Duration::from_secs(10),
                     drain: Duration::from_secs(15),
                     poll: Duration::from_millis(50),

@@ -24,7 +24,8 @@ pub struct Target {
     pub db: String,
     /// Processes whose CPU time counts for this target.
     pub processes: Vec<NamedPid>,
-    /// Processes that hold the connections, whose memory the idle scenario reads.
+    /// Processes that hold the connections, whose memory the idle scenario reads: the
+    /// gateways for ours, the `node` process for the peer.
     pub connection_holders: Vec<u32>,
 }
 
@@ -107,7 +108,12 @@ impl Targets {
             auth_slow: url(&args.peer_slow),
             db: args.peer_db.clone(),
             processes: args.peer_pid.clone(),
-            connection_holders: args.peer_pid.iter().map(|p| p.pid).collect(),
+            connection_holders: args
+                .peer_pid
+                .iter()
+                .filter(|p| p.name == "node")
+                .map(|p| p.pid)
+                .collect(),
         };
         Ok(Self {
             ours,

@@ -35,6 +35,8 @@ pub enum Incoming<'a> {
     Joined(String),
     /// A chat message; `body` is the raw JSON string content.
     Message { body: &'a str },
+    /// Ours confirmed a send: the message is accepted (published to the broker).
+    Ack { client_id: &'a str },
     /// The server refused something (ours: an `error` frame; peer: `44` connect error).
     Refused(&'a str),
     /// Anything else (acks, presence, pongs).
@@ -93,6 +95,10 @@ fn classify_ours(text: &str) -> Incoming<'_> {
     if text.starts_with(r#"{"type":"message""#) {
         return body_of(text).map_or(Incoming::Other, |body| Incoming::Message { body });
     }
+    if text.starts_with(r#"{"type":"ack""#) {
+        return string_field(text, "client_id")
+            .map_or(Incoming::Other, |client_id| Incoming::Ack { client_id });
+    }
     if text.starts_with(r#"{"type":"joined""#) {
         return room_of(serde_json::from_str(text).ok().as_ref())
             .map_or(Incoming::Other, Incoming::Joined);
@@ -126,11 +132,16 @@ fn classify_socketio(text: &str) -> Incoming<'_> {
     }
 }
 
-/// The `body` string of a message frame. Bench bodies hold no quotes or escapes, so the first
-/// closing quote ends them.
+/// The `body` string of a message frame.
 fn body_of(text: &str) -> Option<&str> {
-    const KEY: &str = r#""body":""#;
-    let start = text.find(KEY)? + KEY.len();
+    string_field(text, "body")
+}
+
+/// The first string field `name` in `text`. Bench bodies and client ids hold no quotes or
+/// escapes, so the first closing quote ends them.
+fn string_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\":\"");
+    let start = text.find(&key)? + key.len();
     let len = text[start..].find('"')?;
     Some(&text[start..start + len])
 }
@@ -158,6 +169,25 @@ impl Stamp {
         body
     }
 
+    /// A client id carrying the stamp, unique per `tag` (the target): ours answers every send
+    /// with an `ack` naming it, which times the send's acceptance. Ours also remembers client
+    /// ids per user to make retries idempotent, so they must never repeat across targets.
+    pub fn client_id(&self, tag: &str) -> String {
+        format!("{tag}_{}_{}_{}", self.step, self.sender, self.intended_ns)
+    }
+
+    pub fn from_client_id(client_id: &str) -> Option<Self> {
+        let mut parts = client_id.rsplitn(4, '_');
+        let intended_ns = parts.next()?.parse().ok()?;
+        let sender = parts.next()?.parse().ok()?;
+        let step = parts.next()?.parse().ok()?;
+        Some(Self {
+            step,
+            sender,
+            intended_ns,
+        })
+    }
+
     pub fn parse(body: &str) -> Option<Self> {
         let mut parts = body.splitn(4, ':');
         Some(Self {
@@ -183,6 +213,9 @@ mod tests {
         assert_eq!(body.len(), 64);
         assert_eq!(Stamp::parse(&body), Some(stamp));
         assert_eq!(Stamp::parse("hello"), None);
+        let client_id = stamp.client_id("ours-2gw");
+        assert!(client_id.len() <= 64);
+        assert_eq!(Stamp::from_client_id(&client_id), Some(stamp));
     }
 
     #[test]
@@ -202,7 +235,11 @@ mod tests {
             Incoming::Refused(_)
         ));
         assert_eq!(
-            Protocol::Ours.classify(r#"{"type":"ack","client_id":"c"}"#),
+            Protocol::Ours.classify(r#"{"type":"ack","client_id":"c","id":"01J"}"#),
+            Incoming::Ack { client_id: "c" }
+        );
+        assert_eq!(
+            Protocol::Ours.classify(r#"{"type":"pong"}"#),
             Incoming::Other
         );
     }

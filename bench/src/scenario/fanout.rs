@@ -16,7 +16,9 @@ use hdrhistogram::Histogram;
 use crate::client::{Fleet, Observer};
 use crate::measure::{CpuMeter, Latency, histogram, paced, record};
 use crate::report::{Table, num};
-use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
+use crate::scenario::{
+    AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, warn_failures, warn_refusals,
+};
 use crate::target::Target;
 use crate::wire::Stamp;
 
@@ -26,10 +28,11 @@ struct StepDeliveries {
     delivered: AtomicU64,
 }
 
-/// Records every delivery into its step.
+/// Records every delivery (and every ack) into its step.
 struct Deliveries {
     origin: Instant,
     steps: Vec<StepDeliveries>,
+    acks: AckTimes,
 }
 
 impl Observer for Deliveries {
@@ -50,6 +53,10 @@ impl Observer for Deliveries {
         );
         step.delivered.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn on_ack(&self, _: u32, client_id: &str, at: Instant) {
+        self.acks.record(client_id, at);
+    }
 }
 
 struct Step {
@@ -60,6 +67,7 @@ struct Step {
     delivered: u64,
     deliveries_per_s: f64,
     latency: Latency,
+    ack: Latency,
     cpu: f64,
     closed: usize,
     served: bool,
@@ -84,6 +92,8 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
             "p99",
             "p999",
             "max",
+            "ack_p50",
+            "ack_p99",
             "server_cpu_pct",
             "closed",
             "served",
@@ -94,6 +104,7 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     let mut best: Vec<(String, f64, f64)> = Vec::new();
     for target in targets {
         let steps = run_target(ctx, target).await?;
+        settle_and_clear(ctx, target).await?;
         let mut target_best = (0.0, 0.0);
         for step in &steps {
             if step.served && step.deliveries_per_s > target_best.0 {
@@ -110,6 +121,8 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
                 num(step.latency.p99, 1),
                 num(step.latency.p999, 1),
                 num(step.latency.max, 1),
+                ms_or_dash(&step.ack, |l| l.p50),
+                ms_or_dash(&step.ack, |l| l.p99),
                 num(step.cpu, 0),
                 step.closed.to_string(),
                 if step.served { "yes" } else { "no" }.to_string(),
@@ -122,7 +135,6 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
             }
         }
         best.push((target.name.clone(), target_best.0, target_best.1));
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     ctx.reporter.emit(&table)?;
     ctx.reporter.note(&format!(
@@ -176,6 +188,7 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
                 delivered: AtomicU64::new(0),
             })
             .collect(),
+        acks: AckTimes::new(origin, plan.rates.len()),
     });
     let mut fleet = Fleet::new(target.protocol, deliveries.clone());
     // Members of each room, as fleet indices.
@@ -207,13 +220,16 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
             let (name, room_members) = &rooms[k as usize % rooms.len()];
             let turn = k as usize / rooms.len();
             let sender = room_members[turn % room_members.len()];
-            let body = Stamp {
+            let stamp = Stamp {
                 step: index as u32,
                 sender: sender as u32,
                 intended_ns: (at - origin).as_nanos() as u64,
-            }
-            .body(plan.body_bytes);
-            let frame = target.protocol.send(name, &format!("f{index}-{k}"), &body);
+            };
+            let frame = target.protocol.send(
+                name,
+                &stamp.client_id(&target.name),
+                &stamp.body(plan.body_bytes),
+            );
             if fleet.send(sender, frame) {
                 sent += 1;
                 expected += room_members.len() as u64 - 1;
@@ -247,6 +263,7 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
             // Over the sending time plus however long the last deliveries took.
             deliveries_per_s: delivered as f64 / elapsed.as_secs_f64().max(plan.step.as_secs_f64()),
             latency,
+            ack: deliveries.acks.latency(index),
             cpu,
             closed: fleet.closed() - closed_before,
             served,
@@ -258,6 +275,7 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         // Late deliveries of this step land in its own record and do not disturb the next.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    warn_refusals(target, &fleet);
     fleet.shutdown().await;
     Ok(steps)
 }

@@ -188,3 +188,95 @@ pub fn warn_failures(target: &Target, what: &str, built: &Built) {
         );
     }
 }
+
+/// Prints how many frames a fleet's server refused, and the first refusal.
+pub fn warn_refusals(target: &Target, fleet: &client::Fleet) {
+    if let (count, Some(first)) = fleet.refusals() {
+        eprintln!(
+            "chat-bench: {}: the server refused {count} frames; first: {first}",
+            target.name
+        );
+    }
+}
+
+/// Waits until `target` has stopped storing messages (the count unchanged for two seconds, at
+/// most `limit`), then empties its `messages` collection. A target still writing a backlog
+/// would otherwise load the shared database during the next target's measurement, and joins
+/// (which read a room's history) would get slower with every scenario.
+pub async fn settle_and_clear(ctx: &Ctx, target: &Target) -> anyhow::Result<()> {
+    let limit = ctx.plan.store_settle;
+    let messages = ctx
+        .mongo
+        .database(&target.db)
+        .collection::<mongodb::bson::Document>("messages");
+    let start = Instant::now();
+    let mut last = messages.estimated_document_count().await?;
+    let mut unchanged_since = Instant::now();
+    while start.elapsed() < limit && unchanged_since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let count = messages.estimated_document_count().await?;
+        if count != last {
+            last = count;
+            unchanged_since = Instant::now();
+        }
+    }
+    let settled = unchanged_since.elapsed() >= Duration::from_secs(2);
+    messages.delete_many(mongodb::bson::doc! {}).await?;
+    eprintln!(
+        "chat-bench: {}: {last} messages in the store, {} after {:.0} s; emptied",
+        target.name,
+        if settled { "settled" } else { "still growing" },
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Send-to-ack latency per step, timed from each send's intended time. Only ours acknowledges
+/// sends; for the peer these stay empty.
+pub struct AckTimes {
+    origin: Instant,
+    steps: Vec<SharedHistogram>,
+}
+
+impl AckTimes {
+    pub fn new(origin: Instant, steps: usize) -> Self {
+        Self {
+            origin,
+            steps: (0..steps).map(|_| SharedHistogram::default()).collect(),
+        }
+    }
+
+    pub fn record(&self, client_id: &str, at: Instant) {
+        let Some(stamp) = crate::wire::Stamp::from_client_id(client_id) else {
+            return;
+        };
+        if let Some(step) = self.steps.get(stamp.step as usize) {
+            let intended = self.origin + Duration::from_nanos(stamp.intended_ns);
+            step.record(at.saturating_duration_since(intended));
+        }
+    }
+
+    pub fn latency(&self, step: usize) -> Latency {
+        self.steps
+            .get(step)
+            .map(|h| Latency::of(&h.snapshot()))
+            .unwrap_or_default()
+    }
+}
+
+impl client::Observer for AckTimes {
+    fn on_message(&self, _: u32, _: &str, _: Instant) {}
+
+    fn on_ack(&self, _: u32, client_id: &str, at: Instant) {
+        self.record(client_id, at);
+    }
+}
+
+/// A latency cell (`value` picks the percentile), or `-` where nothing was measured.
+pub fn ms_or_dash(latency: &Latency, value: impl Fn(&Latency) -> f64) -> String {
+    if latency.count == 0 {
+        "-".to_string()
+    } else {
+        num(value(latency), 1)
+    }
+}
