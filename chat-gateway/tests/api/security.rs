@@ -250,3 +250,17 @@ async fn pages_carry_security_headers() {
         .expect("sent");
     assert_eq!(api.headers()["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn a_connection_silent_for_the_idle_timeout_is_closed_with_4000() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| {
+            s.limits.idle_timeout_secs = 1;
+            // No server pings (their pongs would count as activity).
+            s.limits.ping_interval_secs = 3600;
+        })
+        .await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    assert_eq!(close_code(&mut alice, Duration::from_secs(10)).await, 4000);
+}
