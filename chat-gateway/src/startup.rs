@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +28,8 @@ pub struct Application {
     listener: TcpListener,
     /// SO_SNDBUF for accepted sockets (0: kernel default).
     send_buffer: usize,
+    /// Longest wait for a request's headers (the WebSocket handshake included).
+    handshake_timeout: Duration,
     router: axum::Router,
     hub: Arc<Hub>,
     tracker: TaskTracker,
@@ -95,6 +96,7 @@ impl Application {
             port,
             listener,
             send_buffer: settings.limits.socket_send_buffer_bytes,
+            handshake_timeout: Duration::from_millis(settings.limits.handshake_timeout_ms),
             router: router(state, &settings.web.dir),
             hub,
             tracker,
@@ -118,23 +120,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let hub = self.hub.clone();
         let closing = CancellationToken::new();
-        let server = {
-            let closing = closing.clone();
-            let send_buffer = self.send_buffer;
-            let listener = self.listener.tap_io(move |tcp| {
-                let _ = tcp.set_nodelay(true);
-                if send_buffer > 0 {
-                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-                }
-            });
-            axum::serve(
-                listener,
-                self.router
-                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { closing.cancelled().await })
-        };
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(serve(
+            self.listener,
+            self.router,
+            self.send_buffer,
+            self.handshake_timeout,
+            closing.clone(),
+        ));
         stop.await;
         tracing::info!("shutting down: closing connections");
         closing.cancel();
@@ -150,6 +142,71 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         Ok(())
+    }
+}
+
+/// Accepts connections until `closing`, serving HTTP/1.1 with upgrades. A client must send its
+/// request headers within `handshake_timeout` (slow-loris connections are dropped); open
+/// connections finish their current request on shutdown.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    send_buffer: usize,
+    handshake_timeout: Duration,
+    closing: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = closing.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        if send_buffer > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(send_buffer);
+        }
+        let service = router.clone().map_request(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections did not finish within 5 s");
     }
 }
 

@@ -264,3 +264,27 @@ async fn a_connection_silent_for_the_idle_timeout_is_closed_with_4000() {
     let mut alice = gateway.connect("u-alice", "alice").await;
     assert_eq!(close_code(&mut alice, Duration::from_secs(10)).await, 4000);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.limits.handshake_timeout_ms = 500)
+        .await;
+    let mut socket = tokio::net::TcpStream::connect(&gateway.address)
+        .await
+        .expect("connected");
+    socket
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: chat\r\n")
+        .await
+        .expect("partial request sent");
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the half-open handshake was kept for 5 s"),
+        }
+    }
+}
