@@ -73,6 +73,16 @@ def figure(plt, title):
     return fig, ax
 
 
+def finish_log_log(ax, xlabel, ylabel, limit, limit_label):
+    """Log axes, the limit the scenario judges against as a dotted line, labels, legend."""
+    ax.axhline(limit, color="grey", linestyle=":", label=limit_label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
 def save(fig, path):
     fig.tight_layout()
     fig.savefig(path)
@@ -91,12 +101,8 @@ def fanout(plt, directory):
         ax.plot(x, [number(p["p99"]) for p in points], "o-", color=color, label=f"{target} p99")
         ax.plot(x, [number(p["p50"]) for p in points], "x--", color=color, alpha=0.6,
                 label=f"{target} p50")
-    ax.axhline(250, color="grey", linestyle=":", label="250 ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("deliveries per second (to other members)")
-    ax.set_ylabel("send-to-receive latency (ms)")
-    ax.legend(fontsize=8)
+    finish_log_log(ax, "deliveries per second (to other members)", "send-to-receive latency (ms)",
+                   250, "250 ms")
     save(fig, directory / "fanout_latency.png")
 
 
@@ -127,12 +133,7 @@ def persistence(plt, directory):
         x = [number(p["offered_per_s"]) for p in points]
         ax.plot(x, [number(p["lag_p99"]) for p in points], "o-", color=COLORS.get(target),
                 label=f"{target} lag p99")
-    ax.axhline(1000, color="grey", linestyle=":", label="1 s")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("messages per second sent")
-    ax.set_ylabel("lag p99 (ms)")
-    ax.legend(fontsize=8)
+    finish_log_log(ax, "messages per second sent", "lag p99 (ms)", 1000, "1 s")
     save(fig, directory / "persistence_lag.png")
 
 
