@@ -1,7 +1,14 @@
 //! Passwords: the length rule, and bcrypt hashing and verification on the blocking pool so a
 //! hash (hundreds of milliseconds at cost 12) never stalls the async workers.
+//!
+//! At most [`PasswordSettings::max_concurrent_hashes`](crate::settings::PasswordSettings)
+//! hashes run at once (by default one fewer than the cores): a burst of logins then queues for
+//! a permit instead of taking every core, and the async workers keep a core for health checks,
+//! token refreshes and everything else that is cheap.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
 
 use anyhow::Context;
 use common::domain::InvalidValue;
@@ -59,21 +66,61 @@ pub struct Passwords {
     /// so only real verifications are counted; this is how the tests see that an unknown
     /// user costs one verification without timing anything.
     verifications: AtomicU64,
+    /// Permits for running hashes.
+    permits: Semaphore,
+    running: AtomicUsize,
+    /// The most hashes seen running at once (for tests).
+    peak: AtomicUsize,
+}
+
+/// Counts a running hash while alive.
+struct Running<'a>(&'a Passwords);
+
+impl<'a> Running<'a> {
+    fn start(passwords: &'a Passwords) -> Self {
+        let now = passwords.running.fetch_add(1, Ordering::SeqCst) + 1;
+        passwords.peak.fetch_max(now, Ordering::SeqCst);
+        Self(passwords)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One fewer than the cores this process may use, and at least one.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1)
+        .max(1)
 }
 
 impl Passwords {
-    /// Computes the dummy hash, which takes one hash at `cost`.
-    pub async fn new(cost: u32) -> anyhow::Result<Self> {
+    /// Computes the dummy hash, which takes one hash at `cost`. `max_concurrent` hashes run
+    /// at once (0 means [`default_concurrency`]).
+    pub async fn new(cost: u32, max_concurrent: usize) -> anyhow::Result<Self> {
         let dummy = Password::parse(ulid::Ulid::new().to_string())
             .map_err(|e| anyhow::anyhow!("dummy password: {e}"))?;
+        let permits = match max_concurrent {
+            0 => default_concurrency(),
+            n => n,
+        };
         Ok(Self {
             cost,
             dummy_hash: hash(dummy, cost).await?,
             verifications: AtomicU64::new(0),
+            permits: Semaphore::new(permits),
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         })
     }
 
     pub async fn hash(&self, password: Password) -> anyhow::Result<String> {
+        let _permit = self.permits.acquire().await?;
+        let _running = Running::start(self);
         hash(password, self.cost).await
     }
 
@@ -86,7 +133,11 @@ impl Passwords {
     ) -> anyhow::Result<bool> {
         let is_user = user_hash.is_some();
         let hash = user_hash.unwrap_or_else(|| self.dummy_hash.clone());
-        let matches = verify(candidate, hash).await?;
+        let matches = {
+            let _permit = self.permits.acquire().await?;
+            let _running = Running::start(self);
+            verify(candidate, hash).await?
+        };
         self.verifications.fetch_add(1, Ordering::Relaxed);
         Ok(matches && is_user)
     }
@@ -94,6 +145,11 @@ impl Passwords {
     /// How many bcrypt verifications this instance has completed.
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The most hashes and verifications that ran at once so far.
+    pub fn peak_concurrency(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// The bcrypt cost embedded in the dummy hash (`$2b$<cost>$…`).
@@ -136,7 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_user_costs_one_verification_at_the_configured_cost_and_never_matches() {
-        let passwords = Passwords::new(5).await.expect("dummy hash");
+        let passwords = Passwords::new(5, 0).await.expect("dummy hash");
         assert_eq!(passwords.dummy_cost(), Some(5));
         assert!(
             !passwords
@@ -161,7 +217,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_hash_is_an_error_and_not_counted_as_a_verification() {
-        let passwords = Passwords::new(4).await.expect("dummy hash");
+        let passwords = Passwords::new(4, 0).await.expect("dummy hash");
         assert!(
             passwords
                 .verify("candidate".to_string().into(), Some("not a hash".into()))
@@ -169,5 +225,29 @@ mod tests {
                 .is_err()
         );
         assert_eq!(passwords.verifications(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_more_hashes_run_at_once_than_the_limit() {
+        let passwords = std::sync::Arc::new(Passwords::new(6, 2).await.expect("dummy hash"));
+        let stored = passwords
+            .hash(Password::parse("correct horse".into()).expect("valid"))
+            .await
+            .expect("hashes");
+        let attempts: Vec<_> = (0..8)
+            .map(|_| {
+                let (passwords, stored) = (passwords.clone(), stored.clone());
+                tokio::spawn(async move {
+                    passwords
+                        .verify("correct horse".to_string().into(), Some(stored))
+                        .await
+                })
+            })
+            .collect();
+        for attempt in attempts {
+            assert!(attempt.await.expect("task").expect("runs"));
+        }
+        assert_eq!(passwords.verifications(), 8);
+        assert_eq!(passwords.peak_concurrency(), 2);
     }
 }

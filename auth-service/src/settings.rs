@@ -77,6 +77,10 @@ pub struct JwtSettings {
 pub struct PasswordSettings {
     /// bcrypt work factor (4–31); 12 costs a couple of hundred milliseconds per hash.
     pub bcrypt_cost: u32,
+    /// Hashes running at once; further logins and sign-ups wait their turn. 0 means one
+    /// fewer than the cores (at least one), which keeps a core for everything else.
+    #[serde(default)]
+    pub max_concurrent_hashes: usize,
 }
 
 /// Abuse limits. Each allows `N` attempts at once and one more every `window / N`, so a

@@ -53,7 +53,13 @@ impl Application {
         let refresh_tokens =
             RefreshTokenStore::open(&db, Duration::from_secs(settings.jwt.refresh_ttl_secs))
                 .await?;
-        let passwords = Arc::new(Passwords::new(settings.password.bcrypt_cost).await?);
+        let passwords = Arc::new(
+            Passwords::new(
+                settings.password.bcrypt_cost,
+                settings.password.max_concurrent_hashes,
+            )
+            .await?,
+        );
 
         let http = &settings.http;
         let listener = TcpListener::bind(http.listen.address())
