@@ -10,6 +10,7 @@
 //! confirm mode) rather than relying on the client library's recovery. While disconnected,
 //! publishing fails fast with [`PublishError::Unavailable`].
 
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use common::event::{ChatMessage, MessageEvent, PresenceState, RoomEvent, topolog
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -154,6 +155,11 @@ impl Broker {
 }
 
 /// Keeps the broker connection up until `shutdown`, applying topology commands in order.
+///
+/// The instance queue is durable: it and its bindings outlive a broker restart, so messages
+/// published while this gateway is still reconnecting wait in it instead of being lost. The
+/// first connection of a process deletes any queue a previous process of the same
+/// `instance_id` left, so it starts clean.
 pub async fn run(
     settings: GatewayAmqpSettings,
     broker: Broker,
@@ -163,13 +169,18 @@ pub async fn run(
 ) {
     let queue = topology::gateway_queue(&settings.connection.exchange, &settings.instance_id);
     let mut delay = Duration::from_millis(100);
+    let mut fresh = true;
+    // Rooms left while the unbinding could not be made; their bindings survive in the
+    // durable queue until the next session removes them.
+    let mut stale: HashSet<RoomId> = HashSet::new();
     loop {
-        let session = Session::open(&settings, &queue, &rooms).await;
+        let session = Session::open(&settings, &queue, &rooms, fresh, &mut stale).await;
         match session {
             Ok(session) => {
+                fresh = false;
                 delay = Duration::from_millis(100);
                 let outcome = session
-                    .serve(&broker, &rooms, &mut commands, &shutdown)
+                    .serve(&broker, &rooms, &mut commands, &mut stale, &shutdown)
                     .await;
                 broker.set_channel(None);
                 match outcome {
@@ -193,11 +204,17 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut sleep => break,
-                Some(command) = commands.recv() => {
-                    if let TopologyCommand::Barrier(done) = command {
+                Some(command) = commands.recv() => match command {
+                    TopologyCommand::Barrier(done) => {
                         let _ = done.send(());
                     }
-                }
+                    TopologyCommand::Bind(room) => {
+                        stale.remove(&room);
+                    }
+                    TopologyCommand::Unbind(room) => {
+                        stale.insert(room);
+                    }
+                },
             }
         }
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -218,6 +235,8 @@ impl Session {
         settings: &GatewayAmqpSettings,
         queue: &str,
         rooms: &Rooms,
+        fresh: bool,
+        stale: &mut HashSet<RoomId>,
     ) -> anyhow::Result<Self> {
         let connection = Connection::connect(
             settings.connection.uri.expose_secret(),
@@ -232,8 +251,20 @@ impl Session {
             "x-expires".into(),
             AMQPValue::LongUInt(settings.queue_expires_ms),
         );
+        if fresh {
+            topology
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
+        }
         topology
-            .queue_declare(queue.into(), QueueDeclareOptions::default(), arguments)
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                arguments,
+            )
             .await?;
         let session_rooms = rooms.local_rooms();
         let publisher = connection.create_channel().await?;
@@ -262,6 +293,15 @@ impl Session {
         for room in &session_rooms {
             session.bind(room).await?;
         }
+        let left: Vec<RoomId> = stale
+            .iter()
+            .filter(|room| !session_rooms.contains(room))
+            .cloned()
+            .collect();
+        for room in &left {
+            session.unbind(room).await?;
+        }
+        stale.clear();
         tracing::info!(
             queue,
             rooms = session_rooms.len(),
@@ -304,6 +344,7 @@ impl Session {
         broker: &Broker,
         rooms: &Rooms,
         commands: &mut mpsc::UnboundedReceiver<TopologyCommand>,
+        stale: &mut HashSet<RoomId>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         broker.set_channel(Some(self.publisher.clone()));
@@ -312,12 +353,26 @@ impl Session {
                 _ = shutdown.cancelled() => {
                     // Sends in flight finish their confirms before the channel closes.
                     let _ = tokio::time::timeout(Duration::from_secs(5), self.publisher.wait_for_confirms()).await;
+                    // Nobody will consume the queue again: no need to keep it until it expires.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        self.topology.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()),
+                    )
+                    .await;
                     let _ = self.connection.close(200, "shutting down".into()).await;
                     return Ok(());
                 }
                 Some(command) = commands.recv() => match command {
-                    TopologyCommand::Bind(room) => self.bind(&room).await?,
-                    TopologyCommand::Unbind(room) => self.unbind(&room).await?,
+                    TopologyCommand::Bind(room) => {
+                        stale.remove(&room);
+                        self.bind(&room).await?;
+                    }
+                    TopologyCommand::Unbind(room) => {
+                        // Remembered until done, so a connection lost meanwhile retries it.
+                        stale.insert(room.clone());
+                        self.unbind(&room).await?;
+                        stale.remove(&room);
+                    }
                     TopologyCommand::Barrier(done) => {
                         let _ = done.send(());
                     }
@@ -341,7 +396,7 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
             Ok(event) => {
                 let message = event.message;
                 let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());
-                rooms.remember(&message);
+                rooms.remember(&message, event.published_at);
                 rooms.deliver(&message.room, || Outbound::RoomMessage {
                     room: message.room.clone(),
                     id: message.id,

@@ -428,18 +428,8 @@ impl Reader {
                 sent_at: &message.sent_at,
             })
             .await;
-        if publish
-            && let Err(error) = self
-                .hub
-                .receipts
-                .mark_published(user, &message.client_id)
-                .await
-        {
-            // Harmless: a retry would publish the same id again and be de-duplicated.
-            tracing::debug!(
-                error = format!("{error:#}"),
-                "marking a receipt published failed"
-            );
+        if publish {
+            self.hub.receipts.mark_published(user, &message.client_id);
         }
         acked?;
         Ok(Ok(()))
@@ -521,11 +511,16 @@ impl Reader {
                 .presence(&room, &self.session.user, PresenceState::Online, false);
         }
 
+        // Messages published after `since` can have earlier ids (an id is made before the
+        // message is published, and a retry keeps it): those published from a little before
+        // `since` was are sent too, and the client drops the ones it already has.
+        let known = since.and_then(|since| self.hub.rooms.published_at(&room, since));
         let page = match since {
             Some(since) => {
+                let published_after = known.map(|at| at - self.hub.history.late_window());
                 self.hub
                     .history
-                    .after(&room, since, &self.session.token)
+                    .after(&room, since, published_after, &self.session.token)
                     .await
             }
             None => self.hub.history.recent(&room, &self.session.token).await,
@@ -542,7 +537,12 @@ impl Reader {
                 (
                     merge_recent(
                         page.messages,
-                        self.hub.rooms.recent_after(&room, since),
+                        self.hub.rooms.recent_after(
+                            &room,
+                            since,
+                            page.published_after
+                                .and_then(chrono::DateTime::from_timestamp_millis),
+                        ),
                         limit,
                     ),
                     false,
@@ -552,7 +552,11 @@ impl Reader {
                 tracing::warn!(error = format!("{error:#}"), %room, "history unavailable; joining with what this gateway saw");
                 let limit = self.hub.history.recent_limit();
                 (
-                    merge_recent(Vec::new(), self.hub.rooms.recent_after(&room, None), limit),
+                    merge_recent(
+                        Vec::new(),
+                        self.hub.rooms.recent_after(&room, None, None),
+                        limit,
+                    ),
                     false,
                 )
             }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId};
 use common::event::ChatMessage;
 use serde::Deserialize;
@@ -15,12 +16,17 @@ pub struct HistoryClient {
     base: String,
     recent: u32,
     catch_up_limit: u32,
+    late_window: chrono::Duration,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryPage {
     pub messages: Vec<ChatMessage>,
     pub has_more: bool,
+    /// For a catch-up: the messages before its cursor published after this time (Unix ms)
+    /// are in `messages`.
+    #[serde(default)]
+    pub published_after: Option<i64>,
 }
 
 impl HistoryClient {
@@ -32,6 +38,9 @@ impl HistoryClient {
             base: settings.url.trim_end_matches('/').to_string(),
             recent: settings.recent_on_join,
             catch_up_limit: settings.catch_up_limit,
+            late_window: chrono::Duration::milliseconds(
+                i64::try_from(settings.late_window_ms).unwrap_or(i64::MAX / 2),
+            ),
         })
     }
 
@@ -65,21 +74,40 @@ impl HistoryClient {
             .await
     }
 
-    /// Messages after `since`, oldest first, at most the catch-up limit (`has_more` beyond).
+    /// Messages after `since`, oldest first, at most the catch-up limit (`has_more` beyond),
+    /// preceded by those with earlier ids published late: after `published_after`, or when
+    /// this gateway does not know when `since` was published, after that time (as stored)
+    /// minus the late window. The page says which time was used.
     pub async fn after(
         &self,
         room: &RoomId,
         since: MessageId,
+        published_after: Option<DateTime<Utc>>,
         token: &str,
     ) -> anyhow::Result<HistoryPage> {
+        let late = match published_after {
+            Some(at) => ("published_after", at.timestamp_millis().to_string()),
+            None => (
+                "late_window_ms",
+                self.late_window.num_milliseconds().to_string(),
+            ),
+        };
         self.get(
             room,
             &[
                 ("after", since.to_string()),
+                late,
                 ("limit", self.catch_up_limit.to_string()),
             ],
             token,
         )
         .await
+    }
+
+    /// Messages published later than this long before `since` was are sent in a catch-up
+    /// even when their ids sort before it: it covers the time between stamping a message's
+    /// publish time and the broker routing it, and clock differences between gateways.
+    pub fn late_window(&self) -> chrono::Duration {
+        self.late_window
     }
 }

@@ -8,16 +8,33 @@
 //! history store and the clients de-duplicate. Receipts are kept for
 //! [`ReceiptSettings::retention_hours`](crate::settings::ReceiptSettings) and then swept (a
 //! periodic delete: TTL indexes are not available on every MongoDB-compatible server).
+//!
+//! Writes are grouped: one task per kind of write takes every request waiting for it and
+//! makes one unordered `insert_many` (reservations) or one `update_many` (confirmations), so
+//! the database sees one write per batch rather than one per message. While a batch is being
+//! written the next one gathers; under light load a batch is a single receipt and costs no
+//! extra wait.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{ClientMessageId, MessageId, RoomId, UserId};
+use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
+use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most receipts written by one database call.
+const MAX_BATCH: usize = 512;
+/// Requests waiting for a batch; senders wait (backpressure) beyond this.
+const QUEUE: usize = 4096;
+/// How long a send waits for its reservation before it is answered `unavailable`.
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Receipt {
@@ -44,9 +61,16 @@ pub enum Reservation {
     },
 }
 
+struct ReserveRequest {
+    receipt: Receipt,
+    reply: oneshot::Sender<Result<Reservation, String>>,
+}
+
 #[derive(Clone)]
 pub struct Receipts {
     receipts: Collection<Receipt>,
+    reserve: mpsc::Sender<ReserveRequest>,
+    mark: mpsc::Sender<String>,
 }
 
 fn key(user: &UserId, client_id: &ClientMessageId) -> String {
@@ -58,6 +82,8 @@ fn from_bson(at: bson::DateTime) -> DateTime<Utc> {
 }
 
 impl Receipts {
+    /// Creates the index and starts the batch writers; they stop when the last clone of the
+    /// returned value is dropped.
     pub async fn open(db: &Database) -> anyhow::Result<Self> {
         let receipts = db.collection::<Receipt>("send_receipts");
         receipts
@@ -69,7 +95,15 @@ impl Receipts {
             )
             .await
             .context("creating the send_receipts index")?;
-        Ok(Self { receipts })
+        let (reserve, reserve_rx) = mpsc::channel(QUEUE);
+        let (mark, mark_rx) = mpsc::channel(QUEUE);
+        tokio::spawn(reserve_batches(receipts.clone(), reserve_rx));
+        tokio::spawn(mark_batches(receipts.clone(), mark_rx));
+        Ok(Self {
+            receipts,
+            reserve,
+            mark,
+        })
     }
 
     /// Records the first use of `client_id` by `user`, or returns the earlier one.
@@ -88,40 +122,29 @@ impl Receipts {
             sent_at: bson::DateTime::from_millis(sent_at.timestamp_millis()),
             published: false,
         };
-        match self.receipts.insert_one(&receipt).await {
-            Ok(_) => Ok(Reservation::New),
-            Err(error) if common::mongo::is_duplicate_key(&error) => {
-                let existing = self
-                    .receipts
-                    .find_one(doc! {"_id": &receipt.key})
-                    .await?
-                    .context("a receipt vanished between insert and read")?;
-                let id = MessageId::parse(&existing.id)
-                    .map_err(|e| anyhow::anyhow!("stored receipt: {e}"))?;
-                Ok(Reservation::Existing {
-                    id,
-                    sent_at: from_bson(existing.sent_at),
-                    room: existing.room,
-                    published: existing.published,
-                })
-            }
-            Err(error) => Err(anyhow::Error::from(error).context("recording a send receipt")),
-        }
+        let (reply, answer) = oneshot::channel();
+        let request = async {
+            self.reserve
+                .send(ReserveRequest { receipt, reply })
+                .await
+                .map_err(|_| anyhow::anyhow!("the receipt writer stopped"))?;
+            answer
+                .await
+                .map_err(|_| anyhow::anyhow!("the receipt writer stopped"))?
+                .map_err(anyhow::Error::msg)
+        };
+        tokio::time::timeout(RESERVE_TIMEOUT, request)
+            .await
+            .map_err(|_| anyhow::anyhow!("recording a send receipt timed out"))?
     }
 
     /// Marks the message as confirmed by the broker, so later retries need not publish.
-    pub async fn mark_published(
-        &self,
-        user: &UserId,
-        client_id: &ClientMessageId,
-    ) -> anyhow::Result<()> {
-        self.receipts
-            .update_one(
-                doc! {"_id": key(user, client_id)},
-                doc! {"$set": {"published": true}},
-            )
-            .await?;
-        Ok(())
+    /// Queued and written with others; when the queue is full the mark is skipped, which only
+    /// means a later retry publishes the same id again (de-duplicated downstream).
+    pub fn mark_published(&self, user: &UserId, client_id: &ClientMessageId) {
+        if self.mark.try_send(key(user, client_id)).is_err() {
+            tracing::debug!("receipt mark queue full; skipping one mark");
+        }
     }
 
     /// Deletes receipts older than `retention`.
@@ -165,5 +188,106 @@ impl Receipts {
             .await,
             Ok(Ok(_))
         )
+    }
+}
+
+/// Writes reservations in batches until every sender is gone.
+async fn reserve_batches(
+    receipts: Collection<Receipt>,
+    mut requests: mpsc::Receiver<ReserveRequest>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let documents: Vec<&Receipt> = batch.iter().map(|r| &r.receipt).collect();
+        let outcomes = reserve_all(&receipts, &documents).await;
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// One outcome per receipt, in order.
+async fn reserve_all(
+    receipts: &Collection<Receipt>,
+    documents: &[&Receipt],
+) -> Vec<Result<Reservation, String>> {
+    let mut outcomes: Vec<Result<Reservation, String>> =
+        vec![Ok(Reservation::New); documents.len()];
+    let mut duplicates = Vec::new();
+    if let Err(error) = receipts
+        .insert_many(documents.iter().copied())
+        .ordered(false)
+        .await
+    {
+        match error.kind.as_ref() {
+            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                for failed in failure.write_errors.iter().flatten() {
+                    let Some(outcome) = outcomes.get_mut(failed.index) else {
+                        continue;
+                    };
+                    if failed.code == common::mongo::DUPLICATE_KEY {
+                        duplicates.push(failed.index);
+                    } else {
+                        *outcome = Err(format!("recording a send receipt: {}", failed.message));
+                    }
+                }
+            }
+            _ => {
+                let message = format!("recording send receipts: {error}");
+                return vec![Err(message); documents.len()];
+            }
+        }
+    }
+    if duplicates.is_empty() {
+        return outcomes;
+    }
+    let keys: Vec<&str> = duplicates
+        .iter()
+        .map(|&i| documents[i].key.as_str())
+        .collect();
+    let existing: Result<HashMap<String, Receipt>, String> = async {
+        receipts
+            .find(doc! {"_id": {"$in": &keys}})
+            .await?
+            .map_ok(|receipt| (receipt.key.clone(), receipt))
+            .try_collect()
+            .await
+    }
+    .await
+    .map_err(|error: mongodb::error::Error| format!("reading send receipts: {error}"));
+    for index in duplicates {
+        outcomes[index] = match &existing {
+            Err(error) => Err(error.clone()),
+            Ok(found) => match found.get(&documents[index].key) {
+                None => Err("a receipt vanished between insert and read".to_string()),
+                Some(receipt) => MessageId::parse(&receipt.id)
+                    .map(|id| Reservation::Existing {
+                        id,
+                        sent_at: from_bson(receipt.sent_at),
+                        room: receipt.room.clone(),
+                        published: receipt.published,
+                    })
+                    .map_err(|e| format!("stored receipt: {e}")),
+            },
+        };
+    }
+    outcomes
+}
+
+/// Marks receipts published in batches until every sender is gone.
+async fn mark_batches(receipts: Collection<Receipt>, mut keys: mpsc::Receiver<String>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while keys.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let result = receipts
+            .update_many(
+                doc! {"_id": {"$in": &batch}},
+                doc! {"$set": {"published": true}},
+            )
+            .await;
+        if let Err(error) = result {
+            // Harmless: a retry would publish the same id again and be de-duplicated.
+            tracing::debug!(%error, "marking receipts published failed");
+        }
+        batch.clear();
     }
 }

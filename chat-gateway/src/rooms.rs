@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId, UserId, UserRef};
 use common::event::ChatMessage;
 use tokio::sync::{mpsc, oneshot};
@@ -91,7 +92,8 @@ struct Room {
     remote: HashMap<(String, UserId), UserRef>,
     /// The room's latest messages seen by this gateway, oldest first: a join merges them with
     /// the history it reads, so a message history-service has not stored yet is not missed.
-    recent: VecDeque<Arc<ChatMessage>>,
+    /// Each with the time its copy was published, when the publisher stamped it.
+    recent: VecDeque<(Arc<ChatMessage>, Option<DateTime<Utc>>)>,
 }
 
 /// Messages a room keeps in [`Room::recent`].
@@ -193,18 +195,26 @@ impl Rooms {
     }
 
     /// Records a message delivered to the room (see [`Room::recent`]).
-    pub fn remember(&self, message: &ChatMessage) {
+    pub fn remember(&self, message: &ChatMessage, published_at: Option<DateTime<Utc>>) {
         let mut rooms = self.lock();
         if let Some(entry) = rooms.get_mut(&message.room) {
             if entry.recent.len() == RECENT_MESSAGES {
                 entry.recent.pop_front();
             }
-            entry.recent.push_back(Arc::new(message.clone()));
+            entry
+                .recent
+                .push_back((Arc::new(message.clone()), published_at));
         }
     }
 
-    /// The room's remembered messages after `since` (all of them without it), oldest first.
-    pub fn recent_after(&self, room: &RoomId, since: Option<MessageId>) -> Vec<ChatMessage> {
+    /// The room's remembered messages after `since` (all of them without it), oldest first,
+    /// and also those published after `published_after` whatever their ids.
+    pub fn recent_after(
+        &self,
+        room: &RoomId,
+        since: Option<MessageId>,
+        published_after: Option<DateTime<Utc>>,
+    ) -> Vec<ChatMessage> {
         let rooms = self.lock();
         rooms
             .get(room)
@@ -212,11 +222,28 @@ impl Rooms {
                 entry
                     .recent
                     .iter()
-                    .filter(|m| since.is_none_or(|since| m.id > since))
-                    .map(|m| ChatMessage::clone(m))
+                    .filter(|(m, published)| {
+                        since.is_none_or(|since| m.id > since)
+                            || published
+                                .zip(published_after)
+                                .is_some_and(|(at, from)| at > from)
+                    })
+                    .map(|(m, _)| ChatMessage::clone(m))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// When message `id` was published, if this gateway remembers it (the first copy when a
+    /// retry published it again: the earliest time is the safe one for a catch-up).
+    pub fn published_at(&self, room: &RoomId, id: MessageId) -> Option<DateTime<Utc>> {
+        let rooms = self.lock();
+        let entry = rooms.get(room)?;
+        entry
+            .recent
+            .iter()
+            .find(|(m, _)| m.id == id)
+            .and_then(|(_, at)| *at)
     }
 
     /// Users online in the room, here and on other gateways, each once.

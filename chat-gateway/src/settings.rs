@@ -37,6 +37,9 @@ pub struct HistorySettings {
     pub url: String,
     pub recent_on_join: u32,
     pub catch_up_limit: u32,
+    /// A catch-up also sends messages with earlier ids published up to this long before its
+    /// `since` was (see [`crate::history::HistoryClient::late_window`]).
+    pub late_window_ms: u64,
     pub timeout_ms: u64,
 }
 

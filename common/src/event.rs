@@ -73,14 +73,21 @@ pub struct ChatMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageEvent {
     pub v: u32,
+    /// When this copy was handed to the broker; a retry publishes a new copy of the message
+    /// (same id) with a later time. A catch-up join uses it to find messages published after
+    /// its cursor even when their ids sort before it (an id is assigned before publishing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime<Utc>>,
     #[serde(flatten)]
     pub message: ChatMessage,
 }
 
 impl MessageEvent {
+    /// The event for publishing `message` now.
     pub fn new(message: ChatMessage) -> Self {
         Self {
             v: EVENT_VERSION,
+            published_at: Some(Utc::now()),
             message,
         }
     }
@@ -164,8 +171,20 @@ mod tests {
         let json = serde_json::to_value(MessageEvent::new(message.clone())).expect("serializes");
         assert_eq!(json["v"], 1);
         assert_eq!(json["room"], "general");
+        assert!(json["published_at"].is_string());
         let back: MessageEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back.message, message);
+        assert!(back.published_at.is_some());
+    }
+
+    #[test]
+    fn an_event_without_a_publish_time_still_reads() {
+        let json = serde_json::json!({
+            "v": 1, "id": ulid::Ulid::new().to_string(), "room": "general", "client_id": "c",
+            "author": {"id": "u", "username": "alice"}, "body": "x", "sent_at": "2026-01-01T00:00:00Z"
+        });
+        let event: MessageEvent = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(event.published_at, None);
     }
 
     #[test]

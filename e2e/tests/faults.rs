@@ -368,9 +368,6 @@ async fn dependency_restarted_during_traffic(scenario_name: &'static str, depend
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails in about half the runs: after a RabbitMQ restart, clients of the gateway \
-            that reconnects last miss what others published before it re-declared its \
-            non-durable queue (docs/guarantees.md, known gaps)"]
 async fn rabbitmq_restarted_during_traffic_loses_and_duplicates_nothing() {
     dependency_restarted_during_traffic("RabbitMQ stop and restart", Dependency::RabbitMq).await;
 }
@@ -381,8 +378,6 @@ async fn ferretdb_restarted_during_traffic_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails in about half the runs: a `since` catch-up misses messages that sort before \
-            `since` but were published after it (docs/guarantees.md, known gaps)"]
 async fn a_gateway_sigtermed_mid_traffic_hands_its_clients_to_the_other_without_gap_or_duplicate() {
     let mut scenario = Scenario::start("gateway SIGTERM", 2, &[]).await;
     let room = "deploy";
@@ -759,8 +754,6 @@ async fn rejoin(system: &System, via: usize, token: &str, room: &str, since: &st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the retry is published with its original, older id and a `since` catch-up \
-            skips it (docs/guarantees.md, known gaps)"]
 async fn a_send_retried_after_an_outage_reaches_a_client_rejoining_with_since() {
     let scenario = Scenario::start("retry after an outage vs since", 2, &[]).await;
     let room = "order";
@@ -885,7 +878,7 @@ async fn a_since_join_gets_what_its_gateway_saw_before_history_stored_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fails: a gateway that did not serve the room has only history-service's stored \
-            messages for a `since` catch-up (docs/guarantees.md, known gaps)"]
+            messages for a `since` catch-up (docs/guarantees.md, known gap of 2)"]
 async fn a_since_join_on_a_gateway_new_to_the_room_gets_messages_not_yet_stored() {
     since_join_before_history_stored_it("since join, message not stored, room new", false).await;
 }
@@ -900,8 +893,6 @@ fn signal(pid: u32, signal: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: a gateway's queue does not survive a RabbitMQ restart, so messages published \
-            before it reconnects never reach its clients (docs/guarantees.md, known gaps)"]
 async fn a_gateway_reconnecting_to_the_broker_late_delivers_what_was_published_meanwhile() {
     let scenario = Scenario::start("late broker reconnect", 2, &[]).await;
     let room = "late";

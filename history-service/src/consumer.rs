@@ -182,7 +182,7 @@ async fn process_batch(
     for delivery in deliveries {
         match serde_json::from_slice::<MessageEvent>(&delivery.data) {
             Ok(event) => {
-                messages.push(event.message);
+                messages.push(event);
                 valid.push(delivery);
             }
             Err(error) => {
@@ -226,8 +226,8 @@ async fn process_batch(
     metrics.stored.inc_by(outcome.inserted as u64);
     metrics.duplicates.inc_by(outcome.duplicates as u64);
     let now = chrono::Utc::now();
-    for message in &messages {
-        let lag = (now - message.sent_at).num_milliseconds().max(0) as f64 / 1000.0;
+    for event in &messages {
+        let lag = (now - event.message.sent_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics.lag_seconds.observe(lag);
     }
     tracing::debug!(

@@ -1,11 +1,12 @@
 //! Chat messages in MongoDB: `_id` is the message id (a ULID, so `_id` order is time order and
 //! a redelivered message collides with its stored copy instead of being stored twice), with an
-//! index on `(room, _id)` for paging a room's history.
+//! index on `(room, _id)` for paging a room's history, and one on `(room, published_at)` for
+//! catch-ups that look for messages published late (see [`MessageStore::page_after`]).
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username};
-use common::event::ChatMessage;
+use common::event::{ChatMessage, MessageEvent};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
 use mongodb::{Collection, Database, IndexModel};
@@ -21,10 +22,14 @@ struct MessageDocument {
     author_name: String,
     body: String,
     sent_at: bson::DateTime,
+    /// When the stored copy was published (absent on messages from older gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    published_at: Option<bson::DateTime>,
 }
 
-impl From<&ChatMessage> for MessageDocument {
-    fn from(m: &ChatMessage) -> Self {
+impl From<&MessageEvent> for MessageDocument {
+    fn from(event: &MessageEvent) -> Self {
+        let m = &event.message;
         Self {
             id: m.id.to_string(),
             room: m.room.to_string(),
@@ -33,6 +38,9 @@ impl From<&ChatMessage> for MessageDocument {
             author_name: m.author.username.to_string(),
             body: m.body.to_string(),
             sent_at: bson::DateTime::from_millis(m.sent_at.timestamp_millis()),
+            published_at: event
+                .published_at
+                .map(|at| bson::DateTime::from_millis(at.timestamp_millis())),
         }
     }
 }
@@ -81,25 +89,25 @@ pub struct MessageStore {
 impl MessageStore {
     pub async fn open(db: &Database) -> anyhow::Result<Self> {
         let messages = db.collection::<MessageDocument>("messages");
-        messages
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"room": 1, "_id": 1})
-                    .options(
-                        mongodb::options::IndexOptions::builder()
-                            .name("room_id".to_string())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .await
-            .context("creating the messages index")?;
+        // One index per call: FerretDB drops the connection when one call re-creates several.
+        for (name, keys) in [
+            ("room_id", doc! {"room": 1, "_id": 1}),
+            ("room_published_at", doc! {"room": 1, "published_at": 1}),
+        ] {
+            let options = mongodb::options::IndexOptions::builder()
+                .name(name.to_string())
+                .build();
+            messages
+                .create_index(IndexModel::builder().keys(keys).options(options).build())
+                .await
+                .with_context(|| format!("creating the messages index {name}"))?;
+        }
         Ok(Self { messages })
     }
 
     /// Stores a batch with one unordered `insert_many`. Messages already stored (same `_id`)
     /// count as done; any other failure fails the whole call so the caller retries the batch.
-    pub async fn insert_batch(&self, batch: &[ChatMessage]) -> anyhow::Result<InsertOutcome> {
+    pub async fn insert_batch(&self, batch: &[MessageEvent]) -> anyhow::Result<InsertOutcome> {
         if batch.is_empty() {
             return Ok(InsertOutcome::default());
         }
@@ -182,6 +190,52 @@ impl MessageStore {
             .map(MessageDocument::into_message)
             .collect::<anyhow::Result<_>>()?;
         Ok(Page { messages, has_more })
+    }
+
+    /// When the stored copy of `id` was published: its `published_at`, or the time in its id
+    /// when it has none or is not stored.
+    pub async fn published_at(&self, id: MessageId) -> anyhow::Result<DateTime<Utc>> {
+        let stored = self
+            .messages
+            .find_one(doc! {"_id": id.to_string()})
+            .await
+            .context("reading a message")?;
+        let at = stored
+            .and_then(|m| m.published_at)
+            .map(|at| at.timestamp_millis())
+            .unwrap_or(id.timestamp_ms() as i64);
+        DateTime::from_timestamp_millis(at).context("publish time out of range")
+    }
+
+    /// Messages of `room` with ids up to `up_to` that were published after `published_after`,
+    /// oldest first, at most `limit`: an id is assigned before its message is published, so a
+    /// message can be published after one whose id sorts later (a retry after an outage keeps
+    /// its first id). A catch-up sends these along with the messages after its cursor.
+    pub async fn published_late(
+        &self,
+        room: &RoomId,
+        up_to: MessageId,
+        published_after: DateTime<Utc>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ChatMessage>> {
+        let filter = doc! {
+            "room": room.as_str(),
+            "_id": {"$lte": up_to.to_string()},
+            "published_at": {"$gt": bson::DateTime::from_millis(published_after.timestamp_millis())},
+        };
+        let documents: Vec<MessageDocument> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::from(limit))
+            .await?
+            .try_collect()
+            .await
+            .context("reading messages published late")?;
+        documents
+            .into_iter()
+            .map(MessageDocument::into_message)
+            .collect()
     }
 
     pub async fn count_in_room(&self, room: &RoomId) -> anyhow::Result<u64> {

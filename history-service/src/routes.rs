@@ -62,12 +62,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct PageQuery {
     before: Option<String>,
     after: Option<String>,
+    /// With `after`: also messages with earlier ids published after this time (Unix ms)...
+    published_after: Option<String>,
+    /// ...or after the publish time of `after` minus this many milliseconds.
+    late_window_ms: Option<String>,
     limit: Option<String>,
 }
 
 /// `GET /api/rooms/{room}/messages?before=<id>&limit=<n>`: the page of messages just before
 /// `before` (the latest without it), oldest first. `after=<id>` instead pages forward, which
-/// gateways use to catch a reconnecting client up.
+/// gateways use to catch a reconnecting client up. With `published_after=<unix ms>` (or
+/// `late_window_ms=<ms>`: the publish time of `after` minus that), the page also starts with
+/// the messages with ids up to `after` that were published after that time (at most
+/// [`MAX_LATE`]), and the answer says which time it used (`published_after`).
 #[tracing::instrument(skip_all, fields(room = %path.as_str()))]
 pub async fn room_messages(
     state: web::Data<AppState>,
@@ -106,20 +113,107 @@ pub async fn room_messages(
     };
     let before = cursor(query.before, "before")?;
     let after = cursor(query.after, "after")?;
+    let number = |raw: Option<String>, name: &str| {
+        raw.map(|raw| {
+            raw.parse::<u64>()
+                .ok()
+                .ok_or_else(|| ApiError::Validation(format!("{name} must be a whole number")))
+        })
+        .transpose()
+    };
+    let published_after = number(query.published_after, "published_after")?
+        .map(|ms| {
+            i64::try_from(ms)
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .ok_or_else(|| ApiError::Validation("published_after is out of range".into()))
+        })
+        .transpose()?;
+    let late_window = number(query.late_window_ms, "late_window_ms")?
+        .map(|ms| {
+            i64::try_from(ms)
+                .ok()
+                .and_then(chrono::Duration::try_milliseconds)
+                .ok_or_else(|| ApiError::Validation("late_window_ms is out of range".into()))
+        })
+        .transpose()?;
+    let late_asked = published_after.is_some() || late_window.is_some();
+    if late_asked && after.is_none() {
+        return Err(ApiError::Validation(
+            "published_after and late_window_ms go with after".to_string(),
+        ));
+    }
+    if published_after.is_some() && late_window.is_some() {
+        return Err(ApiError::Validation(
+            "give either published_after or late_window_ms, not both".to_string(),
+        ));
+    }
     let page = match (before, after) {
         (Some(_), Some(_)) => {
             return Err(ApiError::Validation(
                 "give either before or after, not both".to_string(),
             ));
         }
-        (_, Some(after)) => state.store.page_after(&room, after, limit).await,
-        (before, None) => state.store.page_before(&room, before, limit).await,
+        (_, Some(after)) => catch_up(&state, &room, after, published_after, late_window, limit)
+            .await
+            .map(|(page, late_from)| (page, late_from.map(|at| at.timestamp_millis()))),
+        (before, None) => state
+            .store
+            .page_before(&room, before, limit)
+            .await
+            .map(|page| (page, None)),
     }
     .map_err(ApiError::Unavailable)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    let (page, published_after) = page;
+    let mut body = serde_json::json!({
         "messages": page.messages,
         "has_more": page.has_more,
-    })))
+    });
+    if let Some(at) = published_after {
+        body["published_after"] = at.into();
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Most messages published late that a catch-up page carries besides its `limit`.
+pub const MAX_LATE: u32 = 1000;
+
+/// The page after `after`, preceded by the messages published late when asked for: after
+/// `published_after` (Unix ms), or after the publish time of `after` minus `late_window` ms.
+async fn catch_up(
+    state: &AppState,
+    room: &RoomId,
+    after: MessageId,
+    published_after: Option<chrono::DateTime<chrono::Utc>>,
+    late_window: Option<chrono::Duration>,
+    limit: u32,
+) -> anyhow::Result<(
+    crate::message_store::Page,
+    Option<chrono::DateTime<chrono::Utc>>,
+)> {
+    let late_from = match (published_after, late_window) {
+        (Some(at), _) => Some(at),
+        (None, Some(window)) => {
+            let published = state.store.published_at(after).await?;
+            // A window reaching past the epoch means every message.
+            Some(
+                published
+                    .checked_sub_signed(window)
+                    .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+            )
+        }
+        (None, None) => None,
+    };
+    let mut page = state.store.page_after(room, after, limit).await?;
+    if let Some(from) = late_from {
+        let mut late = state
+            .store
+            .published_late(room, after, from, MAX_LATE)
+            .await?;
+        late.append(&mut page.messages);
+        page.messages = late;
+    }
+    Ok((page, late_from))
 }
 
 async fn live() -> HttpResponse {

@@ -3,4 +3,5 @@ mod helpers;
 mod http;
 mod idempotency;
 mod protocol;
+mod receipts;
 mod security;

@@ -599,6 +599,7 @@ impl Driver {
                 for id in &ids {
                     self.delivered(session, &room, id);
                 }
+                let last = ids.last().cloned();
                 self.record().joins.push(JoinRecord {
                     gateway: session.port,
                     at_us: now_us(),
@@ -606,9 +607,11 @@ impl Driver {
                     ids,
                     truncated: frame["truncated"] == true,
                 });
-                if frame["truncated"] == true {
+                if frame["truncated"] == true
+                    && let Some(last) = last
+                {
                     self.record().truncated_joins += 1;
-                    self.page_after(session.port, &room).await;
+                    self.page_after(session.port, &room, last).await;
                 }
                 let ready = session.joined.len() == self.spec.rooms.len();
                 self.record().ready = ready;
@@ -713,12 +716,10 @@ impl Driver {
     }
 
     /// After a truncated `joined`: the rest of the missed messages from the history API, as
-    /// the protocol asks (`after=<last id>`, 100 at a time).
-    async fn page_after(&mut self, port: u16, room: &str) {
+    /// the protocol asks (`after=<the last id in joined>`, 100 at a time). That id can sort
+    /// before `since`: a catch-up starts with the messages published late.
+    async fn page_after(&mut self, port: u16, room: &str, mut after: String) {
         for _ in 0..1000 {
-            let Some(after) = self.last_seen.get(room).cloned() else {
-                return;
-            };
             let page = self
                 .http
                 .get(format!("http://127.0.0.1:{port}/api/rooms/{room}/messages"))
@@ -747,10 +748,17 @@ impl Driver {
                 record.received.insert(id.clone());
             }
             drop(record);
-            if let Some(last) = ids.last() {
-                self.last_seen.insert(room.to_string(), last.clone());
+            for id in &ids {
+                let newer = self.last_seen.get(room).is_none_or(|last| id > last);
+                if newer {
+                    self.last_seen.insert(room.to_string(), id.clone());
+                }
             }
-            if page["has_more"] != true || ids.is_empty() {
+            let Some(last) = ids.last() else {
+                return;
+            };
+            after = last.clone();
+            if page["has_more"] != true {
                 return;
             }
         }

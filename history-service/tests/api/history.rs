@@ -133,18 +133,102 @@ async fn history_requires_a_valid_token() {
     );
 }
 
+fn after_with(published_after: &str) -> String {
+    format!(
+        "?after={}&published_after={published_after}",
+        ulid::Ulid::new()
+    )
+}
+
+#[tokio::test]
+async fn a_catch_up_also_returns_earlier_ids_published_after_the_given_time() {
+    let app = spawn_app().await;
+    let token = testing::token("user-1", "alice");
+    // `late` gets its id first but is published last, after `cursor` and `newer`.
+    // Ids of one millisecond are not ordered among themselves: a few milliseconds apart.
+    let mut made = Vec::new();
+    for body in [
+        "id made early, published late",
+        "published early",
+        "the client saw this one",
+        "after the cursor",
+    ] {
+        made.push(message("lobby", body));
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let [late, old, cursor, newer] = <[_; 4]>::try_from(made).expect("four messages");
+    for m in [&old, &cursor, &newer] {
+        app.publish(m).await;
+    }
+    let cutoff = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    app.publish(&late).await;
+    app.wait_for_stored(4).await;
+
+    let plain: Value = app
+        .get_history("lobby", &format!("?after={}", cursor.id), Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&plain), vec![newer.id.to_string()]);
+
+    let with_late: Value = app
+        .get_history(
+            "lobby",
+            &format!(
+                "?after={}&published_after={}",
+                cursor.id,
+                cutoff.timestamp_millis()
+            ),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let expected = vec![late.id.to_string(), newer.id.to_string()];
+    assert_eq!(
+        ids(&with_late),
+        expected,
+        "the late message, in id order, then the newer one; not the old one"
+    );
+    assert_eq!(with_late["published_after"], cutoff.timestamp_millis());
+
+    // Relative to when the cursor was published: `old` was published before it, `late` after.
+    let window: Value = app
+        .get_history(
+            "lobby",
+            &format!("?after={}&late_window_ms=0", cursor.id),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&window), expected);
+    let cursor_published = window["published_after"].as_i64().expect("time used");
+    assert!(cursor_published <= cutoff.timestamp_millis());
+    assert!(cursor_published >= cursor.sent_at.timestamp_millis());
+}
+
 #[tokio::test]
 async fn bad_room_ids_limits_and_cursors_are_422() {
     let app = spawn_app().await;
     let token = testing::token("u", "alice");
     for (room, query) in [
-        ("bad.room", ""),
-        ("lobby", "?limit=0"),
-        ("lobby", "?limit=101"),
-        ("lobby", "?limit=ten"),
-        ("lobby", "?before=not-an-id"),
+        ("bad.room", String::new()),
+        ("lobby", "?limit=0".into()),
+        ("lobby", "?limit=101".into()),
+        ("lobby", "?limit=ten".into()),
+        ("lobby", "?before=not-an-id".into()),
+        ("lobby", "?published_after=0".into()),
+        ("lobby", after_with("soon")),
+        ("lobby", after_with("-1")),
+        ("lobby", format!("{}&late_window_ms=5", after_with("1"))),
+        ("lobby", "?late_window_ms=5".into()),
     ] {
-        let response = app.get_history(room, query, Some(&token)).await;
+        let response = app.get_history(room, &query, Some(&token)).await;
         assert_eq!(response.status(), 422, "{room}{query}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["error"]["code"], "validation_failed");

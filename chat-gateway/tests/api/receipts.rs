@@ -1,0 +1,146 @@
+//! The batched receipt writer against the real database: concurrent reservations of one
+//! `client_id` land in one batch and must still resolve to one first use.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chat_gateway::receipts::{Receipts, Reservation};
+use chat_gateway::settings::Settings;
+use common::domain::{ClientMessageId, MessageId, RoomId, UserId};
+
+async fn open() -> Receipts {
+    let settings = Settings::load().expect("settings load");
+    let database = format!(
+        "gateway_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let db = settings
+        .mongodb
+        .client("chat-gateway-test")
+        .await
+        .expect("client")
+        .database(&database);
+    Receipts::open(&db).await.expect("receipts open")
+}
+
+fn ids(n: usize) -> Vec<ClientMessageId> {
+    (0..n)
+        .map(|i| ClientMessageId::parse(format!("c{i}")).expect("client id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn concurrent_reservations_of_one_client_id_resolve_to_one_first_use() {
+    let receipts = open().await;
+    let user = UserId::parse("u1".to_string()).expect("user id");
+    let room = RoomId::parse("r".to_string()).expect("room");
+    let client_ids = ids(300);
+    // Every client id twice, all at once: many land in the same batch as their twin.
+    let mut tasks = Vec::new();
+    for attempt in 0..2 {
+        for client_id in &client_ids {
+            let (receipts, user, room, client_id) = (
+                receipts.clone(),
+                user.clone(),
+                room.clone(),
+                client_id.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let id = MessageId::from_ulid(ulid::Ulid::new());
+                let sent_at = chrono::Utc::now();
+                let reservation = receipts
+                    .reserve(&user, &client_id, &room, id, sent_at)
+                    .await
+                    .expect("reserve");
+                (client_id, attempt, id, reservation)
+            }));
+        }
+    }
+    let mut by_client: HashMap<ClientMessageId, Vec<(MessageId, Reservation)>> = HashMap::new();
+    for task in tasks {
+        let (client_id, _, id, reservation) = task.await.expect("task");
+        by_client
+            .entry(client_id)
+            .or_default()
+            .push((id, reservation));
+    }
+    assert_eq!(by_client.len(), 300);
+    for (client_id, outcomes) in &by_client {
+        let firsts: Vec<&MessageId> = outcomes
+            .iter()
+            .filter(|(_, r)| *r == Reservation::New)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(firsts.len(), 1, "{client_id}: {outcomes:?}");
+        for (_, reservation) in outcomes {
+            if let Reservation::Existing { id, published, .. } = reservation {
+                assert_eq!(id, firsts[0], "{client_id}: the retry sees the first id");
+                assert!(!published);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_marked_receipt_tells_a_later_retry_not_to_publish() {
+    let receipts = open().await;
+    let user = UserId::parse("u1".to_string()).expect("user id");
+    let room = RoomId::parse("r".to_string()).expect("room");
+    let client_ids = ids(50);
+    let mut first = HashMap::new();
+    for client_id in &client_ids {
+        let id = MessageId::from_ulid(ulid::Ulid::new());
+        let sent_at =
+            chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64).expect("time");
+        let reservation = receipts
+            .reserve(&user, client_id, &room, id, sent_at)
+            .await
+            .expect("reserve");
+        assert_eq!(reservation, Reservation::New);
+        first.insert(client_id.clone(), (id, sent_at));
+    }
+    // Only the even ones are confirmed.
+    for client_id in client_ids.iter().step_by(2) {
+        receipts.mark_published(&user, client_id);
+    }
+    // Marks are written in the background.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut all = true;
+        for (i, client_id) in client_ids.iter().enumerate() {
+            let retry = receipts
+                .reserve(
+                    &user,
+                    client_id,
+                    &room,
+                    MessageId::from_ulid(ulid::Ulid::new()),
+                    chrono::Utc::now(),
+                )
+                .await
+                .expect("reserve");
+            let Reservation::Existing {
+                id,
+                sent_at,
+                published,
+                room: earlier,
+            } = retry
+            else {
+                panic!("{client_id}: a retry is not a first use");
+            };
+            assert_eq!((id, sent_at), first[client_id]);
+            assert_eq!(earlier, "r");
+            if published != (i % 2 == 0) {
+                assert!(!published, "{client_id} was never marked");
+                all = false;
+            }
+        }
+        if all {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "marks never written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
