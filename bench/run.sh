@@ -16,10 +16,11 @@
 # database, exchange and queue names unique to this run, runs chat-bench, and stops
 # everything it started when it exits, on failure too. Results land in
 # bench/results/<timestamp>/ (CSV files, summary.md, output.txt, service logs); a full run
-# also refreshes bench/results/latest/.
+# with no extra options (every scenario) also refreshes bench/results/latest/.
 set -euo pipefail
 
 MODE="${1:-}"
+EXTRA_OPTIONS=$(($# > 1 ? $# - 1 : 0))
 case "$MODE" in
 quick | full) shift ;;
 *)
@@ -223,7 +224,7 @@ status=${PIPESTATUS[0]}
 set -e
 
 cleanup
-if ((status == 0)) && [[ "$MODE" == full ]]; then
+if ((status == 0)) && [[ "$MODE" == full ]] && ((EXTRA_OPTIONS == 0)); then
 	rm -rf "$BENCH_DIR/results/latest"
 	mkdir -p "$BENCH_DIR/results/latest"
 	cp "$RESULTS"/*.csv "$RESULTS/summary.md" "$RESULTS/output.txt" "$BENCH_DIR/results/latest/"
