@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::ServerFrame;
-use crate::rooms::{Outbound, Rooms, TopologyCommand};
+use crate::rooms::{LiveMessage, Outbound, Rooms, TopologyCommand};
 use crate::settings::GatewayAmqpSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -397,11 +397,12 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
                 let message = event.message;
                 let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());
                 rooms.remember(&message, event.published_at);
-                rooms.deliver(&message.room, || Outbound::RoomMessage {
+                let live = Arc::new(LiveMessage {
                     room: message.room.clone(),
                     id: message.id,
-                    frame: frame.clone(),
+                    frame,
                 });
+                rooms.deliver(&message.room, || Outbound::RoomMessage(live.clone()));
             }
             Err(error) => tracing::warn!(%error, "ignoring an unreadable chat message"),
         }

@@ -32,7 +32,7 @@ use crate::history::HistoryClient;
 use crate::metrics::GatewayMetrics;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::{Receipts, Reservation};
-use crate::rooms::{ConnId, LagSignal, Member, Outbound, Rooms};
+use crate::rooms::{ConnId, JoinedFrame, LagSignal, LiveMessage, Member, Outbound, Rooms};
 use crate::settings::Limits;
 
 /// What every connection shares.
@@ -193,7 +193,9 @@ where
                     }
                     continue;
                 }
-                if reader.handle(text.as_str()).await.is_err() {
+                // Boxed: handling a frame needs a large future (history requests, receipts,
+                // publishing) that an idle connection should not carry in its task.
+                if Box::pin(reader.handle(text.as_str())).await.is_err() {
                     break None;
                 }
             }
@@ -335,7 +337,8 @@ impl Reader {
     }
 
     /// Publishes a message and acknowledges it once the broker confirmed it. A `client_id`
-    /// this user already used is answered with the original id (see [`crate::receipts`]).
+    /// this user already used is answered with the original id (see [`crate::receipts`]) and
+    /// published again only when history-service has not stored it.
     async fn send_message(
         &mut self,
         room: RoomId,
@@ -381,12 +384,23 @@ impl Reader {
                     format!("client_id was already used for a message in room `{earlier}`"),
                 );
             }
-            Reservation::Existing {
-                id,
-                sent_at,
-                published,
-                ..
-            } => (id, sent_at, !published),
+            Reservation::Existing { id, sent_at, .. } => {
+                // Publish again unless it is known to be stored: the first attempt may never
+                // have reached the broker. When history cannot tell, publishing is the safe
+                // side, as copies of one id are de-duplicated.
+                let stored = self
+                    .hub
+                    .history
+                    .is_stored(&room, id, &self.session.token)
+                    .await;
+                if let Err(error) = &stored {
+                    tracing::debug!(
+                        error = format!("{error:#}"),
+                        "cannot tell whether a retried message is stored"
+                    );
+                }
+                (id, sent_at, !stored.unwrap_or(false))
+            }
         };
         let message = ChatMessage {
             id,
@@ -419,19 +433,12 @@ impl Reader {
                 format!("{error}; retry with the same client_id"),
             );
         }
-        // The receipt is marked even when the client is already gone, so its retry is not
-        // published a second time.
-        let acked = self
-            .send(ServerFrame::Ack {
-                client_id: &message.client_id,
-                id: message.id,
-                sent_at: &message.sent_at,
-            })
-            .await;
-        if publish {
-            self.hub.receipts.mark_published(user, &message.client_id);
-        }
-        acked?;
+        self.send(ServerFrame::Ack {
+            client_id: &message.client_id,
+            id: message.id,
+            sent_at: &message.sent_at,
+        })
+        .await?;
         Ok(Ok(()))
     }
 
@@ -583,11 +590,11 @@ impl Reader {
         }
         .to_text();
         self.tx
-            .send(Outbound::Joined {
+            .send(Outbound::Joined(Box::new(JoinedFrame {
                 room,
                 frame: frame.into(),
                 history: messages.iter().map(|m| m.id).collect(),
-            })
+            })))
             .await
             .map_err(|_| Gone)?;
         Ok(Ok(()))
@@ -649,12 +656,18 @@ fn not_joined(room: &RoomId) -> FrameError {
 /// Per-room delivery state of the writer.
 enum RoomState {
     /// Join in progress: live messages held until `joined` is written.
-    Joining(Vec<(MessageId, Utf8Bytes)>),
+    Joining(Vec<Arc<LiveMessage>>),
     /// Live: recently written ids, to drop a message delivered twice.
     Live(VecDeque<MessageId>),
 }
 
 const RECENT_IDS: usize = 128;
+
+/// What one turn of the writer writes: nearly always one frame, which needs no allocation.
+enum Frames {
+    One(Utf8Bytes),
+    Many(Vec<Utf8Bytes>),
+}
 
 impl RoomState {
     fn remember(recent: &mut VecDeque<MessageId>, id: MessageId) -> bool {
@@ -709,8 +722,8 @@ where
         let Some(item) = item else {
             break Stop::Close(close_rx.try_recv().ok());
         };
-        let frames: Vec<Utf8Bytes> = match item {
-            Outbound::Frame(frame) => vec![frame],
+        let frames = match item {
+            Outbound::Frame(frame) => Frames::One(frame),
             Outbound::BeginJoin(room) => {
                 rooms.insert(room, RoomState::Joining(Vec::new()));
                 continue;
@@ -719,30 +732,36 @@ where
                 rooms.remove(&room);
                 continue;
             }
-            Outbound::RoomMessage { room, id, frame } => match rooms.get_mut(&room) {
+            Outbound::RoomMessage(live) => match rooms.get_mut(&live.room) {
                 Some(RoomState::Joining(held)) => {
                     // Held messages count against the same bound as the queue.
                     if held.len() >= limits.max_held {
-                        lag.trigger(&room);
+                        lag.trigger(&live.room);
                     } else {
-                        held.push((id, frame));
+                        held.push(live);
                     }
                     continue;
                 }
                 Some(RoomState::Live(recent)) => {
-                    if !RoomState::remember(recent, id) {
+                    if !RoomState::remember(recent, live.id) {
                         continue;
                     }
-                    last_ids.insert(room, id);
-                    vec![frame]
+                    match last_ids.get_mut(&live.room) {
+                        Some(last) => *last = live.id,
+                        None => {
+                            last_ids.insert(live.room.clone(), live.id);
+                        }
+                    }
+                    Frames::One(live.frame.clone())
                 }
                 None => continue,
             },
-            Outbound::Joined {
-                room,
-                frame,
-                history,
-            } => {
+            Outbound::Joined(joined) => {
+                let JoinedFrame {
+                    room,
+                    frame,
+                    history,
+                } = *joined;
                 let held = match rooms.remove(&room) {
                     Some(RoomState::Joining(held)) => held,
                     _ => Vec::new(),
@@ -759,20 +778,25 @@ where
                 }
                 let history: HashSet<MessageId> = history.into_iter().collect();
                 let mut frames = vec![frame];
-                for (id, frame) in held {
-                    if !history.contains(&id) && RoomState::remember(&mut recent, id) {
-                        last_ids.insert(room.clone(), id);
-                        frames.push(frame);
+                for live in held {
+                    if !history.contains(&live.id) && RoomState::remember(&mut recent, live.id) {
+                        last_ids.insert(room.clone(), live.id);
+                        frames.push(live.frame.clone());
                     }
                 }
                 rooms.insert(room, RoomState::Live(recent));
-                frames
+                Frames::Many(frames)
             }
         };
         // A client that stopped reading blocks the write; lagging or shutdown end it anyway.
         let write = async {
-            for frame in frames {
-                sink.feed(Message::Text(frame)).await?;
+            match frames {
+                Frames::One(frame) => sink.feed(Message::Text(frame)).await?,
+                Frames::Many(frames) => {
+                    for frame in frames {
+                        sink.feed(Message::Text(frame)).await?;
+                    }
+                }
             }
             sink.flush().await
         };

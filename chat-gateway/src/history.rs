@@ -63,6 +63,26 @@ impl HistoryClient {
         Ok(page)
     }
 
+    /// Whether history-service has stored message `id` of `room`.
+    pub async fn is_stored(
+        &self,
+        room: &RoomId,
+        id: MessageId,
+        token: &str,
+    ) -> anyhow::Result<bool> {
+        let response = self
+            .http
+            .get(format!("{}/api/rooms/{room}/messages/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        match response.status() {
+            reqwest::StatusCode::OK => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            status => anyhow::bail!("history-service answered {status}"),
+        }
+    }
+
     /// How many recent messages a plain join carries.
     pub fn recent_limit(&self) -> usize {
         self.recent as usize

@@ -3,17 +3,17 @@
 //!
 //! Before publishing, the gateway records `(user, client_id) → (message id, sent_at, room)` in
 //! MongoDB under a unique `_id`. A retry of the same `client_id` by the same user finds the
-//! receipt and is answered with the original id and `sent_at`; if the first attempt never got
-//! its broker confirm, the retry publishes the message again under the original id, which the
-//! history store and the clients de-duplicate. Receipts are kept for
+//! receipt and is answered with the original id and `sent_at`; unless history-service already
+//! stored that id, the retry publishes the message again under the original id (the first
+//! attempt may never have reached the broker), which the history store and the clients
+//! de-duplicate. Receipts are kept for
 //! [`ReceiptSettings::retention_hours`](crate::settings::ReceiptSettings) and then swept (a
 //! periodic delete: TTL indexes are not available on every MongoDB-compatible server).
 //!
-//! Writes are grouped: one task per kind of write takes every request waiting for it and
-//! makes one unordered `insert_many` (reservations) or one `update_many` (confirmations), so
-//! the database sees one write per batch rather than one per message. While a batch is being
-//! written the next one gathers; under light load a batch is a single receipt and costs no
-//! extra wait.
+//! Writes are grouped: one task takes every reservation waiting and makes one unordered
+//! `insert_many`, so the database sees one write per batch rather than one per message. While
+//! a batch is being written the next one gathers; under light load a batch is a single
+//! receipt and costs no extra wait. A receipt is written once and never updated.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,7 +44,6 @@ struct Receipt {
     id: String,
     room: String,
     sent_at: bson::DateTime,
-    published: bool,
 }
 
 /// The outcome of reserving a `client_id`.
@@ -52,12 +51,11 @@ struct Receipt {
 pub enum Reservation {
     /// First use: publish the new message.
     New,
-    /// A retry: answer with the original id; publish again only if it never was confirmed.
+    /// A retry: answer with the original id; publish again unless it is stored.
     Existing {
         id: MessageId,
         sent_at: DateTime<Utc>,
         room: String,
-        published: bool,
     },
 }
 
@@ -70,7 +68,6 @@ struct ReserveRequest {
 pub struct Receipts {
     receipts: Collection<Receipt>,
     reserve: mpsc::Sender<ReserveRequest>,
-    mark: mpsc::Sender<String>,
 }
 
 fn key(user: &UserId, client_id: &ClientMessageId) -> String {
@@ -82,7 +79,7 @@ fn from_bson(at: bson::DateTime) -> DateTime<Utc> {
 }
 
 impl Receipts {
-    /// Creates the index and starts the batch writers; they stop when the last clone of the
+    /// Creates the index and starts the batch writer; it stops when the last clone of the
     /// returned value is dropped.
     pub async fn open(db: &Database) -> anyhow::Result<Self> {
         let receipts = db.collection::<Receipt>("send_receipts");
@@ -96,14 +93,8 @@ impl Receipts {
             .await
             .context("creating the send_receipts index")?;
         let (reserve, reserve_rx) = mpsc::channel(QUEUE);
-        let (mark, mark_rx) = mpsc::channel(QUEUE);
         tokio::spawn(reserve_batches(receipts.clone(), reserve_rx));
-        tokio::spawn(mark_batches(receipts.clone(), mark_rx));
-        Ok(Self {
-            receipts,
-            reserve,
-            mark,
-        })
+        Ok(Self { receipts, reserve })
     }
 
     /// Records the first use of `client_id` by `user`, or returns the earlier one.
@@ -120,7 +111,6 @@ impl Receipts {
             id: id.to_string(),
             room: room.to_string(),
             sent_at: bson::DateTime::from_millis(sent_at.timestamp_millis()),
-            published: false,
         };
         let (reply, answer) = oneshot::channel();
         let request = async {
@@ -136,15 +126,6 @@ impl Receipts {
         tokio::time::timeout(RESERVE_TIMEOUT, request)
             .await
             .map_err(|_| anyhow::anyhow!("recording a send receipt timed out"))?
-    }
-
-    /// Marks the message as confirmed by the broker, so later retries need not publish.
-    /// Queued and written with others; when the queue is full the mark is skipped, which only
-    /// means a later retry publishes the same id again (de-duplicated downstream).
-    pub fn mark_published(&self, user: &UserId, client_id: &ClientMessageId) {
-        if self.mark.try_send(key(user, client_id)).is_err() {
-            tracing::debug!("receipt mark queue full; skipping one mark");
-        }
     }
 
     /// Deletes receipts older than `retention`.
@@ -265,29 +246,10 @@ async fn reserve_all(
                         id,
                         sent_at: from_bson(receipt.sent_at),
                         room: receipt.room.clone(),
-                        published: receipt.published,
                     })
                     .map_err(|e| format!("stored receipt: {e}")),
             },
         };
     }
     outcomes
-}
-
-/// Marks receipts published in batches until every sender is gone.
-async fn mark_batches(receipts: Collection<Receipt>, mut keys: mpsc::Receiver<String>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while keys.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = receipts
-            .update_many(
-                doc! {"_id": {"$in": &batch}},
-                doc! {"$set": {"published": true}},
-            )
-            .await;
-        if let Err(error) = result {
-            // Harmless: a retry would publish the same id again and be de-duplicated.
-            tracing::debug!(%error, "marking receipts published failed");
-        }
-        batch.clear();
-    }
 }

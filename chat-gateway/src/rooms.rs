@@ -20,28 +20,38 @@ use crate::metrics::GatewayMetrics;
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
-/// What a connection's writer receives, in order.
+/// What a connection's writer receives, in order. Kept small (every queue slot has its
+/// size, and each connection's queue allocates its first block of slots up front): a live
+/// message is shared by all its recipients, a `joined` frame is boxed.
 #[derive(Debug)]
 pub enum Outbound {
     /// A frame written as is.
     Frame(Utf8Bytes),
     /// A live chat message of a room; deduplicated against history at the join seam.
-    RoomMessage {
-        room: RoomId,
-        id: MessageId,
-        frame: Utf8Bytes,
-    },
+    RoomMessage(Arc<LiveMessage>),
     /// A join is in progress: hold the room's live messages until its `joined` frame.
     BeginJoin(RoomId),
     /// The `joined` frame; live messages held since `BeginJoin` follow it, minus the ones
     /// already in `history`.
-    Joined {
-        room: RoomId,
-        frame: Utf8Bytes,
-        history: Vec<MessageId>,
-    },
+    Joined(Box<JoinedFrame>),
     /// The room was left (or the join failed): drop what is held for it.
     Forget(RoomId),
+}
+
+/// A chat message as delivered live: serialized once, shared by every local member.
+#[derive(Debug)]
+pub struct LiveMessage {
+    pub room: RoomId,
+    pub id: MessageId,
+    pub frame: Utf8Bytes,
+}
+
+/// A `joined` frame and the ids of the messages it carries.
+#[derive(Debug)]
+pub struct JoinedFrame {
+    pub room: RoomId,
+    pub frame: Utf8Bytes,
+    pub history: Vec<MessageId>,
 }
 
 /// Topology changes for the broker task, applied in order.

@@ -192,6 +192,20 @@ impl MessageStore {
         Ok(Page { messages, has_more })
     }
 
+    /// The stored message `id` of `room`, if stored.
+    pub async fn find(&self, room: &RoomId, id: MessageId) -> anyhow::Result<Option<ChatMessage>> {
+        // By `_id` alone, which every server answers from its primary key; then the room.
+        let stored = self
+            .messages
+            .find_one(doc! {"_id": id.to_string()})
+            .await
+            .context("reading a message")?;
+        stored
+            .filter(|m| m.room == room.as_str())
+            .map(MessageDocument::into_message)
+            .transpose()
+    }
+
     /// When the stored copy of `id` was published: its `published_at`, or the time in its id
     /// when it has none or is not stored.
     pub async fn published_at(&self, id: MessageId) -> anyhow::Result<DateTime<Utc>> {

@@ -54,6 +54,10 @@ impl ResponseError for ApiError {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/rooms/{room}/messages", web::get().to(room_messages))
+        .route(
+            "/api/rooms/{room}/messages/{id}",
+            web::get().to(room_message),
+        )
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready));
 }
@@ -82,16 +86,7 @@ pub async fn room_messages(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = request
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or(ApiError::Unauthorized)?;
-    state.verifier.verify(token).await.map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        ApiError::Unauthorized
-    })?;
+    authenticate(&state, &request).await?;
     let room = RoomId::parse(path.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
     let query = query.into_inner();
     let limit = match query.limit.as_deref() {
@@ -173,6 +168,43 @@ pub async fn room_messages(
         body["published_after"] = at.into();
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// Any valid access token may read history.
+async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    let token = request
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized)?;
+    state.verifier.verify(token).await.map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::Unauthorized
+    })?;
+    Ok(())
+}
+
+/// `GET /api/rooms/{room}/messages/{id}`: one stored message, or 404 while it is not stored
+/// (gateways ask before publishing a retried send again).
+#[tracing::instrument(skip_all)]
+pub async fn room_message(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &request).await?;
+    let (room, id) = path.into_inner();
+    let room = RoomId::parse(room).map_err(|e| ApiError::Validation(e.0))?;
+    let id =
+        MessageId::parse(&id).map_err(|_| ApiError::Validation("not a message id".to_string()))?;
+    let message = state
+        .store
+        .find(&room, id)
+        .await
+        .map_err(ApiError::Unavailable)?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(message))
 }
 
 /// Most messages published late that a catch-up page carries besides its `limit`.

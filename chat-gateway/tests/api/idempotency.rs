@@ -134,3 +134,74 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_others_keep_receivi
     sender.send_message("busy", "after", "still fine").await;
     assert_eq!(sender.next_of("ack").await["client_id"], "after");
 }
+
+/// A stand-in for history-service: empty pages, and every message id stored or none.
+async fn history_where_everything_is_stored(stored: bool) -> String {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/api/rooms/{room}/messages",
+            get(|| async { axum::Json(json!({"messages": [], "has_more": false})) }),
+        )
+        .route(
+            "/api/rooms/{room}/messages/{id}",
+            get(move || async move {
+                if stored {
+                    (StatusCode::OK, axum::Json(json!({})))
+                } else {
+                    let error = json!({"error": {"code": "not_found", "message": "not found"}});
+                    (StatusCode::NOT_FOUND, axum::Json(error))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+async fn published_total(address: &str) -> u64 {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("gateway_messages_published_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the published counter is exported")
+}
+
+#[tokio::test]
+async fn a_retry_is_published_again_only_when_history_has_not_stored_it() {
+    for stored in [true, false] {
+        let history = history_where_everything_is_stored(stored).await;
+        let cluster = Cluster::new().await;
+        let gateway = cluster
+            .gateway_with(|settings| settings.history.url = history.clone())
+            .await;
+        let mut alice = gateway.connect("u-alice", "alice").await;
+        alice.join("lobby").await;
+        alice.send_message("lobby", "c-1", "hello").await;
+        let original = alice.next_of("ack").await;
+        alice.send_message("lobby", "c-1", "hello").await;
+        let again = alice.next_of("ack").await;
+        assert_eq!(again["id"], original["id"]);
+        assert_eq!(again["sent_at"], original["sent_at"]);
+        let expected = if stored { 1 } else { 2 };
+        assert_eq!(
+            published_total(&gateway.address).await,
+            expected,
+            "stored: {stored}"
+        );
+        // Either way the connection sees the message once.
+        let delivered = alice
+            .collect("message", 2, Duration::from_millis(500))
+            .await;
+        assert_eq!(delivered.len(), 1, "{delivered:?}");
+    }
+}

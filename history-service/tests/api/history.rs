@@ -279,3 +279,36 @@ async fn metrics_count_stored_messages_duplicates_and_requests() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn one_message_is_found_by_id_in_its_room_only() {
+    let app = spawn_app().await;
+    let token = testing::token("user-1", "alice");
+    let stored = message("lobby", "look me up");
+    app.publish(&stored).await;
+    app.wait_for_stored(1).await;
+
+    let found = app
+        .get_history("lobby", &format!("/{}", stored.id), Some(&token))
+        .await;
+    assert_eq!(found.status(), 200);
+    let body: Value = found.json().await.expect("json");
+    assert_eq!(body["id"], stored.id.to_string());
+    assert_eq!(body["body"], "look me up");
+
+    let cases = [
+        ("elsewhere", stored.id.to_string(), 404, "not_found"),
+        ("lobby", ulid::Ulid::new().to_string(), 404, "not_found"),
+        ("lobby", "not-an-id".to_string(), 422, "validation_failed"),
+    ];
+    for (room, id, status, code) in cases {
+        let response = app.get_history(room, &format!("/{id}"), Some(&token)).await;
+        assert_eq!(response.status(), status, "{room}/{id}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], code);
+    }
+    let anonymous = app
+        .get_history("lobby", &format!("/{}", stored.id), None)
+        .await;
+    assert_eq!(anonymous.status(), 401);
+}
