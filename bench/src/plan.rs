@@ -144,7 +144,10 @@ impl Plan {
                 fanout: FanoutPlan {
                     clients: 10_000.min(cap),
                     rooms: 100,
-                    rates: vec![5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1_600.0],
+                    rates: vec![
+                        5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0, 600.0, 800.0, 1_200.0,
+                        1_600.0,
+                    ],
                     step: Duration::from_secs(10),
                     drain: Duration::from_secs(5),
                     body_bytes: 64,
