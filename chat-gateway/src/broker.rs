@@ -205,11 +205,9 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 _ = &mut sleep => break,
                 Some(command) = commands.recv() => match command {
-                    TopologyCommand::Barrier(done) => {
-                        let _ = done.send(());
-                    }
-                    TopologyCommand::Bind(room) => {
+                    TopologyCommand::Bind(room, bound) => {
                         stale.remove(&room);
+                        bound.cancel();
                     }
                     TopologyCommand::Unbind(room) => {
                         stale.insert(room);
@@ -363,18 +361,18 @@ impl Session {
                     return Ok(());
                 }
                 Some(command) = commands.recv() => match command {
-                    TopologyCommand::Bind(room) => {
+                    TopologyCommand::Bind(room, bound) => {
                         stale.remove(&room);
-                        self.bind(&room).await?;
+                        let bound_now = self.bind(&room).await;
+                        // Failed or not, the join goes on: the registry rebinds on reconnect.
+                        bound.cancel();
+                        bound_now?;
                     }
                     TopologyCommand::Unbind(room) => {
                         // Remembered until done, so a connection lost meanwhile retries it.
                         stale.insert(room.clone());
                         self.unbind(&room).await?;
                         stale.remove(&room);
-                    }
-                    TopologyCommand::Barrier(done) => {
-                        let _ = done.send(());
                     }
                 },
                 delivery = self.consumer.next() => {

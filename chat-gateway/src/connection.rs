@@ -501,7 +501,7 @@ impl Reader {
             lag: self.lag.clone(),
         };
         let joined = self.hub.rooms.join(&room, self.conn, member);
-        let _ = joined.bound.await;
+        joined.bound.cancelled().await;
         self.joined.insert(room.clone());
         if joined.first_local {
             self.hub

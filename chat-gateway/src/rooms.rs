@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId, UserId, UserRef};
 use common::event::ChatMessage;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -57,10 +57,11 @@ pub struct JoinedFrame {
 /// Topology changes for the broker task, applied in order.
 #[derive(Debug)]
 pub enum TopologyCommand {
-    Bind(RoomId),
+    /// Bind the instance queue to the room, then cancel the token: the room's joins wait for
+    /// it. While disconnected the token is cancelled at once, and the binding is made on
+    /// reconnect from the registry.
+    Bind(RoomId, CancellationToken),
     Unbind(RoomId),
-    /// Answered once every earlier command was applied (or recorded while disconnected).
-    Barrier(oneshot::Sender<()>),
 }
 
 /// Tells a connection it fell behind: its queue overflowed while fanning out `room`.
@@ -104,6 +105,8 @@ struct Room {
     /// the history it reads, so a message history-service has not stored yet is not missed.
     /// Each with the time its copy was published, when the publisher stamped it.
     recent: VecDeque<(Arc<ChatMessage>, Option<DateTime<Utc>>)>,
+    /// Cancelled once the instance queue is bound to the room for its current local members.
+    bound: CancellationToken,
 }
 
 /// Messages a room keeps in [`Room::recent`].
@@ -115,9 +118,10 @@ pub struct Joined {
     pub first_local: bool,
     /// No other local connection of this user was in the room.
     pub first_for_user: bool,
-    /// Resolves once the queue is bound to the room (or the binding is recorded for when the
-    /// broker is back).
-    pub bound: oneshot::Receiver<()>,
+    /// Cancelled once the queue is bound to the room (or the binding is recorded for when the
+    /// broker is back). Only the first local member's join waits for a bind; later ones find
+    /// it done, or wait for the same one.
+    pub bound: CancellationToken,
 }
 
 pub struct Rooms {
@@ -154,16 +158,15 @@ impl Rooms {
         let entry = rooms.entry(room.clone()).or_default();
         let first_local = entry.local.is_empty();
         if first_local {
-            self.command(TopologyCommand::Bind(room.clone()));
+            entry.bound = CancellationToken::new();
+            self.command(TopologyCommand::Bind(room.clone(), entry.bound.clone()));
         }
         let first_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
         entry.local.insert(conn, member);
-        let (tx, bound) = oneshot::channel();
-        self.command(TopologyCommand::Barrier(tx));
         Joined {
             first_local,
             first_for_user,
-            bound,
+            bound: entry.bound.clone(),
         }
     }
 
@@ -378,12 +381,47 @@ mod tests {
         let mut seen = Vec::new();
         while let Ok(command) = commands.try_recv() {
             match command {
-                TopologyCommand::Bind(r) => seen.push(format!("bind {r}")),
+                TopologyCommand::Bind(r, _) => seen.push(format!("bind {r}")),
                 TopologyCommand::Unbind(r) => seen.push(format!("unbind {r}")),
-                TopologyCommand::Barrier(_) => {}
             }
         }
         assert_eq!(seen, vec!["bind r", "unbind r"]);
+    }
+
+    #[test]
+    fn a_join_waits_for_its_own_rooms_bind_only() {
+        let (rooms, mut commands) = Rooms::new(Arc::default());
+        let (alice, _a) = member("alice", 4);
+        let (bob, _b) = member("bob", 4);
+        let (carol, _c) = member("carol", 4);
+        let first = rooms.join(&room("r"), 1, alice);
+        let second = rooms.join(&room("r"), 2, bob);
+        let other = rooms.join(&room("s"), 3, carol);
+        let mut binds = Vec::new();
+        while let Ok(command) = commands.try_recv() {
+            if let TopologyCommand::Bind(r, bound) = command {
+                binds.push((r.to_string(), bound));
+            }
+        }
+        let names: Vec<&str> = binds.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["r", "s"],
+            "one bind per room, by its first member"
+        );
+        assert!(!first.bound.is_cancelled() && !second.bound.is_cancelled());
+
+        binds[1].1.cancel();
+        assert!(other.bound.is_cancelled(), "room s is bound");
+        assert!(!second.bound.is_cancelled(), "room r is not bound yet");
+        binds[0].1.cancel();
+        assert!(first.bound.is_cancelled() && second.bound.is_cancelled());
+
+        let (dave, _d) = member("dave", 4);
+        assert!(
+            rooms.join(&room("r"), 4, dave).bound.is_cancelled(),
+            "a join of a bound room waits for nothing"
+        );
     }
 
     #[test]

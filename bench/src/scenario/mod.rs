@@ -221,7 +221,7 @@ pub async fn settle_and_clear(ctx: &Ctx, target: &Target) -> anyhow::Result<()> 
         }
     }
     let settled = unchanged_since.elapsed() >= Duration::from_secs(2);
-    messages.delete_many(mongodb::bson::doc! {}).await?;
+    empty(&messages).await?;
     eprintln!(
         "chat-bench: {}: {last} messages in the store, {} after {:.0} s; emptied",
         target.name,
@@ -278,5 +278,27 @@ pub fn ms_or_dash(latency: &Latency, value: impl Fn(&Latency) -> f64) -> String 
         "-".to_string()
     } else {
         num(value(latency), 1)
+    }
+}
+
+/// Deletes every document, a thousand at a time: FerretDB on SQLite fails one `delete_many`
+/// over a large collection ("too many SQL variables").
+async fn empty(messages: &mongodb::Collection<mongodb::bson::Document>) -> anyhow::Result<()> {
+    use futures_util::TryStreamExt;
+    loop {
+        let ids: Vec<mongodb::bson::Bson> = messages
+            .find(mongodb::bson::doc! {})
+            .projection(mongodb::bson::doc! {"_id": 1})
+            .limit(1000)
+            .await?
+            .try_filter_map(|doc| async move { Ok(doc.get("_id").cloned()) })
+            .try_collect()
+            .await?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        messages
+            .delete_many(mongodb::bson::doc! {"_id": {"$in": ids}})
+            .await?;
     }
 }
