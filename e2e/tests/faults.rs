@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::isolated::Isolated;
 use support::ledger::{Figures, eventually, memory_kib, percentile_ms, while_progressing};
 use support::resilient::{ClientReport, ClientSpec, ResilientClient, open, stamped};
-use support::{System, SystemOptions, try_all_messages};
+use support::{System, SystemOptions, message_ids, try_all_messages};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
@@ -743,12 +743,7 @@ async fn rejoin(system: &System, via: usize, token: &str, room: &str, since: &st
         .send_json(json!({"type": "join", "room": room, "since": since}))
         .await;
     let joined = next_of_type(&mut client, "joined").await;
-    let mut ids: Vec<String> = joined["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect();
+    let mut ids = message_ids(&joined);
     ids.extend(drain_messages(&mut client, Duration::from_secs(2)).await);
     ids
 }

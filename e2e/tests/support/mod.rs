@@ -336,6 +336,16 @@ impl System {
 
 /// Every stored message of a room from the history API at `base` (a gateway or
 /// history-service itself), oldest first; an error when a request fails or is refused.
+/// The ids of the messages in a `joined` frame or a history page, in order.
+pub fn message_ids(frame: &Value) -> Vec<String> {
+    frame["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 pub async fn try_all_messages(base: &str, token: &str, room: &str) -> anyhow::Result<Vec<Value>> {
     let http = reqwest::Client::new();
     let mut all: Vec<Value> = Vec::new();

@@ -25,6 +25,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
+use super::message_ids;
+
 /// Who the client is and where it connects.
 #[derive(Debug, Clone)]
 pub struct ClientSpec {
@@ -590,12 +592,7 @@ impl Driver {
                     .and_then(|at| session.joining.remove(at))
                     .and_then(|(_, since)| since);
                 session.joined.insert(room.clone());
-                let ids: Vec<String> = frame["messages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|m| m["id"].as_str().map(str::to_string))
-                    .collect();
+                let ids = message_ids(&frame);
                 for id in &ids {
                     self.delivered(session, &room, id);
                 }
@@ -698,7 +695,8 @@ impl Driver {
         }
     }
 
-    fn delivered(&mut self, session: &mut Session, room: &str, id: &str) {
+    /// Moves the room's newest seen id (the next `since`) forward to `id` if it is newer.
+    fn saw(&mut self, room: &str, id: &str) {
         let newer = self
             .last_seen
             .get(room)
@@ -706,6 +704,10 @@ impl Driver {
         if newer {
             self.last_seen.insert(room.to_string(), id.to_string());
         }
+    }
+
+    fn delivered(&mut self, session: &mut Session, room: &str, id: &str) {
+        self.saw(room, id);
         let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
         let log = &mut record.connections[session.log];
         log.ids.push(id.to_string());
@@ -736,12 +738,7 @@ impl Driver {
                     continue;
                 }
             };
-            let ids: Vec<String> = page["messages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str().map(str::to_string))
-                .collect();
+            let ids = message_ids(&page);
             let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
             record.paged += ids.len();
             for id in &ids {
@@ -749,10 +746,7 @@ impl Driver {
             }
             drop(record);
             for id in &ids {
-                let newer = self.last_seen.get(room).is_none_or(|last| id > last);
-                if newer {
-                    self.last_seen.insert(room.to_string(), id.clone());
-                }
+                self.saw(room, id);
             }
             let Some(last) = ids.last() else {
                 return;
