@@ -111,6 +111,16 @@ pub fn bearer_token(header_value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The token of an actix-web request's `Authorization: Bearer …` header.
+#[cfg(feature = "actix")]
+pub fn request_bearer_token(request: &actix_web::HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+}
+
 /// Verifies tokens against a fixed set of keys.
 #[derive(Clone)]
 pub struct KeySet {

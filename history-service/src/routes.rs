@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use common::domain::{MessageId, RoomId};
 use common::error::ErrorBody;
-use common::token::bearer_token;
+use common::token::request_bearer_token;
 use mongodb::bson::doc;
 use serde::Deserialize;
 
@@ -108,30 +108,16 @@ pub async fn room_messages(
     };
     let before = cursor(query.before, "before")?;
     let after = cursor(query.after, "after")?;
-    let number = |raw: Option<String>, name: &str| {
-        raw.map(|raw| {
-            raw.parse::<u64>()
-                .ok()
-                .ok_or_else(|| ApiError::Validation(format!("{name} must be a whole number")))
-        })
-        .transpose()
-    };
-    let published_after = number(query.published_after, "published_after")?
-        .map(|ms| {
-            i64::try_from(ms)
-                .ok()
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .ok_or_else(|| ApiError::Validation("published_after is out of range".into()))
-        })
-        .transpose()?;
-    let late_window = number(query.late_window_ms, "late_window_ms")?
-        .map(|ms| {
-            i64::try_from(ms)
-                .ok()
-                .and_then(chrono::Duration::try_milliseconds)
-                .ok_or_else(|| ApiError::Validation("late_window_ms is out of range".into()))
-        })
-        .transpose()?;
+    let published_after = milliseconds(
+        query.published_after,
+        "published_after",
+        chrono::DateTime::from_timestamp_millis,
+    )?;
+    let late_window = milliseconds(
+        query.late_window_ms,
+        "late_window_ms",
+        chrono::Duration::try_milliseconds,
+    )?;
     let late_asked = published_after.is_some() || late_window.is_some();
     if late_asked && after.is_none() {
         return Err(ApiError::Validation(
@@ -170,14 +156,28 @@ pub async fn room_messages(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// A query parameter in milliseconds: a whole number that `convert` can represent.
+fn milliseconds<T>(
+    raw: Option<String>,
+    name: &str,
+    convert: impl FnOnce(i64) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let ms: u64 = raw
+        .parse()
+        .map_err(|_| ApiError::Validation(format!("{name} must be a whole number")))?;
+    i64::try_from(ms)
+        .ok()
+        .and_then(convert)
+        .map(Some)
+        .ok_or_else(|| ApiError::Validation(format!("{name} is out of range")))
+}
+
 /// Any valid access token may read history.
 async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    let token = request
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or(ApiError::Unauthorized)?;
+    let token = request_bearer_token(request).ok_or(ApiError::Unauthorized)?;
     state.verifier.verify(token).await.map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         ApiError::Unauthorized

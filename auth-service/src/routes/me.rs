@@ -1,5 +1,5 @@
 use actix_web::{HttpRequest, HttpResponse, web};
-use common::token::bearer_token;
+use common::token::request_bearer_token;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -9,12 +9,7 @@ pub async fn me(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let token = request
-        .headers()
-        .get("Authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or(ApiError::Unauthorized)?;
+    let token = request_bearer_token(&request).ok_or(ApiError::Unauthorized)?;
     let verified = state.tokens.verify(token).map_err(|e| {
         tracing::debug!(error = %e, "token refused");
         ApiError::Unauthorized
