@@ -524,7 +524,7 @@ impl Reader {
         let known = since.and_then(|since| self.hub.rooms.published_at(&room, since));
         let page = match since {
             Some(since) => {
-                let published_after = known.map(|at| at - self.hub.history.late_window());
+                let published_after = known.map(|at| self.hub.history.late_from(at));
                 self.hub
                     .history
                     .after(&room, since, published_after, &self.session.token)

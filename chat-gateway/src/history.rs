@@ -44,6 +44,13 @@ impl HistoryClient {
         })
     }
 
+    /// `GET /api/rooms/{room}/messages{path}` with the user's token.
+    fn request(&self, room: &RoomId, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}/api/rooms/{room}/messages{path}", self.base))
+            .bearer_auth(token)
+    }
+
     async fn get(
         &self,
         room: &RoomId,
@@ -51,10 +58,8 @@ impl HistoryClient {
         token: &str,
     ) -> anyhow::Result<HistoryPage> {
         let page = self
-            .http
-            .get(format!("{}/api/rooms/{room}/messages", self.base))
+            .request(room, "", token)
             .query(query)
-            .bearer_auth(token)
             .send()
             .await?
             .error_for_status()?
@@ -70,12 +75,7 @@ impl HistoryClient {
         id: MessageId,
         token: &str,
     ) -> anyhow::Result<bool> {
-        let response = self
-            .http
-            .get(format!("{}/api/rooms/{room}/messages/{id}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await?;
+        let response = self.request(room, &format!("/{id}"), token).send().await?;
         match response.status() {
             reqwest::StatusCode::OK => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
@@ -124,10 +124,13 @@ impl HistoryClient {
         .await
     }
 
-    /// Messages published later than this long before `since` was are sent in a catch-up
-    /// even when their ids sort before it: it covers the time between stamping a message's
-    /// publish time and the broker routing it, and clock differences between gateways.
-    pub fn late_window(&self) -> chrono::Duration {
-        self.late_window
+    /// For a catch-up after a message published at `published`: messages published after
+    /// the returned time are sent even when their ids sort before it. The window covers the
+    /// time between stamping a message's publish time and the broker routing it, and clock
+    /// differences between gateways; one reaching past the epoch means every message.
+    pub fn late_from(&self, published: DateTime<Utc>) -> DateTime<Utc> {
+        published
+            .checked_sub_signed(self.late_window)
+            .unwrap_or(DateTime::UNIX_EPOCH)
     }
 }

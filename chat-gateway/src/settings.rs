@@ -38,7 +38,7 @@ pub struct HistorySettings {
     pub recent_on_join: u32,
     pub catch_up_limit: u32,
     /// A catch-up also sends messages with earlier ids published up to this long before its
-    /// `since` was (see [`crate::history::HistoryClient::late_window`]).
+    /// `since` was (see [`crate::history::HistoryClient::late_from`]).
     pub late_window_ms: u64,
     pub timeout_ms: u64,
 }
