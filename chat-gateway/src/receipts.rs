@@ -23,7 +23,6 @@ use chrono::{DateTime, Utc};
 use common::domain::{ClientMessageId, MessageId, RoomId, UserId};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
-use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -200,22 +199,18 @@ async fn reserve_all(
         .ordered(false)
         .await
     {
-        match error.kind.as_ref() {
-            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
-                for failed in failure.write_errors.iter().flatten() {
-                    let Some(outcome) = outcomes.get_mut(failed.index) else {
-                        continue;
-                    };
-                    if failed.code == common::mongo::DUPLICATE_KEY {
-                        duplicates.push(failed.index);
-                    } else {
-                        *outcome = Err(format!("recording a send receipt: {}", failed.message));
-                    }
-                }
-            }
-            _ => {
-                let message = format!("recording send receipts: {error}");
-                return vec![Err(message); documents.len()];
+        let Some(failures) = common::mongo::insert_many_write_errors(&error) else {
+            let message = format!("recording send receipts: {error}");
+            return vec![Err(message); documents.len()];
+        };
+        for failed in failures {
+            let Some(outcome) = outcomes.get_mut(failed.index) else {
+                continue;
+            };
+            if failed.code == common::mongo::DUPLICATE_KEY {
+                duplicates.push(failed.index);
+            } else {
+                *outcome = Err(format!("recording a send receipt: {}", failed.message));
             }
         }
     }

@@ -118,10 +118,7 @@ impl MessageStore {
                 duplicates: 0,
             }),
             Err(error) => {
-                use mongodb::error::ErrorKind;
-                if let ErrorKind::InsertMany(failure) = error.kind.as_ref()
-                    && failure.write_concern_error.is_none()
-                    && let Some(write_errors) = &failure.write_errors
+                if let Some(write_errors) = common::mongo::insert_many_write_errors(&error)
                     && write_errors
                         .iter()
                         .all(|e| e.code == common::mongo::DUPLICATE_KEY)
