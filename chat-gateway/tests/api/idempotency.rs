@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::Cluster;
+use crate::helpers::{Client, Cluster};
 
 #[tokio::test]
 async fn a_retried_send_is_acked_with_the_original_id_and_delivered_once() {
@@ -14,13 +14,8 @@ async fn a_retried_send_is_acked_with_the_original_id_and_delivered_once() {
     alice.join("lobby").await;
     bob.join("lobby").await;
 
-    alice.send_message("lobby", "c-1", "hello").await;
-    let original = alice.next_of("ack").await;
     // The same send again on the same connection: same id and time, nothing new delivered.
-    alice.send_message("lobby", "c-1", "hello").await;
-    let again = alice.next_of("ack").await;
-    assert_eq!(again["id"], original["id"]);
-    assert_eq!(again["sent_at"], original["sent_at"]);
+    let original = send_and_retry(&mut alice, "lobby", "c-1").await;
 
     // And from another connection on the other gateway (the client reconnected elsewhere).
     let mut alice_elsewhere = second.connect("u-alice", "alice").await;
@@ -135,6 +130,18 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_others_keep_receivi
     assert_eq!(sender.next_of("ack").await["client_id"], "after");
 }
 
+/// Sends `client_id` twice on one connection; both acks carry the same id and time. Returns
+/// the first ack.
+async fn send_and_retry(client: &mut Client, room: &str, client_id: &str) -> serde_json::Value {
+    client.send_message(room, client_id, "hello").await;
+    let original = client.next_of("ack").await;
+    client.send_message(room, client_id, "hello").await;
+    let again = client.next_of("ack").await;
+    assert_eq!(again["id"], original["id"]);
+    assert_eq!(again["sent_at"], original["sent_at"]);
+    original
+}
+
 /// A stand-in for history-service: empty pages, and every message id stored or none.
 async fn history_where_everything_is_stored(stored: bool) -> String {
     use axum::http::StatusCode;
@@ -186,12 +193,7 @@ async fn a_retry_is_published_again_only_when_history_has_not_stored_it() {
             .await;
         let mut alice = gateway.connect("u-alice", "alice").await;
         alice.join("lobby").await;
-        alice.send_message("lobby", "c-1", "hello").await;
-        let original = alice.next_of("ack").await;
-        alice.send_message("lobby", "c-1", "hello").await;
-        let again = alice.next_of("ack").await;
-        assert_eq!(again["id"], original["id"]);
-        assert_eq!(again["sent_at"], original["sent_at"]);
+        send_and_retry(&mut alice, "lobby", "c-1").await;
         let expected = if stored { 1 } else { 2 };
         assert_eq!(
             published_total(&gateway.address).await,
