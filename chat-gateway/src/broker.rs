@@ -9,17 +9,24 @@
 //! everything from application state (exchange, queue, one binding per local room, consumer,
 //! confirm mode) rather than relying on the client library's recovery. While disconnected,
 //! publishing fails fast with [`PublishError::Unavailable`].
+//!
+//! Deliveries of the instance queue are acknowledged after they were handed to the local
+//! connections (in batches, `multiple`): a delivery lost in flight when the connection drops
+//! stays in the durable queue and comes again after the reconnect, where the connections'
+//! recent-id memory drops the copies they already wrote.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use common::amqp;
 use common::domain::RoomId;
 use common::event::{ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
 use futures_util::StreamExt;
+use lapin::Acker;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -31,6 +38,13 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::ServerFrame;
 use crate::rooms::{LiveMessage, Outbound, Rooms, TopologyCommand};
 use crate::settings::GatewayAmqpSettings;
+
+/// Deliveries of the instance queue the broker sends ahead of their acknowledgements.
+const PREFETCH: u16 = 1024;
+/// Deliveries handed on before one `multiple` acknowledgement covers them all.
+const ACK_BATCH: u32 = 64;
+/// Longest a handed-on delivery waits for its acknowledgement when fewer than a batch came.
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -174,7 +188,10 @@ pub async fn run(
     // durable queue until the next session removes them.
     let mut stale: HashSet<RoomId> = HashSet::new();
     loop {
-        let session = Session::open(&settings, &queue, &rooms, fresh, &mut stale).await;
+        let session = settings
+            .connection
+            .within_setup_timeout(Session::open(&settings, &queue, &rooms, fresh, &mut stale))
+            .await;
         match session {
             Ok(session) => {
                 fresh = false;
@@ -269,14 +286,14 @@ impl Session {
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        topology
+            .basic_qos(PREFETCH, BasicQosOptions::default())
+            .await?;
         let consumer = topology
             .basic_consume(
                 queue.into(),
                 format!("gateway-{}", settings.instance_id).as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
+                BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
@@ -345,7 +362,18 @@ impl Session {
         stale: &mut HashSet<RoomId>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        // Connection-level errors end the session even when the consumer stream does not
+        // end with them (it can stay pending after the socket closed).
+        let mut events = std::pin::pin!(self.connection.events_listener());
+        if !self.connection.status().connected() {
+            anyhow::bail!("the broker connection closed during set-up");
+        }
         broker.set_channel(Some(self.publisher.clone()));
+        // The latest delivery handed on but not yet acknowledged, and how many it covers.
+        let mut unacked: Option<Acker> = None;
+        let mut pending: u32 = 0;
+        let mut flush = tokio::time::interval(ACK_DELAY);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -375,15 +403,41 @@ impl Session {
                         stale.remove(&room);
                     }
                 },
+                error = amqp::connection_failure(&mut events) => return Err(error),
+                _ = flush.tick(), if unacked.is_some() => {
+                    if let Some(acker) = unacked.take() {
+                        pending = 0;
+                        acknowledge_all(&acker, &mut events).await?;
+                    }
+                }
                 delivery = self.consumer.next() => {
                     let Some(delivery) = delivery else {
                         anyhow::bail!("the broker cancelled the consumer");
                     };
                     let delivery = delivery?;
                     dispatch(broker, rooms, delivery.routing_key.as_str(), &delivery.data);
+                    pending += 1;
+                    if pending >= ACK_BATCH {
+                        pending = 0;
+                        unacked = None;
+                        acknowledge_all(&delivery.acker, &mut events).await?;
+                    } else {
+                        unacked = Some(delivery.acker);
+                    }
                 }
             }
         }
+    }
+}
+
+/// Acknowledges `acker`'s delivery and every one before it, unless the connection fails first.
+async fn acknowledge_all(
+    acker: &Acker,
+    events: &mut (impl futures_util::Stream<Item = lapin::Event> + Unpin),
+) -> anyhow::Result<()> {
+    tokio::select! {
+        acked = amqp::acknowledged(acker.ack(BasicAckOptions { multiple: true })) => acked,
+        error = amqp::connection_failure(events) => Err(error),
     }
 }
 

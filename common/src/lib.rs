@@ -6,8 +6,11 @@
 //! - [`event`]: the chat event carried over RabbitMQ and the topology names both sides use;
 //! - [`error`]: the JSON error body every HTTP API answers with;
 //! - [`settings`]: layered configuration (compiled-in defaults, optional file, environment);
-//! - [`telemetry`]: tracing set-up.
+//! - [`telemetry`]: tracing set-up;
+//! - `amqp` (feature `amqp`): guards for the services' broker connection supervisors.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod domain;
 pub mod error;
 pub mod event;

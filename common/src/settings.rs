@@ -78,6 +78,29 @@ pub struct AmqpSettings {
     /// May carry credentials, so it is kept secret in logs.
     pub uri: SecretString,
     pub exchange: String,
+    /// Longest a connection attempt with its set-up (channels, declarations, consumer) may
+    /// take before it counts as failed and is retried.
+    #[serde(default = "default_setup_timeout_ms")]
+    pub setup_timeout_ms: u64,
+}
+
+fn default_setup_timeout_ms() -> u64 {
+    10_000
+}
+
+impl AmqpSettings {
+    /// Runs a connection attempt under [`Self::setup_timeout_ms`]. A broker that is shutting
+    /// down can accept a TCP connection and never answer the handshake; without a deadline
+    /// the supervisor waiting on that attempt would never try again.
+    pub async fn within_setup_timeout<T>(
+        &self,
+        attempt: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let limit = std::time::Duration::from_millis(self.setup_timeout_ms);
+        tokio::time::timeout(limit, attempt).await.map_err(|_| {
+            anyhow::anyhow!("the broker did not complete the set-up within {limit:?}")
+        })?
+    }
 }
 
 /// Loads settings of type `T` for the service whose environment prefix is `prefix`.

@@ -75,3 +75,142 @@ pub async fn serve_jwks() -> String {
     });
     format!("http://{address}")
 }
+
+/// A loopback TCP proxy to a broker that can misbehave on demand: leave a connection
+/// unanswered, hold back what the broker sends, cut every connection.
+pub struct BrokerProxy {
+    uri: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// The next accepted connection is kept open and never answered.
+    silence_next: std::sync::atomic::AtomicBool,
+    /// Bytes from the broker are read but not passed on.
+    hold: std::sync::atomic::AtomicBool,
+    held_bytes: std::sync::atomic::AtomicUsize,
+    /// Bumped by [`BrokerProxy::cut`]; connections of an earlier generation close.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl BrokerProxy {
+    /// Starts a proxy to the host and port of `uri` (an `amqp://` URI).
+    pub async fn start(uri: &str) -> Self {
+        use std::sync::atomic::Ordering;
+
+        let mut proxied = reqwest::Url::parse(uri).expect("a valid URI");
+        let target = format!(
+            "{}:{}",
+            proxied.host_str().expect("the URI names a host"),
+            proxied.port().expect("the URI names a port")
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("address").port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            let mut silent = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                if shared.silence_next.swap(false, Ordering::SeqCst) {
+                    // Kept open, never read: the client waits for a handshake that never comes.
+                    silent.push(socket);
+                    continue;
+                }
+                let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                tokio::spawn(forward(socket, upstream, shared.clone()));
+            }
+        });
+        proxied.set_host(Some("127.0.0.1")).expect("host");
+        proxied.set_port(Some(port)).expect("port");
+        Self {
+            uri: proxied.to_string(),
+            state,
+        }
+    }
+
+    /// The broker URI that goes through this proxy.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The next connection is accepted and never answered.
+    pub fn silence_next(&self) {
+        self.state
+            .silence_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on what the broker sends is read and held back, not passed on.
+    pub fn hold(&self) {
+        self.state
+            .hold
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes held back since [`Self::hold`].
+    pub fn held_bytes(&self) -> usize {
+        self.state
+            .held_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until something sent by the broker is held back (fails after 5 s), then
+    /// [`Self::cut`]s.
+    pub async fn cut_once_held(&self) {
+        for _ in 0..100 {
+            if self.held_bytes() > 0 {
+                self.cut();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the broker sent nothing through the proxy");
+    }
+
+    /// Closes every open connection, losing what was held back; later connections pass.
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.hold.store(false, Ordering::SeqCst);
+        self.state.held_bytes.store(0, Ordering::SeqCst);
+        self.state
+            .generation
+            .send_modify(|generation| *generation += 1);
+    }
+}
+
+async fn forward(
+    client: tokio::net::TcpStream,
+    upstream: tokio::net::TcpStream,
+    state: std::sync::Arc<ProxyState>,
+) {
+    use std::sync::atomic::Ordering;
+
+    let mut cut = state.generation.subscribe();
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let up = tokio::io::copy(&mut client_read, &mut upstream_write);
+    let down = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match upstream_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if state.hold.load(Ordering::SeqCst) {
+                state.held_bytes.fetch_add(n, Ordering::SeqCst);
+            } else if client_write.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = cut.changed() => {}
+    }
+}

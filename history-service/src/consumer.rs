@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::amqp;
 use common::event::{MessageEvent, topology};
 use futures_util::StreamExt;
 use lapin::options::{
@@ -115,14 +116,10 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
         .await
 }
 
-async fn consume(
+/// Connects, declares the topology and starts consuming.
+async fn open_consumer(
     settings: &HistoryAmqpSettings,
-    store: &MessageStore,
-    status: &ConsumerStatus,
-    metrics: &ConsumerMetrics,
-    shutdown: &CancellationToken,
-    backoff: &mut Backoff,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Connection, lapin::Channel, lapin::Consumer)> {
     let connection = Connection::connect(
         settings.connection.uri.expose_secret(),
         ConnectionProperties::default(),
@@ -133,7 +130,7 @@ async fn consume(
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
         .await?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             settings.queue.as_str().into(),
             format!("history-{}", ulid::Ulid::new()).as_str().into(),
@@ -141,14 +138,36 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
+    Ok((connection, channel, consumer))
+}
+
+async fn consume(
+    settings: &HistoryAmqpSettings,
+    store: &MessageStore,
+    status: &ConsumerStatus,
+    metrics: &ConsumerMetrics,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let (connection, channel, mut consumer) = settings
+        .connection
+        .within_setup_timeout(open_consumer(settings))
+        .await?;
     status.set(true);
     backoff.reset();
     tracing::info!(queue = %settings.queue, "consuming the history queue");
 
+    // Connection-level errors end the session even when the consumer stream does not end
+    // with them (it can stay pending after the socket closed).
+    let mut events = std::pin::pin!(connection.events_listener());
+    if !connection.status().connected() {
+        anyhow::bail!("the broker connection closed during set-up");
+    }
     let wait = Duration::from_millis(settings.batch_wait_ms);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
+            error = amqp::connection_failure(&mut events) => return Err(error),
             next = consumer.next() => next,
         };
         let Some(first) = first else {
@@ -189,9 +208,7 @@ async fn process_batch(
                 // A message no consumer can ever parse would otherwise be redelivered forever.
                 tracing::error!(%error, "dropping an unreadable message from the history queue");
                 metrics.rejected.inc();
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await?;
+                amqp::acknowledged(delivery.reject(BasicRejectOptions { requeue: false })).await?;
             }
         }
     }
@@ -217,7 +234,7 @@ async fn process_batch(
         }
     };
     if let Some(last) = valid.last() {
-        last.ack(BasicAckOptions { multiple: true }).await?;
+        amqp::acknowledged(last.ack(BasicAckOptions { multiple: true })).await?;
     }
     metrics
         .write_seconds

@@ -1,3 +1,4 @@
+mod broker;
 mod fanout;
 mod helpers;
 mod http;

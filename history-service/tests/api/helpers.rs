@@ -23,6 +23,12 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `adjust` (the test's own publisher keeps the
+/// original broker URI).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         common::telemetry::init("history-service");
     }
@@ -52,6 +58,7 @@ pub async fn spawn_app() -> TestApp {
         .await
         .expect("confirm mode");
     let exchange = settings.amqp.connection.exchange.clone();
+    adjust(&mut settings);
 
     let app = Application::build(settings)
         .await
