@@ -446,6 +446,12 @@ impl Reader {
     async fn reauthenticate(&mut self, token: String) -> Result<Result<(), FrameError>, Gone> {
         let verified = match self.hub.verifier.verify(&token).await {
             Ok(verified) => verified,
+            Err(common::token::TokenError::KeysUnavailable(_)) => {
+                return Ok(Err(FrameError::new(
+                    "unavailable",
+                    "tokens cannot be verified right now; retry shortly",
+                )));
+            }
             Err(error) => {
                 tracing::debug!(%error, "in-band token refused");
                 return Ok(Err(FrameError::new(

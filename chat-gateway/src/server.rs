@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use common::error::ErrorBody;
-use common::token::{JwksVerifier, bearer_token};
+use common::token::{JwksVerifier, TokenError, bearer_token};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio_tungstenite::WebSocketStream;
@@ -250,6 +250,14 @@ async fn upgrade(
     };
     let user = match state.verifier.verify(&token).await {
         Ok(user) => user,
+        Err(error @ TokenError::KeysUnavailable(_)) => {
+            tracing::warn!(%error, "upgrade refused: token keys unavailable");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "tokens cannot be verified right now; retry shortly",
+            );
+        }
         Err(error) => {
             tracing::debug!(%error, "upgrade refused");
             return error_response(

@@ -303,13 +303,15 @@ impl JwksVerifier {
             .is_empty()
     }
 
-    /// Verifies a token, fetching the key set again if the `kid` is unknown.
+    /// Verifies a token, fetching the key set again if the `kid` is unknown. While the last
+    /// fetch failed, an unknown `kid` is [`TokenError::KeysUnavailable`] (the token may well
+    /// be valid), not [`TokenError::UnknownKey`].
     pub async fn verify(&self, token: &str) -> Result<AuthenticatedUser, TokenError> {
         let kid = header_kid(token)?;
         if let Some(key) = self.lookup(&kid) {
             return verify_with(&key, token, &self.inner.policy);
         }
-        {
+        let last_fetch_failed = {
             let mut last = self.inner.last_fetch.lock().await;
             // Another caller may have fetched while this one waited for the lock.
             if self.lookup(&kid).is_none()
@@ -324,8 +326,15 @@ impl JwksVerifier {
             {
                 self.fetch_locked(&mut last).await?;
             }
-        }
-        let key = self.lookup(&kid).ok_or(TokenError::UnknownKey)?;
+            matches!(*last, Some((_, false)))
+        };
+        let key = self.lookup(&kid).ok_or_else(|| {
+            if last_fetch_failed {
+                TokenError::KeysUnavailable("the last attempt failed; retrying shortly".into())
+            } else {
+                TokenError::UnknownKey
+            }
+        })?;
         verify_with(&key, token, &self.inner.policy)
     }
 }

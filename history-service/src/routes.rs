@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use common::domain::{MessageId, RoomId};
 use common::error::ErrorBody;
-use common::token::request_bearer_token;
+use common::token::{TokenError, request_bearer_token};
 use mongodb::bson::doc;
 use serde::Deserialize;
 
@@ -178,9 +178,12 @@ fn milliseconds<T>(
 /// Any valid access token may read history.
 async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
     let token = request_bearer_token(request).ok_or(ApiError::Unauthorized)?;
-    state.verifier.verify(token).await.map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        ApiError::Unauthorized
+    state.verifier.verify(token).await.map_err(|e| match e {
+        TokenError::KeysUnavailable(_) => ApiError::Unavailable(e.into()),
+        e => {
+            tracing::debug!(error = %e, "token refused");
+            ApiError::Unauthorized
+        }
     })?;
     Ok(())
 }

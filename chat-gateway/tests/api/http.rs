@@ -135,6 +135,21 @@ async fn forwarded_apis_answer_502_with_the_error_body_when_the_upstream_is_down
 }
 
 #[tokio::test]
+async fn a_valid_token_is_answered_503_not_401_while_the_token_keys_cannot_be_fetched() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.auth.url = "http://127.0.0.1:9".to_string())
+        .await;
+    let token = testing::token("u-alice", "alice");
+    // The first attempt fetches and fails; the second comes before the next fetch is due.
+    for attempt in 0..2 {
+        let (status, body) = upgrade_status(&gateway.address, None, Some(token.clone())).await;
+        assert_eq!(status, 503, "attempt {attempt}: {body}");
+        assert_eq!(body["error"]["code"], "unavailable", "attempt {attempt}");
+    }
+}
+
+#[tokio::test]
 async fn forwarded_requests_reach_the_upstream_with_method_path_query_and_body() {
     // The test JWKS server answers every request with the JWKS: enough to see the forwarding.
     let cluster = Cluster::new().await;

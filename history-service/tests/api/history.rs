@@ -1,7 +1,30 @@
 use common::testing;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::helpers::{message, spawn_app};
+use crate::helpers::{TestApp, message, spawn_app, spawn_app_with};
+
+fn broker_uri() -> String {
+    history_service::settings::Settings::load()
+        .expect("settings load")
+        .amqp
+        .connection
+        .uri
+        .expose_secret()
+        .to_string()
+}
+
+/// The ids of the lobby's first history page.
+async fn lobby_ids(app: &TestApp) -> Vec<String> {
+    let token = testing::token("user-1", "alice");
+    let body: Value = app
+        .get_history("lobby", "", Some(&token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    ids(&body)
+}
 
 fn ids(body: &Value) -> Vec<String> {
     body["messages"]
@@ -311,4 +334,53 @@ async fn one_message_is_found_by_id_in_its_room_only() {
         .get_history("lobby", &format!("/{}", stored.id), None)
         .await;
     assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_consuming_starts_on_a_new_connection()
+ {
+    let proxy = testing::BrokerProxy::start(&broker_uri()).await;
+    proxy.silence_next();
+    // Ready only once a connection attempt after the silent one is consuming.
+    let app = spawn_app_with(|settings| {
+        settings.amqp.connection.uri = SecretString::from(proxy.uri());
+        settings.amqp.connection.setup_timeout_ms = 300;
+    })
+    .await;
+
+    let sent = message("lobby", "stored through the second connection");
+    app.publish(&sent).await;
+    app.wait_for_stored(1).await;
+    assert_eq!(lobby_ids(&app).await, vec![sent.id.to_string()]);
+}
+
+#[tokio::test]
+async fn a_delivery_lost_with_its_connection_is_stored_after_the_consumer_reconnects() {
+    let proxy = testing::BrokerProxy::start(&broker_uri()).await;
+    let app = spawn_app_with(|settings| {
+        settings.amqp.connection.uri = SecretString::from(proxy.uri());
+    })
+    .await;
+
+    // The broker sends the delivery, the consumer never receives it, the connection is cut.
+    proxy.hold();
+    let sent = message("lobby", "sent while the wire was cut");
+    app.publish(&sent).await;
+    proxy.cut_once_held().await;
+
+    app.wait_for_stored(1).await;
+    assert_eq!(lobby_ids(&app).await, vec![sent.id.to_string()]);
+}
+
+#[tokio::test]
+async fn a_valid_token_is_answered_503_not_401_while_the_token_keys_cannot_be_fetched() {
+    let app = spawn_app_with(|settings| settings.auth.url = "http://127.0.0.1:9".to_string()).await;
+    let token = testing::token("user-1", "alice");
+    // The first request fetches and fails; the second comes before the next fetch is due.
+    for attempt in 0..2 {
+        let response = app.get_history("lobby", "", Some(&token)).await;
+        assert_eq!(response.status(), 503, "attempt {attempt}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "unavailable", "attempt {attempt}");
+    }
 }
