@@ -495,18 +495,20 @@ fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
             if !show {
                 return;
             }
-            let frame = Utf8Bytes::from(
+            let frame = Arc::new(Utf8Bytes::from(
                 ServerFrame::Presence {
                     room,
                     user,
                     state: *state,
                 }
                 .to_text(),
-            );
+            ));
             rooms.deliver(room, || Outbound::Frame(frame.clone()));
         }
         RoomEvent::Typing { room, user, .. } => {
-            let frame = Utf8Bytes::from(ServerFrame::Typing { room, user }.to_text());
+            let frame = Arc::new(Utf8Bytes::from(
+                ServerFrame::Typing { room, user }.to_text(),
+            ));
             rooms.deliver(room, || Outbound::Frame(frame.clone()));
         }
         RoomEvent::PresenceQuery { room, .. } => {

@@ -17,10 +17,11 @@ use std::num::NonZeroU32;
 use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef};
 use common::event::{ChatMessage, PresenceState, RoomEvent};
 use common::token::JwksVerifier;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -31,6 +32,7 @@ use crate::broker::Broker;
 use crate::history::HistoryClient;
 use crate::metrics::GatewayMetrics;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
+use crate::queue;
 use crate::receipts::{Receipts, Reservation};
 use crate::rooms::{ConnId, JoinedFrame, LagSignal, LiveMessage, Member, Outbound, Rooms};
 use crate::settings::Limits;
@@ -114,17 +116,23 @@ pub struct Session {
 }
 
 /// Serves one upgraded connection until either side closes it.
-pub async fn serve<S>(socket: WebSocketStream<S>, session: Session, hub: Arc<Hub>)
+///
+/// The returned future is what an idle connection costs in memory, so it is kept small:
+/// everything that can be set up before it is (an argument moved out inside an async body
+/// still takes its room for the whole connection), and rare or large steps are boxed.
+pub fn serve<S>(
+    socket: WebSocketStream<S>,
+    session: Session,
+    hub: Arc<Hub>,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = hub
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics.connections.inc();
-    let _open = scopeguard_dec(&hub.metrics.connections);
-    let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(hub.limits.outbound_queue);
+    let (sink, stream) = socket.split();
+    let (tx, rx) = queue::bounded(hub.limits.outbound_queue);
     let (close_tx, close_rx) = oneshot::channel();
     let lag = LagSignal::default();
     // Cancelled when the writer ends (lagged, socket failed): the reader stops too.
@@ -145,9 +153,9 @@ where
         NonZeroU32::new(hub.limits.messages_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
     )
     .allow_burst(NonZeroU32::new(hub.limits.message_burst.max(1)).unwrap_or(NonZeroU32::MIN));
-    let mut reader = Reader {
+    let reader = Reader {
         conn,
-        hub: hub.clone(),
+        hub,
         session,
         tx,
         lag,
@@ -156,28 +164,65 @@ where
         limiter: RateLimiter::direct(quota),
         rate_limited: 0,
     };
+    read_loop(
+        reader,
+        stream,
+        Writer {
+            task: writer,
+            done: writer_done,
+            close: close_tx,
+        },
+    )
+}
+
+/// The connection's writer task, as the reader sees it.
+struct Writer<S> {
+    task: tokio::task::JoinHandle<SplitSink<WebSocketStream<S>, Message>>,
+    /// Cancelled when the writer ends.
+    done: CancellationToken,
+    /// The close frame for the writer to send.
+    close: oneshot::Sender<CloseFrame>,
+}
+
+async fn read_loop<S>(
+    mut reader: Reader,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    writer: Writer<S>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hub = reader.hub.clone();
+    let conn = reader.conn;
+    hub.metrics.connections.inc();
+    let _open = scopeguard_dec(&hub.metrics.connections);
     tracing::debug!(conn, user = %reader.session.user.username, "connection open");
 
     let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
     let close = loop {
+        // One timer for both: the idle timeout and the token's expiry.
         let expiry = expiry_instant(reader.session.expires_at);
+        let idle_until = tokio::time::Instant::now() + idle;
         let next = tokio::select! {
             _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
-            _ = writer_done.cancelled() => break None,
-            _ = tokio::time::sleep_until(expiry) => break Some((close_code::TOKEN_EXPIRED, "access token expired")),
-            next = tokio::time::timeout(idle, stream.next()) => next,
+            _ = writer.done.cancelled() => break None,
+            _ = tokio::time::sleep_until(expiry.min(idle_until)) => {
+                if expiry <= idle_until {
+                    break Some((close_code::TOKEN_EXPIRED, "access token expired"));
+                }
+                break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+            }
+            next = stream.next() => next,
         };
         match next {
-            Err(_) => break Some((close_code::IDLE_TIMEOUT, "idle timeout")),
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => break None,
-            Ok(Some(Err(WsError::Capacity(_)))) => {
+            None | Some(Ok(Message::Close(_))) => break None,
+            Some(Err(WsError::Capacity(_))) => {
                 break Some((close_code::MESSAGE_TOO_BIG, "message too big"));
             }
-            Ok(Some(Err(error))) => {
+            Some(Err(error)) => {
                 tracing::debug!(conn, %error, "connection failed");
                 break None;
             }
-            Ok(Some(Ok(Message::Text(text)))) => {
+            Some(Ok(Message::Text(text))) => {
                 hub.metrics.frames_received.inc();
                 if reader.limiter.check().is_err() {
                     reader.rate_limited += 1;
@@ -188,7 +233,7 @@ where
                         ));
                     }
                     let error = FrameError::new("rate_limited", "too many frames; slow down");
-                    if reader.reply_error(&error).await.is_err() {
+                    if Box::pin(reader.reply_error(&error)).await.is_err() {
                         break None;
                     }
                     continue;
@@ -199,31 +244,41 @@ where
                     break None;
                 }
             }
-            Ok(Some(Ok(Message::Binary(_)))) => {
+            Some(Ok(Message::Binary(_))) => {
                 let error = FrameError::new(
                     "unsupported_frame",
                     "binary frames are not supported; send JSON text",
                 );
-                if reader.reply_error(&error).await.is_err() {
+                if Box::pin(reader.reply_error(&error)).await.is_err() {
                     break None;
                 }
             }
-            Ok(Some(Ok(_))) => {}
+            Some(Ok(_)) => {}
         }
     };
     reader.leave_all();
     if let Some((code, reason)) = close {
-        let _ = close_tx.send(CloseFrame {
+        let _ = writer.close.send(CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
         });
     } else {
-        drop(close_tx);
+        drop(writer.close);
     }
     drop(reader);
-    // Finish the closing handshake: wait (briefly) for the client to close its side, reading
-    // and discarding what it still sends, so the socket is not reset with unread data and
-    // the close frame reaches the client.
+    Box::pin(finish_closing(writer.task, stream)).await;
+    tracing::debug!(conn, "connection closed");
+}
+
+/// Finishes the closing handshake: waits (briefly) for the writer, then for the client to
+/// close its side, reading and discarding what it still sends, so the socket is not reset
+/// with unread data and the close frame reaches the client.
+async fn finish_closing<S>(
+    writer: tokio::task::JoinHandle<SplitSink<WebSocketStream<S>, Message>>,
+    stream: SplitStream<WebSocketStream<S>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await
         && let Ok(mut socket) = stream.reunite(sink)
     {
@@ -235,7 +290,6 @@ where
         })
         .await;
     }
-    tracing::debug!(conn, "connection closed");
 }
 
 /// The writer hung up: the connection is over.
@@ -245,7 +299,7 @@ struct Reader {
     conn: ConnId,
     hub: Arc<Hub>,
     session: Session,
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender<Outbound>,
     lag: LagSignal,
     joined: HashSet<RoomId>,
     last_typing: HashMap<RoomId, Instant>,
@@ -278,7 +332,7 @@ fn expiry_instant(expires_at: u64) -> tokio::time::Instant {
 impl Reader {
     async fn send(&self, frame: ServerFrame<'_>) -> Result<(), Gone> {
         self.tx
-            .send(Outbound::Frame(frame.to_text().into()))
+            .send(Outbound::Frame(Arc::new(frame.to_text().into())))
             .await
             .map_err(|_| Gone)
     }
@@ -498,7 +552,7 @@ impl Reader {
         self.hub.metrics.joins.inc();
         // Hold live messages from the moment this connection is a member.
         self.tx
-            .send(Outbound::BeginJoin(room.clone()))
+            .send(Outbound::BeginJoin(Box::new(room.clone())))
             .await
             .map_err(|_| Gone)?;
         let member = Member {
@@ -578,7 +632,7 @@ impl Reader {
                 tracing::warn!(error = format!("{error:#}"), %room, "history unavailable for a catch-up join");
                 self.leave_room(&room);
                 self.tx
-                    .send(Outbound::Forget(room.clone()))
+                    .send(Outbound::Forget(Box::new(room.clone())))
                     .await
                     .map_err(|_| Gone)?;
                 return Ok(Err(FrameError::new(
@@ -612,7 +666,7 @@ impl Reader {
         }
         self.leave_room(&room);
         self.tx
-            .send(Outbound::Forget(room.clone()))
+            .send(Outbound::Forget(Box::new(room.clone())))
             .await
             .map_err(|_| Gone)?;
         self.send(ServerFrame::Left { room: &room }).await?;
@@ -692,7 +746,7 @@ impl RoomState {
 /// stops; returns the sink so the caller can finish the closing handshake.
 async fn write_loop<S>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: queue::Receiver<Outbound>,
     mut close_rx: oneshot::Receiver<CloseFrame>,
     done: CancellationToken,
     lag: LagSignal,
@@ -729,13 +783,13 @@ where
             break Stop::Close(close_rx.try_recv().ok());
         };
         let frames = match item {
-            Outbound::Frame(frame) => Frames::One(frame),
+            Outbound::Frame(frame) => Frames::One(Arc::unwrap_or_clone(frame)),
             Outbound::BeginJoin(room) => {
-                rooms.insert(room, RoomState::Joining(Vec::new()));
+                rooms.insert(*room, RoomState::Joining(Vec::new()));
                 continue;
             }
             Outbound::Forget(room) => {
-                rooms.remove(&room);
+                rooms.remove(&*room);
                 continue;
             }
             Outbound::RoomMessage(live) => match rooms.get_mut(&live.room) {

@@ -16,27 +16,30 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
+use crate::queue;
 
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
-/// What a connection's writer receives, in order. Kept small (every queue slot has its
-/// size, and each connection's queue allocates its first block of slots up front): a live
-/// message is shared by all its recipients, a `joined` frame is boxed.
+/// What a connection's writer receives, in order. Kept to one pointer (every queue slot has
+/// its size, and each connection's queue allocates its first block of 32 slots up front, idle
+/// or not): frames and live messages are shared by all their recipients, the rest is boxed.
 #[derive(Debug)]
 pub enum Outbound {
     /// A frame written as is.
-    Frame(Utf8Bytes),
+    Frame(Arc<Utf8Bytes>),
     /// A live chat message of a room; deduplicated against history at the join seam.
     RoomMessage(Arc<LiveMessage>),
     /// A join is in progress: hold the room's live messages until its `joined` frame.
-    BeginJoin(RoomId),
+    BeginJoin(Box<RoomId>),
     /// The `joined` frame; live messages held since `BeginJoin` follow it, minus the ones
     /// already in `history`.
     Joined(Box<JoinedFrame>),
     /// The room was left (or the join failed): drop what is held for it.
-    Forget(RoomId),
+    Forget(Box<RoomId>),
 }
+
+const _: () = assert!(std::mem::size_of::<Outbound>() == 16);
 
 /// A chat message as delivered live: serialized once, shared by every local member.
 #[derive(Debug)]
@@ -92,7 +95,7 @@ impl LagSignal {
 #[derive(Clone)]
 pub struct Member {
     pub user: UserRef,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: queue::Sender<Outbound>,
     pub lag: LagSignal,
 }
 
@@ -196,11 +199,11 @@ impl Rooms {
         for member in entry.local.values() {
             match member.tx.try_send(make()) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(queue::TrySendError::Full) => {
                     self.metrics.outbound_overflows.inc();
                     member.lag.trigger(room);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(queue::TrySendError::Closed) => {}
             }
         }
         self.metrics.frames_delivered.inc_by(delivered as u64);
@@ -349,8 +352,8 @@ mod tests {
     use super::*;
     use common::domain::Username;
 
-    fn member(user: &str, capacity: usize) -> (Member, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn member(user: &str, capacity: usize) -> (Member, queue::Receiver<Outbound>) {
+        let (tx, rx) = queue::bounded(capacity);
         let user = UserRef {
             id: UserId::parse(format!("id-{user}")).expect("id"),
             username: Username::parse(user.to_string()).expect("username"),
@@ -433,11 +436,13 @@ mod tests {
         let _ = rooms.join(&room("r"), 1, slow);
         let _ = rooms.join(&room("r"), 2, fast);
         for _ in 0..3 {
-            rooms.deliver(&room("r"), || Outbound::Frame(Utf8Bytes::from_static("x")));
+            rooms.deliver(&room("r"), || {
+                Outbound::Frame(Arc::new(Utf8Bytes::from_static("x")))
+            });
         }
         assert!(lag.token.is_cancelled());
         let mut received = 0;
-        while fast_rx.try_recv().is_ok() {
+        while let Some(Some(_)) = fast_rx.try_recv() {
             received += 1;
         }
         assert_eq!(received, 3);
