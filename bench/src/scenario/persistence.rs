@@ -1,20 +1,20 @@
 //! Persistence: messages sent at rising rates, each sender alone in its room so the numbers
-//! are about the write path, not fan-out. The target's `messages` collection is counted every
-//! few milliseconds; message `k` of a step counts as stored at the first poll that sees at
+//! are about the write path, not fan-out. The target's stored documents are counted every
+//! few milliseconds (`dbStats`, see [`stored_documents`]); message `k` of a step counts as stored at the first poll that sees at
 //! least `k + 1` new documents (messages are stored about in order), which gives the send to
 //! stored lag to within one poll interval.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mongodb::bson::Document;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Fleet;
 use crate::measure::{CpuMeter, Latency, histogram, paced, record};
 use crate::report::{Table, num};
 use crate::scenario::{
-    AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, warn_failures, warn_refusals,
+    AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, stored_documents,
+    warn_failures, warn_refusals,
 };
 use crate::target::Target;
 use crate::wire::Stamp;
@@ -173,15 +173,12 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         "{}: no sender could connect",
         target.name
     );
-    let messages = ctx
-        .mongo
-        .database(&target.db)
-        .collection::<Document>("messages");
+    let database = ctx.mongo.database(&target.db);
     let count = {
-        let messages = messages.clone();
+        let database = database.clone();
         move || {
-            let messages = messages.clone();
-            async move { messages.estimated_document_count().await }
+            let database = database.clone();
+            async move { stored_documents(&database).await }
         }
     };
     let mut steps = Vec::new();
