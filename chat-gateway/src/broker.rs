@@ -364,10 +364,7 @@ impl Session {
     ) -> anyhow::Result<()> {
         // Connection-level errors end the session even when the consumer stream does not
         // end with them (it can stay pending after the socket closed).
-        let mut events = std::pin::pin!(self.connection.events_listener());
-        if !self.connection.status().connected() {
-            anyhow::bail!("the broker connection closed during set-up");
-        }
+        let mut events = amqp::failure_events(&self.connection)?;
         broker.set_channel(Some(self.publisher.clone()));
         // The latest delivery handed on but not yet acknowledged, and how many it covers.
         let mut unacked: Option<Acker> = None;

@@ -12,8 +12,20 @@ use futures_util::{Stream, StreamExt};
 /// Longest an acknowledgement may take to be handed to the connection.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Resolves with the error once the connection whose [`lapin::Connection::events_listener`]
-/// this is reports a failure or closes; other events are skipped.
+/// The connection's events, for [`connection_failure`]. Listening starts before the
+/// connection's state is checked, so a failure is either reported here or seen in the stream.
+pub fn failure_events(
+    connection: &lapin::Connection,
+) -> anyhow::Result<impl Stream<Item = lapin::Event> + Send + Unpin + 'static> {
+    let events = Box::pin(connection.events_listener());
+    if !connection.status().connected() {
+        anyhow::bail!("the broker connection closed during set-up");
+    }
+    Ok(events)
+}
+
+/// Resolves with the error once the connection whose [`failure_events`] these are reports a
+/// failure or closes; other events are skipped.
 pub async fn connection_failure(
     events: &mut (impl Stream<Item = lapin::Event> + Unpin),
 ) -> anyhow::Error {

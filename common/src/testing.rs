@@ -95,11 +95,12 @@ struct ProxyState {
 }
 
 impl BrokerProxy {
-    /// Starts a proxy to the host and port of `uri` (an `amqp://` URI).
-    pub async fn start(uri: &str) -> Self {
+    /// Starts a proxy to the broker `settings` name.
+    pub async fn start(settings: &crate::settings::AmqpSettings) -> Self {
+        use secrecy::ExposeSecret;
         use std::sync::atomic::Ordering;
 
-        let mut proxied = reqwest::Url::parse(uri).expect("a valid URI");
+        let mut proxied = reqwest::Url::parse(settings.uri.expose_secret()).expect("a valid URI");
         let target = format!(
             "{}:{}",
             proxied.host_str().expect("the URI names a host"),

@@ -159,10 +159,7 @@ async fn consume(
 
     // Connection-level errors end the session even when the consumer stream does not end
     // with them (it can stay pending after the socket closed).
-    let mut events = std::pin::pin!(connection.events_listener());
-    if !connection.status().connected() {
-        anyhow::bail!("the broker connection closed during set-up");
-    }
+    let mut events = amqp::failure_events(&connection)?;
     let wait = Duration::from_millis(settings.batch_wait_ms);
     loop {
         let first = tokio::select! {

@@ -2,24 +2,18 @@ use std::time::Duration;
 
 use chat_gateway::settings::Settings;
 use common::testing::BrokerProxy;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::helpers::Cluster;
 
-fn broker_uri() -> String {
-    Settings::load()
-        .expect("settings load")
-        .amqp
-        .connection
-        .uri
-        .expose_secret()
-        .to_string()
+async fn broker_proxy() -> BrokerProxy {
+    BrokerProxy::start(&Settings::load().expect("settings load").amqp.connection).await
 }
 
 #[tokio::test]
 async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_the_gateway_connects_again() {
     let cluster = Cluster::new().await;
-    let proxy = BrokerProxy::start(&broker_uri()).await;
+    let proxy = broker_proxy().await;
     proxy.silence_next();
     // Ready only once a connection attempt after the silent one succeeded.
     let gateway = cluster
@@ -47,7 +41,7 @@ async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_the_gateway_
 #[tokio::test]
 async fn a_message_lost_in_flight_to_a_gateway_comes_again_after_it_reconnects() {
     let cluster = Cluster::new().await;
-    let proxy = BrokerProxy::start(&broker_uri()).await;
+    let proxy = broker_proxy().await;
     let behind_proxy = cluster
         .gateway_with(|settings| {
             settings.amqp.connection.uri = SecretString::from(proxy.uri());

@@ -1,17 +1,12 @@
 use common::testing;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, message, spawn_app, spawn_app_with};
 
-fn broker_uri() -> String {
-    history_service::settings::Settings::load()
-        .expect("settings load")
-        .amqp
-        .connection
-        .uri
-        .expose_secret()
-        .to_string()
+async fn broker_proxy() -> testing::BrokerProxy {
+    let settings = history_service::settings::Settings::load().expect("settings load");
+    testing::BrokerProxy::start(&settings.amqp.connection).await
 }
 
 /// The ids of the lobby's first history page.
@@ -339,7 +334,7 @@ async fn one_message_is_found_by_id_in_its_room_only() {
 #[tokio::test]
 async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_consuming_starts_on_a_new_connection()
  {
-    let proxy = testing::BrokerProxy::start(&broker_uri()).await;
+    let proxy = broker_proxy().await;
     proxy.silence_next();
     // Ready only once a connection attempt after the silent one is consuming.
     let app = spawn_app_with(|settings| {
@@ -356,7 +351,7 @@ async fn a_broker_that_accepts_but_never_answers_is_given_up_on_and_consuming_st
 
 #[tokio::test]
 async fn a_delivery_lost_with_its_connection_is_stored_after_the_consumer_reconnects() {
-    let proxy = testing::BrokerProxy::start(&broker_uri()).await;
+    let proxy = broker_proxy().await;
     let app = spawn_app_with(|settings| {
         settings.amqp.connection.uri = SecretString::from(proxy.uri());
     })
