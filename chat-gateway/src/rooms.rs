@@ -21,9 +21,9 @@ use crate::queue;
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
-/// What a connection's writer receives, in order. Kept to one pointer (every queue slot has
-/// its size, and each connection's queue allocates its first block of 32 slots up front, idle
-/// or not): frames and live messages are shared by all their recipients, the rest is boxed.
+/// What a connection's writer receives, in order. Kept to one pointer (every queued item
+/// takes its size in the connection's [`crate::queue`]): frames and live messages are shared
+/// by all their recipients, the rest is boxed.
 #[derive(Debug)]
 pub enum Outbound {
     /// A frame written as is.

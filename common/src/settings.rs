@@ -80,12 +80,7 @@ pub struct AmqpSettings {
     pub exchange: String,
     /// Longest a connection attempt with its set-up (channels, declarations, consumer) may
     /// take before it counts as failed and is retried.
-    #[serde(default = "default_setup_timeout_ms")]
     pub setup_timeout_ms: u64,
-}
-
-fn default_setup_timeout_ms() -> u64 {
-    10_000
 }
 
 impl AmqpSettings {
