@@ -2,13 +2,15 @@
 //! socket's sending half.
 //!
 //! Everything for the client goes through one bounded queue to the writer, in order. Fan-out
-//! never waits on it: a full queue marks the connection as lagged and the writer closes it
-//! with [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded however many
-//! clients stop reading. The writer also stitches each join's history to its live messages:
+//! never waits on it: a full queue is stopped with [`Outbound::Lagged`] and the writer closes
+//! the connection with [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded
+//! however many clients stop reading. The reader ends the writer the same way
+//! ([`Outbound::Close`]), and learns that the writer ended when the queue's receiver is gone. The writer also stitches each join's history to its live messages:
 //! live messages arriving while the history is fetched are held, and the ones already in the
 //! history are dropped, so the client sees no gap and no duplicate at the seam.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -34,7 +35,7 @@ use crate::metrics::GatewayMetrics;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::queue;
 use crate::receipts::{Receipts, Reservation};
-use crate::rooms::{ConnId, JoinedFrame, LagSignal, LiveMessage, Member, Outbound, Rooms};
+use crate::rooms::{ConnId, JoinedFrame, LiveMessage, Member, Outbound, Rooms};
 use crate::settings::Limits;
 
 /// What every connection shares.
@@ -133,21 +134,11 @@ where
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (sink, stream) = socket.split();
     let (tx, rx) = queue::bounded(hub.limits.outbound_queue);
-    let (close_tx, close_rx) = oneshot::channel();
-    let lag = LagSignal::default();
-    // Cancelled when the writer ends (lagged, socket failed): the reader stops too.
-    let writer_done = CancellationToken::new();
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
-        close_rx,
-        writer_done.clone(),
-        lag.clone(),
         hub.shutdown.clone(),
-        WriterLimits {
-            ping_interval: Duration::from_secs(hub.limits.ping_interval_secs),
-            max_held: hub.limits.outbound_queue,
-        },
+        hub.limits.outbound_queue,
     ));
     let quota = Quota::per_second(
         NonZeroU32::new(hub.limits.messages_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
@@ -158,125 +149,122 @@ where
         hub,
         session,
         tx,
-        lag,
-        joined: HashSet::new(),
+        joined: Vec::new(),
         last_typing: HashMap::new(),
         limiter: RateLimiter::direct(quota),
         rate_limited: 0,
     };
-    read_loop(
-        reader,
-        stream,
-        Writer {
-            task: writer,
-            done: writer_done,
-            close: close_tx,
-        },
-    )
+    read_loop(reader, stream, writer)
 }
 
-/// The connection's writer task, as the reader sees it.
-struct Writer<S> {
-    task: tokio::task::JoinHandle<SplitSink<WebSocketStream<S>, Message>>,
-    /// Cancelled when the writer ends.
-    done: CancellationToken,
-    /// The close frame for the writer to send.
-    close: oneshot::Sender<CloseFrame>,
-}
+/// The connection's writer task: it hands back the sink for the closing handshake.
+type WriterTask<S> = tokio::task::JoinHandle<SplitSink<WebSocketStream<S>, Message>>;
 
-async fn read_loop<S>(
+#[allow(clippy::manual_async_fn)] // see write_loop
+fn read_loop<S>(
     mut reader: Reader,
     mut stream: SplitStream<WebSocketStream<S>>,
-    writer: Writer<S>,
-) where
+    writer: WriterTask<S>,
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let hub = reader.hub.clone();
-    let conn = reader.conn;
-    hub.metrics.connections.inc();
-    let _open = scopeguard_dec(&hub.metrics.connections);
-    tracing::debug!(conn, user = %reader.session.user.username, "connection open");
+    async move {
+        let hub = reader.hub.clone();
+        let conn = reader.conn;
+        hub.metrics.connections.inc();
+        let _open = scopeguard_dec(&hub.metrics.connections);
+        tracing::debug!(conn, user = %reader.session.user.username, "connection open");
 
-    let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
-    let close = loop {
-        // One timer for both: the idle timeout and the token's expiry.
-        let expiry = expiry_instant(reader.session.expires_at);
-        let idle_until = tokio::time::Instant::now() + idle;
-        let next = tokio::select! {
-            _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
-            _ = writer.done.cancelled() => break None,
-            _ = tokio::time::sleep_until(expiry.min(idle_until)) => {
-                if expiry <= idle_until {
-                    break Some((close_code::TOKEN_EXPIRED, "access token expired"));
-                }
-                break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
-            }
-            next = stream.next() => next,
-        };
-        match next {
-            None | Some(Ok(Message::Close(_))) => break None,
-            Some(Err(WsError::Capacity(_))) => {
-                break Some((close_code::MESSAGE_TOO_BIG, "message too big"));
-            }
-            Some(Err(error)) => {
-                tracing::debug!(conn, %error, "connection failed");
-                break None;
-            }
-            Some(Ok(Message::Text(text))) => {
-                hub.metrics.frames_received.inc();
-                if reader.limiter.check().is_err() {
-                    reader.rate_limited += 1;
-                    if reader.rate_limited >= hub.limits.rate_limited_close_after {
-                        break Some((
-                            close_code::POLICY_VIOLATION,
-                            "rate limit exceeded repeatedly",
-                        ));
+        let idle = Duration::from_secs(hub.limits.idle_timeout_secs);
+        let ping_every = Duration::from_secs(hub.limits.ping_interval_secs);
+        let mut idle_until = tokio::time::Instant::now() + idle;
+        let mut next_ping = tokio::time::Instant::now() + ping_every;
+        let close = loop {
+            // One timer for the idle timeout, the token's expiry and the next ping.
+            let expiry = expiry_instant(reader.session.expires_at);
+            let next = tokio::select! {
+                _ = hub.shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
+                // The writer ended (lagged, socket failed).
+                _ = reader.tx.closed() => break None,
+                _ = tokio::time::sleep_until(expiry.min(idle_until).min(next_ping)) => {
+                    let now = tokio::time::Instant::now();
+                    if expiry <= now && expiry <= idle_until {
+                        break Some((close_code::TOKEN_EXPIRED, "access token expired"));
                     }
-                    let error = FrameError::new("rate_limited", "too many frames; slow down");
+                    if idle_until <= now {
+                        break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+                    }
+                    // A full queue means the writer is busy anyway: skip this ping.
+                    let _ = reader.tx.try_send(Outbound::Ping);
+                    next_ping = now + ping_every;
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            idle_until = tokio::time::Instant::now() + idle;
+            match next {
+                None | Some(Ok(Message::Close(_))) => break None,
+                Some(Err(WsError::Capacity(_))) => {
+                    break Some((close_code::MESSAGE_TOO_BIG, "message too big"));
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(conn, %error, "connection failed");
+                    break None;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    hub.metrics.frames_received.inc();
+                    if reader.limiter.check().is_err() {
+                        reader.rate_limited += 1;
+                        if reader.rate_limited >= hub.limits.rate_limited_close_after {
+                            break Some((
+                                close_code::POLICY_VIOLATION,
+                                "rate limit exceeded repeatedly",
+                            ));
+                        }
+                        let error = FrameError::new("rate_limited", "too many frames; slow down");
+                        if Box::pin(reader.reply_error(&error)).await.is_err() {
+                            break None;
+                        }
+                        continue;
+                    }
+                    // Boxed: handling a frame needs a large future (history requests, receipts,
+                    // publishing) that an idle connection should not carry in its task.
+                    if Box::pin(reader.handle(text.as_str())).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let error = FrameError::new(
+                        "unsupported_frame",
+                        "binary frames are not supported; send JSON text",
+                    );
                     if Box::pin(reader.reply_error(&error)).await.is_err() {
                         break None;
                     }
-                    continue;
                 }
-                // Boxed: handling a frame needs a large future (history requests, receipts,
-                // publishing) that an idle connection should not carry in its task.
-                if Box::pin(reader.handle(text.as_str())).await.is_err() {
-                    break None;
-                }
+                Some(Ok(_)) => {}
             }
-            Some(Ok(Message::Binary(_))) => {
-                let error = FrameError::new(
-                    "unsupported_frame",
-                    "binary frames are not supported; send JSON text",
-                );
-                if Box::pin(reader.reply_error(&error)).await.is_err() {
-                    break None;
-                }
-            }
-            Some(Ok(_)) => {}
+        };
+        reader.leave_all();
+        if let Some((code, reason)) = close {
+            reader.tx.stop(Outbound::Close(Some(Box::new(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            }))));
         }
-    };
-    reader.leave_all();
-    if let Some((code, reason)) = close {
-        let _ = writer.close.send(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        });
-    } else {
-        drop(writer.close);
+        // The writer writes what is queued, then ends: no sender is left.
+        drop(reader);
+        Box::pin(finish_closing(writer, stream)).await;
+        tracing::debug!(conn, "connection closed");
     }
-    drop(reader);
-    Box::pin(finish_closing(writer.task, stream)).await;
-    tracing::debug!(conn, "connection closed");
 }
 
 /// Finishes the closing handshake: waits (briefly) for the writer, then for the client to
 /// close its side, reading and discarding what it still sends, so the socket is not reset
 /// with unread data and the close frame reaches the client.
-async fn finish_closing<S>(
-    writer: tokio::task::JoinHandle<SplitSink<WebSocketStream<S>, Message>>,
-    stream: SplitStream<WebSocketStream<S>>,
-) where
+async fn finish_closing<S>(writer: WriterTask<S>, stream: SplitStream<WebSocketStream<S>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await
@@ -300,8 +288,8 @@ struct Reader {
     hub: Arc<Hub>,
     session: Session,
     tx: queue::Sender<Outbound>,
-    lag: LagSignal,
-    joined: HashSet<RoomId>,
+    /// Rooms joined, in join order (a handful: a set costs more than it saves).
+    joined: Vec<RoomId>,
     last_typing: HashMap<RoomId, Instant>,
     /// Token bucket of this connection's frames.
     limiter: DefaultDirectRateLimiter,
@@ -558,11 +546,10 @@ impl Reader {
         let member = Member {
             user: self.session.user.clone(),
             tx: self.tx.clone(),
-            lag: self.lag.clone(),
         };
         let joined = self.hub.rooms.join(&room, self.conn, member);
         joined.bound.cancelled().await;
-        self.joined.insert(room.clone());
+        self.joined.push(room.clone());
         if joined.first_local {
             self.hub
                 .broker
@@ -674,7 +661,7 @@ impl Reader {
     }
 
     fn leave_room(&mut self, room: &RoomId) {
-        self.joined.remove(room);
+        self.joined.retain(|joined| joined != room);
         self.last_typing.remove(room);
         if self.hub.rooms.leave(room, self.conn) == Some(true) {
             self.hub
@@ -684,7 +671,7 @@ impl Reader {
     }
 
     fn leave_all(&mut self) {
-        for room in self.joined.clone() {
+        for room in std::mem::take(&mut self.joined) {
             self.leave_room(&room);
         }
     }
@@ -717,7 +704,8 @@ fn not_joined(room: &RoomId) -> FrameError {
 enum RoomState {
     /// Join in progress: live messages held until `joined` is written.
     Joining(Vec<Arc<LiveMessage>>),
-    /// Live: recently written ids, to drop a message delivered twice.
+    /// Live: recently written ids, to drop a message delivered twice; the last one is the
+    /// latest message the client got in the room.
     Live(VecDeque<MessageId>),
 }
 
@@ -725,7 +713,7 @@ const RECENT_IDS: usize = 128;
 
 /// What one turn of the writer writes: nearly always one frame, which needs no allocation.
 enum Frames {
-    One(Utf8Bytes),
+    One(Message),
     Many(Vec<Utf8Bytes>),
 }
 
@@ -742,164 +730,181 @@ impl RoomState {
     }
 }
 
-/// Writes until the queue closes, a close is requested, the connection lags or the server
-/// stops; returns the sink so the caller can finish the closing handshake.
-async fn write_loop<S>(
+/// The writer's rooms: a connection is in a handful, so a list costs less than a map.
+#[derive(Default)]
+struct WriterRooms(Vec<(RoomId, RoomState)>);
+
+impl WriterRooms {
+    fn get_mut(&mut self, room: &RoomId) -> Option<&mut RoomState> {
+        self.0
+            .iter_mut()
+            .find(|(id, _)| id == room)
+            .map(|(_, state)| state)
+    }
+
+    fn insert(&mut self, room: RoomId, state: RoomState) {
+        match self.get_mut(&room) {
+            Some(existing) => *existing = state,
+            None => self.0.push((room, state)),
+        }
+    }
+
+    fn remove(&mut self, room: &RoomId) -> Option<RoomState> {
+        let at = self.0.iter().position(|(id, _)| id == room)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    /// The latest message written to the client in the room.
+    fn last_id(&mut self, room: &RoomId) -> Option<MessageId> {
+        match self.get_mut(room) {
+            Some(RoomState::Live(recent)) => recent.back().copied(),
+            _ => None,
+        }
+    }
+}
+
+/// Writes until the queue ends or is stopped, the connection lags or the server stops;
+/// returns the sink so the caller can finish the closing handshake.
+///
+/// A plain function returning the future, so that the arguments are kept once in it (an
+/// `async fn` keeps its arguments and their moved-in copies): every connection has one.
+#[allow(clippy::manual_async_fn)]
+fn write_loop<S>(
     mut sink: S,
     mut rx: queue::Receiver<Outbound>,
-    mut close_rx: oneshot::Receiver<CloseFrame>,
-    done: CancellationToken,
-    lag: LagSignal,
     shutdown: CancellationToken,
-    limits: WriterLimits,
-) -> S
+    max_held: usize,
+) -> impl Future<Output = S> + Send
 where
-    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+    S: futures_util::Sink<Message, Error = WsError> + Unpin + Send,
 {
-    let _done = done.drop_guard();
-    let mut rooms: HashMap<RoomId, RoomState> = HashMap::new();
-    let mut last_ids: HashMap<RoomId, MessageId> = HashMap::new();
-    let mut ping = tokio::time::interval(limits.ping_interval);
-    ping.tick().await;
-    let going_away = || CloseFrame {
-        code: CloseCode::Away,
-        reason: "server shutting down".into(),
-    };
-    let stop = loop {
-        let item = tokio::select! {
-            item = rx.recv() => item,
-            close = &mut close_rx => break Stop::Close(close.ok()),
-            room = lag.lagged() => break Stop::Lagged(room),
-            _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return sink;
-                }
-                continue;
-            }
+    async move {
+        let mut rooms = WriterRooms::default();
+        let going_away = || CloseFrame {
+            code: CloseCode::Away,
+            reason: "server shutting down".into(),
         };
-        // The reader is gone; it may have left a close frame to send.
-        let Some(item) = item else {
-            break Stop::Close(close_rx.try_recv().ok());
-        };
-        let frames = match item {
-            Outbound::Frame(frame) => Frames::One(Arc::unwrap_or_clone(frame)),
-            Outbound::BeginJoin(room) => {
-                rooms.insert(*room, RoomState::Joining(Vec::new()));
-                continue;
-            }
-            Outbound::Forget(room) => {
-                rooms.remove(&*room);
-                continue;
-            }
-            Outbound::RoomMessage(live) => match rooms.get_mut(&live.room) {
-                Some(RoomState::Joining(held)) => {
-                    // Held messages count against the same bound as the queue.
-                    if held.len() >= limits.max_held {
-                        lag.trigger(&live.room);
-                    } else {
-                        held.push(live);
-                    }
+        let stop = loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
+            };
+            // Every sender is gone: the reader ended without a close frame to send.
+            let Some(item) = item else {
+                break Stop::Close(None);
+            };
+            let frames = match item {
+                Outbound::Frame(frame) => Frames::One(Message::Text(Arc::unwrap_or_clone(frame))),
+                Outbound::Ping => Frames::One(Message::Ping(Default::default())),
+                Outbound::Lagged(_) | Outbound::Close(_) => break Stop::from(item),
+                Outbound::BeginJoin(room) => {
+                    rooms.insert(*room, RoomState::Joining(Vec::new()));
                     continue;
                 }
-                Some(RoomState::Live(recent)) => {
-                    if !RoomState::remember(recent, live.id) {
+                Outbound::Forget(room) => {
+                    rooms.remove(&room);
+                    continue;
+                }
+                Outbound::RoomMessage(live) => match rooms.get_mut(&live.room) {
+                    Some(RoomState::Joining(held)) => {
+                        // Held messages count against the same bound as the queue.
+                        if held.len() >= max_held {
+                            break Stop::Lagged(Some(live.room.clone()));
+                        }
+                        held.push(live);
                         continue;
                     }
-                    match last_ids.get_mut(&live.room) {
-                        Some(last) => *last = live.id,
-                        None => {
-                            last_ids.insert(live.room.clone(), live.id);
+                    Some(RoomState::Live(recent)) => {
+                        if !RoomState::remember(recent, live.id) {
+                            continue;
+                        }
+                        Frames::One(Message::Text(live.frame.clone()))
+                    }
+                    None => continue,
+                },
+                Outbound::Joined(joined) => {
+                    let JoinedFrame {
+                        room,
+                        frame,
+                        history,
+                    } = *joined;
+                    let held = match rooms.remove(&room) {
+                        Some(RoomState::Joining(held)) => held,
+                        _ => Vec::new(),
+                    };
+                    let mut recent: VecDeque<MessageId> = history
+                        .iter()
+                        .rev()
+                        .take(RECENT_IDS)
+                        .rev()
+                        .copied()
+                        .collect();
+                    let history: HashSet<MessageId> = history.into_iter().collect();
+                    let mut frames = vec![frame];
+                    for live in held {
+                        if !history.contains(&live.id) && RoomState::remember(&mut recent, live.id)
+                        {
+                            frames.push(live.frame.clone());
                         }
                     }
-                    Frames::One(live.frame.clone())
+                    rooms.insert(room, RoomState::Live(recent));
+                    Frames::Many(frames)
                 }
-                None => continue,
-            },
-            Outbound::Joined(joined) => {
-                let JoinedFrame {
-                    room,
-                    frame,
-                    history,
-                } = *joined;
-                let held = match rooms.remove(&room) {
-                    Some(RoomState::Joining(held)) => held,
-                    _ => Vec::new(),
-                };
-                let mut recent: VecDeque<MessageId> = history
-                    .iter()
-                    .rev()
-                    .take(RECENT_IDS)
-                    .rev()
-                    .copied()
-                    .collect();
-                if let Some(last) = history.last() {
-                    last_ids.insert(room.clone(), *last);
-                }
-                let history: HashSet<MessageId> = history.into_iter().collect();
-                let mut frames = vec![frame];
-                for live in held {
-                    if !history.contains(&live.id) && RoomState::remember(&mut recent, live.id) {
-                        last_ids.insert(room.clone(), live.id);
-                        frames.push(live.frame.clone());
+            };
+            // A client that stopped reading blocks the write; lagging or shutdown end it
+            // anyway. Boxed: an idle connection's task should not carry a write in progress.
+            let write = Box::pin(async {
+                match frames {
+                    Frames::One(message) => sink.feed(message).await?,
+                    Frames::Many(frames) => {
+                        for frame in frames {
+                            sink.feed(Message::Text(frame)).await?;
+                        }
                     }
                 }
-                rooms.insert(room, RoomState::Live(recent));
-                Frames::Many(frames)
-            }
-        };
-        // A client that stopped reading blocks the write; lagging or shutdown end it anyway.
-        let write = async {
-            match frames {
-                Frames::One(frame) => sink.feed(Message::Text(frame)).await?,
-                Frames::Many(frames) => {
-                    for frame in frames {
-                        sink.feed(Message::Text(frame)).await?;
+                sink.flush().await
+            });
+            tokio::select! {
+                written = write => {
+                    if written.is_err() {
+                        return sink;
                     }
                 }
+                last = rx.stopped() => break Stop::from(last),
+                _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
             }
-            sink.flush().await
         };
-        tokio::select! {
-            written = write => {
-                if written.is_err() {
-                    return sink;
+        let close = match stop {
+            Stop::Close(frame) => frame,
+            Stop::Lagged(room) => {
+                if let Some(room) = room {
+                    let frame = ServerFrame::Lagged {
+                        last_id: rooms.last_id(&room),
+                        room: &room,
+                    }
+                    .to_text();
+                    // Best effort: the client is not reading, so this may not get through.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        sink.send(Message::Text(frame.into())),
+                    )
+                    .await;
                 }
+                Some(CloseFrame {
+                    code: CloseCode::from(close_code::LAGGED),
+                    reason: "lagged: reconnect and join with since".into(),
+                })
             }
-            room = lag.lagged() => break Stop::Lagged(room),
-            _ = shutdown.cancelled() => break Stop::Close(Some(going_away())),
+        };
+        if let Some(frame) = close {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
         }
-    };
-    let close = match stop {
-        Stop::Close(frame) => frame,
-        Stop::Lagged(room) => {
-            if let Some(room) = room {
-                let frame = ServerFrame::Lagged {
-                    room: &room,
-                    last_id: last_ids.get(&room).copied(),
-                }
-                .to_text();
-                // Best effort: the client is not reading, so this may not get through.
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    sink.send(Message::Text(frame.into())),
-                )
-                .await;
-            }
-            Some(CloseFrame {
-                code: CloseCode::from(close_code::LAGGED),
-                reason: "lagged: reconnect and join with since".into(),
-            })
-        }
-    };
-    if let Some(frame) = close {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        sink
     }
-    sink
 }
 
 /// Why the writer stopped.
@@ -910,9 +915,14 @@ enum Stop {
     Lagged(Option<RoomId>),
 }
 
-/// The writer's bounds.
-struct WriterLimits {
-    ping_interval: Duration,
-    /// Live messages held for one room while its join is in progress.
-    max_held: usize,
+impl From<Outbound> for Stop {
+    /// The stop item of the queue (see [`queue::Sender::stop`]).
+    fn from(last: Outbound) -> Self {
+        match last {
+            Outbound::Lagged(room) => Stop::Lagged(Some(*room)),
+            Outbound::Close(frame) => Stop::Close(frame.map(|frame| *frame)),
+            // Only the two above are ever sent as a stop.
+            _ => Stop::Close(None),
+        }
+    }
 }

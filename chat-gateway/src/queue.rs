@@ -1,5 +1,11 @@
 //! A connection's outbound queue: bounded, many senders, one receiver.
 //!
+//! Any sender can also end the queue with a last item ([`Sender::stop`]): the receiver gets
+//! it instead of anything still queued, even while it is busy elsewhere
+//! ([`Receiver::stopped`]).
+//! The connection uses it for what must end the writer now: a fan-out that found the queue
+//! full, or the reader closing the connection.
+//!
 //! Every open connection owns one, idle or not, so it is built to cost little while empty:
 //! one small shared allocation and a `VecDeque` that allocates on first use and gives back
 //! what a burst made it grow to once it is drained. (A tokio `mpsc` channel costs about a
@@ -25,6 +31,10 @@ struct Shared<T> {
 
 struct State<T> {
     queue: VecDeque<T>,
+    /// The item that ends the queue, once a sender stopped it.
+    stop: Option<T>,
+    /// A sender stopped the queue (the item may be taken already).
+    stopped: bool,
     senders: usize,
     receiver_alive: bool,
 }
@@ -40,11 +50,11 @@ impl<T> Shared<T> {
 pub enum TrySendError {
     /// The queue holds `capacity` items.
     Full,
-    /// The receiver is gone.
+    /// The receiver is gone, or the queue was stopped.
     Closed,
 }
 
-/// The receiver is gone.
+/// The receiver is gone, or the queue was stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Closed;
 
@@ -53,6 +63,8 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            stop: None,
+            stopped: false,
             senders: 1,
             receiver_alive: true,
         }),
@@ -105,7 +117,7 @@ impl<T> Sender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError> {
         {
             let mut state = self.shared.lock();
-            if !state.receiver_alive {
+            if !state.receiver_alive || state.stopped {
                 return Err(TrySendError::Closed);
             }
             if state.queue.len() >= self.shared.capacity {
@@ -127,7 +139,7 @@ impl<T> Sender<T> {
             room.as_mut().enable();
             {
                 let mut state = self.shared.lock();
-                if !state.receiver_alive {
+                if !state.receiver_alive || state.stopped {
                     return Err(Closed);
                 }
                 if state.queue.len() < self.shared.capacity {
@@ -138,6 +150,39 @@ impl<T> Sender<T> {
                     self.shared.items.notify_one();
                     return Ok(());
                 }
+            }
+            room.await;
+        }
+    }
+
+    /// Ends the queue with `last`: the receiver gets it next and then nothing else; what is
+    /// still queued is dropped, and nothing is queued after it. Only the first stop counts;
+    /// returns whether it was this one.
+    pub fn stop(&self, last: T) -> bool {
+        let dropped = {
+            let mut state = self.shared.lock();
+            if !state.receiver_alive || state.stopped {
+                return false;
+            }
+            state.stopped = true;
+            state.stop = Some(last);
+            std::mem::take(&mut state.queue)
+        };
+        drop(dropped);
+        self.shared.items.notify_one();
+        // Senders waiting for room would wait for nothing now.
+        self.shared.room.notify_waiters();
+        true
+    }
+
+    /// Completes once the receiver is gone.
+    pub async fn closed(&self) {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.shared.lock().receiver_alive {
+                return;
             }
             room.await;
         }
@@ -161,8 +206,8 @@ impl<T> Drop for Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// The next item, or `None` once every sender is gone and the queue is empty.
-    /// Cancel-safe: an item is taken only by the call that returns it.
+    /// The next item (a stop item first), or `None` once every sender is gone and the queue
+    /// is empty. Cancel-safe: an item is taken only by the call that returns it.
     pub async fn recv(&mut self) -> Option<T> {
         loop {
             if let Some(next) = self.try_recv() {
@@ -176,6 +221,9 @@ impl<T> Receiver<T> {
     /// gone and the queue is empty, `None` when empty for now.
     pub fn try_recv(&mut self) -> Option<Option<T>> {
         let mut state = self.shared.lock();
+        if let Some(last) = state.stop.take() {
+            return Some(Some(last));
+        }
         match state.queue.pop_front() {
             Some(item) => {
                 let full_before = state.queue.len() + 1 >= self.shared.capacity;
@@ -188,8 +236,19 @@ impl<T> Receiver<T> {
                 }
                 Some(Some(item))
             }
-            None if state.senders == 0 => Some(None),
+            None if state.senders == 0 || state.stopped => Some(None),
             None => None,
+        }
+    }
+
+    /// Completes with the stop item once a sender stopped the queue; for a receiver busy with
+    /// something else that must end early then. Cancel-safe like [`Receiver::recv`].
+    pub async fn stopped(&mut self) -> T {
+        loop {
+            if let Some(last) = self.shared.lock().stop.take() {
+                return last;
+            }
+            self.shared.items.notified().await;
         }
     }
 }
@@ -263,6 +322,68 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert_eq!(sent.expect("woken").expect("task"), Err(Closed));
         assert_eq!(tx.try_send(3), Err(TrySendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_stop_comes_before_what_is_queued_and_ends_the_queue() {
+        let (tx, mut rx) = bounded(4);
+        tx.try_send(1).expect("queued");
+        assert!(tx.stop(9));
+        assert!(!tx.stop(8), "a second stop replaced the first");
+        assert_eq!(tx.try_send(2), Err(TrySendError::Closed));
+        assert_eq!(tx.send(3).await, Err(Closed));
+        assert_eq!(rx.recv().await, Some(9));
+        assert_eq!(
+            rx.recv().await,
+            None,
+            "items queued before the stop came after it"
+        );
+        assert!(
+            rx.shared.lock().queue.capacity() == 0,
+            "the dropped items kept their room"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopped_wakes_a_receiver_busy_elsewhere_and_ignores_plain_items() {
+        let (tx, mut rx) = bounded(4);
+        let waiting = tokio::spawn(async move { rx.stopped().await });
+        tx.try_send(1).expect("queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "an item ended the wait");
+        assert!(tx.stop(7));
+        let last = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(last.expect("woken").expect("task"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waiting_for_room_fails_once_the_queue_is_stopped() {
+        let (tx, _rx) = bounded(1);
+        tx.try_send(1).expect("queued");
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(tx.stop(0));
+        let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(sent.expect("woken").expect("task"), Err(Closed));
+    }
+
+    #[tokio::test]
+    async fn closed_completes_when_the_receiver_is_dropped() {
+        let (tx, rx) = bounded::<u8>(1);
+        let waiting = tokio::spawn(async move { tx.closed().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "closed while the receiver was alive"
+        );
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken")
+            .expect("task");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use common::domain::{MessageId, RoomId, UserId, UserRef};
 use common::event::ChatMessage;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
@@ -37,6 +38,14 @@ pub enum Outbound {
     Joined(Box<JoinedFrame>),
     /// The room was left (or the join failed): drop what is held for it.
     Forget(Box<RoomId>),
+    /// Time to ping the client.
+    Ping,
+    /// The queue overflowed while fanning out this room: tell the client and close.
+    /// Sent with [`queue::Sender::stop`].
+    Lagged(Box<RoomId>),
+    /// Close the connection, with this close frame if any. Sent with
+    /// [`queue::Sender::stop`].
+    Close(Option<Box<CloseFrame>>),
 }
 
 const _: () = assert!(std::mem::size_of::<Outbound>() == 16);
@@ -67,36 +76,11 @@ pub enum TopologyCommand {
     Unbind(RoomId),
 }
 
-/// Tells a connection it fell behind: its queue overflowed while fanning out `room`.
-#[derive(Clone, Default)]
-pub struct LagSignal {
-    token: CancellationToken,
-    room: Arc<Mutex<Option<RoomId>>>,
-}
-
-impl LagSignal {
-    pub fn trigger(&self, room: &RoomId) {
-        if !self.token.is_cancelled() {
-            *self.room.lock().unwrap_or_else(PoisonError::into_inner) = Some(room.clone());
-            self.token.cancel();
-        }
-    }
-
-    pub async fn lagged(&self) -> Option<RoomId> {
-        self.token.cancelled().await;
-        self.room
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
-
 /// A local connection in a room.
 #[derive(Clone)]
 pub struct Member {
     pub user: UserRef,
     pub tx: queue::Sender<Outbound>,
-    pub lag: LagSignal,
 }
 
 #[derive(Default)]
@@ -189,7 +173,7 @@ impl Rooms {
     }
 
     /// Hands `make()` to every local member of the room without waiting: a member whose queue
-    /// is full is signalled as lagged instead of slowing everyone down.
+    /// is full is stopped with [`Outbound::Lagged`] instead of slowing everyone down.
     pub fn deliver(&self, room: &RoomId, make: impl Fn() -> Outbound) -> usize {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else {
@@ -201,7 +185,7 @@ impl Rooms {
                 Ok(()) => delivered += 1,
                 Err(queue::TrySendError::Full) => {
                     self.metrics.outbound_overflows.inc();
-                    member.lag.trigger(room);
+                    member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
                 }
                 Err(queue::TrySendError::Closed) => {}
             }
@@ -358,14 +342,7 @@ mod tests {
             id: UserId::parse(format!("id-{user}")).expect("id"),
             username: Username::parse(user.to_string()).expect("username"),
         };
-        (
-            Member {
-                user,
-                tx,
-                lag: LagSignal::default(),
-            },
-            rx,
-        )
+        (Member { user, tx }, rx)
     }
 
     fn room(name: &str) -> RoomId {
@@ -428,10 +405,9 @@ mod tests {
     }
 
     #[test]
-    fn a_member_whose_queue_is_full_is_signalled_and_others_still_receive() {
+    fn a_member_whose_queue_is_full_is_stopped_as_lagged_and_others_still_receive() {
         let (rooms, _commands) = Rooms::new(Arc::default());
-        let (slow, _slow_rx) = member("slow", 1);
-        let lag = slow.lag.clone();
+        let (slow, mut slow_rx) = member("slow", 1);
         let (fast, mut fast_rx) = member("fast", 8);
         let _ = rooms.join(&room("r"), 1, slow);
         let _ = rooms.join(&room("r"), 2, fast);
@@ -440,7 +416,14 @@ mod tests {
                 Outbound::Frame(Arc::new(Utf8Bytes::from_static("x")))
             });
         }
-        assert!(lag.token.is_cancelled());
+        match slow_rx.try_recv() {
+            Some(Some(Outbound::Lagged(lagged))) => assert_eq!(*lagged, room("r")),
+            other => panic!("expected the lagged stop first, got {other:?}"),
+        }
+        assert!(
+            matches!(slow_rx.try_recv(), Some(None)),
+            "the stopped queue still had items"
+        );
         let mut received = 0;
         while let Some(Some(_)) = fast_rx.try_recv() {
             received += 1;

@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Client, Cluster};
+use crate::helpers::{Client, Cluster, TestGateway};
 
 /// Reads until the server closes; returns the close code (0 when closed without a frame).
 async fn close_code(client: &mut Client, within: Duration) -> u16 {
@@ -263,6 +263,57 @@ async fn a_connection_silent_for_the_idle_timeout_is_closed_with_4000() {
         .await;
     let mut alice = gateway.connect("u-alice", "alice").await;
     assert_eq!(close_code(&mut alice, Duration::from_secs(10)).await, 4000);
+}
+
+/// Reads until `until`, counting the server's pings; the close code if it closed first.
+async fn pings_until(client: &mut Client, until: tokio::time::Instant) -> (usize, Option<u16>) {
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(until, client.socket.next()).await {
+            Err(_) => return (pings, None),
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return (pings, Some(frame.map(|f| u16::from(f.code)).unwrap_or(0)));
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return (pings, Some(0)),
+        }
+    }
+}
+
+/// A gateway that pings every second and closes connections silent for two.
+async fn gateway_pinging_every_second(cluster: &Cluster) -> TestGateway {
+    cluster
+        .gateway_with(|s| {
+            s.limits.idle_timeout_secs = 2;
+            s.limits.ping_interval_secs = 1;
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_client_answering_pings_stays_open_past_the_idle_timeout() {
+    let cluster = Cluster::new().await;
+    let gateway = gateway_pinging_every_second(&cluster).await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    // Reading answers each ping with a pong.
+    let until = tokio::time::Instant::now() + Duration::from_millis(4500);
+    let (pings, closed) = pings_until(&mut alice, until).await;
+    assert_eq!(closed, None, "closed after {pings} pings");
+    assert!(pings >= 3, "{pings} pings in 4.5 s at one per second");
+}
+
+#[tokio::test]
+async fn pings_alone_do_not_keep_a_silent_client_open() {
+    let cluster = Cluster::new().await;
+    let gateway = gateway_pinging_every_second(&cluster).await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    // Not reading: no pong goes back, and the pings wait in the socket.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (pings, closed) = pings_until(&mut alice, until).await;
+    assert!(pings >= 1, "no ping before the close");
+    assert_eq!(closed, Some(4000));
 }
 
 #[tokio::test]
