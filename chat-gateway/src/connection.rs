@@ -704,9 +704,8 @@ fn not_joined(room: &RoomId) -> FrameError {
 enum RoomState {
     /// Join in progress: live messages held until `joined` is written.
     Joining(Vec<Arc<LiveMessage>>),
-    /// Live: recently written ids, to drop a message delivered twice; the last one is the
-    /// latest message the client got in the room.
-    Live(VecDeque<MessageId>),
+    /// Live: what was written recently, to drop a message delivered twice.
+    Live(Recent),
 }
 
 const RECENT_IDS: usize = 128;
@@ -717,16 +716,42 @@ enum Frames {
     Many(Vec<Utf8Bytes>),
 }
 
-impl RoomState {
-    fn remember(recent: &mut VecDeque<MessageId>, id: MessageId) -> bool {
-        if recent.contains(&id) {
+/// The ids of a room's messages written recently, oldest first.
+struct Recent {
+    ids: VecDeque<MessageId>,
+    /// The greatest id written: a greater one is new without looking through `ids`, which is
+    /// nearly always the case (ids are made in time order).
+    newest: Option<MessageId>,
+}
+
+impl Recent {
+    /// Starts with the latest ids of a `joined` frame's history.
+    fn from_history(history: &[MessageId]) -> Self {
+        let ids: VecDeque<MessageId> = history
+            .iter()
+            .skip(history.len().saturating_sub(RECENT_IDS))
+            .copied()
+            .collect();
+        let newest = ids.iter().max().copied();
+        Self { ids, newest }
+    }
+
+    /// Records `id`; false when it was written recently.
+    fn remember(&mut self, id: MessageId) -> bool {
+        if self.newest.is_some_and(|newest| id <= newest) && self.ids.contains(&id) {
             return false;
         }
-        if recent.len() == RECENT_IDS {
-            recent.pop_front();
+        if self.ids.len() == RECENT_IDS {
+            self.ids.pop_front();
         }
-        recent.push_back(id);
+        self.ids.push_back(id);
+        self.newest = self.newest.max(Some(id));
         true
+    }
+
+    /// The latest message written to the client.
+    fn last(&self) -> Option<MessageId> {
+        self.ids.back().copied()
     }
 }
 
@@ -757,7 +782,7 @@ impl WriterRooms {
     /// The latest message written to the client in the room.
     fn last_id(&mut self, room: &RoomId) -> Option<MessageId> {
         match self.get_mut(room) {
-            Some(RoomState::Live(recent)) => recent.back().copied(),
+            Some(RoomState::Live(recent)) => recent.last(),
             _ => None,
         }
     }
@@ -815,7 +840,7 @@ where
                         continue;
                     }
                     Some(RoomState::Live(recent)) => {
-                        if !RoomState::remember(recent, live.id) {
+                        if !recent.remember(live.id) {
                             continue;
                         }
                         Frames::One(Message::Text(live.frame.clone()))
@@ -832,18 +857,11 @@ where
                         Some(RoomState::Joining(held)) => held,
                         _ => Vec::new(),
                     };
-                    let mut recent: VecDeque<MessageId> = history
-                        .iter()
-                        .rev()
-                        .take(RECENT_IDS)
-                        .rev()
-                        .copied()
-                        .collect();
+                    let mut recent = Recent::from_history(&history);
                     let history: HashSet<MessageId> = history.into_iter().collect();
                     let mut frames = vec![frame];
                     for live in held {
-                        if !history.contains(&live.id) && RoomState::remember(&mut recent, live.id)
-                        {
+                        if !history.contains(&live.id) && recent.remember(live.id) {
                             frames.push(live.frame.clone());
                         }
                     }
@@ -924,5 +942,37 @@ impl From<Outbound> for Stop {
             // Only the two above are ever sent as a stop.
             _ => Stop::Close(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> MessageId {
+        MessageId::from_ulid(ulid::Ulid::from_parts(n, 0))
+    }
+
+    #[test]
+    fn recent_drops_ids_written_before_in_any_order_and_keeps_new_older_ones() {
+        let mut recent = Recent::from_history(&[id(1), id(5)]);
+        assert!(!recent.remember(id(5)), "the newest id again");
+        assert!(!recent.remember(id(1)), "an older id from the history");
+        assert!(recent.remember(id(3)), "an older id never written is new");
+        assert!(!recent.remember(id(3)));
+        assert!(recent.remember(id(9)));
+        assert_eq!(recent.last(), Some(id(9)));
+        assert!(recent.remember(id(7)), "a late id below the newest");
+        assert_eq!(recent.last(), Some(id(7)));
+    }
+
+    #[test]
+    fn recent_keeps_a_bounded_window() {
+        let history: Vec<MessageId> = (0..RECENT_IDS as u64 + 10).map(id).collect();
+        let mut recent = Recent::from_history(&history);
+        assert_eq!(recent.ids.len(), RECENT_IDS);
+        assert!(recent.remember(id(0)), "an id that fell out of the window");
+        assert!(!recent.remember(id(RECENT_IDS as u64 + 9)));
+        assert_eq!(recent.ids.len(), RECENT_IDS);
     }
 }
