@@ -135,7 +135,10 @@ impl Plan {
                 },
                 persistence: PersistencePlan {
                     senders: 400,
-                    rates: vec![50.0, 100.0, 250.0, 500.0, 1_000.0, 2_000.0, 4_000.0],
+                    rates: vec![
+                        50.0, 100.0, 250.0, 500.0, 750.0, 1_000.0, 1_500.0, 2_000.0, 2_500.0,
+                        3_000.0, 4_000.0,
+                    ],
                     step: Duration::from_secs(10),
                     drain: Duration::from_secs(15),
                     poll: Duration::from_millis(50),
@@ -145,8 +148,8 @@ impl Plan {
                     clients: 10_000.min(cap),
                     rooms: 100,
                     rates: vec![
-                        5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 400.0, 600.0, 800.0, 1_200.0,
-                        1_600.0,
+                        5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 300.0, 350.0, 400.0, 500.0, 600.0,
+                        800.0, 1_200.0, 1_600.0,
                     ],
                     step: Duration::from_secs(10),
                     drain: Duration::from_secs(5),
