@@ -1,7 +1,8 @@
 //! Persistence: messages sent at rising rates, each sender alone in its room so the numbers
 //! are about the write path, not fan-out. The target's stored documents are counted every
-//! few milliseconds (`dbStats`, see [`stored_documents`]); message `k` of a step counts as stored at the first poll that sees at
-//! least `k + 1` new documents (messages are stored about in order), which gives the send to
+//! few milliseconds (`$collStats`, see [`stored_documents`]), in a collection emptied before
+//! each step; message `k` of a step counts as stored at the first poll that sees at least
+//! `k + 1` new documents (messages are stored about in order), which gives the send to
 //! stored lag to within one poll interval.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::client::Fleet;
 use crate::measure::{CpuMeter, Latency, histogram, paced, record};
 use crate::report::{Table, num};
 use crate::scenario::{
-    AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, stored_documents,
+    AckTimes, Better, Ctx, clear, ms_or_dash, open_fleet, settle_and_clear, stored_documents,
     warn_failures, warn_refusals,
 };
 use crate::target::Target;
@@ -173,16 +174,22 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         "{}: no sender could connect",
         target.name
     );
-    let database = ctx.mongo.database(&target.db);
+    let messages = ctx
+        .mongo
+        .database(&target.db)
+        .collection::<mongodb::bson::Document>("messages");
     let count = {
-        let database = database.clone();
+        let messages = messages.clone();
         move || {
-            let database = database.clone();
-            async move { stored_documents(&database).await }
+            let messages = messages.clone();
+            async move { stored_documents(&messages).await }
         }
     };
     let mut steps = Vec::new();
     for (step_index, &rate) in plan.rates.iter().enumerate() {
+        // Each step starts from an empty collection, so polling costs the same at every
+        // rate (see `stored_documents`). The previous step's messages are all stored.
+        clear(&messages).await?;
         let before = count().await?;
         let stop = CancellationToken::new();
         let start = Instant::now();
