@@ -76,6 +76,10 @@ impl Settings {
             "GATEWAY",
             &["security.allowed_origins"],
         )?;
+        anyhow::ensure!(
+            settings.limits.ping_interval_secs > 0 && settings.limits.idle_timeout_secs > 0,
+            "limits.ping_interval_secs and limits.idle_timeout_secs must be at least 1"
+        );
         if settings.amqp.instance_id.is_empty() {
             settings.amqp.instance_id =
                 format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());
