@@ -199,16 +199,19 @@ pub fn warn_refusals(target: &Target, fleet: &client::Fleet) {
     }
 }
 
+/// The collection where `target` stores chat messages (ours: history-service's; the peer:
+/// Mongoose's).
+pub fn messages(ctx: &Ctx, target: &Target) -> mongodb::Collection<mongodb::bson::Document> {
+    ctx.mongo.database(&target.db).collection("messages")
+}
+
 /// Waits until `target` has stopped storing messages (the count unchanged for two seconds, at
 /// most `limit`), then empties its `messages` collection. A target still writing a backlog
 /// would otherwise load the shared database during the next target's measurement, and joins
 /// (which read a room's history) would get slower with every scenario.
 pub async fn settle_and_clear(ctx: &Ctx, target: &Target) -> anyhow::Result<()> {
     let limit = ctx.plan.store_settle;
-    let messages = ctx
-        .mongo
-        .database(&target.db)
-        .collection::<mongodb::bson::Document>("messages");
+    let messages = messages(ctx, target);
     let start = Instant::now();
     let mut last = stored_documents(&messages).await?;
     let mut unchanged_since = Instant::now();

@@ -15,8 +15,8 @@ use crate::client::Fleet;
 use crate::measure::{CpuMeter, Latency, histogram, paced, record};
 use crate::report::{Table, num};
 use crate::scenario::{
-    AckTimes, Better, Ctx, clear, ms_or_dash, open_fleet, settle_and_clear, stored_documents,
-    warn_failures, warn_refusals,
+    AckTimes, Better, Ctx, clear, messages, ms_or_dash, open_fleet, settle_and_clear,
+    stored_documents, warn_failures, warn_refusals,
 };
 use crate::target::Target;
 use crate::wire::Stamp;
@@ -175,10 +175,7 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         "{}: no sender could connect",
         target.name
     );
-    let messages = ctx
-        .mongo
-        .database(&target.db)
-        .collection::<mongodb::bson::Document>("messages");
+    let messages = messages(ctx, target);
     let count = {
         let messages = messages.clone();
         move || {
