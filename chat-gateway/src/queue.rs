@@ -259,6 +259,20 @@ mod tests {
 
     use super::*;
 
+    /// A `send` of `item` on a queue that is full, still waiting after 50 ms.
+    async fn blocked_send(
+        tx: &Sender<i32>,
+        item: i32,
+    ) -> tokio::task::JoinHandle<Result<(), Closed>> {
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(item).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "send went past a full queue");
+        waiting
+    }
+
     #[tokio::test]
     async fn items_arrive_in_order_and_a_full_queue_refuses_without_waiting() {
         let (tx, mut rx) = bounded(2);
@@ -276,12 +290,7 @@ mod tests {
     async fn send_waits_for_room_and_completes_once_an_item_is_taken() {
         let (tx, mut rx) = bounded(1);
         tx.send(1).await.expect("room");
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.send(2).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "send went past a full queue");
+        let waiting = blocked_send(&tx, 2).await;
         assert_eq!(rx.recv().await, Some(1));
         let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert_eq!(sent.expect("woken").expect("task"), Ok(()));
@@ -313,11 +322,7 @@ mod tests {
     async fn senders_fail_once_the_receiver_is_gone_even_while_waiting_for_room() {
         let (tx, rx) = bounded(1);
         tx.try_send(1).expect("queued");
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.send(2).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting = blocked_send(&tx, 2).await;
         drop(rx);
         let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert_eq!(sent.expect("woken").expect("task"), Err(Closed));
@@ -360,11 +365,7 @@ mod tests {
     async fn a_sender_waiting_for_room_fails_once_the_queue_is_stopped() {
         let (tx, _rx) = bounded(1);
         tx.try_send(1).expect("queued");
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.send(2).await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let waiting = blocked_send(&tx, 2).await;
         assert!(tx.stop(0));
         let sent = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert_eq!(sent.expect("woken").expect("task"), Err(Closed));
