@@ -4,7 +4,10 @@
 //! - `msg.<room>`: chat messages, published persistent with publisher confirms; the history
 //!   service's durable queue is bound to `msg.*`, each gateway instance's queue to the rooms
 //!   its connections have joined;
-//! - `evt.<room>`: ephemeral room events (presence, typing), never stored.
+//! - `evt.<room>`: ephemeral room events (presence, typing), never stored;
+//! - `account.<user_id>`: account changes published by auth-service (deleted, disabled,
+//!   enabled); every gateway and history-service instance binds a queue of its own to
+//!   `account.*` and stops honouring the user's access tokens.
 //!
 //! Every payload carries a version number `v` so the format can evolve while old and new
 //! services run side by side.
@@ -12,7 +15,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
+use crate::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef};
 
 /// Current version of the event format.
 pub const EVENT_VERSION: u32 = 1;
@@ -35,6 +38,14 @@ pub mod topology {
     pub fn room_event_key(room: &RoomId) -> String {
         format!("evt.{room}")
     }
+
+    /// Routing key of a user's account changes.
+    pub fn account_key(user: &crate::domain::UserId) -> String {
+        format!("account.{user}")
+    }
+
+    /// Binding of every queue that acts on account changes.
+    pub const ALL_ACCOUNTS_BINDING: &str = "account.*";
 
     /// Declares the durable topic exchange every service publishes to and binds on.
     #[cfg(feature = "amqp")]
@@ -150,6 +161,41 @@ impl RoomEvent {
     }
 }
 
+/// What happened to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountChange {
+    /// The user deleted their account: its tokens are never honoured again.
+    Deleted,
+    /// An administrator disabled the account: its tokens issued before `at` are refused.
+    Disabled,
+    /// An administrator enabled the account again: new logins work; tokens issued while it
+    /// was disabled cannot exist.
+    Enabled,
+}
+
+/// Payload of an `account.<user_id>` publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvent {
+    pub v: u32,
+    pub user_id: UserId,
+    pub change: AccountChange,
+    /// When the change was stored: access tokens issued (`iat`) before it are refused.
+    pub at: DateTime<Utc>,
+}
+
+impl AccountEvent {
+    /// The event for `change` of `user_id`, stored at `at`.
+    pub fn new(user_id: UserId, change: AccountChange, at: DateTime<Utc>) -> Self {
+        Self {
+            v: EVENT_VERSION,
+            user_id,
+            change,
+            at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +231,19 @@ mod tests {
         });
         let event: MessageEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(event.published_at, None);
+    }
+
+    #[test]
+    fn account_event_round_trips_with_its_version() {
+        let user = UserId::parse("u1".into()).expect("valid user id");
+        let event = AccountEvent::new(user.clone(), AccountChange::Deleted, Utc::now());
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["v"], 1);
+        assert_eq!(json["change"], "deleted");
+        assert_eq!(json["user_id"], "u1");
+        assert_eq!(topology::account_key(&user), "account.u1");
+        let back: AccountEvent = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, event);
     }
 
     #[test]
