@@ -3,7 +3,8 @@
 //! Out: chat messages are published persistent on a confirm-mode channel and a send is
 //! acknowledged to its client only after the broker confirmed it; room events (presence,
 //! typing) are published fire-and-forget. In: this instance's own queue, bound to the rooms
-//! its connections are in, feeds [`Rooms::deliver`].
+//! its connections are in, feeds [`Rooms::deliver`]; it is also bound to every account event,
+//! which [`Accounts::apply`] acts on.
 //!
 //! [`run`] supervises the connection: on any failure it reconnects with backoff and rebuilds
 //! everything from application state (exchange, queue, one binding per local room, consumer,
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use common::amqp;
 use common::domain::RoomId;
-use common::event::{ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
+use common::event::{AccountEvent, ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
 use futures_util::StreamExt;
 use lapin::Acker;
 use lapin::options::{
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::Accounts;
 use crate::protocol::ServerFrame;
 use crate::rooms::{LiveMessage, Outbound, Rooms, TopologyCommand};
 use crate::settings::GatewayAmqpSettings;
@@ -178,6 +180,7 @@ pub async fn run(
     settings: GatewayAmqpSettings,
     broker: Broker,
     rooms: Arc<Rooms>,
+    accounts: Arc<Accounts>,
     mut commands: mpsc::UnboundedReceiver<TopologyCommand>,
     shutdown: CancellationToken,
 ) {
@@ -197,7 +200,14 @@ pub async fn run(
                 fresh = false;
                 delay = Duration::from_millis(100);
                 let outcome = session
-                    .serve(&broker, &rooms, &mut commands, &mut stale, &shutdown)
+                    .serve(
+                        &broker,
+                        &rooms,
+                        &accounts,
+                        &mut commands,
+                        &mut stale,
+                        &shutdown,
+                    )
                     .await;
                 broker.set_channel(None);
                 match outcome {
@@ -305,6 +315,16 @@ impl Session {
             queue: queue.to_string(),
             exchange,
         };
+        session
+            .topology
+            .queue_bind(
+                queue.into(),
+                session.exchange.as_str().into(),
+                topology::ALL_ACCOUNTS_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         for room in &session_rooms {
             session.bind(room).await?;
         }
@@ -358,6 +378,7 @@ impl Session {
         mut self,
         broker: &Broker,
         rooms: &Rooms,
+        accounts: &Accounts,
         commands: &mut mpsc::UnboundedReceiver<TopologyCommand>,
         stale: &mut HashSet<RoomId>,
         shutdown: &CancellationToken,
@@ -412,7 +433,7 @@ impl Session {
                         anyhow::bail!("the broker cancelled the consumer");
                     };
                     let delivery = delivery?;
-                    dispatch(broker, rooms, delivery.routing_key.as_str(), &delivery.data);
+                    dispatch(broker, rooms, accounts, delivery.routing_key.as_str(), &delivery.data);
                     pending += 1;
                     if pending >= ACK_BATCH {
                         pending = 0;
@@ -438,8 +459,16 @@ async fn acknowledge_all(
     }
 }
 
-/// Routes one delivery of the instance queue to the local members of its room.
-fn dispatch(broker: &Broker, rooms: &Rooms, routing_key: &str, data: &[u8]) {
+/// Routes one delivery of the instance queue to the local members of its room, or an account
+/// event to [`Accounts::apply`].
+fn dispatch(broker: &Broker, rooms: &Rooms, accounts: &Accounts, routing_key: &str, data: &[u8]) {
+    if routing_key.starts_with("account.") {
+        match serde_json::from_slice::<AccountEvent>(data) {
+            Ok(event) => accounts.apply(&event),
+            Err(error) => tracing::warn!(%error, "ignoring an unreadable account event"),
+        }
+        return;
+    }
     if routing_key.starts_with("msg.") {
         match serde_json::from_slice::<MessageEvent>(data) {
             Ok(event) => {

@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::{Accounts, revoked_close};
 use crate::broker::Broker;
 use crate::history::HistoryClient;
 use crate::metrics::GatewayMetrics;
@@ -42,6 +43,8 @@ use crate::settings::Limits;
 /// What every connection shares.
 pub struct Hub {
     pub rooms: Arc<Rooms>,
+    /// Each user's open connections, closed when the account is deleted or disabled.
+    pub accounts: Arc<Accounts>,
     pub broker: Broker,
     pub history: HistoryClient,
     pub receipts: Receipts,
@@ -114,6 +117,8 @@ pub struct Session {
     /// When the token expires (seconds since the Unix epoch): the connection closes then
     /// unless an `auth` frame brings a fresh token.
     pub expires_at: u64,
+    /// When the token was issued (seconds since the Unix epoch).
+    pub issued_at: u64,
     pub slot: ConnectionSlot,
 }
 
@@ -135,6 +140,13 @@ where
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (sink, stream) = socket.split();
     let (tx, rx) = queue::bounded(hub.limits.outbound_queue);
+    if !hub
+        .accounts
+        .register(&session.user.id, session.issued_at, conn, &tx)
+    {
+        // Revoked between the token check and now: the writer sends the close and ends.
+        tx.stop(revoked_close());
+    }
     let writer = tokio::spawn(write_loop(
         sink,
         rx,
@@ -248,6 +260,7 @@ where
             }
         };
         reader.leave_all();
+        hub.accounts.unregister(&reader.session.user.id, conn);
         if let Some((code, reason)) = close {
             reader.tx.stop(Outbound::Close(Some(Box::new(CloseFrame {
                 code: CloseCode::from(code),
@@ -511,6 +524,7 @@ impl Reader {
         }
         self.session.token = token;
         self.session.expires_at = verified.expires_at;
+        self.session.issued_at = verified.issued_at;
         self.send(ServerFrame::Authenticated {
             expires_at: verified.expires_at,
         })

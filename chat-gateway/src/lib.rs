@@ -5,8 +5,10 @@
 //! [`rooms`] tracks which local connections are in which room and fans frames out to them;
 //! [`broker`] publishes chat messages to RabbitMQ with confirms and feeds this instance's queue
 //! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent
-//! messages on join; [`proxy`] forwards the HTTP APIs so the web client needs one origin.
+//! messages on join; [`proxy`] forwards the HTTP APIs so the web client needs one origin;
+//! [`accounts`] closes the connections of users whose account was deleted or disabled.
 
+pub mod accounts;
 pub mod broker;
 pub mod connection;
 pub mod history;

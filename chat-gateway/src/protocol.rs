@@ -232,6 +232,8 @@ pub mod close_code {
     pub const TOKEN_EXPIRED: u16 = 4001;
     /// Repeated frames over the rate limit (RFC 6455 "policy violation").
     pub const POLICY_VIOLATION: u16 = 1008;
+    /// The user's account was deleted or disabled: do not reconnect with the same tokens.
+    pub const ACCOUNT_REVOKED: u16 = 4003;
 }
 
 #[cfg(test)]

@@ -305,6 +305,7 @@ async fn upgrade(
         user: user.user,
         token,
         expires_at: user.expires_at,
+        issued_at: user.issued_at,
         slot,
     };
     state.tracker.spawn(async move {

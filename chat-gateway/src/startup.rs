@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::Accounts;
 use crate::broker::{self, Broker};
 use crate::connection::Hub;
 use crate::history::HistoryClient;
@@ -51,15 +52,18 @@ impl Application {
         let rooms = Arc::new(rooms);
         let broker = Broker::new(&settings.amqp);
         let broker_shutdown = CancellationToken::new();
+        let accounts = Arc::new(Accounts::new(verifier.revocations().clone()));
         let broker_task = tokio::spawn(broker::run(
             settings.amqp.clone(),
             broker.clone(),
             rooms.clone(),
+            accounts.clone(),
             commands,
             broker_shutdown.clone(),
         ));
         let hub = Arc::new(Hub {
             rooms,
+            accounts,
             broker,
             history: HistoryClient::new(&settings.history)?,
             receipts: receipts.clone(),

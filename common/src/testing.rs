@@ -215,3 +215,43 @@ async fn forward(
         _ = cut.changed() => {}
     }
 }
+
+/// Publishes an account event on `exchange` (declared if missing) as auth-service would, and
+/// waits for the broker's confirm.
+#[cfg(feature = "amqp")]
+pub async fn publish_account_event(
+    settings: &crate::settings::AmqpSettings,
+    event: &crate::event::AccountEvent,
+) {
+    use secrecy::ExposeSecret;
+    let connection = lapin::Connection::connect(
+        settings.uri.expose_secret(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("broker reachable");
+    let channel = connection.create_channel().await.expect("channel");
+    crate::event::topology::declare_exchange(&channel, &settings.exchange)
+        .await
+        .expect("exchange declared");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    let payload = serde_json::to_vec(event).expect("event serializes");
+    channel
+        .basic_publish(
+            settings.exchange.as_str().into(),
+            crate::event::topology::account_key(&event.user_id)
+                .as_str()
+                .into(),
+            lapin::options::BasicPublishOptions::default(),
+            &payload,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::domain::{UserId, UserRef, Username};
+use crate::revocation::Revocations;
 
 /// The only signing algorithm accepted.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
@@ -42,6 +43,8 @@ pub struct AuthenticatedUser {
     pub user: UserRef,
     /// Expiry (seconds since the Unix epoch).
     pub expires_at: u64,
+    /// Issue time (seconds since the Unix epoch): a revocation refuses tokens issued before it.
+    pub issued_at: u64,
 }
 
 /// Why a token was refused. Callers answer every variant with the same 401; the variant is
@@ -60,6 +63,8 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("the keys could not be fetched: {0}")]
     KeysUnavailable(String),
+    #[error("the user's account was deleted or disabled after the token was issued")]
+    Revoked,
 }
 
 /// Expected issuer and audience.
@@ -195,6 +200,7 @@ fn verify_with(
     Ok(AuthenticatedUser {
         user: UserRef { id, username },
         expires_at: claims.exp,
+        issued_at: claims.iat,
     })
 }
 
@@ -211,6 +217,8 @@ struct Inner {
     keys: RwLock<KeySet>,
     /// When the last fetch was attempted and whether it succeeded.
     last_fetch: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// Users whose earlier tokens are refused (account deleted or disabled).
+    revocations: Arc<Revocations>,
 }
 
 impl JwksVerifier {
@@ -233,6 +241,7 @@ impl JwksVerifier {
                     keys: HashMap::new(),
                 }),
                 last_fetch: tokio::sync::Mutex::new(None),
+                revocations: Arc::new(Revocations::default()),
             }),
         })
     }
@@ -293,6 +302,12 @@ impl JwksVerifier {
             .cloned()
     }
 
+    /// The account revocations this verifier honours; services apply the `account.*` events
+    /// they consume to it.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.inner.revocations
+    }
+
     /// Whether keys have been loaded (readiness).
     pub fn has_keys(&self) -> bool {
         !self
@@ -305,8 +320,22 @@ impl JwksVerifier {
 
     /// Verifies a token, fetching the key set again if the `kid` is unknown. While the last
     /// fetch failed, an unknown `kid` is [`TokenError::KeysUnavailable`] (the token may well
-    /// be valid), not [`TokenError::UnknownKey`].
+    /// be valid), not [`TokenError::UnknownKey`]. A token of a user revoked after it was
+    /// issued is [`TokenError::Revoked`].
     pub async fn verify(&self, token: &str) -> Result<AuthenticatedUser, TokenError> {
+        let user = self.verify_signed(token).await?;
+        if self
+            .inner
+            .revocations
+            .is_revoked(user.user.id.as_str(), user.issued_at)
+        {
+            return Err(TokenError::Revoked);
+        }
+        Ok(user)
+    }
+
+    /// Checks signature and claims (not revocations).
+    async fn verify_signed(&self, token: &str) -> Result<AuthenticatedUser, TokenError> {
         let kid = header_kid(token)?;
         if let Some(key) = self.lookup(&kid) {
             return verify_with(&key, token, &self.inner.policy);

@@ -5,13 +5,18 @@
 //! unique `_id` absorbs the redelivery. A failed write keeps the batch unacknowledged and
 //! retries it with backoff (MongoDB restarting); a lost broker connection is rebuilt by
 //! [`run`]'s supervisor loop, which declares the topology again each time.
+//!
+//! The same connection also consumes account events (`account.*`) from a queue of this
+//! instance's own (server-named, exclusive): every instance must learn of a deleted or disabled
+//! account, to refuse that user's earlier tokens on its HTTP API.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::amqp;
-use common::event::{MessageEvent, topology};
+use common::event::{AccountEvent, MessageEvent, topology};
+use common::revocation::Revocations;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
@@ -49,6 +54,7 @@ pub async fn run(
     store: MessageStore,
     status: ConsumerStatus,
     metrics: ConsumerMetrics,
+    revocations: Arc<Revocations>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
@@ -58,6 +64,7 @@ pub async fn run(
             &store,
             &status,
             &metrics,
+            &revocations,
             &shutdown,
             &mut backoff,
         )
@@ -116,10 +123,51 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
         .await
 }
 
-/// Connects, declares the topology and starts consuming.
-async fn open_consumer(
+/// This instance's queue of account events: server-named, exclusive (deleted with the
+/// connection), bound to every account's events. Consumed without acknowledgements: an event
+/// missed while disconnected is covered by the tokens' short lifetime.
+async fn account_consumer(
+    channel: &lapin::Channel,
     settings: &HistoryAmqpSettings,
-) -> anyhow::Result<(Connection, lapin::Channel, lapin::Consumer)> {
+) -> lapin::Result<lapin::Consumer> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            settings.connection.exchange.as_str().into(),
+            topology::ALL_ACCOUNTS_BINDING.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "history-accounts".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// The connection, the history queue's channel and consumer, and the account events' consumer.
+type Consumers = (Connection, lapin::Channel, lapin::Consumer, lapin::Consumer);
+
+/// Connects, declares the topology and starts consuming.
+async fn open_consumer(settings: &HistoryAmqpSettings) -> anyhow::Result<Consumers> {
     let connection = Connection::connect(
         settings.connection.uri.expose_secret(),
         ConnectionProperties::default(),
@@ -138,7 +186,9 @@ async fn open_consumer(
             FieldTable::default(),
         )
         .await?;
-    Ok((connection, channel, consumer))
+    let accounts_channel = connection.create_channel().await?;
+    let accounts = account_consumer(&accounts_channel, settings).await?;
+    Ok((connection, channel, consumer, accounts))
 }
 
 async fn consume(
@@ -146,10 +196,11 @@ async fn consume(
     store: &MessageStore,
     status: &ConsumerStatus,
     metrics: &ConsumerMetrics,
+    revocations: &Revocations,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
-    let (connection, channel, mut consumer) = settings
+    let (connection, channel, mut consumer, mut accounts) = settings
         .connection
         .within_setup_timeout(open_consumer(settings))
         .await?;
@@ -165,6 +216,13 @@ async fn consume(
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             error = amqp::connection_failure(&mut events) => return Err(error),
+            account = accounts.next() => {
+                let Some(account) = account else {
+                    anyhow::bail!("the broker closed the account events' consumer");
+                };
+                apply_account_event(revocations, &account?.data);
+                continue;
+            }
             next = consumer.next() => next,
         };
         let Some(first) = first else {
@@ -185,6 +243,17 @@ async fn consume(
     let _ = channel.close(200, "shutting down".into()).await;
     let _ = connection.close(200, "shutting down".into()).await;
     Ok(())
+}
+
+fn apply_account_event(revocations: &Revocations, data: &[u8]) {
+    match serde_json::from_slice::<AccountEvent>(data) {
+        Ok(event) => {
+            if revocations.apply(&event) {
+                tracing::info!(user = %event.user_id, change = ?event.change, "account revoked");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "ignoring an unreadable account event"),
+    }
 }
 
 async fn process_batch(

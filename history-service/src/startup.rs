@@ -51,6 +51,7 @@ impl Application {
             store.clone(),
             status.clone(),
             ConsumerMetrics::new(&registry),
+            verifier.revocations().clone(),
             shutdown.clone(),
         ));
 

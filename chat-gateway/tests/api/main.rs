@@ -1,3 +1,4 @@
+mod accounts;
 mod broker;
 mod fanout;
 mod helpers;

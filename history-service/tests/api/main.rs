@@ -1,2 +1,3 @@
+mod accounts;
 mod helpers;
 mod history;
