@@ -148,9 +148,13 @@ definitions | apply)
 		"${roles[*]/#/$prefix}" "$vhost" "$exchange"
 	;;
 delete)
+	# One rabbitmqctl per user, side by side; a user that does not exist is no error.
+	pids=()
 	for role in "${roles[@]}"; do
-		rabbitmqctl "${node[@]}" -q delete_user "$prefix$role" >/dev/null 2>&1 || true
+		rabbitmqctl "${node[@]}" -q delete_user "$prefix$role" >/dev/null 2>&1 &
+		pids+=("$!")
 	done
-	printf 'provision: deleted users %s\n' "${roles[*]/#/$prefix}"
+	for pid in "${pids[@]}"; do wait "$pid" || true; done
+	printf 'provision: deleted users %s (those that existed)\n' "${roles[*]/#/$prefix}"
 	;;
 esac
