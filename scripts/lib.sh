@@ -18,6 +18,12 @@ RABBITMQ_HOST="${RABBITMQ_HOST:-127.0.0.1}"
 RABBITMQ_PORT="${RABBITMQ_PORT:-5672}"
 # The management UI (port 15672) is handy for debugging and costs one offline command.
 RABBITMQ_MANAGEMENT="${RABBITMQ_MANAGEMENT:-1}"
+RABBITMQ_MANAGEMENT_PORT="${RABBITMQ_MANAGEMENT_PORT:-15672}"
+# The node's config file (listeners on 127.0.0.1 only), written before every start.
+RABBITMQ_CONF="$LOCAL_DIR/rabbitmq/rabbitmq.conf"
+# The services' broker passwords, generated once per installation (mode 0600).
+BROKER_ENV="$LOCAL_DIR/broker.env"
+BROKER_PROVISION="$REPO_ROOT/deploy/rabbitmq/provision.sh"
 RABBITMQ_START_TIMEOUT="${RABBITMQ_START_TIMEOUT:-60}"
 
 FERRETDB_BIN="$LOCAL_DIR/bin/ferretdb"
@@ -117,6 +123,75 @@ rabbitmq_enable_management() {
 		deps_log "warning: could not enable rabbitmq_management (continuing without it)"
 }
 
+# rabbitmq_write_config: the node's config file. AMQP listens on $RABBITMQ_HOST only and the
+# management UI on 127.0.0.1 only, so neither is reachable from another machine. The rabbitmq
+# user reads it, so it holds nothing secret.
+rabbitmq_write_config() {
+	mkdir -p "$(dirname "$RABBITMQ_CONF")"
+	cat >"$RABBITMQ_CONF.tmp" <<-EOF
+		# Written by scripts/deps.sh before it starts the node; edits are overwritten.
+		listeners.tcp.default = $RABBITMQ_HOST:$RABBITMQ_PORT
+		management.tcp.ip = 127.0.0.1
+		management.tcp.port = $RABBITMQ_MANAGEMENT_PORT
+	EOF
+	chmod 644 "$RABBITMQ_CONF.tmp"
+	mv -f "$RABBITMQ_CONF.tmp" "$RABBITMQ_CONF"
+}
+
+# listens_beyond_loopback PORT: true when something listens on PORT at an address other than
+# 127.0.0.1 or ::1 (read from /proc/net/tcp and tcp6).
+listens_beyond_loopback() {
+	local port_hex file _sl local_addr _rem state _rest
+	printf -v port_hex '%04X' "$1"
+	for file in /proc/net/tcp /proc/net/tcp6; do
+		[[ -r $file ]] || continue
+		while read -r _sl local_addr _rem state _rest; do
+			[[ $state == 0A && ${local_addr##*:} == "$port_hex" ]] || continue
+			case ${local_addr%:*} in
+			0100007F | 00000000000000000000000001000000 | 0000000000000000FFFF00000100007F) ;;
+			*) return 0 ;;
+			esac
+		done <"$file"
+	done
+	return 1
+}
+
+# rabbitmq_check_listeners: warns when a running node was started without our config file.
+rabbitmq_check_listeners() {
+	local port
+	for port in "$RABBITMQ_PORT" "$RABBITMQ_MANAGEMENT_PORT"; do
+		if listens_beyond_loopback "$port"; then
+			deps_log "rabbitmq: warning: port $port listens on more than 127.0.0.1 (the node was started without $RABBITMQ_CONF); \`scripts/deps.sh restart-rabbitmq\` applies it"
+		fi
+	done
+}
+
+# rabbitmq_users: creates or updates the services' broker users (chat-auth, chat-gateway,
+# chat-history) with the permissions of deploy/rabbitmq/permissions.conf. Their passwords are
+# generated into $BROKER_ENV on the first run and kept; scripts/run-local.sh reads them.
+rabbitmq_users() {
+	if [[ ! -s $BROKER_ENV ]]; then
+		local role random
+		(
+			umask 077
+			{
+				echo "# RabbitMQ passwords of the local services' users (scripts/deps.sh generated them once;"
+				echo "# scripts/run-local.sh reads them). Delete this file and run scripts/deps.sh for new ones."
+				for role in AUTH GATEWAY HISTORY; do
+					# 1 KiB of random bytes holds about 240 letters and digits; 32 are kept.
+					random="$(head -c 1024 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')"
+					((${#random} >= 32)) || deps_die "could not read random bytes for a password"
+					echo "RABBITMQ_${role}_PASSWORD=${random:0:32}"
+				done
+			} >"$BROKER_ENV.tmp"
+			mv -f "$BROKER_ENV.tmp" "$BROKER_ENV"
+		)
+		deps_log "rabbitmq: generated the services' broker passwords into $BROKER_ENV"
+	fi
+	as_root bash "$BROKER_PROVISION" apply --passwords "$BROKER_ENV" </dev/null | sed 's/^provision: /deps: rabbitmq: /' ||
+		deps_die "rabbitmq: could not create the services' users (deploy/rabbitmq/provision.sh)"
+}
+
 rabbitmq_log_tail() {
 	local f
 	for f in "$LOG_DIR/rabbitmq-start.log" /var/log/rabbitmq/rabbit@*.log; do
@@ -134,6 +209,7 @@ rabbitmq_start() {
 	if port_open "$RABBITMQ_HOST" "$RABBITMQ_PORT"; then
 		rabbitmq_sync_cookie
 		deps_log "rabbitmq: already running on $RABBITMQ_HOST:$RABBITMQ_PORT"
+		rabbitmq_check_listeners
 		return 0
 	fi
 	rabbitmq_install
@@ -144,9 +220,12 @@ rabbitmq_start() {
 			deps_log "rabbitmq: node is up but port $RABBITMQ_PORT is not answering yet; waiting"
 		else
 			rabbitmq_enable_management
+			rabbitmq_write_config
 			started=$SECONDS
 			# -detached makes the Erlang VM fork into the background and outlive this script.
-			as_root rabbitmq-server -detached </dev/null >>"$LOG_DIR/rabbitmq-start.log" 2>&1 ||
+			# The wrapper switches to the rabbitmq user and keeps the environment; `env` keeps
+			# sudo's env_reset from dropping the config file's name.
+			as_root env RABBITMQ_CONFIG_FILE="$RABBITMQ_CONF" rabbitmq-server -detached </dev/null >>"$LOG_DIR/rabbitmq-start.log" 2>&1 ||
 				{ rabbitmq_log_tail; deps_die "rabbitmq-server -detached failed"; }
 		fi
 	fi
@@ -156,6 +235,7 @@ rabbitmq_start() {
 	fi
 	rabbitmq_sync_cookie
 	deps_log "rabbitmq: started on $RABBITMQ_HOST:$RABBITMQ_PORT${started:+ (took $((SECONDS - started))s)}"
+	[[ -n $started ]] || rabbitmq_check_listeners
 }
 
 # rabbitmq_stop: stops the node (and waits for the VM to exit). epmd is left running; it is harmless.

@@ -5,6 +5,7 @@
 # `scripts/deps.sh stop-rabbitmq` / `stop-ferretdb` stop them).
 #
 # Ports: gateway 8080 (GATEWAY__HTTP__PORT), auth 8081, history 8082. Logs: .local/log/.
+# Each service uses its own RabbitMQ user (passwords in .local/broker.env, from scripts/deps.sh).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +51,23 @@ wait_ready() {
 }
 
 export GATEWAY__WEB__DIR="${GATEWAY__WEB__DIR:-$root/web/dist}"
+
+# Each service connects to RabbitMQ as its own user, with only the permissions of
+# deploy/rabbitmq/permissions.conf. scripts/deps.sh created the users; their passwords are in
+# .local/broker.env.
+amqp_uri() {
+	local role=$1 password
+	password="$(sed -n "s/^RABBITMQ_${role^^}_PASSWORD=//p" "$root/.local/broker.env")"
+	[[ -n $password ]] || {
+		echo "run-local: no RABBITMQ_${role^^}_PASSWORD in .local/broker.env (scripts/deps.sh writes it)" >&2
+		exit 1
+	}
+	printf 'amqp://chat-%s:%s@127.0.0.1:%s/%%2f' "$role" "$password" "${RABBITMQ_PORT:-5672}"
+}
+AUTH__AMQP__URI="${AUTH__AMQP__URI:-$(amqp_uri auth)}"
+HISTORY__AMQP__URI="${HISTORY__AMQP__URI:-$(amqp_uri history)}"
+GATEWAY__AMQP__URI="${GATEWAY__AMQP__URI:-$(amqp_uri gateway)}"
+export AUTH__AMQP__URI HISTORY__AMQP__URI GATEWAY__AMQP__URI
 start auth-service
 wait_ready auth-service "${AUTH__HTTP__PORT:-8081}"
 start history-service

@@ -74,6 +74,12 @@ SOURCE_RANGE_ANNOTATIONS = [
     "nginx.ingress.kubernetes.io/allowlist-source-range",
 ]
 
+# The broker users' spec (one line per service role) and which service each role is.
+BROKER_SPEC = ROOT / "deploy/rabbitmq/permissions.conf"
+BROKER_ROLES = {"chat-gateway": "gateway", "history-service": "history", "auth-service": "auth"}
+BROKER_PERMISSIONS = ["configure", "write", "read"]
+BROKER_TOPIC_PERMISSIONS = ["write", "read"]
+
 OVERLAYS = {
     # overlay directory: files with the Secrets it expects to exist beforehand
     "deploy/k8s/base": ["deploy/k8s/base/secret.template.yaml"],
@@ -221,6 +227,35 @@ def check_setting_names_in_text() -> list[str]:
                     problems.append(f"{f.relative_to(ROOT)}:{lineno}: {var} is not a key or section of "
                                     f"{service or 'any service'}/config/default.toml")
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Broker users: deploy/rabbitmq/permissions.conf, as deploy/rabbitmq/provision.sh reads it
+
+
+def broker_spec(exchange: str, history_queue: str) -> dict[str, dict[str, str]]:
+    """role -> {configure, write, read, topic-write, topic-read}, the names filled in."""
+    spec = {}
+    for line in BROKER_SPEC.read_text().splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        role, *regexes = fields
+        if len(regexes) != 5:
+            raise ValueError(f"{BROKER_SPEC.relative_to(ROOT)}: the line of {role!r} needs six columns")
+        # As provision.sh escapes them: the names hold no regex metacharacter but the dot.
+        names = {"{exchange}": exchange.replace(".", r"\."), "{history_queue}": history_queue.replace(".", r"\.")}
+        for placeholder, value in names.items():
+            regexes = [r.replace(placeholder, value) for r in regexes]
+        spec[role] = dict(zip(BROKER_PERMISSIONS + ["topic-write", "topic-read"], regexes))
+    return spec
+
+
+def amqp_user(uri: str | None) -> str | None:
+    try:
+        return urlsplit(uri or "").username
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,6 +530,45 @@ def check_compose(report: Report, deploy_check: str) -> None:
                 problems.append(f"{other} publishes ports and calls {svc_name}; only the gateways may stand in front of it")
     report.record("compose: auth-service believes X-Forwarded-For exactly when it publishes no port "
                   "(clients reach it only through a gateway)", problems)
+
+    report.record("compose: each service reaches RabbitMQ as its own user, which `rabbitmq-users` creates from "
+                  "deploy/rabbitmq/permissions.conf first; AMQP is not published and the management UI only "
+                  "on 127.0.0.1", check_compose_broker(services, ours, resolved))
+
+
+def check_compose_broker(services: dict, ours: dict[str, str], resolved: dict) -> list[str]:
+    problems = []
+    roles = broker_spec("chat.events", "chat.history")
+    provisioners = [n for n, svc in services.items()
+                    if "provision.sh" in " ".join(svc.get("entrypoint") or [])
+                    and any(str(v).startswith("./deploy/rabbitmq:") for v in svc.get("volumes") or [])]
+    if len(provisioners) != 1:
+        problems.append(f"{len(provisioners)} services run deploy/rabbitmq/provision.sh, expected one")
+    admin = (resolved.get("rabbitmq", {}).get("environment") or {}).get("RABBITMQ_DEFAULT_USER")
+    users: dict[str, str] = {}
+    for svc_name, target in ours.items():
+        env = {**env_map(services[svc_name]), **(resolved.get(svc_name, {}).get("environment") or {})}
+        uri = env.get(f"{SERVICES[target]['prefix']}__AMQP__URI")
+        if uri is None:
+            continue
+        user, role = amqp_user(uri), BROKER_ROLES[target]
+        if role not in roles:
+            problems.append(f"{svc_name}: deploy/rabbitmq/permissions.conf has no line for {role}")
+        if user != f"chat-{role}":
+            problems.append(f"{svc_name}: connects to RabbitMQ as {user!r}, not chat-{role}")
+        if user == admin:
+            problems.append(f"{svc_name}: connects as the administrator")
+        if users.setdefault(user, target) != target:
+            problems.append(f"{svc_name}: shares the broker user {user} with {users[user]}")
+        if provisioners and depends_on_names(services[svc_name]).get(provisioners[0]) != "service_completed_successfully":
+            problems.append(f"{svc_name}: does not wait for {provisioners[0]} to create its broker user")
+    for port in services.get("rabbitmq", {}).get("ports") or []:
+        text = str(port) if not isinstance(port, dict) else f"{port.get('host_ip', '')}:{port.get('published')}:{port.get('target')}"
+        if text.rsplit(":", 1)[-1] == "5672":
+            problems.append(f"rabbitmq: publishes AMQP ({text})")
+        elif not text.startswith("127.0.0.1:"):
+            problems.append(f"rabbitmq: publishes {text} beyond 127.0.0.1")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1194,6 +1268,56 @@ def check_databases(docs: list[dict], template_secrets: dict[str, set[str]]) -> 
     return problems
 
 
+def check_broker_users(docs: list[dict]) -> list[str]:
+    """Each service reaches RabbitMQ as a user of its own, read from its own Secret; with the
+    operators, that user has no tags and exactly the permissions deploy/rabbitmq/permissions.conf
+    lists for the exchange and history queue the services use."""
+    problems = []
+    deps = deployment_env(docs)
+    history_env = next((d["env"] for d in deps.values() if d["service"] == "history-service"), {})
+    exchange = history_env.get("HISTORY__AMQP__EXCHANGE") or service_defaults("history-service")["amqp"]["exchange"]
+    queue = history_env.get("HISTORY__AMQP__QUEUE") or service_defaults("history-service")["amqp"]["queue"]
+    spec = broker_spec(exchange, queue)
+    users = {name_of(u): u for u in by_kind(docs, "User")}
+    secrets_of_role: dict[str, str] = {}
+    for name, dep in deps.items():
+        service = dep["service"]
+        if service not in BROKER_ROLES or f"{SERVICES[service]['prefix']}__AMQP__URI" not in dep["env"]:
+            continue
+        secrets = {secret for var, (secret, _key) in dep["secret_refs"].items() if var.startswith("AMQP_")}
+        if len(secrets) != 1:
+            problems.append(f"Deployment/{name}: reads its broker credentials from {sorted(secrets)}, expected one Secret")
+            continue
+        secret = secrets.pop()
+        if secret.endswith("-default-user"):
+            problems.append(f"Deployment/{name}: connects as the operator's administrator ({secret})")
+        role = BROKER_ROLES[service]
+        if secrets_of_role.setdefault(role, secret) != secret or list(secrets_of_role.values()).count(secret) > 1:
+            problems.append(f"Deployment/{name}: shares the broker Secret {secret} with another service")
+        if not by_kind(docs, "RabbitmqCluster"):
+            continue
+        user = next((u for u in users.values() if (u["spec"].get("importCredentialsSecret") or {}).get("name") == secret), None)
+        if user is None:
+            problems.append(f"Deployment/{name}: no User imports its broker Secret {secret}")
+            continue
+        if user["spec"].get("tags"):
+            problems.append(f"User/{name_of(user)}: has tags {user['spec']['tags']}; service users get none")
+        for kind, fields, wanted in (
+            ("Permission", BROKER_PERMISSIONS, {f: spec[role][f] for f in BROKER_PERMISSIONS}),
+            ("TopicPermission", ["exchange"] + BROKER_TOPIC_PERMISSIONS,
+             {"exchange": exchange, "write": spec[role]["topic-write"], "read": spec[role]["topic-read"]}),
+        ):
+            grants = [g for g in by_kind(docs, kind) if (g["spec"].get("userReference") or {}).get("name") == name_of(user)]
+            if len(grants) != 1:
+                problems.append(f"User/{name_of(user)}: {len(grants)} {kind} objects, expected 1")
+                continue
+            got = {f: grants[0]["spec"]["permissions"].get(f, "") for f in fields}
+            if got != wanted:
+                problems.append(f"{kind}/{name_of(grants[0])}: {got} differs from deploy/rabbitmq/permissions.conf "
+                                f"for {role}: {wanted}")
+    return problems
+
+
 def check_ingress_headers_and_metrics(docs: list[dict]) -> list[str]:
     """The Ingresses leave Host and Origin as the browser sent them (the gateway's same-origin
     check compares the two), and no host routes /metrics to the public."""
@@ -1275,6 +1399,8 @@ def check_kubernetes(report: Report, kustomize: str) -> None:
                       "is templated or documented", check_databases(docs, template_secrets))
         report.record(f"k8s {overlay}: Ingresses keep Host and Origin as sent, and refuse /metrics on every host",
                       check_ingress_headers_and_metrics(docs))
+        report.record(f"k8s {overlay}: each service reaches RabbitMQ as its own user, without tags and with the "
+                      "permissions of deploy/rabbitmq/permissions.conf", check_broker_users(docs))
 
 
 def check_docs(report: Report) -> None:

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod broker_users;
 pub mod isolated;
 pub mod ledger;
 pub mod resilient;
@@ -17,6 +18,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+use broker_users::BrokerUsers;
 
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("CHAT_BIN_DIR")
@@ -168,6 +171,9 @@ pub struct System {
     pub history: Service,
     pub gateways: Vec<Service>,
     pub database: String,
+    /// On the shared broker, each service connects as its own user with only the permissions
+    /// of deploy/rabbitmq/permissions.conf. Declared last: dropped after the services stop.
+    pub broker_users: Option<BrokerUsers>,
 }
 
 /// How [`System::start_with`] starts the services: where RabbitMQ and MongoDB are (the shared
@@ -212,6 +218,17 @@ impl System {
         let tag = ulid::Ulid::new().to_string().to_lowercase();
         let database = format!("e2e_{tag}");
         let exchange = format!("e2e.{tag}");
+        let history_queue = format!("{exchange}.history");
+        // The shared broker gets this system's own users; another broker (the fault suite's)
+        // is used as the URI given says.
+        let broker_users = match options.amqp_uri {
+            None => Some(BrokerUsers::create(&tag, &exchange, &history_queue).await),
+            Some(_) => None,
+        };
+        let amqp_uri = |role: &str| match &broker_users {
+            Some(users) => Some(users.uri(role)),
+            None => options.amqp_uri.clone(),
+        };
         let auth_port = free_port();
         let auth = Service::start(
             "auth-service",
@@ -221,8 +238,13 @@ impl System {
                     ("AUTH__HTTP__PORT".into(), auth_port.to_string()),
                     ("AUTH__MONGODB__DATABASE".into(), database.clone()),
                     ("AUTH__PASSWORD__BCRYPT_COST".into(), "4".into()),
+                    // Where auth-service publishes account events.
+                    ("AUTH__AMQP__EXCHANGE".into(), exchange.clone()),
                 ]),
-                &[("AUTH__MONGODB__URI", &options.mongodb_uri)],
+                &[
+                    ("AUTH__AMQP__URI", &amqp_uri("auth")),
+                    ("AUTH__MONGODB__URI", &options.mongodb_uri),
+                ],
                 &options.auth_env,
             ),
         );
@@ -235,12 +257,12 @@ impl System {
                     ("HISTORY__HTTP__PORT".into(), history_port.to_string()),
                     ("HISTORY__MONGODB__DATABASE".into(), database.clone()),
                     ("HISTORY__AMQP__EXCHANGE".into(), exchange.clone()),
-                    ("HISTORY__AMQP__QUEUE".into(), format!("{exchange}.history")),
+                    ("HISTORY__AMQP__QUEUE".into(), history_queue.clone()),
                     ("HISTORY__AMQP__QUEUE_EXPIRES_MS".into(), "120000".into()),
                     ("HISTORY__AUTH__URL".into(), auth.url()),
                 ]),
                 &[
-                    ("HISTORY__AMQP__URI", &options.amqp_uri),
+                    ("HISTORY__AMQP__URI", &amqp_uri("history")),
                     ("HISTORY__MONGODB__URI", &options.mongodb_uri),
                 ],
                 &options.history_env,
@@ -268,7 +290,7 @@ impl System {
                             ("GATEWAY__HISTORY__URL".into(), history.url()),
                         ]),
                         &[
-                            ("GATEWAY__AMQP__URI", &options.amqp_uri),
+                            ("GATEWAY__AMQP__URI", &amqp_uri("gateway")),
                             ("GATEWAY__MONGODB__URI", &options.mongodb_uri),
                         ],
                         &options.gateway_env,
@@ -286,6 +308,7 @@ impl System {
             history,
             gateways,
             database,
+            broker_users,
         }
     }
 
