@@ -210,6 +210,7 @@ pub async fn run(
                     )
                     .await;
                 broker.set_channel(None);
+                rooms.connection_lost();
                 match outcome {
                     Ok(()) => break,
                     Err(error) => {

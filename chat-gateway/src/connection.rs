@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{Accounts, revoked_close};
 use crate::broker::Broker;
-use crate::history::HistoryClient;
+use crate::history::{HistoryClient, HistoryPage};
 use crate::metrics::GatewayMetrics;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::queue;
@@ -532,6 +532,25 @@ impl Reader {
         Ok(Ok(()))
     }
 
+    /// The room's recent messages from history-service (a read shared with the other joins of
+    /// the room in flight), filling the room's memory when the read can complete it.
+    async fn read_recent(&self, room: &RoomId) -> anyhow::Result<HistoryPage> {
+        let ticket = self
+            .hub
+            .rooms
+            .read_ticket(room, self.hub.broker.is_connected());
+        let (page, ticket) = self
+            .hub
+            .history
+            .recent(room, &self.session.token, ticket)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        if let Some(ticket) = ticket {
+            self.hub.rooms.fill(room, &page.messages, ticket);
+        }
+        Ok(HistoryPage::clone(&page))
+    }
+
     async fn join(
         &mut self,
         room: RoomId,
@@ -592,7 +611,21 @@ impl Reader {
                     .after(&room, since, published_after, &self.session.token)
                     .await
             }
-            None => self.hub.history.recent(&room, &self.session.token).await,
+            None => match self
+                .hub
+                .rooms
+                .complete_recent(&room, self.hub.history.recent_limit())
+            {
+                Some(messages) => {
+                    self.hub.metrics.joins_from_memory.inc();
+                    Ok(HistoryPage {
+                        messages,
+                        has_more: false,
+                        published_after: None,
+                    })
+                }
+                None => self.read_recent(&room).await,
+            },
         };
         let (messages, truncated) = match page {
             Ok(page) if page.has_more && since.is_some() => (page.messages, true),

@@ -1,14 +1,34 @@
 //! Client of history-service: a room's recent messages for `joined`, and the messages after a
 //! cursor for a `join` with `since`. The user's own token authorizes the request.
+//!
+//! Reads of a room's recent messages are shared: while one is in flight, other joins of the
+//! same room wait for its answer instead of asking again, so a storm of joins (a gateway
+//! restart with thousands of users) costs history-service one read per room, not one per user.
+//! Any valid token may read any room's history, so one joiner's token serves all of them.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId};
 use common::event::ChatMessage;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use serde::Deserialize;
 
+use crate::metrics::GatewayMetrics;
+use crate::rooms::ReadTicket;
 use crate::settings::HistorySettings;
+
+/// A failed read, shared by every join that waited for it.
+pub type ReadError = Arc<anyhow::Error>;
+
+/// A read of a room's recent messages that several joins await.
+type SharedRead = Shared<BoxFuture<'static, SharedAnswer>>;
+
+/// A recent-messages page with the ticket of the join that started the read.
+pub type SharedAnswer = Result<(Arc<HistoryPage>, Option<ReadTicket>), ReadError>;
 
 #[derive(Clone)]
 pub struct HistoryClient {
@@ -17,9 +37,12 @@ pub struct HistoryClient {
     recent: u32,
     catch_up_limit: u32,
     late_window: chrono::Duration,
+    /// The recent-messages read in flight for each room; removed when it completes.
+    in_flight: Arc<Mutex<HashMap<RoomId, SharedRead>>>,
+    metrics: Arc<GatewayMetrics>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct HistoryPage {
     pub messages: Vec<ChatMessage>,
     pub has_more: bool,
@@ -30,7 +53,7 @@ pub struct HistoryPage {
 }
 
 impl HistoryClient {
-    pub fn new(settings: &HistorySettings) -> anyhow::Result<Self> {
+    pub fn new(settings: &HistorySettings, metrics: Arc<GatewayMetrics>) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_millis(settings.timeout_ms))
@@ -41,6 +64,8 @@ impl HistoryClient {
             late_window: chrono::Duration::milliseconds(
                 i64::try_from(settings.late_window_ms).unwrap_or(i64::MAX / 2),
             ),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            metrics,
         })
     }
 
@@ -57,6 +82,7 @@ impl HistoryClient {
         query: &[(&str, String)],
         token: &str,
     ) -> anyhow::Result<HistoryPage> {
+        self.metrics.history_reads.inc();
         let page = self
             .request(room, "", token)
             .query(query)
@@ -88,10 +114,44 @@ impl HistoryClient {
         self.recent as usize
     }
 
-    /// The latest messages of the room, oldest first.
-    pub async fn recent(&self, room: &RoomId, token: &str) -> anyhow::Result<HistoryPage> {
-        self.get(room, &[("limit", self.recent.to_string())], token)
-            .await
+    /// The latest messages of the room, oldest first: the answer of the read in flight for
+    /// the room if there is one, else of a new read. The answer carries the ticket of the join
+    /// that started the read (see [`crate::rooms::Rooms::fill`]).
+    pub async fn recent(
+        &self,
+        room: &RoomId,
+        token: &str,
+        ticket: Option<ReadTicket>,
+    ) -> SharedAnswer {
+        let read = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            in_flight
+                .entry(room.clone())
+                .or_insert_with(|| {
+                    let client = self.clone();
+                    let room = room.clone();
+                    let token = token.to_string();
+                    async move {
+                        let page = client
+                            .get(&room, &[("limit", client.recent.to_string())], &token)
+                            .await;
+                        // Joins arriving from now on read again: they may need newer messages.
+                        client
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&room);
+                        page.map(|page| (Arc::new(page), ticket)).map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        read.await
     }
 
     /// Messages after `since`, oldest first, at most the catch-up limit (`has_more` beyond),

@@ -7,6 +7,10 @@ pub struct GatewayMetrics {
     pub registry: Registry,
     pub connections: IntGauge,
     pub joins: IntCounter,
+    /// Requests to history-service made for joins (a shared read counts once).
+    pub history_reads: IntCounter,
+    /// Plain joins answered from the room's messages in this gateway's memory, no read.
+    pub joins_from_memory: IntCounter,
     pub frames_received: IntCounter,
     pub messages_published: IntCounter,
     pub publish_failures: IntCounter,
@@ -35,6 +39,16 @@ impl GatewayMetrics {
                     .expect("static gauge options are valid"),
             ),
             joins: counter(&registry, "gateway_joins_total", "Room joins"),
+            history_reads: counter(
+                &registry,
+                "gateway_history_reads_total",
+                "History requests made for joins (one per room at a time for plain joins)",
+            ),
+            joins_from_memory: counter(
+                &registry,
+                "gateway_joins_from_memory_total",
+                "Plain joins answered from the gateway's complete memory of the room",
+            ),
             frames_received: counter(
                 &registry,
                 "gateway_frames_received_total",

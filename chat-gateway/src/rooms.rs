@@ -4,9 +4,15 @@
 //! Topology follows membership: the first local member of a room makes the broker bind this
 //! instance's queue to the room, the last one leaving unbinds it. The commands are queued while
 //! the registry lock is held, so the broker applies bind/unbind in the order membership changed.
+//!
+//! Each room also remembers its latest messages. Once a history read made well after the
+//! binding has filled that memory, every later message arrives through the binding, so plain
+//! joins are answered from memory until the room is unbound or the broker connection is lost.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId, UserId, UserRef};
@@ -94,6 +100,20 @@ struct Room {
     recent: VecDeque<(Arc<ChatMessage>, Option<DateTime<Utc>>)>,
     /// Cancelled once the instance queue is bound to the room for its current local members.
     bound: CancellationToken,
+    /// When the binding for the current local members was asked for.
+    bound_at: Option<Instant>,
+    /// `recent` holds the room's latest messages without a gap: filled from a history read
+    /// made well after the binding, and every message since arrived through the binding.
+    /// Plain joins are then answered from it without reading history.
+    complete: bool,
+}
+
+/// What a history read for a plain join needs to make [`Room::recent`] complete: taken before
+/// the read, checked when its answer arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTicket {
+    epoch: u64,
+    bound_at: Instant,
 }
 
 /// Messages a room keeps in [`Room::recent`].
@@ -115,17 +135,28 @@ pub struct Rooms {
     rooms: Mutex<HashMap<RoomId, Room>>,
     topology: mpsc::UnboundedSender<TopologyCommand>,
     metrics: Arc<GatewayMetrics>,
+    /// Bumped each time the broker connection is lost: what arrived through the bindings may
+    /// have a gap from then on.
+    epoch: AtomicU64,
+    /// How long after a room's binding a history read must start for its answer to make the
+    /// room's memory complete (messages published before the binding are stored by then).
+    memory_grace: Duration,
 }
 
 impl Rooms {
     /// The receiver feeds the broker task.
-    pub fn new(metrics: Arc<GatewayMetrics>) -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
+    pub fn new(
+        metrics: Arc<GatewayMetrics>,
+        memory_grace: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
         let (topology, commands) = mpsc::unbounded_channel();
         (
             Self {
                 rooms: Mutex::new(HashMap::new()),
                 topology,
                 metrics,
+                epoch: AtomicU64::new(0),
+                memory_grace,
             },
             commands,
         )
@@ -146,6 +177,8 @@ impl Rooms {
         let first_local = entry.local.is_empty();
         if first_local {
             entry.bound = CancellationToken::new();
+            entry.bound_at = Some(Instant::now());
+            entry.complete = false;
             self.command(TopologyCommand::Bind(room.clone(), entry.bound.clone()));
         }
         let first_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
@@ -165,6 +198,8 @@ impl Rooms {
         let last_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
         if entry.local.is_empty() {
             self.command(TopologyCommand::Unbind(room.clone()));
+            entry.bound_at = None;
+            entry.complete = false;
             if entry.remote.is_empty() {
                 rooms.remove(room);
             }
@@ -204,6 +239,71 @@ impl Rooms {
             entry
                 .recent
                 .push_back((Arc::new(message.clone()), published_at));
+        }
+    }
+
+    /// A ticket for a history read of the room's recent messages, when its answer can make the
+    /// room's memory complete: the broker is connected and the room was bound long enough ago.
+    pub fn read_ticket(&self, room: &RoomId, connected: bool) -> Option<ReadTicket> {
+        if !connected {
+            return None;
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let rooms = self.lock();
+        let bound_at = rooms.get(room)?.bound_at?;
+        (bound_at.elapsed() >= self.memory_grace).then_some(ReadTicket { epoch, bound_at })
+    }
+
+    /// Adds the answer of a history read made with `ticket` to the room's memory, which is
+    /// then complete unless the broker connection was lost or the room rebound since.
+    pub fn fill(&self, room: &RoomId, messages: &[ChatMessage], ticket: ReadTicket) {
+        let mut rooms = self.lock();
+        if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
+            return;
+        }
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        if entry.bound_at != Some(ticket.bound_at) {
+            return;
+        }
+        for message in messages {
+            if !entry.recent.iter().any(|(m, _)| m.id == message.id) {
+                entry.recent.push_back((Arc::new(message.clone()), None));
+            }
+        }
+        entry.recent.make_contiguous().sort_by_key(|(m, _)| m.id);
+        while entry.recent.len() > RECENT_MESSAGES {
+            entry.recent.pop_front();
+        }
+        entry.complete = true;
+    }
+
+    /// The room's latest `limit` messages, oldest first, when its memory is complete.
+    pub fn complete_recent(&self, room: &RoomId, limit: usize) -> Option<Vec<ChatMessage>> {
+        let rooms = self.lock();
+        let entry = rooms.get(room).filter(|entry| entry.complete)?;
+        if limit > RECENT_MESSAGES {
+            return None;
+        }
+        let mut messages: Vec<ChatMessage> = entry
+            .recent
+            .iter()
+            .map(|(m, _)| ChatMessage::clone(m))
+            .collect();
+        messages.sort_by_key(|m| m.id);
+        let skip = messages.len().saturating_sub(limit);
+        messages.drain(..skip);
+        Some(messages)
+    }
+
+    /// The broker connection was lost: messages may have passed by the bindings meanwhile, so
+    /// no room's memory is complete any more.
+    pub fn connection_lost(&self) {
+        let mut rooms = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for entry in rooms.values_mut() {
+            entry.complete = false;
         }
     }
 
@@ -351,7 +451,7 @@ mod tests {
 
     #[test]
     fn the_first_join_binds_and_the_last_leave_unbinds() {
-        let (rooms, mut commands) = Rooms::new(Arc::default());
+        let (rooms, mut commands) = Rooms::new(Arc::default(), Duration::ZERO);
         let (alice, _a) = member("alice", 4);
         let (bob, _b) = member("bob", 4);
         let _ = rooms.join(&room("r"), 1, alice);
@@ -370,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_join_waits_for_its_own_rooms_bind_only() {
-        let (rooms, mut commands) = Rooms::new(Arc::default());
+        let (rooms, mut commands) = Rooms::new(Arc::default(), Duration::ZERO);
         let (alice, _a) = member("alice", 4);
         let (bob, _b) = member("bob", 4);
         let (carol, _c) = member("carol", 4);
@@ -406,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_member_whose_queue_is_full_is_stopped_as_lagged_and_others_still_receive() {
-        let (rooms, _commands) = Rooms::new(Arc::default());
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
         let (slow, mut slow_rx) = member("slow", 1);
         let (fast, mut fast_rx) = member("fast", 8);
         let _ = rooms.join(&room("r"), 1, slow);
@@ -433,7 +533,7 @@ mod tests {
 
     #[test]
     fn members_merge_local_and_remote_users_once_each() {
-        let (rooms, _commands) = Rooms::new(Arc::default());
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
         let (alice, _a) = member("alice", 4);
         let alice_user = alice.user.clone();
         let (alice2, _a2) = member("alice", 4);
@@ -452,5 +552,100 @@ mod tests {
         rooms.apply_remote_presence("gw-2", &room("r"), &bob.user, false);
         assert_eq!(rooms.members(&room("r")).len(), 1);
         assert_eq!(rooms.leave(&room("r"), 1), Some(false));
+    }
+
+    /// A message whose id sorts after every earlier one's.
+    fn message(room_name: &str, body: &str) -> ChatMessage {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        ChatMessage {
+            id: MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000 + n, 0)),
+            room: room(room_name),
+            client_id: common::domain::ClientMessageId::parse(body.to_string()).expect("id"),
+            author: member("alice", 1).0.user,
+            body: common::domain::MessageBody::parse(body.to_string()).expect("body"),
+            sent_at: Utc::now(),
+        }
+    }
+
+    fn bodies(messages: &[ChatMessage]) -> Vec<String> {
+        messages.iter().map(|m| m.body.to_string()).collect()
+    }
+
+    #[test]
+    fn a_filled_room_answers_joins_from_memory_with_live_messages_after_the_read() {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
+        let (alice, _a) = member("alice", 4);
+        let _ = rooms.join(&room("r"), 1, alice);
+        assert!(
+            rooms.complete_recent(&room("r"), 2).is_none(),
+            "nothing read yet"
+        );
+        let ticket = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        let (old, older) = (message("r", "old"), message("r", "older"));
+        let live = message("r", "live");
+        rooms.remember(&live, None);
+        rooms.fill(&room("r"), &[old.clone(), older.clone()], ticket);
+        let recent = rooms.complete_recent(&room("r"), 2).expect("complete");
+        assert_eq!(
+            bodies(&recent),
+            vec!["older", "live"],
+            "the latest two, by id"
+        );
+    }
+
+    #[test]
+    fn memory_is_not_complete_without_the_broker_or_before_the_grace_or_after_a_loss() {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
+        let (alice, _a) = member("alice", 4);
+        let _ = rooms.join(&room("r"), 1, alice);
+        assert!(
+            rooms.read_ticket(&room("r"), false).is_none(),
+            "broker down"
+        );
+
+        let ticket = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        rooms.connection_lost();
+        rooms.fill(&room("r"), &[message("r", "a")], ticket);
+        assert!(
+            rooms.complete_recent(&room("r"), 1).is_none(),
+            "a read from before a lost connection completes nothing"
+        );
+
+        let ticket = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        rooms.fill(&room("r"), &[message("r", "a")], ticket);
+        assert!(rooms.complete_recent(&room("r"), 1).is_some());
+        rooms.connection_lost();
+        assert!(
+            rooms.complete_recent(&room("r"), 1).is_none(),
+            "a lost connection may have let messages pass by"
+        );
+
+        let (patient, _commands) = Rooms::new(Arc::default(), Duration::from_secs(3600));
+        let (bob, _b) = member("bob", 4);
+        let _ = patient.join(&room("r"), 1, bob);
+        assert!(
+            patient.read_ticket(&room("r"), true).is_none(),
+            "a read right after the binding may miss a message not stored yet"
+        );
+    }
+
+    #[test]
+    fn a_room_rebound_after_its_last_member_left_needs_a_new_read() {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
+        let (alice, _a) = member("alice", 4);
+        let _ = rooms.join(&room("r"), 1, alice.clone());
+        // Kept in the registry by a remote user while no local member is there.
+        rooms.apply_remote_presence("gw-2", &room("r"), &member("bob", 1).0.user, true);
+        let stale = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        rooms.fill(&room("r"), &[message("r", "a")], stale);
+        assert_eq!(rooms.leave(&room("r"), 1), Some(true));
+        assert!(rooms.complete_recent(&room("r"), 1).is_none(), "unbound");
+        let _ = rooms.join(&room("r"), 2, alice);
+        rooms.fill(&room("r"), &[message("r", "b")], stale);
+        assert!(
+            rooms.complete_recent(&room("r"), 1).is_none(),
+            "a read made for the earlier binding completes nothing"
+        );
     }
 }

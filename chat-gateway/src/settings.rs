@@ -41,6 +41,9 @@ pub struct HistorySettings {
     /// `since` was (see [`crate::history::HistoryClient::late_from`]).
     pub late_window_ms: u64,
     pub timeout_ms: u64,
+    /// A room's memory answers plain joins once a history read started this long after the
+    /// room was bound filled it (see [`crate::rooms`]).
+    pub memory_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -48,7 +48,10 @@ impl Application {
             .database(&settings.mongodb.database);
         let receipts = Receipts::open(&db).await?;
         let metrics = Arc::new(GatewayMetrics::new());
-        let (rooms, commands) = Rooms::new(metrics.clone());
+        let (rooms, commands) = Rooms::new(
+            metrics.clone(),
+            Duration::from_millis(settings.history.memory_grace_ms),
+        );
         let rooms = Arc::new(rooms);
         let broker = Broker::new(&settings.amqp);
         let broker_shutdown = CancellationToken::new();
@@ -65,7 +68,7 @@ impl Application {
             rooms,
             accounts,
             broker,
-            history: HistoryClient::new(&settings.history)?,
+            history: HistoryClient::new(&settings.history, metrics.clone())?,
             receipts: receipts.clone(),
             limits: settings.limits.clone(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),

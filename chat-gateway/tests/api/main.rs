@@ -4,6 +4,7 @@ mod fanout;
 mod helpers;
 mod http;
 mod idempotency;
+mod joins;
 mod protocol;
 mod receipts;
 mod security;

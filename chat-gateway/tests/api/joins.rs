@@ -1,0 +1,146 @@
+//! Joins of one room share their history reads, and a room whose messages the gateway holds
+//! completely is joined without reading history at all.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::helpers::{Client, Cluster, TestGateway};
+
+/// A history-service stand-in: counts reads and holds every answer until released.
+#[derive(Clone)]
+struct SlowHistory {
+    reads: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl SlowHistory {
+    async fn start() -> (Self, String) {
+        let history = Self {
+            reads: Arc::default(),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let app = axum::Router::new()
+            .route(
+                "/api/rooms/{room}/messages",
+                axum::routing::get(
+                    |State(history): State<SlowHistory>, Path(room): Path<String>| async move {
+                        history.reads.fetch_add(1, Ordering::SeqCst);
+                        let _permit = history.release.acquire().await;
+                        axum::Json(json!({
+                            "messages": [{
+                                "id": ulid::Ulid::new().to_string(), "room": room,
+                                "client_id": "c-stored", "author": {"id": "u-old", "username": "old"},
+                                "body": "stored before", "sent_at": "2026-01-01T00:00:00Z"
+                            }],
+                            "has_more": false,
+                        }))
+                    },
+                ),
+            )
+            .with_state(history.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (history, format!("http://{address}"))
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    /// Answers the reads held so far and every later one.
+    fn open(&self) {
+        self.release
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+async fn gateway(cluster: &Cluster, history: &str, grace_ms: u64) -> TestGateway {
+    let history = history.to_string();
+    cluster
+        .gateway_with(move |settings| {
+            settings.history.url = history;
+            settings.history.timeout_ms = 5_000;
+            settings.history.memory_grace_ms = grace_ms;
+        })
+        .await
+}
+
+/// Connects `n` users and sends their joins of `room` at once; returns them unanswered.
+async fn join_together(gateway: &TestGateway, room: &str, n: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        clients.push(
+            gateway
+                .connect(&format!("u-{i}"), &format!("user{i}"))
+                .await,
+        );
+    }
+    for client in &mut clients {
+        client
+            .send_json(json!({"type": "join", "room": room}))
+            .await;
+    }
+    clients
+}
+
+fn bodies(joined: &Value) -> Vec<String> {
+    joined["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn simultaneous_joins_of_a_room_make_one_history_read_and_later_joins_none() {
+    let cluster = Cluster::new().await;
+    let (history, url) = SlowHistory::start().await;
+    let gateway = gateway(&cluster, &url, 0).await;
+
+    let mut clients = join_together(&gateway, "storm", 20).await;
+    // Every join is waiting on the one read (given time to arrive), then it answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    history.open();
+    for client in &mut clients {
+        let joined = client.next_of("joined").await;
+        assert_eq!(bodies(&joined), vec!["stored before"]);
+    }
+    assert_eq!(history.reads(), 1, "the joins shared one read");
+
+    // The room's memory is complete now: a message sent meanwhile and the stored one are what
+    // a later join gets, without another read.
+    clients[0]
+        .send_message("storm", "c-live", "sent live")
+        .await;
+    clients[0].next_of("ack").await;
+    let mut late = gateway.connect("u-late", "late").await;
+    let joined = late.join("storm").await;
+    assert_eq!(bodies(&joined), vec!["stored before", "sent live"]);
+    assert_eq!(history.reads(), 1, "a complete room is joined from memory");
+}
+
+#[tokio::test]
+async fn joins_right_after_the_binding_read_history_until_the_grace_has_passed() {
+    let cluster = Cluster::new().await;
+    let (history, url) = SlowHistory::start().await;
+    let gateway = gateway(&cluster, &url, 3_600_000).await;
+    history.open();
+
+    let mut first = gateway.connect("u-1", "one").await;
+    first.join("fresh").await;
+    let mut second = gateway.connect("u-2", "two").await;
+    second.join("fresh").await;
+    assert_eq!(
+        history.reads(),
+        2,
+        "a message published just before the binding may not be stored yet: read again"
+    );
+}
