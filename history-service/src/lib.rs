@@ -2,7 +2,8 @@
 //!
 //! [`consumer`] reads the durable history queue and writes batches to MongoDB through
 //! [`message_store`], acknowledging only after the write; [`routes`] serves
-//! `GET /api/rooms/{room}/messages` to holders of a valid access token.
+//! `GET /api/rooms/{room}/messages` to holders of a valid access token; `GET /metrics` is
+//! served on a listener of its own.
 
 pub mod consumer;
 pub mod message_store;

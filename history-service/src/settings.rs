@@ -8,6 +8,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
     pub mongodb: MongoSettings,
     pub amqp: HistoryAmqpSettings,
     pub auth: AuthServerSettings,
@@ -26,6 +27,20 @@ pub struct HistoryAmqpSettings {
     /// production, set by tests so their queues do not pile up.
     #[serde(default)]
     pub queue_expires_ms: Option<u32>,
+}
+
+/// Where `GET /metrics` is served: its own listener, never the public port.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

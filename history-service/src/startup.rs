@@ -1,5 +1,6 @@
-//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier and the HTTP
-//! server bound to its listener (port 0 picks a free port).
+//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier, the HTTP
+//! server bound to its listener and the metrics server bound to its own (port 0 picks a free
+//! port for either).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -30,7 +31,9 @@ pub struct AppState {
 
 pub struct Application {
     port: u16,
+    metrics_port: u16,
     server: Server,
+    metrics_server: Server,
     consumer: JoinHandle<()>,
     shutdown: CancellationToken,
 }
@@ -41,6 +44,14 @@ impl Application {
         let db = client.database(&settings.mongodb.database);
         let store = MessageStore::open(&db).await?;
         let verifier = settings.auth.verifier().await?;
+
+        // Both listeners before the consumer starts, so that a port in use fails the start.
+        let listener = TcpListener::bind(settings.http.address())
+            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener = TcpListener::bind(settings.metrics.address())
+            .with_context(|| format!("binding {} for metrics", settings.metrics.address()))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
 
         let status = ConsumerStatus::default();
         let shutdown = CancellationToken::new();
@@ -54,9 +65,6 @@ impl Application {
             shutdown.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.http.address())
-            .with_context(|| format!("binding {}", settings.http.address()))?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db,
             store,
@@ -64,6 +72,7 @@ impl Application {
             consumer: status,
             pages: settings.history.clone(),
         });
+        let metrics_data = http_metrics.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -75,7 +84,6 @@ impl Application {
                     common::metrics::actix::observe,
                 ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
-                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -83,9 +91,25 @@ impl Application {
         .shutdown_timeout(10)
         .run();
         tracing::info!(port, "history-service listening");
+
+        // Stopped with the public server (`run_until_stopped`), not by signals of its own.
+        let metrics_server = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics_data.clone())
+                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(metrics_listener)?
+        .shutdown_timeout(1)
+        .run();
+        tracing::info!(port = metrics_port, "history-service metrics listening");
         Ok(Self {
             port,
+            metrics_port,
             server,
+            metrics_server,
             consumer,
             shutdown,
         })
@@ -95,9 +119,26 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM; then stops the consumer after its in-flight batch.
+    /// The port of the metrics listener (`GET /metrics`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Serves until SIGINT/SIGTERM; then stops the metrics server, and the consumer after its
+    /// in-flight batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
+        let metrics = self.metrics_server.handle();
+        let (served, metrics_served) = tokio::join!(
+            async {
+                let served = self.server.await;
+                metrics.stop(true).await;
+                served
+            },
+            self.metrics_server
+        );
+        if let Err(error) = metrics_served {
+            tracing::warn!(%error, "the metrics server failed");
+        }
         self.shutdown.cancel();
         if tokio::time::timeout(Duration::from_secs(20), self.consumer)
             .await

@@ -269,15 +269,7 @@ async fn metrics_count_stored_messages_duplicates_and_requests() {
     let metrics = |text: &str, needle: &str| text.contains(needle);
     let mut text = String::new();
     for _ in 0..50 {
-        text = app
-            .http
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("body");
+        text = app.metrics().await;
         if metrics(&text, "history_messages_stored_total 2")
             && metrics(&text, "history_duplicates_total 1")
         {
@@ -296,6 +288,20 @@ async fn metrics_count_stored_messages_duplicates_and_requests() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_public_port_does_not_serve_metrics() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "not_found");
 }
 
 #[tokio::test]
