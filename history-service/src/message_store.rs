@@ -12,6 +12,8 @@ use mongodb::bson::{self, doc};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use crate::reads::Deadline;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MessageDocument {
     #[serde(rename = "_id")]
@@ -139,6 +141,7 @@ impl MessageStore {
         room: &RoomId,
         before: Option<MessageId>,
         limit: u32,
+        deadline: Deadline,
     ) -> anyhow::Result<Page> {
         let mut filter = doc! {"room": room.as_str()};
         if let Some(before) = before {
@@ -149,6 +152,7 @@ impl MessageStore {
             .find(filter)
             .sort(doc! {"_id": -1})
             .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
@@ -169,6 +173,7 @@ impl MessageStore {
         room: &RoomId,
         after: MessageId,
         limit: u32,
+        deadline: Deadline,
     ) -> anyhow::Result<Page> {
         let filter = doc! {"room": room.as_str(), "_id": {"$gt": after.to_string()}};
         let mut documents: Vec<MessageDocument> = self
@@ -176,6 +181,7 @@ impl MessageStore {
             .find(filter)
             .sort(doc! {"_id": 1})
             .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
@@ -190,11 +196,17 @@ impl MessageStore {
     }
 
     /// The stored message `id` of `room`, if stored.
-    pub async fn find(&self, room: &RoomId, id: MessageId) -> anyhow::Result<Option<ChatMessage>> {
+    pub async fn find(
+        &self,
+        room: &RoomId,
+        id: MessageId,
+        deadline: Deadline,
+    ) -> anyhow::Result<Option<ChatMessage>> {
         // By `_id` alone, which every server answers from its primary key; then the room.
         let stored = self
             .messages
             .find_one(doc! {"_id": id.to_string()})
+            .max_time(deadline.max_time())
             .await
             .context("reading a message")?;
         stored
@@ -205,10 +217,15 @@ impl MessageStore {
 
     /// When the stored copy of `id` was published: its `published_at`, or the time in its id
     /// when it has none or is not stored.
-    pub async fn published_at(&self, id: MessageId) -> anyhow::Result<DateTime<Utc>> {
+    pub async fn published_at(
+        &self,
+        id: MessageId,
+        deadline: Deadline,
+    ) -> anyhow::Result<DateTime<Utc>> {
         let stored = self
             .messages
             .find_one(doc! {"_id": id.to_string()})
+            .max_time(deadline.max_time())
             .await
             .context("reading a message")?;
         let at = stored
@@ -228,6 +245,7 @@ impl MessageStore {
         up_to: MessageId,
         published_after: DateTime<Utc>,
         limit: u32,
+        deadline: Deadline,
     ) -> anyhow::Result<Vec<ChatMessage>> {
         let filter = doc! {
             "room": room.as_str(),
@@ -239,6 +257,7 @@ impl MessageStore {
             .find(filter)
             .sort(doc! {"_id": 1})
             .limit(i64::from(limit))
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await

@@ -18,6 +18,7 @@ use common::token::JwksVerifier;
 use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
+use crate::reads::{self, ReadLimiter};
 use crate::routes;
 use crate::settings::{PageSettings, Settings};
 
@@ -27,6 +28,10 @@ pub struct AppState {
     pub verifier: JwksVerifier,
     pub consumer: ConsumerStatus,
     pub pages: PageSettings,
+    /// Admits history reads (load shedding).
+    pub reads: ReadLimiter,
+    /// Turns for readiness pings, so that they fit in the pool's headroom.
+    pub ready_pings: tokio::sync::Semaphore,
 }
 
 pub struct Application {
@@ -40,7 +45,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let client = settings.mongodb.client("history-service").await?;
+        let mut options = settings.mongodb.options("history-service").await?;
+        // Room for every read slot and the headroom the writes and readiness rely on.
+        options.max_pool_size = Some(
+            settings
+                .history
+                .max_concurrent_reads
+                .saturating_add(reads::POOL_HEADROOM),
+        );
+        let client = mongodb::Client::with_options(options)?;
         let db = client.database(&settings.mongodb.database);
         let store = MessageStore::open(&db).await?;
         let verifier = settings.auth.verifier().await?;
@@ -57,6 +70,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let registry = prometheus::Registry::new();
         let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
+        let read_limiter = ReadLimiter::new(&settings.history, &registry)?;
         let consumer = tokio::spawn(consumer::run(
             settings.amqp.clone(),
             store.clone(),
@@ -71,6 +85,8 @@ impl Application {
             verifier,
             consumer: status,
             pages: settings.history.clone(),
+            reads: read_limiter,
+            ready_pings: tokio::sync::Semaphore::new(reads::READY_PINGS),
         });
         let metrics_data = http_metrics.clone();
         let server = HttpServer::new(move || {

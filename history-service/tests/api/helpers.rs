@@ -137,6 +137,18 @@ impl TestApp {
         self.publish_raw(message.room.as_str(), &payload).await;
     }
 
+    /// Stores messages straight through the store, without the broker: quick for filling a
+    /// room.
+    pub async fn store_directly(&self, events: &[MessageEvent]) {
+        let store = history_service::message_store::MessageStore::open(&self.db)
+            .await
+            .expect("store opens");
+        for chunk in events.chunks(500) {
+            let outcome = store.insert_batch(chunk).await.expect("stored");
+            assert_eq!(outcome.inserted, chunk.len());
+        }
+    }
+
     /// The text of `GET /metrics` on the metrics listener.
     pub async fn metrics(&self) -> String {
         self.http
