@@ -167,7 +167,8 @@ impl MessageStore {
         Ok(Page { messages, has_more })
     }
 
-    /// The first `limit` messages of `room` after `after`, oldest first (catching up).
+    /// The first `limit` messages of `room` after `after`, oldest first (catching up). With
+    /// `limit` 0 the page is empty and `has_more` says whether there is any.
     pub async fn page_after(
         &self,
         room: &RoomId,
@@ -236,9 +237,10 @@ impl MessageStore {
     }
 
     /// Messages of `room` with ids up to `up_to` that were published after `published_after`,
-    /// oldest first, at most `limit`: an id is assigned before its message is published, so a
-    /// message can be published after one whose id sorts later (a retry after an outage keeps
-    /// its first id). A catch-up sends these along with the messages after its cursor.
+    /// oldest first, the first `limit` of them (`has_more` when there are others): an id is
+    /// assigned before its message is published, so a message can be published after one
+    /// whose id sorts later (a retry after an outage keeps its first id). A catch-up sends
+    /// these along with the messages after its cursor.
     pub async fn published_late(
         &self,
         room: &RoomId,
@@ -246,26 +248,31 @@ impl MessageStore {
         published_after: DateTime<Utc>,
         limit: u32,
         deadline: Deadline,
-    ) -> anyhow::Result<Vec<ChatMessage>> {
+    ) -> anyhow::Result<Page> {
         let filter = doc! {
             "room": room.as_str(),
             "_id": {"$lte": up_to.to_string()},
             "published_at": {"$gt": bson::DateTime::from_millis(published_after.timestamp_millis())},
         };
-        let documents: Vec<MessageDocument> = self
+        // One more than asked tells whether there are more; it also keeps the limit off 0,
+        // which MongoDB reads as no limit at all.
+        let mut documents: Vec<MessageDocument> = self
             .messages
             .find(filter)
             .sort(doc! {"_id": 1})
-            .limit(i64::from(limit))
+            .limit(i64::from(limit) + 1)
             .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
             .context("reading messages published late")?;
-        documents
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        let messages = documents
             .into_iter()
             .map(MessageDocument::into_message)
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Page { messages, has_more })
     }
 
     pub async fn count_in_room(&self, room: &RoomId) -> anyhow::Result<u64> {

@@ -91,8 +91,9 @@ pub struct PageQuery {
 /// `before` (the latest without it), oldest first. `after=<id>` instead pages forward, which
 /// gateways use to catch a reconnecting client up. With `published_after=<unix ms>` (or
 /// `late_window_ms=<ms>`: the publish time of `after` minus that), the page also starts with
-/// the messages with ids up to `after` that were published after that time (at most
-/// [`MAX_LATE`]), and the answer says which time it used (`published_after`).
+/// the messages with ids up to `after` that were published after that time, and the answer
+/// says which time it used (`published_after`). Either way a page holds at most `limit`
+/// messages, and `has_more` says that some were left out.
 #[tracing::instrument(skip_all, fields(room = %path.as_str()))]
 pub async fn room_messages(
     state: web::Data<AppState>,
@@ -232,9 +233,6 @@ pub async fn room_message(
     Ok(HttpResponse::Ok().json(message))
 }
 
-/// Most messages published late that a catch-up page carries besides its `limit`.
-pub const MAX_LATE: u32 = 1000;
-
 /// Which messages published late a catch-up also asks for.
 #[derive(Clone, Copy)]
 enum LateFrom {
@@ -257,6 +255,11 @@ impl LateFrom {
 
 /// The page after `after`, preceded by the messages published late when asked for: after
 /// `published_after` (Unix ms), or after the publish time of `after` minus `late_window` ms.
+///
+/// The late messages count in `limit`: they come first, in id order, and the messages after
+/// the cursor fill what is left of the page. Whatever does not fit sets `has_more`, and
+/// paging on from the page's last id finds it, since the late messages left out have ids
+/// above the last one sent and up to `after`, and the rest have ids above `after`.
 async fn catch_up(
     state: &AppState,
     room: &RoomId,
@@ -278,16 +281,25 @@ async fn catch_up(
         }
         LateFrom::None => None,
     };
-    let mut page = state.store.page_after(room, after, limit, deadline).await?;
-    if let Some(from) = late_from {
-        let mut late = state
-            .store
-            .published_late(room, after, from, MAX_LATE, deadline)
-            .await?;
-        late.append(&mut page.messages);
-        page.messages = late;
+    let Some(from) = late_from else {
+        let page = state.store.page_after(room, after, limit, deadline).await?;
+        return Ok((page, None));
+    };
+    let mut late = state
+        .store
+        .published_late(room, after, from, limit, deadline)
+        .await?;
+    if late.has_more {
+        return Ok((late, late_from));
     }
-    Ok((page, late_from))
+    let room_left = limit.saturating_sub(late.messages.len() as u32);
+    let mut page = state
+        .store
+        .page_after(room, after, room_left, deadline)
+        .await?;
+    late.messages.append(&mut page.messages);
+    late.has_more = page.has_more;
+    Ok((late, late_from))
 }
 
 async fn live() -> HttpResponse {
