@@ -161,7 +161,7 @@ AUTH_SLOW_PID=$LAST_PID
 wait_http auth "http://127.0.0.1:$AUTH_PORT/health/live" 60 "$AUTH_PID"
 wait_http auth-slow "http://127.0.0.1:$AUTH_SLOW_PORT/health/live" 60 "$AUTH_SLOW_PID"
 
-start history env HISTORY__HTTP__PORT="$HISTORY_PORT" \
+start history env HISTORY__HTTP__PORT="$HISTORY_PORT" HISTORY__METRICS__PORT=0 \
 	HISTORY__MONGODB__DATABASE="${RUN_ID}_history" \
 	HISTORY__AMQP__EXCHANGE="$EXCHANGE" HISTORY__AMQP__QUEUE="$RUN_ID.history" \
 	HISTORY__AUTH__URL="http://127.0.0.1:$AUTH_PORT" "$BIN/history-service"

@@ -70,7 +70,9 @@ GATEWAY__AMQP__URI="${GATEWAY__AMQP__URI:-$(amqp_uri gateway)}"
 export AUTH__AMQP__URI HISTORY__AMQP__URI GATEWAY__AMQP__URI
 start auth-service
 wait_ready auth-service "${AUTH__HTTP__PORT:-8081}"
-start history-service
+# /metrics listens on its own port (history-service logs which); any free one here, so
+# that this stack runs next to tests or another copy.
+HISTORY__METRICS__PORT="${HISTORY__METRICS__PORT:-0}" start history-service
 start chat-gateway
 wait_ready history-service "${HISTORY__HTTP__PORT:-8082}"
 wait_ready chat-gateway "${GATEWAY__HTTP__PORT:-8080}"

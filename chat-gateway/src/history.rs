@@ -154,10 +154,12 @@ impl HistoryClient {
         read.await
     }
 
-    /// Messages after `since`, oldest first, at most the catch-up limit (`has_more` beyond),
-    /// preceded by those with earlier ids published late: after `published_after`, or when
-    /// this gateway does not know when `since` was published, after that time (as stored)
-    /// minus the late window. The page says which time was used.
+    /// Messages after `since`, oldest first, preceded by those with earlier ids published
+    /// late: after `published_after`, or when this gateway does not know when `since` was
+    /// published, after that time (as stored) minus the late window. The page says which time
+    /// was used. Both kinds count in the catch-up limit; `has_more` says some were left out,
+    /// and paging on from the page's last id (which sorts before `since` when only late ones
+    /// fit) finds them.
     pub async fn after(
         &self,
         room: &RoomId,

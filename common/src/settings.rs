@@ -64,11 +64,19 @@ pub struct MongoSettings {
 impl MongoSettings {
     /// A client that fails fast when the server is unreachable instead of the driver's 30 s.
     pub async fn client(&self, app_name: &str) -> anyhow::Result<mongodb::Client> {
+        Ok(mongodb::Client::with_options(
+            self.options(app_name).await?,
+        )?)
+    }
+
+    /// The options of [`Self::client`], for a service that sets more of them (its pool size,
+    /// say) before building its client.
+    pub async fn options(&self, app_name: &str) -> anyhow::Result<mongodb::options::ClientOptions> {
         let mut options = mongodb::options::ClientOptions::parse(self.uri.expose_secret()).await?;
         options.app_name = Some(app_name.to_string());
         options.server_selection_timeout = Some(std::time::Duration::from_secs(5));
         options.connect_timeout = Some(std::time::Duration::from_secs(5));
-        Ok(mongodb::Client::with_options(options)?)
+        Ok(options)
     }
 }
 

@@ -2,11 +2,14 @@
 //!
 //! [`consumer`] reads the durable history queue and writes batches to MongoDB through
 //! [`message_store`], acknowledging only after the write; [`routes`] serves
-//! `GET /api/rooms/{room}/messages` to holders of a valid access token.
+//! `GET /api/rooms/{room}/messages` to holders of a valid access token, admitted by
+//! [`reads`] (a bounded number at once, each with a deadline); `GET /metrics` is served on a
+//! listener of its own.
 
 pub mod consumer;
 pub mod message_store;
 pub mod metrics;
+pub mod reads;
 pub mod routes;
 pub mod settings;
 pub mod startup;

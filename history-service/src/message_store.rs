@@ -12,6 +12,8 @@ use mongodb::bson::{self, doc};
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use crate::reads::Deadline;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MessageDocument {
     #[serde(rename = "_id")]
@@ -139,6 +141,7 @@ impl MessageStore {
         room: &RoomId,
         before: Option<MessageId>,
         limit: u32,
+        deadline: Deadline,
     ) -> anyhow::Result<Page> {
         let mut filter = doc! {"room": room.as_str()};
         if let Some(before) = before {
@@ -149,6 +152,7 @@ impl MessageStore {
             .find(filter)
             .sort(doc! {"_id": -1})
             .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
@@ -163,12 +167,14 @@ impl MessageStore {
         Ok(Page { messages, has_more })
     }
 
-    /// The first `limit` messages of `room` after `after`, oldest first (catching up).
+    /// The first `limit` messages of `room` after `after`, oldest first (catching up). With
+    /// `limit` 0 the page is empty and `has_more` says whether there is any.
     pub async fn page_after(
         &self,
         room: &RoomId,
         after: MessageId,
         limit: u32,
+        deadline: Deadline,
     ) -> anyhow::Result<Page> {
         let filter = doc! {"room": room.as_str(), "_id": {"$gt": after.to_string()}};
         let mut documents: Vec<MessageDocument> = self
@@ -176,6 +182,7 @@ impl MessageStore {
             .find(filter)
             .sort(doc! {"_id": 1})
             .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
@@ -190,11 +197,17 @@ impl MessageStore {
     }
 
     /// The stored message `id` of `room`, if stored.
-    pub async fn find(&self, room: &RoomId, id: MessageId) -> anyhow::Result<Option<ChatMessage>> {
+    pub async fn find(
+        &self,
+        room: &RoomId,
+        id: MessageId,
+        deadline: Deadline,
+    ) -> anyhow::Result<Option<ChatMessage>> {
         // By `_id` alone, which every server answers from its primary key; then the room.
         let stored = self
             .messages
             .find_one(doc! {"_id": id.to_string()})
+            .max_time(deadline.max_time())
             .await
             .context("reading a message")?;
         stored
@@ -205,10 +218,15 @@ impl MessageStore {
 
     /// When the stored copy of `id` was published: its `published_at`, or the time in its id
     /// when it has none or is not stored.
-    pub async fn published_at(&self, id: MessageId) -> anyhow::Result<DateTime<Utc>> {
+    pub async fn published_at(
+        &self,
+        id: MessageId,
+        deadline: Deadline,
+    ) -> anyhow::Result<DateTime<Utc>> {
         let stored = self
             .messages
             .find_one(doc! {"_id": id.to_string()})
+            .max_time(deadline.max_time())
             .await
             .context("reading a message")?;
         let at = stored
@@ -219,34 +237,42 @@ impl MessageStore {
     }
 
     /// Messages of `room` with ids up to `up_to` that were published after `published_after`,
-    /// oldest first, at most `limit`: an id is assigned before its message is published, so a
-    /// message can be published after one whose id sorts later (a retry after an outage keeps
-    /// its first id). A catch-up sends these along with the messages after its cursor.
+    /// oldest first, the first `limit` of them (`has_more` when there are others): an id is
+    /// assigned before its message is published, so a message can be published after one
+    /// whose id sorts later (a retry after an outage keeps its first id). A catch-up sends
+    /// these along with the messages after its cursor.
     pub async fn published_late(
         &self,
         room: &RoomId,
         up_to: MessageId,
         published_after: DateTime<Utc>,
         limit: u32,
-    ) -> anyhow::Result<Vec<ChatMessage>> {
+        deadline: Deadline,
+    ) -> anyhow::Result<Page> {
         let filter = doc! {
             "room": room.as_str(),
             "_id": {"$lte": up_to.to_string()},
             "published_at": {"$gt": bson::DateTime::from_millis(published_after.timestamp_millis())},
         };
-        let documents: Vec<MessageDocument> = self
+        // One more than asked tells whether there are more; it also keeps the limit off 0,
+        // which MongoDB reads as no limit at all.
+        let mut documents: Vec<MessageDocument> = self
             .messages
             .find(filter)
             .sort(doc! {"_id": 1})
-            .limit(i64::from(limit))
+            .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
             .await?
             .try_collect()
             .await
             .context("reading messages published late")?;
-        documents
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        let messages = documents
             .into_iter()
             .map(MessageDocument::into_message)
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Page { messages, has_more })
     }
 
     pub async fn count_in_room(&self, room: &RoomId) -> anyhow::Result<u64> {

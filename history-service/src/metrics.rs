@@ -1,4 +1,5 @@
-//! history-service's Prometheus metrics, served at `GET /metrics` with the HTTP histogram.
+//! history-service's Prometheus metrics of the consumer, served at `GET /metrics` on the metrics
+//! listener with the HTTP histogram (the read-shedding ones are in [`crate::reads`]).
 
 use common::metrics::{LATENCY_BUCKETS, register};
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};

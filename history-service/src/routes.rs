@@ -10,6 +10,8 @@ use common::token::{TokenError, request_bearer_token};
 use mongodb::bson::doc;
 use serde::Deserialize;
 
+use crate::message_store::Page;
+use crate::reads::{Deadline, Shed};
 use crate::startup::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum ApiError {
     NotFound,
     #[error("history is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Refused or abandoned by load shedding (see [`crate::reads`]).
+    #[error(transparent)]
+    Shed(#[from] Shed),
 }
 
 impl ResponseError for ApiError {
@@ -30,7 +35,7 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Shed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -43,10 +48,19 @@ impl ResponseError for ApiError {
                 tracing::error!(error = format!("{cause:#}"), "history request failed");
                 "unavailable"
             }
+            // Counted in `history_reads_shed_total`; one log line each would let a flood
+            // flood the logs too.
+            ApiError::Shed(_) => "unavailable",
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unauthorized) {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::Shed(shed) => {
+                response.insert_header(("Retry-After", shed.retry_after_s.to_string()));
+            }
+            _ => {}
         }
         response.json(ErrorBody::new(code, self.to_string()))
     }
@@ -77,8 +91,9 @@ pub struct PageQuery {
 /// `before` (the latest without it), oldest first. `after=<id>` instead pages forward, which
 /// gateways use to catch a reconnecting client up. With `published_after=<unix ms>` (or
 /// `late_window_ms=<ms>`: the publish time of `after` minus that), the page also starts with
-/// the messages with ids up to `after` that were published after that time (at most
-/// [`MAX_LATE`]), and the answer says which time it used (`published_after`).
+/// the messages with ids up to `after` that were published after that time, and the answer
+/// says which time it used (`published_after`). Either way a page holds at most `limit`
+/// messages, and `has_more` says that some were left out.
 #[tracing::instrument(skip_all, fields(room = %path.as_str()))]
 pub async fn room_messages(
     state: web::Data<AppState>,
@@ -86,6 +101,7 @@ pub async fn room_messages(
     path: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let read = state.reads.admit()?;
     authenticate(&state, &request).await?;
     let room = RoomId::parse(path.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
     let query = query.into_inner();
@@ -129,23 +145,30 @@ pub async fn room_messages(
             "give either published_after or late_window_ms, not both".to_string(),
         ));
     }
-    let page = match (before, after) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::Validation(
-                "give either before or after, not both".to_string(),
-            ));
-        }
-        (_, Some(after)) => catch_up(&state, &room, after, published_after, late_window, limit)
-            .await
-            .map(|(page, late_from)| (page, late_from.map(|at| at.timestamp_millis()))),
-        (before, None) => state
-            .store
-            .page_before(&room, before, limit)
-            .await
-            .map(|page| (page, None)),
+    if before.is_some() && after.is_some() {
+        return Err(ApiError::Validation(
+            "give either before or after, not both".to_string(),
+        ));
     }
-    .map_err(ApiError::Unavailable)?;
-    let (page, published_after) = page;
+    let (state, room) = (&state, &room);
+    let (page, published_after) = read
+        .run(|deadline| async move {
+            match after {
+                Some(after) => {
+                    let late = LateFrom::new(published_after, late_window);
+                    catch_up(state, room, after, late, limit, deadline)
+                        .await
+                        .map(|(page, late_from)| (page, late_from.map(|at| at.timestamp_millis())))
+                }
+                None => state
+                    .store
+                    .page_before(room, before, limit, deadline)
+                    .await
+                    .map(|page| (page, None)),
+            }
+        })
+        .await?
+        .map_err(ApiError::Unavailable)?;
     let mut body = serde_json::json!({
         "messages": page.messages,
         "has_more": page.has_more,
@@ -196,40 +219,59 @@ pub async fn room_message(
     request: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
+    let read = state.reads.admit()?;
     authenticate(&state, &request).await?;
     let (room, id) = path.into_inner();
     let room = RoomId::parse(room).map_err(|e| ApiError::Validation(e.0))?;
     let id =
         MessageId::parse(&id).map_err(|_| ApiError::Validation("not a message id".to_string()))?;
-    let message = state
-        .store
-        .find(&room, id)
-        .await
+    let message = read
+        .run(|deadline| state.store.find(&room, id, deadline))
+        .await?
         .map_err(ApiError::Unavailable)?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(message))
 }
 
-/// Most messages published late that a catch-up page carries besides its `limit`.
-pub const MAX_LATE: u32 = 1000;
+/// Which messages published late a catch-up also asks for.
+#[derive(Clone, Copy)]
+enum LateFrom {
+    None,
+    /// Those published after this time.
+    At(chrono::DateTime<chrono::Utc>),
+    /// Those published after the cursor was, less this window.
+    Window(chrono::Duration),
+}
+
+impl LateFrom {
+    fn new(at: Option<chrono::DateTime<chrono::Utc>>, window: Option<chrono::Duration>) -> Self {
+        match (at, window) {
+            (Some(at), _) => LateFrom::At(at),
+            (None, Some(window)) => LateFrom::Window(window),
+            (None, None) => LateFrom::None,
+        }
+    }
+}
 
 /// The page after `after`, preceded by the messages published late when asked for: after
 /// `published_after` (Unix ms), or after the publish time of `after` minus `late_window` ms.
+///
+/// The late messages count in `limit`: they come first, in id order, and the messages after
+/// the cursor fill what is left of the page. Whatever does not fit sets `has_more`, and
+/// paging on from the page's last id finds it, since the late messages left out have ids
+/// above the last one sent and up to `after`, and the rest have ids above `after`.
 async fn catch_up(
     state: &AppState,
     room: &RoomId,
     after: MessageId,
-    published_after: Option<chrono::DateTime<chrono::Utc>>,
-    late_window: Option<chrono::Duration>,
+    late: LateFrom,
     limit: u32,
-) -> anyhow::Result<(
-    crate::message_store::Page,
-    Option<chrono::DateTime<chrono::Utc>>,
-)> {
-    let late_from = match (published_after, late_window) {
-        (Some(at), _) => Some(at),
-        (None, Some(window)) => {
-            let published = state.store.published_at(after).await?;
+    deadline: Deadline,
+) -> anyhow::Result<(Page, Option<chrono::DateTime<chrono::Utc>>)> {
+    let late_from = match late {
+        LateFrom::At(at) => Some(at),
+        LateFrom::Window(window) => {
+            let published = state.store.published_at(after, deadline).await?;
             // A window reaching past the epoch means every message.
             Some(
                 published
@@ -237,33 +279,48 @@ async fn catch_up(
                     .unwrap_or(chrono::DateTime::UNIX_EPOCH),
             )
         }
-        (None, None) => None,
+        LateFrom::None => None,
     };
-    let mut page = state.store.page_after(room, after, limit).await?;
-    if let Some(from) = late_from {
-        let mut late = state
-            .store
-            .published_late(room, after, from, MAX_LATE)
-            .await?;
-        late.append(&mut page.messages);
-        page.messages = late;
+    let Some(from) = late_from else {
+        let page = state.store.page_after(room, after, limit, deadline).await?;
+        return Ok((page, None));
+    };
+    let mut late = state
+        .store
+        .published_late(room, after, from, limit, deadline)
+        .await?;
+    if late.has_more {
+        return Ok((late, late_from));
     }
-    Ok((page, late_from))
+    let room_left = limit.saturating_sub(late.messages.len() as u32);
+    let mut page = state
+        .store
+        .page_after(room, after, room_left, deadline)
+        .await?;
+    late.messages.append(&mut page.messages);
+    late.has_more = page.has_more;
+    Ok((late, late_from))
 }
 
 async fn live() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when MongoDB answers and the queue consumer is connected.
+/// Longest the readiness check waits for its turn and MongoDB's answer to a ping.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Ready when MongoDB answers and the queue consumer is connected. The ping does not queue
+/// behind reads: reads hold at most their slots of the MongoDB pool, and at most
+/// [`crate::reads::READY_PINGS`] pings run at once, within the rest.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let ping = async {
+        let _turn = state.ready_pings.acquire().await?;
+        state.db.run_command(doc! {"ping": 1}).await?;
+        anyhow::Ok(())
+    };
     let mongodb = matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            state.db.run_command(doc! {"ping": 1})
-        )
-        .await,
-        Ok(Ok(_))
+        tokio::time::timeout(READY_PING_TIMEOUT, ping).await,
+        Ok(Ok(()))
     );
     let consumer = state.consumer.is_connected();
     let body = serde_json::json!({

@@ -1,5 +1,6 @@
-//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier and the HTTP
-//! server bound to its listener (port 0 picks a free port).
+//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier, the HTTP
+//! server bound to its listener and the metrics server bound to its own (port 0 picks a free
+//! port for either).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use common::token::JwksVerifier;
 use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
+use crate::reads::{self, ReadLimiter};
 use crate::routes;
 use crate::settings::{PageSettings, Settings};
 
@@ -26,26 +28,49 @@ pub struct AppState {
     pub verifier: JwksVerifier,
     pub consumer: ConsumerStatus,
     pub pages: PageSettings,
+    /// Admits history reads (load shedding).
+    pub reads: ReadLimiter,
+    /// Turns for readiness pings, so that they fit in the pool's headroom.
+    pub ready_pings: tokio::sync::Semaphore,
 }
 
 pub struct Application {
     port: u16,
+    metrics_port: u16,
     server: Server,
+    metrics_server: Server,
     consumer: JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let client = settings.mongodb.client("history-service").await?;
+        let mut options = settings.mongodb.options("history-service").await?;
+        // Room for every read slot and the headroom the writes and readiness rely on.
+        options.max_pool_size = Some(
+            settings
+                .history
+                .max_concurrent_reads
+                .saturating_add(reads::POOL_HEADROOM),
+        );
+        let client = mongodb::Client::with_options(options)?;
         let db = client.database(&settings.mongodb.database);
         let store = MessageStore::open(&db).await?;
         let verifier = settings.auth.verifier().await?;
+
+        // Both listeners before the consumer starts, so that a port in use fails the start.
+        let listener = TcpListener::bind(settings.http.address())
+            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let port = listener.local_addr()?.port();
+        let metrics_listener = TcpListener::bind(settings.metrics.address())
+            .with_context(|| format!("binding {} for metrics", settings.metrics.address()))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
 
         let status = ConsumerStatus::default();
         let shutdown = CancellationToken::new();
         let registry = prometheus::Registry::new();
         let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
+        let read_limiter = ReadLimiter::new(&settings.history, &registry)?;
         let consumer = tokio::spawn(consumer::run(
             settings.amqp.clone(),
             store.clone(),
@@ -55,16 +80,16 @@ impl Application {
             shutdown.clone(),
         ));
 
-        let listener = TcpListener::bind(settings.http.address())
-            .with_context(|| format!("binding {}", settings.http.address()))?;
-        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db,
             store,
             verifier,
             consumer: status,
             pages: settings.history.clone(),
+            reads: read_limiter,
+            ready_pings: tokio::sync::Semaphore::new(reads::READY_PINGS),
         });
+        let metrics_data = http_metrics.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -76,7 +101,6 @@ impl Application {
                     common::metrics::actix::observe,
                 ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
-                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -84,9 +108,25 @@ impl Application {
         .shutdown_timeout(10)
         .run();
         tracing::info!(port, "history-service listening");
+
+        // Stopped with the public server (`run_until_stopped`), not by signals of its own.
+        let metrics_server = HttpServer::new(move || {
+            App::new()
+                .app_data(metrics_data.clone())
+                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(metrics_listener)?
+        .shutdown_timeout(1)
+        .run();
+        tracing::info!(port = metrics_port, "history-service metrics listening");
         Ok(Self {
             port,
+            metrics_port,
             server,
+            metrics_server,
             consumer,
             shutdown,
         })
@@ -96,9 +136,26 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM; then stops the consumer after its in-flight batch.
+    /// The port of the metrics listener (`GET /metrics`).
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Serves until SIGINT/SIGTERM; then stops the metrics server, and the consumer after its
+    /// in-flight batch.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
+        let metrics = self.metrics_server.handle();
+        let (served, metrics_served) = tokio::join!(
+            async {
+                let served = self.server.await;
+                metrics.stop(true).await;
+                served
+            },
+            self.metrics_server
+        );
+        if let Err(error) = metrics_served {
+            tracing::warn!(%error, "the metrics server failed");
+        }
         self.shutdown.cancel();
         if tokio::time::timeout(Duration::from_secs(20), self.consumer)
             .await

@@ -426,6 +426,8 @@ before(
       port: historyPort,
       vars: {
         HISTORY__HTTP__PORT: String(historyPort),
+        // Any free port for /metrics, so that runs side by side do not collide on 9182.
+        HISTORY__METRICS__PORT: '0',
         HISTORY__MONGODB__DATABASE: names.database,
         HISTORY__AMQP__EXCHANGE: names.exchange,
         HISTORY__AMQP__QUEUE: names.historyQueue,

@@ -255,6 +255,8 @@ impl System {
             with(
                 HashMap::from([
                     ("HISTORY__HTTP__PORT".into(), history_port.to_string()),
+                    // Any free port: instances (and restarts) must not collide on 9182.
+                    ("HISTORY__METRICS__PORT".into(), "0".into()),
                     ("HISTORY__MONGODB__DATABASE".into(), database.clone()),
                     ("HISTORY__AMQP__EXCHANGE".into(), exchange.clone()),
                     ("HISTORY__AMQP__QUEUE".into(), history_queue.clone()),

@@ -15,6 +15,8 @@ use secrecy::ExposeSecret;
 
 pub struct TestApp {
     pub address: String,
+    /// Base URL of the metrics listener.
+    pub metrics_address: String,
     pub db: Database,
     pub http: reqwest::Client,
     pub exchange: String,
@@ -35,6 +37,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let suffix = ulid::Ulid::new().to_string().to_lowercase();
     let mut settings = Settings::load().expect("settings load");
     settings.http.port = 0;
+    settings.metrics.port = 0;
     settings.mongodb.database = format!("history_test_{suffix}");
     settings.amqp.connection.exchange = format!("test.{suffix}");
     settings.amqp.queue = format!("test.{suffix}.history");
@@ -64,9 +67,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port());
     tokio::spawn(app.run_until_stopped());
     let test_app = TestApp {
         address,
+        metrics_address,
         db,
         http: reqwest::Client::new(),
         exchange,
@@ -130,6 +135,30 @@ impl TestApp {
     pub async fn publish(&self, message: &ChatMessage) {
         let payload = serde_json::to_vec(&MessageEvent::new(message.clone())).expect("json");
         self.publish_raw(message.room.as_str(), &payload).await;
+    }
+
+    /// Stores messages straight through the store, without the broker: quick for filling a
+    /// room.
+    pub async fn store_directly(&self, events: &[MessageEvent]) {
+        let store = history_service::message_store::MessageStore::open(&self.db)
+            .await
+            .expect("store opens");
+        for chunk in events.chunks(500) {
+            let outcome = store.insert_batch(chunk).await.expect("stored");
+            assert_eq!(outcome.inserted, chunk.len());
+        }
+    }
+
+    /// The text of `GET /metrics` on the metrics listener.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.metrics_address))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics body")
     }
 
     pub async fn stored_count(&self) -> u64 {

@@ -1,3 +1,4 @@
+use common::event::MessageEvent;
 use common::testing;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -230,6 +231,93 @@ async fn a_catch_up_also_returns_earlier_ids_published_after_the_given_time() {
     assert!(cursor_published >= cursor.sent_at.timestamp_millis());
 }
 
+/// `n` messages of `room` in id order, published at the given Unix milliseconds.
+fn published(room: &str, at_ms: impl Fn(usize) -> i64, n: usize) -> Vec<MessageEvent> {
+    let mut events: Vec<MessageEvent> = (0..n)
+        .map(|i| MessageEvent::new(message(room, &format!("m{i}"))))
+        .collect();
+    events.sort_by_key(|e| e.message.id);
+    for (i, event) in events.iter_mut().enumerate() {
+        event.published_at = chrono::DateTime::from_timestamp_millis(at_ms(i));
+    }
+    events
+}
+
+fn event_ids(events: &[MessageEvent]) -> Vec<String> {
+    events.iter().map(|e| e.message.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_catch_up_counts_messages_published_late_inside_its_limit() {
+    let app = spawn_app().await;
+    let token = testing::token("user-1", "alice");
+    let get = |query: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            let response = app.get_history("lobby", &query, Some(token)).await;
+            assert_eq!(response.status(), 200, "{query}");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    // 50 messages up to the cursor (itself included), every one published after time 0,
+    // and 20 after it.
+    let events = published("lobby", |_| 1_000, 70);
+    app.store_directly(&events).await;
+    let all = event_ids(&events);
+    let cursor = &all[49];
+
+    let page = get(format!("?after={cursor}&published_after=0&limit=10")).await;
+    assert_eq!(
+        ids(&page),
+        all[..10].to_vec(),
+        "the first 10 late ones only"
+    );
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["published_after"], 0);
+
+    // Paging on from the last id, as a client told `truncated` does, reaches everything.
+    let mut seen = ids(&page);
+    for _ in 0..10 {
+        let last = seen.last().expect("a message").clone();
+        let page = get(format!("?after={last}&limit=10")).await;
+        seen.extend(ids(&page));
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, all, "nothing skipped, nothing twice");
+
+    // Three late ones among ten up to the cursor: they come first, then the messages after
+    // the cursor fill the page.
+    let late = [3, 5, 7];
+    let events = published(
+        "mixed",
+        |i| match i {
+            i if late.contains(&i) => 5_000,
+            0..=9 => 1_000,
+            _ => 2_000,
+        },
+        23,
+    );
+    app.store_directly(&events).await;
+    let all = event_ids(&events);
+    let response = app
+        .get_history(
+            "mixed",
+            &format!("?after={}&published_after=3000&limit=10", all[9]),
+            Some(&token),
+        )
+        .await;
+    let page: Value = response.json().await.expect("json");
+    let expected: Vec<String> = late
+        .iter()
+        .map(|&i| all[i].clone())
+        .chain(all[10..17].iter().cloned())
+        .collect();
+    assert_eq!(ids(&page), expected);
+    assert_eq!(page["has_more"], true);
+}
+
 #[tokio::test]
 async fn bad_room_ids_limits_and_cursors_are_422() {
     let app = spawn_app().await;
@@ -269,15 +357,7 @@ async fn metrics_count_stored_messages_duplicates_and_requests() {
     let metrics = |text: &str, needle: &str| text.contains(needle);
     let mut text = String::new();
     for _ in 0..50 {
-        text = app
-            .http
-            .get(format!("{}/metrics", app.address))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("body");
+        text = app.metrics().await;
         if metrics(&text, "history_messages_stored_total 2")
             && metrics(&text, "history_duplicates_total 1")
         {
@@ -296,6 +376,20 @@ async fn metrics_count_stored_messages_duplicates_and_requests() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn the_public_port_does_not_serve_metrics() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "not_found");
 }
 
 #[tokio::test]

@@ -1,3 +1,4 @@
 mod accounts;
 mod helpers;
 mod history;
+mod load;
