@@ -4,5 +4,6 @@ mod helpers;
 mod http;
 mod idempotency;
 mod protocol;
+mod proxy;
 mod receipts;
 mod security;
