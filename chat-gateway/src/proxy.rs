@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
 use axum::response::Response;
 use reqwest::Url;
 
@@ -103,6 +103,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
+            | "proxy-connection"
             | "keep-alive"
             | "proxy-authenticate"
             | "proxy-authorization"
@@ -113,6 +114,32 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "host"
             | "content-length"
     )
+}
+
+/// Headers through which a client could claim to be a proxy's report of where a request came
+/// from. Upstreams learn that only from the `X-Forwarded-For` this gateway writes.
+fn client_claims_forwarding(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-real-ip"
+    )
+}
+
+/// The headers a message names in its own `Connection` header: meant for this hop only
+/// (RFC 9110 7.6.1), so they are not passed on.
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|option| HeaderName::from_bytes(option.trim().as_bytes()).ok())
+        .collect()
 }
 
 pub async fn to_auth(State(state): State<ServerState>, request: Request) -> Response {
@@ -143,8 +170,9 @@ async fn forward(upstreams: &Upstreams, target: &Upstream, request: Request) -> 
         }
     };
     let mut upstream = upstreams.http.request(parts.method.clone(), url).body(body);
+    let named = connection_options(&parts.headers);
     for (name, value) in &parts.headers {
-        if !hop_by_hop(name) && name != "x-forwarded-for" {
+        if !hop_by_hop(name) && !named.contains(name) && !client_claims_forwarding(name) {
             upstream = upstream.header(name, value);
         }
     }
@@ -154,6 +182,7 @@ async fn forward(upstreams: &Upstreams, target: &Upstream, request: Request) -> 
         let earlier = parts
             .headers
             .get("x-forwarded-for")
+            .filter(|_| !named.iter().any(|n| n == "x-forwarded-for"))
             .and_then(|v| v.to_str().ok())
             .map(|v| format!("{v}, "))
             .unwrap_or_default();
@@ -193,8 +222,9 @@ async fn forward(upstreams: &Upstreams, target: &Upstream, request: Request) -> 
     };
     let mut out = Response::new(Body::from(bytes));
     *out.status_mut() = status;
+    let named = connection_options(&headers);
     for (name, value) in &headers {
-        if !hop_by_hop(name) {
+        if !hop_by_hop(name) && !named.contains(name) {
             out.headers_mut().append(name, value.clone());
         }
     }

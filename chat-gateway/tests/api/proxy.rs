@@ -64,3 +64,50 @@ async fn paths_that_climb_out_of_the_forwarded_prefix_are_refused_before_any_ups
         );
     }
 }
+
+#[tokio::test]
+async fn hop_by_hop_and_client_supplied_forwarding_headers_do_not_cross_the_proxy() {
+    let cluster = Cluster::new().await;
+    let upstream = EchoUpstream::start().await;
+    let url = upstream.url.clone();
+    let gateway = cluster.gateway_with(|s| s.auth.url = url).await;
+    let response = raw_request(
+        &gateway.address,
+        "GET /api/auth/headers HTTP/1.1\r\nHost: chat\r\n\
+         Connection: close, X-Secret\r\nX-Secret: for the gateway only\r\n\
+         Forwarded: for=198.51.100.7;host=evil.example\r\nX-Real-IP: 198.51.100.7\r\n\
+         X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Port: 443\r\nX-Kept: end to end\r\n\r\n",
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    let received = response.body.to_ascii_lowercase();
+    let names: Vec<&str> = received
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+        .collect();
+    for dropped in [
+        "x-secret",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+    ] {
+        assert!(
+            !names.contains(&dropped),
+            "{dropped} reached the upstream:\n{received}"
+        );
+    }
+    assert!(received.contains("x-kept: end to end"), "{received}");
+    assert!(
+        received.contains("x-forwarded-for: 127.0.0.1"),
+        "{received}"
+    );
+
+    // The other way: what the upstream names in its `Connection` stays with the gateway.
+    let head = response.head.to_ascii_lowercase();
+    assert!(!head.contains("x-hop"), "{head}");
+    assert!(head.contains("x-echo: yes"), "{head}");
+}
