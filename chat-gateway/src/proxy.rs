@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use reqwest::Url;
 
@@ -24,6 +24,8 @@ pub struct Upstreams {
     auth: Upstream,
     history: Upstream,
     max_body: usize,
+    /// Longest wait for a request body, after its headers.
+    body_timeout: Duration,
 }
 
 /// One upstream service and the path prefix forwarded to it.
@@ -84,7 +86,12 @@ fn segment_allowed(raw: &str, last: bool) -> bool {
 }
 
 impl Upstreams {
-    pub fn new(auth: &str, history: &str, max_body: usize) -> anyhow::Result<Self> {
+    pub fn new(
+        auth: &str,
+        history: &str,
+        max_body: usize,
+        body_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
@@ -94,6 +101,7 @@ impl Upstreams {
             auth: Upstream::new(auth, "/api/auth/")?,
             history: Upstream::new(history, "/api/rooms/")?,
             max_body,
+            body_timeout,
         })
     }
 }
@@ -159,14 +167,32 @@ async fn forward(upstreams: &Upstreams, target: &Upstream, request: Request) -> 
             "the path has an empty, `.` or `..` segment or an encoded separator",
         );
     };
-    let body = match axum::body::to_bytes(body, upstreams.max_body).await {
-        Ok(body) => body,
-        Err(_) => {
+    let body = match tokio::time::timeout(
+        upstreams.body_timeout,
+        axum::body::to_bytes(body, upstreams.max_body),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "request body too large",
             );
+        }
+        Err(_) => {
+            // The rest of the body may still be on its way: the connection cannot carry
+            // another request.
+            let mut response = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
         }
     };
     let mut upstream = upstreams.http.request(parts.method.clone(), url).body(body);

@@ -58,6 +58,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub socket_send_buffer_bytes: usize,
     pub handshake_timeout_ms: u64,
+    /// Longest wait for a forwarded request's body, from the end of its headers.
+    pub body_timeout_ms: u64,
     pub max_message_bytes: usize,
     pub read_buffer_bytes: usize,
     pub max_rooms_per_connection: usize,

@@ -84,6 +84,7 @@ impl Application {
                 &settings.auth.url,
                 &settings.history.url,
                 settings.http.max_body_bytes,
+                Duration::from_millis(settings.limits.body_timeout_ms),
             )?,
             tracker: tracker.clone(),
         };
@@ -145,9 +146,15 @@ impl Application {
     }
 }
 
-/// Accepts connections until `closing`, serving HTTP/1.1 with upgrades. A client must send its
-/// request headers within `handshake_timeout` (slow-loris connections are dropped); open
-/// connections finish their current request on shutdown.
+/// Accepts connections until `closing`, serving HTTP/1.1 with upgrades; open connections
+/// finish their current request on shutdown.
+///
+/// hyper's HTTP/1 server reads with its header timer from the first poll of a connection,
+/// right after accept, so a client must send its request headers within `handshake_timeout`
+/// even when it sends nothing at all; the timer starts again after every response, which
+/// bounds a keep-alive connection waiting for its next request. (hyper-util's protocol
+/// detection reads the first bytes with no timer at all, so it is not used: the gateway
+/// speaks HTTP/1.1 only.) An upgraded WebSocket leaves hyper and its timers.
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -155,17 +162,16 @@ async fn serve(
     handshake_timeout: Duration,
     closing: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = closing.cancelled() => break,
@@ -192,17 +198,26 @@ async fn serve(
             },
         );
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let closing = closing.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = closing.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(5), connections.wait())
         .await
         .is_err()
     {

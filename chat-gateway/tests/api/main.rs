@@ -1,4 +1,5 @@
 mod broker;
+mod deadlines;
 mod fanout;
 mod helpers;
 mod http;
