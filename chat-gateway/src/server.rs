@@ -187,23 +187,42 @@ async fn ready(State(state): State<ServerState>) -> Response {
 /// Browsers send `Origin` on WebSocket handshakes: only the gateway's own origin and the
 /// configured ones may connect (cross-site WebSocket hijacking). Clients that send no
 /// `Origin` (not browsers) are not restricted by it.
+///
+/// The gateway's own origin is `http` or `https` with the request's `Host` as host and port
+/// (TLS may end in front of the gateway, so either scheme); a configured origin must match in
+/// scheme, host and port. Anything else is refused, `null` and opaque origins (`file:`, a
+/// custom scheme) included.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let origin = origin.trim_end_matches('/');
+    let Some(origin) = web_origin(origin) else {
+        return false;
+    };
     let same_origin = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|host| {
-            origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-        });
+        .and_then(|host| web_origin(&format!("{}://{host}", origin.scheme())))
+        .is_some_and(|own| own == origin);
     same_origin
         || allowed
             .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            .filter_map(|a| web_origin(a))
+            .any(|a| a == origin)
+}
+
+/// An `http` or `https` origin (scheme, host, port: a default port is the same as none),
+/// or `None` for anything that is not exactly an origin of a web page.
+fn web_origin(text: &str) -> Option<reqwest::Url> {
+    let url = reqwest::Url::parse(text).ok()?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.has_host()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    bare.then_some(url)
 }
 
 #[derive(Deserialize)]

@@ -195,6 +195,44 @@ async fn browsers_may_connect_only_from_the_gateways_own_origin_or_an_allowed_on
 }
 
 #[tokio::test]
+async fn same_origin_means_an_http_or_https_origin_and_allowed_origins_match_exactly() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.security.allowed_origins = vec!["https://chat.example".to_string()])
+        .await;
+    let address = &gateway.address;
+    for refused in [
+        format!("evil://{address}"),
+        format!("file://{address}"),
+        "file://".to_string(),
+        "null".to_string(),
+        format!("http://{address}.evil.example"),
+        format!("http://user@{address}"),
+        "http://chat.example".to_string(),
+        "https://chat.example:8443".to_string(),
+        "https://chat.example.evil.example".to_string(),
+    ] {
+        assert_eq!(
+            upgrade_with_origin(address, &refused).await,
+            403,
+            "{refused}"
+        );
+    }
+    for accepted in [
+        format!("http://{address}"),
+        format!("https://{address}"),
+        "https://chat.example".to_string(),
+        "https://chat.example:443".to_string(),
+    ] {
+        assert_eq!(
+            upgrade_with_origin(address, &accepted).await,
+            101,
+            "{accepted}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn cross_origin_api_calls_get_cors_headers_only_for_allowed_origins() {
     let cluster = Cluster::new().await;
     let gateway = cluster
