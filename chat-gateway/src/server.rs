@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::connection::{self, Hub, Session};
+use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 
 /// What the HTTP handlers share.
@@ -44,7 +45,8 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .route("/ws", get(upgrade))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+        // Served on the metrics listener only (see [`metrics_router`]).
+        .route("/metrics", any(api_not_found))
         .merge(
             Router::new()
                 .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
@@ -129,10 +131,19 @@ async fn response_headers(request: Request, next: axum::middleware::Next) -> Res
     response
 }
 
-async fn metrics(State(state): State<ServerState>) -> Response {
+/// `GET /metrics` for Prometheus, on a listener of its own (`[metrics]` settings) so that the
+/// public port does not expose the gateway's counters.
+pub fn metrics_router(metrics: Arc<GatewayMetrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .fallback(api_not_found)
+        .with_state(metrics)
+}
+
+async fn render_metrics(State(metrics): State<Arc<GatewayMetrics>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        common::metrics::render(&state.hub.metrics.registry),
+        common::metrics::render(&metrics.registry),
     )
         .into_response()
 }

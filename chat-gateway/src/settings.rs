@@ -15,7 +15,22 @@ pub struct Settings {
     pub history: HistorySettings,
     pub security: SecuritySettings,
     pub web: WebSettings,
+    pub metrics: MetricsSettings,
     pub limits: Limits,
+}
+
+/// Where `/metrics` is served: a listener of its own, so the public port never exposes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

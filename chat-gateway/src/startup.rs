@@ -20,12 +20,16 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 use crate::receipts::Receipts;
 use crate::rooms::Rooms;
-use crate::server::{ServerState, router};
+use crate::server::{ServerState, metrics_router, router};
 use crate::settings::Settings;
 
 pub struct Application {
     port: u16,
     listener: TcpListener,
+    /// `/metrics`, apart from the public port.
+    metrics_port: u16,
+    metrics_listener: TcpListener,
+    metrics_router: axum::Router,
     /// SO_SNDBUF for accepted sockets (0: kernel default).
     send_buffer: usize,
     /// Longest wait for a request's headers (the WebSocket handshake included).
@@ -92,10 +96,17 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.http.address()))?;
         let port = listener.local_addr()?.port();
-        tracing::info!(port, instance = %settings.amqp.instance_id, "chat-gateway listening");
+        let metrics_listener = TcpListener::bind(settings.metrics.address())
+            .await
+            .with_context(|| format!("binding {}", settings.metrics.address()))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+        tracing::info!(port, metrics_port, instance = %settings.amqp.instance_id, "chat-gateway listening");
         Ok(Self {
             port,
             listener,
+            metrics_port,
+            metrics_listener,
+            metrics_router: metrics_router(metrics),
             send_buffer: settings.limits.socket_send_buffer_bytes,
             handshake_timeout: Duration::from_millis(settings.limits.handshake_timeout_ms),
             router: router(state, &settings.web.dir),
@@ -108,6 +119,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics listener.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -128,6 +144,13 @@ impl Application {
             self.handshake_timeout,
             closing.clone(),
         ));
+        let metrics_server = tokio::spawn(serve(
+            self.metrics_listener,
+            self.metrics_router,
+            0,
+            self.handshake_timeout,
+            closing.clone(),
+        ));
         stop.await;
         tracing::info!("shutting down: closing connections");
         closing.cancel();
@@ -142,6 +165,7 @@ impl Application {
         self.broker_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), metrics_server).await;
         Ok(())
     }
 }

@@ -1083,7 +1083,10 @@ def check_metrics_scraping(docs: list[dict]) -> list[str]:
         service, ann = dep["service"], dep["annotations"]
         if service not in SERVICES:
             continue
-        port = int(dep["env"].get(f"{SERVICES[service]['prefix']}__HTTP__PORT") or SERVICES[service]["port"])
+        # A service with a metrics listener of its own is scraped there, else on its HTTP port.
+        prefix = SERVICES[service]["prefix"]
+        port = int(dep["env"].get(f"{prefix}__METRICS__PORT") or dep["env"].get(f"{prefix}__HTTP__PORT")
+                   or SERVICES[service]["port"])
         wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
         for key, value in wanted.items():
             if ann.get(key) != value:

@@ -13,6 +13,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 pub struct TestGateway {
     pub address: String,
+    /// Where its `/metrics` is served.
+    pub metrics_address: String,
     pub stop: tokio_util::sync::CancellationToken,
 }
 
@@ -43,6 +45,7 @@ impl Cluster {
     pub async fn gateway_with(&self, adjust: impl FnOnce(&mut Settings)) -> TestGateway {
         let mut settings = Settings::load().expect("settings load");
         settings.http.port = 0;
+        settings.metrics.port = 0;
         settings.amqp.connection.exchange = self.exchange.clone();
         settings.mongodb.database = self.database.clone();
         settings.amqp.instance_id = ulid::Ulid::new().to_string().to_lowercase();
@@ -58,11 +61,13 @@ impl Cluster {
         let keys_reachable = settings.auth.url == self.jwks;
         let app = Application::build(settings).await.expect("gateway builds");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(app.run_until(async move { stopped.cancelled().await }));
         let gateway = TestGateway {
             address: format!("127.0.0.1:{port}"),
+            metrics_address: format!("127.0.0.1:{metrics_port}"),
             stop,
         };
         gateway.wait_until_ready(keys_reachable).await;

@@ -118,6 +118,18 @@ async fn frames_over_the_rate_limit_are_refused_and_persistent_abuse_closes_with
 }
 
 #[tokio::test]
+async fn the_public_port_does_not_serve_metrics() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let response = reqwest::get(format!("http://{}/metrics", gateway.address))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[tokio::test]
 async fn a_user_may_hold_only_the_configured_number_of_connections() {
     let cluster = Cluster::new().await;
     let gateway = cluster
