@@ -176,7 +176,8 @@ for n in 1 2; do
 		port=$GATEWAY2_PORT
 		name=gateway2
 	fi
-	start "$name" env GATEWAY__HTTP__PORT="$port" GATEWAY__AMQP__EXCHANGE="$EXCHANGE" \
+	start "$name" env GATEWAY__HTTP__PORT="$port" GATEWAY__METRICS__PORT=0 \
+		GATEWAY__AMQP__EXCHANGE="$EXCHANGE" \
 		GATEWAY__AMQP__INSTANCE_ID="$RUN_ID-gw$n" \
 		GATEWAY__MONGODB__DATABASE="${RUN_ID}_gateway" \
 		GATEWAY__AUTH__URL="http://127.0.0.1:$AUTH_PORT" \

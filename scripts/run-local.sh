@@ -4,7 +4,8 @@
 # and prints the URL to open. Ctrl-C stops the services (the dependencies keep running;
 # `scripts/deps.sh stop-rabbitmq` / `stop-ferretdb` stop them).
 #
-# Ports: gateway 8080 (GATEWAY__HTTP__PORT), auth 8081, history 8082. Logs: .local/log/.
+# Ports: gateway 8080 (GATEWAY__HTTP__PORT) with its metrics on 127.0.0.1:9180
+# (GATEWAY__METRICS__PORT), auth 8081, history 8082. Logs: .local/log/.
 # Each service uses its own RabbitMQ user (passwords in .local/broker.env, from scripts/deps.sh).
 set -euo pipefail
 

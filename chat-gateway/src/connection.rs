@@ -230,13 +230,20 @@ where
                     if reader.limiter.check().is_err() {
                         reader.rate_limited += 1;
                         if reader.rate_limited >= hub.limits.rate_limited_close_after {
-                            break Some((
-                                close_code::POLICY_VIOLATION,
-                                "rate limit exceeded repeatedly",
-                            ));
+                            const REASON: &str = "rate limit exceeded repeatedly";
+                            // Queued after the refusals, so the client reads why before the
+                            // close; at once (dropping what is queued) when the queue is full.
+                            let close = Outbound::Close(Some(Box::new(CloseFrame {
+                                code: CloseCode::from(close_code::POLICY_VIOLATION),
+                                reason: REASON.into(),
+                            })));
+                            match reader.tx.try_send(close) {
+                                Ok(()) => break None,
+                                Err(_) => break Some((close_code::POLICY_VIOLATION, REASON)),
+                            }
                         }
                         let error = FrameError::new("rate_limited", "too many frames; slow down");
-                        if Box::pin(reader.reply_error(&error)).await.is_err() {
+                        if reader.try_reply_error(&error).is_err() {
                             break None;
                         }
                         continue;
@@ -277,11 +284,16 @@ where
 /// Finishes the closing handshake: waits (briefly) for the writer, then for the client to
 /// close its side, reading and discarding what it still sends, so the socket is not reset
 /// with unread data and the close frame reaches the client.
-async fn finish_closing<S>(writer: WriterTask<S>, stream: SplitStream<WebSocketStream<S>>)
+async fn finish_closing<S>(mut writer: WriterTask<S>, stream: SplitStream<WebSocketStream<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if let Ok(Ok(sink)) = tokio::time::timeout(Duration::from_secs(5), writer).await
+    let written = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+    if written.is_err() {
+        // Still writing to a client that does not read: nothing ends that write otherwise.
+        writer.abort();
+    }
+    if let Ok(Ok(sink)) = written
         && let Ok(mut socket) = stream.reunite(sink)
     {
         use tokio::io::AsyncReadExt;
@@ -337,6 +349,22 @@ impl Reader {
             .send(Outbound::Frame(Arc::new(frame.to_text().into())))
             .await
             .map_err(|_| Gone)
+    }
+
+    /// Queues an error without waiting, dropping it when the queue is full: for refusals a
+    /// client can provoke as fast as it sends, which must neither wait on a client that does
+    /// not read nor hold more than the queue's bound.
+    fn try_reply_error(&self, error: &FrameError) -> Result<(), Gone> {
+        let frame = ServerFrame::Error {
+            code: error.code,
+            message: &error.message,
+            client_id: error.client_id.as_deref(),
+        }
+        .to_text();
+        match self.tx.try_send(Outbound::Frame(Arc::new(frame.into()))) {
+            Ok(()) | Err(queue::TrySendError::Full) => Ok(()),
+            Err(queue::TrySendError::Closed) => Err(Gone),
+        }
     }
 
     async fn reply_error(&self, error: &FrameError) -> Result<(), Gone> {

@@ -1,4 +1,5 @@
-//! The gateway's Prometheus metrics, served at `GET /metrics`.
+//! The gateway's Prometheus metrics, served at `GET /metrics` on a listener of its own (see
+//! [`crate::server::metrics_router`]).
 
 use common::metrics::{LATENCY_BUCKETS, register};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry};

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::connection::{self, Hub, Session};
+use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 
 /// What the HTTP handlers share.
@@ -44,7 +45,8 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .route("/ws", get(upgrade))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+        // Served on the metrics listener only (see [`metrics_router`]).
+        .route("/metrics", any(api_not_found))
         .merge(
             Router::new()
                 .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
@@ -129,10 +131,19 @@ async fn response_headers(request: Request, next: axum::middleware::Next) -> Res
     response
 }
 
-async fn metrics(State(state): State<ServerState>) -> Response {
+/// `GET /metrics` for Prometheus, on a listener of its own (`[metrics]` settings) so that the
+/// public port does not expose the gateway's counters.
+pub fn metrics_router(metrics: Arc<GatewayMetrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .fallback(api_not_found)
+        .with_state(metrics)
+}
+
+async fn render_metrics(State(metrics): State<Arc<GatewayMetrics>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        common::metrics::render(&state.hub.metrics.registry),
+        common::metrics::render(&metrics.registry),
     )
         .into_response()
 }
@@ -187,23 +198,42 @@ async fn ready(State(state): State<ServerState>) -> Response {
 /// Browsers send `Origin` on WebSocket handshakes: only the gateway's own origin and the
 /// configured ones may connect (cross-site WebSocket hijacking). Clients that send no
 /// `Origin` (not browsers) are not restricted by it.
+///
+/// The gateway's own origin is `http` or `https` with the request's `Host` as host and port
+/// (TLS may end in front of the gateway, so either scheme); a configured origin must match in
+/// scheme, host and port. Anything else is refused, `null` and opaque origins (`file:`, a
+/// custom scheme) included.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let origin = origin.trim_end_matches('/');
+    let Some(origin) = web_origin(origin) else {
+        return false;
+    };
     let same_origin = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|host| {
-            origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-        });
+        .and_then(|host| web_origin(&format!("{}://{host}", origin.scheme())))
+        .is_some_and(|own| own == origin);
     same_origin
         || allowed
             .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            .filter_map(|a| web_origin(a))
+            .any(|a| a == origin)
+}
+
+/// An `http` or `https` origin (scheme, host, port: a default port is the same as none),
+/// or `None` for anything that is not exactly an origin of a web page.
+fn web_origin(text: &str) -> Option<reqwest::Url> {
+    let url = reqwest::Url::parse(text).ok()?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.has_host()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none();
+    bare.then_some(url)
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,22 @@ pub struct Settings {
     pub history: HistorySettings,
     pub security: SecuritySettings,
     pub web: WebSettings,
+    pub metrics: MetricsSettings,
     pub limits: Limits,
+}
+
+/// Where `/metrics` is served: a listener of its own, so the public port never exposes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +76,8 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub socket_send_buffer_bytes: usize,
     pub handshake_timeout_ms: u64,
+    /// Longest wait for a forwarded request's body, from the end of its headers.
+    pub body_timeout_ms: u64,
     pub max_message_bytes: usize,
     pub read_buffer_bytes: usize,
     pub max_rooms_per_connection: usize,

@@ -21,12 +21,16 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 use crate::receipts::Receipts;
 use crate::rooms::Rooms;
-use crate::server::{ServerState, router};
+use crate::server::{ServerState, metrics_router, router};
 use crate::settings::Settings;
 
 pub struct Application {
     port: u16,
     listener: TcpListener,
+    /// `/metrics`, apart from the public port.
+    metrics_port: u16,
+    metrics_listener: TcpListener,
+    metrics_router: axum::Router,
     /// SO_SNDBUF for accepted sockets (0: kernel default).
     send_buffer: usize,
     /// Longest wait for a request's headers (the WebSocket handshake included).
@@ -91,6 +95,7 @@ impl Application {
                 &settings.auth.url,
                 &settings.history.url,
                 settings.http.max_body_bytes,
+                Duration::from_millis(settings.limits.body_timeout_ms),
             )?,
             tracker: tracker.clone(),
         };
@@ -98,10 +103,17 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.http.address()))?;
         let port = listener.local_addr()?.port();
-        tracing::info!(port, instance = %settings.amqp.instance_id, "chat-gateway listening");
+        let metrics_listener = TcpListener::bind(settings.metrics.address())
+            .await
+            .with_context(|| format!("binding {}", settings.metrics.address()))?;
+        let metrics_port = metrics_listener.local_addr()?.port();
+        tracing::info!(port, metrics_port, instance = %settings.amqp.instance_id, "chat-gateway listening");
         Ok(Self {
             port,
             listener,
+            metrics_port,
+            metrics_listener,
+            metrics_router: metrics_router(metrics),
             send_buffer: settings.limits.socket_send_buffer_bytes,
             handshake_timeout: Duration::from_millis(settings.limits.handshake_timeout_ms),
             router: router(state, &settings.web.dir),
@@ -114,6 +126,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics listener.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -134,6 +151,13 @@ impl Application {
             self.handshake_timeout,
             closing.clone(),
         ));
+        let metrics_server = tokio::spawn(serve(
+            self.metrics_listener,
+            self.metrics_router,
+            0,
+            self.handshake_timeout,
+            closing.clone(),
+        ));
         stop.await;
         tracing::info!("shutting down: closing connections");
         closing.cancel();
@@ -148,13 +172,20 @@ impl Application {
         self.broker_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), metrics_server).await;
         Ok(())
     }
 }
 
-/// Accepts connections until `closing`, serving HTTP/1.1 with upgrades. A client must send its
-/// request headers within `handshake_timeout` (slow-loris connections are dropped); open
-/// connections finish their current request on shutdown.
+/// Accepts connections until `closing`, serving HTTP/1.1 with upgrades; open connections
+/// finish their current request on shutdown.
+///
+/// hyper's HTTP/1 server reads with its header timer from the first poll of a connection,
+/// right after accept, so a client must send its request headers within `handshake_timeout`
+/// even when it sends nothing at all; the timer starts again after every response, which
+/// bounds a keep-alive connection waiting for its next request. (hyper-util's protocol
+/// detection reads the first bytes with no timer at all, so it is not used: the gateway
+/// speaks HTTP/1.1 only.) An upgraded WebSocket leaves hyper and its timers.
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -162,17 +193,16 @@ async fn serve(
     handshake_timeout: Duration,
     closing: CancellationToken,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = closing.cancelled() => break,
@@ -199,17 +229,26 @@ async fn serve(
             },
         );
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let closing = closing.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = closing.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(5), connections.wait())
         .await
         .is_err()
     {

@@ -183,6 +183,8 @@ async function gatewayService(name, upstreamAuth, instanceId, vars = {}) {
     port,
     vars: {
       GATEWAY__HTTP__PORT: String(port),
+      // Gateways run side by side: each metrics listener on a free port.
+      GATEWAY__METRICS__PORT: '0',
       GATEWAY__AMQP__EXCHANGE: names.exchange,
       GATEWAY__AMQP__INSTANCE_ID: instanceId,
       GATEWAY__AUTH__URL: upstreamAuth.url,

@@ -166,7 +166,7 @@ async fn metrics_count_connections_published_messages_and_deliveries() {
     alice.send_message("lobby", "c-1", "counted").await;
     alice.next_of("ack").await;
     bob.next_of("message").await;
-    let text = reqwest::get(format!("http://{}/metrics", gateway.address))
+    let text = reqwest::get(format!("http://{}/metrics", gateway.metrics_address))
         .await
         .expect("sent")
         .text()

@@ -13,6 +13,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 pub struct TestGateway {
     pub address: String,
+    /// Where its `/metrics` is served.
+    pub metrics_address: String,
     pub stop: tokio_util::sync::CancellationToken,
 }
 
@@ -43,6 +45,7 @@ impl Cluster {
     pub async fn gateway_with(&self, adjust: impl FnOnce(&mut Settings)) -> TestGateway {
         let mut settings = Settings::load().expect("settings load");
         settings.http.port = 0;
+        settings.metrics.port = 0;
         settings.amqp.connection.exchange = self.exchange.clone();
         settings.mongodb.database = self.database.clone();
         settings.amqp.instance_id = ulid::Ulid::new().to_string().to_lowercase();
@@ -58,11 +61,13 @@ impl Cluster {
         let keys_reachable = settings.auth.url == self.jwks;
         let app = Application::build(settings).await.expect("gateway builds");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(app.run_until(async move { stopped.cancelled().await }));
         let gateway = TestGateway {
             address: format!("127.0.0.1:{port}"),
+            metrics_address: format!("127.0.0.1:{metrics_port}"),
             stop,
         };
         gateway.wait_until_ready(keys_reachable).await;
@@ -222,5 +227,122 @@ impl Client {
             }
         }
         frames
+    }
+}
+
+/// An upstream that answers every request with the request's head as the body, and records
+/// the request line of each request it received. Its answers name a header `x-hop` in
+/// `Connection` (meant for the gateway only) besides an end-to-end `x-echo`.
+pub struct EchoUpstream {
+    pub url: String,
+    request_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl EchoUpstream {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let request_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = request_lines.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut received = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // The head, then as much body as it announces (unread data would reset the
+                    // connection before the answer is read).
+                    let head_end = loop {
+                        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => received.extend_from_slice(&buffer[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&received[..head_end]).to_string();
+                    let body_length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    while received.len() < head_end + body_length {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => received.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    recorded
+                        .lock()
+                        .expect("lock")
+                        .push(head.lines().next().unwrap_or_default().to_string());
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                         connection: close, x-hop\r\nx-hop: for the gateway only\r\n\
+                         x-echo: yes\r\n\r\n{head}",
+                        head.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            url: format!("http://{address}"),
+            request_lines,
+        }
+    }
+
+    /// The request lines received so far (`GET /path?query HTTP/1.1`), without the token
+    /// key fetches of a gateway that uses this upstream as its auth-service.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.request_lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|line| !line.starts_with("GET /.well-known/jwks.json "))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A response read off the wire.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends `request` as written (no client normalises its path, like `curl --path-as-is`) and
+/// reads the answer until the server closes the connection.
+pub async fn raw_request(address: &str, request: &str) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = TcpStream::connect(address).await.expect("connected");
+    socket
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut received))
+        .await
+        .expect("answered and closed within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&received).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    RawResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
     }
 }

@@ -1,7 +1,7 @@
 use common::testing;
 use serde_json::Value;
 
-use crate::helpers::Cluster;
+use crate::helpers::{Cluster, EchoUpstream};
 
 async fn upgrade_status(
     address: &str,
@@ -230,35 +230,12 @@ async fn the_web_client_is_served_with_spa_fallback_and_cache_headers() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Answers every request with its own head as the body.
-async fn serve_echo() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 8192];
-                let n = socket.read(&mut buffer).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buffer[..n]).to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
-                    head.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{address}")
-}
-
 #[tokio::test]
 async fn forwarded_requests_carry_the_clients_address_after_any_earlier_hops() {
     let cluster = Cluster::new().await;
-    let echo = serve_echo().await;
-    let gateway = cluster.gateway_with(|s| s.auth.url = echo).await;
+    let echo = EchoUpstream::start().await;
+    let url = echo.url.clone();
+    let gateway = cluster.gateway_with(|s| s.auth.url = url).await;
     let head = reqwest::Client::new()
         .post(format!("http://{}/api/auth/login?x=1", gateway.address))
         .header("X-Forwarded-For", "203.0.113.9")

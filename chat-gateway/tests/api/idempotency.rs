@@ -196,7 +196,7 @@ async fn a_retry_is_published_again_only_when_history_has_not_stored_it() {
         send_and_retry(&mut alice, "lobby", "c-1").await;
         let expected = if stored { 1 } else { 2 };
         assert_eq!(
-            published_total(&gateway.address).await,
+            published_total(&gateway.metrics_address).await,
             expected,
             "stored: {stored}"
         );

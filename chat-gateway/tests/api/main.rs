@@ -1,10 +1,12 @@
 mod accounts;
 mod broker;
+mod deadlines;
 mod fanout;
 mod helpers;
 mod http;
 mod idempotency;
 mod joins;
 mod protocol;
+mod proxy;
 mod receipts;
 mod security;

@@ -82,16 +82,26 @@ async fn an_in_band_token_of_another_user_or_a_bad_one_is_refused() {
     alice.next_of("pong").await;
 }
 
+/// A gateway with these per-connection rate limits (the helper's default lifts them).
+async fn rate_limited_gateway(
+    cluster: &Cluster,
+    per_second: u32,
+    burst: u32,
+    close_after: u32,
+) -> TestGateway {
+    cluster
+        .gateway_with(|s| {
+            s.limits.messages_per_second = per_second;
+            s.limits.message_burst = burst;
+            s.limits.rate_limited_close_after = close_after;
+        })
+        .await
+}
+
 #[tokio::test]
 async fn frames_over_the_rate_limit_are_refused_and_persistent_abuse_closes_with_1008() {
     let cluster = Cluster::new().await;
-    let gateway = cluster
-        .gateway_with(|s| {
-            s.limits.messages_per_second = 2;
-            s.limits.message_burst = 5;
-            s.limits.rate_limited_close_after = 10;
-        })
-        .await;
+    let gateway = rate_limited_gateway(&cluster, 2, 5, 10).await;
     let mut alice = gateway.connect("u-alice", "alice").await;
     for _ in 0..8 {
         alice.send_json(json!({"type": "ping"})).await;
@@ -115,6 +125,57 @@ async fn frames_over_the_rate_limit_are_refused_and_persistent_abuse_closes_with
         alice.send_json(json!({"type": "ping"})).await;
     }
     assert_eq!(close_code(&mut alice, Duration::from_secs(5)).await, 1008);
+}
+
+#[tokio::test]
+async fn a_flood_gets_rate_limited_errors_before_the_1008_close() {
+    use futures_util::SinkExt;
+    let cluster = Cluster::new().await;
+    // The default limits: 20 frames a second, bursts of 40, closed after 20 refusals.
+    let gateway = rate_limited_gateway(&cluster, 20, 40, 20).await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    // As fast as possible: one write of 200 frames. The gateway may close before it has read
+    // them all, so a failed send is no error here.
+    for _ in 0..200 {
+        let ping = Message::Text(json!({"type": "ping"}).to_string().into());
+        if alice.socket.feed(ping).await.is_err() {
+            break;
+        }
+    }
+    let _ = alice.socket.flush().await;
+    let mut limited = 0;
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), alice.socket.next())
+            .await
+            .expect("closed within 5 s");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                let frame: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if frame["type"] == "error" {
+                    assert_eq!(frame["code"], "rate_limited", "{frame}");
+                    limited += 1;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("connection failed before its close frame: {error}"),
+            None => break None,
+        }
+    };
+    assert_eq!(close, Some(1008));
+    assert!(limited >= 1, "no rate_limited frame before the close");
+}
+
+#[tokio::test]
+async fn the_public_port_does_not_serve_metrics() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let response = reqwest::get(format!("http://{}/metrics", gateway.address))
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "not_found");
 }
 
 #[tokio::test]
@@ -192,6 +253,44 @@ async fn browsers_may_connect_only_from_the_gateways_own_origin_or_an_allowed_on
         upgrade_with_origin(&gateway.address, "https://chat.example").await,
         101
     );
+}
+
+#[tokio::test]
+async fn same_origin_means_an_http_or_https_origin_and_allowed_origins_match_exactly() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|s| s.security.allowed_origins = vec!["https://chat.example".to_string()])
+        .await;
+    let address = &gateway.address;
+    for refused in [
+        format!("evil://{address}"),
+        format!("file://{address}"),
+        "file://".to_string(),
+        "null".to_string(),
+        format!("http://{address}.evil.example"),
+        format!("http://user@{address}"),
+        "http://chat.example".to_string(),
+        "https://chat.example:8443".to_string(),
+        "https://chat.example.evil.example".to_string(),
+    ] {
+        assert_eq!(
+            upgrade_with_origin(address, &refused).await,
+            403,
+            "{refused}"
+        );
+    }
+    for accepted in [
+        format!("http://{address}"),
+        format!("https://{address}"),
+        "https://chat.example".to_string(),
+        "https://chat.example:443".to_string(),
+    ] {
+        assert_eq!(
+            upgrade_with_origin(address, &accepted).await,
+            101,
+            "{accepted}"
+        );
+    }
 }
 
 #[tokio::test]

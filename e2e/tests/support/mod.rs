@@ -279,6 +279,8 @@ impl System {
                     with(
                         HashMap::from([
                             ("GATEWAY__HTTP__PORT".into(), port.to_string()),
+                            // Several gateways run at once: each metrics listener on a free port.
+                            ("GATEWAY__METRICS__PORT".into(), "0".into()),
                             ("GATEWAY__AMQP__EXCHANGE".into(), exchange.clone()),
                             ("GATEWAY__MONGODB__DATABASE".into(), database.clone()),
                             // These tests send as fast as acks come back.
