@@ -152,6 +152,8 @@ phase_start=$SECONDS
 # every request of the load generator comes from one address, which the limits would
 # (rightly) throttle. The peer has no such limits.
 export AUTH__LIMITS__ENABLED=false
+# Two auth-services: each puts its metrics listener on a free port of its own.
+export AUTH__METRICS__PORT=0
 start auth env AUTH__HTTP__PORT="$AUTH_PORT" AUTH__MONGODB__DATABASE="${RUN_ID}_auth" \
 	AUTH__PASSWORD__BCRYPT_COST=4 "$BIN/auth-service"
 AUTH_PID=$LAST_PID

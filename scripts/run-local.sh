@@ -4,7 +4,8 @@
 # and prints the URL to open. Ctrl-C stops the services (the dependencies keep running;
 # `scripts/deps.sh stop-rabbitmq` / `stop-ferretdb` stop them).
 #
-# Ports: gateway 8080 (GATEWAY__HTTP__PORT), auth 8081, history 8082. Logs: .local/log/.
+# Ports: gateway 8080 (GATEWAY__HTTP__PORT), auth 8081, history 8082; auth-service's metrics
+# 9181 on 127.0.0.1 (AUTH__METRICS__PORT). Logs: .local/log/.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

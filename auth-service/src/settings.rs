@@ -13,6 +13,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
     pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
     /// From `APP_ENVIRONMENT`, not from the files.
     #[serde(skip, default = "default_profile")]
     pub profile: Profile,
@@ -52,6 +53,21 @@ impl ServerSettings {
 
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_secs)
+    }
+}
+
+/// The separate listener that serves `GET /metrics`, so the public port never does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// Loopback by default: only a scraper on the same host (or pod) reaches it.
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 }
 

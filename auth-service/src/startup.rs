@@ -1,5 +1,6 @@
-//! Builds the application from settings: database, indexes, keys, limits, and the HTTP server
-//! bound to its listener (port 0 picks a free port, which tests use).
+//! Builds the application from settings: database, indexes, keys, limits, the public HTTP
+//! server bound to its listener and the metrics server bound to its own (port 0 picks a free
+//! port, which tests use).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::password::Passwords;
 use crate::rate_limit::AbuseLimits;
 use crate::refresh_tokens::RefreshTokenStore;
 use crate::routes;
-use crate::settings::Settings;
+use crate::settings::{MetricsSettings, Settings};
 use crate::tokens::TokenIssuer;
 use crate::user_store::UserStore;
 
@@ -35,6 +36,9 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_port: u16,
+    /// Serves `GET /metrics` only, on [`crate::settings::MetricsSettings`]' address.
+    metrics_server: Server,
     state: web::Data<AppState>,
 }
 
@@ -75,6 +79,8 @@ impl Application {
         });
         let app_state = state.clone();
         let http_metrics = web::Data::new(HttpMetrics::new(prometheus::Registry::new()));
+        let (metrics_port, metrics_server) =
+            metrics_server(&settings.metrics, http_metrics.clone())?;
         let max_body = http.listen.max_body_bytes;
         let request_timeout = http.request_timeout();
         let client_ip = ClientIpPolicy {
@@ -105,7 +111,6 @@ impl Application {
                     common::metrics::actix::observe,
                 ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
-                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
@@ -116,16 +121,23 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        tracing::info!(port, "auth-service listening");
+        tracing::info!(port, metrics_port, "auth-service listening");
         Ok(Self {
             port,
             server,
+            metrics_port,
+            metrics_server,
             state,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics listener.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// The password checker, whose verification count tests and metrics read.
@@ -139,9 +151,37 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tokio::select! {
             result = self.server => result,
+            // It ignores signals, so it ends only if it fails; when the public server ends
+            // first, dropping this one closes its listener.
+            result = self.metrics_server => result,
             () = housekeeping(self.state) => Ok(()),
         }
     }
+}
+
+/// The metrics listener: `GET /metrics` and a JSON 404 for everything else. It reacts to no
+/// signal of its own; it stops with the application.
+fn metrics_server(
+    settings: &MetricsSettings,
+    metrics: web::Data<HttpMetrics>,
+) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(settings.address())
+        .with_context(|| format!("binding the metrics listener {}", settings.address()))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(common::metrics::actix::endpoint))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .shutdown_timeout(1)
+    .run();
+    Ok((port, server))
 }
 
 async fn housekeeping(state: web::Data<AppState>) {

@@ -1083,7 +1083,11 @@ def check_metrics_scraping(docs: list[dict]) -> list[str]:
         service, ann = dep["service"], dep["annotations"]
         if service not in SERVICES:
             continue
-        port = int(dep["env"].get(f"{SERVICES[service]['prefix']}__HTTP__PORT") or SERVICES[service]["port"])
+        # A service with a metrics listener of its own (`<PREFIX>__METRICS__PORT`) is scraped
+        # there; the others on their HTTP port.
+        env, prefix = dep["env"], SERVICES[service]["prefix"]
+        port = int(env.get(f"{prefix}__METRICS__PORT") or env.get(f"{prefix}__HTTP__PORT")
+                   or SERVICES[service]["port"])
         wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
         for key, value in wanted.items():
             if ann.get(key) != value:
@@ -1266,7 +1270,7 @@ def check_kubernetes(report: Report, kustomize: str) -> None:
         report.record(f"k8s {overlay}: NetworkPolicies allow every call the settings make (auth, history, MongoDB, "
                       "RabbitMQ, DNS), out of the caller and into the callee",
                       check_network_follows_settings(docs))
-        report.record(f"k8s {overlay}: every pod has Prometheus scrape hints for /metrics on its HTTP port, and the "
+        report.record(f"k8s {overlay}: every pod has Prometheus scrape hints for /metrics on its metrics port, and the "
                       "documented monitoring pods may reach that port",
                       check_metrics_scraping(docs))
         report.record(f"k8s {overlay}: auth-service believes X-Forwarded-For exactly when its NetworkPolicy keeps "

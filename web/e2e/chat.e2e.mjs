@@ -166,6 +166,8 @@ async function authService(name, vars = {}) {
       AUTH__HTTP__PORT: String(port),
       AUTH__MONGODB__DATABASE: names.database,
       AUTH__PASSWORD__BCRYPT_COST: '4',
+      // Metrics on a free port of their own, so the two instances never collide.
+      AUTH__METRICS__PORT: '0',
       // Several sign-ups from one address, and several logins per user within a minute.
       AUTH__LIMITS__ENABLED: 'false',
       ...vars,

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// Base URL of the metrics listener.
+    pub metrics_address: String,
     pub db: Database,
     pub http: reqwest::Client,
     pub passwords: Arc<Passwords>,
@@ -40,6 +42,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
     let mut settings = Settings::load().expect("settings load");
     settings.http.listen.port = 0;
+    settings.metrics.port = 0;
     settings.mongodb.database =
         format!("auth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
     settings.password.bcrypt_cost = 4;
@@ -57,11 +60,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("application builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let passwords = app.passwords();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_address: format!("http://127.0.0.1:{metrics_port}"),
         db,
         http: reqwest::Client::new(),
         passwords,
@@ -76,6 +81,11 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// `GET` of a URL (`address` or `metrics_address` followed by a path).
+    pub async fn get(&self, url: String) -> reqwest::Response {
+        self.http.get(url).send().await.expect("request sent")
     }
 
     pub async fn signup(&self, username: &str, email: &str, password: &str) -> reqwest::Response {

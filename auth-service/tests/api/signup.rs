@@ -28,7 +28,9 @@ async fn signup_refuses_a_username_taken_in_another_case_with_409() {
             .status(),
         201
     );
-    let response = app.signup("ALICE", "a2@example.com", "password1").await;
+    let response = app
+        .signup("ALICE", "a2@example.com", "password1")
+        .await;
     assert_eq!(response.status(), 409);
     assert_eq!(error_code(response).await, "username_taken");
     assert_eq!(app.user_count().await, 1);
@@ -43,7 +45,9 @@ async fn signup_refuses_a_taken_email_in_another_case_with_409() {
             .status(),
         201
     );
-    let response = app.signup("bob", "SAME@example.com", "password1").await;
+    let response = app
+        .signup("bob", "SAME@example.com", "password1")
+        .await;
     assert_eq!(response.status(), 409);
     assert_eq!(error_code(response).await, "email_taken");
     assert_eq!(app.user_count().await, 1);
@@ -122,12 +126,7 @@ async fn malformed_json_is_a_400_and_unknown_fields_a_422_both_with_the_error_bo
 #[tokio::test]
 async fn unknown_routes_answer_404_with_the_error_body() {
     let app = spawn_app().await;
-    let response = app
-        .http
-        .get(format!("{}/nope", app.address))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get(format!("{}/nope", app.address)).await;
     assert_eq!(response.status(), 404);
     assert_eq!(error_code(response).await, "not_found");
 }
@@ -182,14 +181,30 @@ async fn metrics_report_request_latency_by_route_and_status() {
         409
     );
     let text = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
+        .get(format!("{}/metrics", app.metrics_address))
         .await
-        .expect("sent")
         .text()
         .await
         .expect("body");
     assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="201"} 1"#), "{text}");
     assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="409"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn the_public_port_does_not_serve_metrics() {
+    let app = spawn_app().await;
+    let response = app.get(format!("{}/metrics", app.address)).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(error_code(response).await, "not_found");
+
+    let response = app.get(format!("{}/metrics", app.metrics_address)).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+    assert!(text.contains("http_request_duration_seconds"), "{text}");
+
+    // The metrics listener serves nothing else.
+    let response = app
+        .get(format!("{}/api/auth/me", app.metrics_address))
+        .await;
+    assert_eq!(response.status(), 404);
 }

@@ -221,6 +221,8 @@ impl System {
                     ("AUTH__HTTP__PORT".into(), auth_port.to_string()),
                     ("AUTH__MONGODB__DATABASE".into(), database.clone()),
                     ("AUTH__PASSWORD__BCRYPT_COST".into(), "4".into()),
+                    // A free port of its own, so instances never collide.
+                    ("AUTH__METRICS__PORT".into(), "0".into()),
                 ]),
                 &[("AUTH__MONGODB__URI", &options.mongodb_uri)],
                 &options.auth_env,
