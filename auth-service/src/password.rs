@@ -126,20 +126,44 @@ impl Passwords {
 
     /// Verifies `candidate` against the user's hash, or against the dummy hash when there is
     /// no user (`None`), which then never matches.
+    ///
+    /// A hash made at a lower cost than the configured one (an account from before the cost
+    /// was raised) checks faster. When such a check fails, the dummy hash is verified as well,
+    /// so a failed login costs at least the configured cost whatever the account; a successful
+    /// one re-hashes the password at the configured cost (see [`Self::is_below_cost`]).
     pub async fn verify(
         &self,
         candidate: SecretString,
         user_hash: Option<String>,
     ) -> anyhow::Result<bool> {
         let is_user = user_hash.is_some();
+        let below_cost = user_hash
+            .as_deref()
+            .is_some_and(|hash| self.is_below_cost(hash));
         let hash = user_hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let matches = self.verify_once(candidate.clone(), hash).await?;
+        if below_cost && !matches {
+            self.verify_once(candidate, self.dummy_hash.clone()).await?;
+        }
+        Ok(matches && is_user)
+    }
+
+    /// One bcrypt verification under a permit, counted once done.
+    async fn verify_once(&self, candidate: SecretString, hash: String) -> anyhow::Result<bool> {
         let matches = {
             let _permit = self.permits.acquire().await?;
             let _running = Running::start(self);
             verify(candidate, hash).await?
         };
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        Ok(matches && is_user)
+        Ok(matches)
+    }
+
+    /// Whether `hash` was made at a lower cost than the configured one, so the password
+    /// should be hashed again after a successful login. A hash whose cost cannot be read is
+    /// not (bcrypt refuses it anyway).
+    pub fn is_below_cost(&self, hash: &str) -> bool {
+        cost_of(hash).is_some_and(|cost| cost < self.cost)
     }
 
     /// How many bcrypt verifications this instance has completed.
@@ -152,10 +176,15 @@ impl Passwords {
         self.peak.load(Ordering::SeqCst)
     }
 
-    /// The bcrypt cost embedded in the dummy hash (`$2b$<cost>$…`).
+    /// The bcrypt cost embedded in the dummy hash.
     pub fn dummy_cost(&self) -> Option<u32> {
-        self.dummy_hash.split('$').nth(2)?.parse().ok()
+        cost_of(&self.dummy_hash)
     }
+}
+
+/// The cost embedded in a bcrypt hash (`$2b$<cost>$…`).
+pub fn cost_of(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -213,6 +242,51 @@ mod tests {
                 .expect("runs")
         );
         assert_eq!(passwords.verifications(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_has_the_configured_cost() {
+        for cost in [4, 6] {
+            let passwords = Passwords::new(cost, 1).await.expect("dummy hash");
+            assert_eq!(passwords.dummy_cost(), Some(cost));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_against_a_cheaper_hash_also_spends_one_at_the_configured_cost() {
+        let old = hash(Password::parse("correct horse".into()).expect("valid"), 4)
+            .await
+            .expect("hashes");
+        let passwords = Passwords::new(5, 0).await.expect("dummy hash");
+        assert!(passwords.is_below_cost(&old));
+        assert!(
+            !passwords
+                .verify("wrong horse!".to_string().into(), Some(old.clone()))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 2, "the check and the dummy");
+        assert!(
+            passwords
+                .verify("correct horse".to_string().into(), Some(old))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 3, "a success needs no padding");
+
+        let current = passwords
+            .hash(Password::parse("correct horse".into()).expect("valid"))
+            .await
+            .expect("hashes");
+        assert_eq!(cost_of(&current), Some(5));
+        assert!(!passwords.is_below_cost(&current));
+        assert!(
+            !passwords
+                .verify("wrong horse!".to_string().into(), Some(current))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 4);
     }
 
     #[tokio::test]

@@ -131,6 +131,25 @@ impl UserStore {
             }))
     }
 
+    /// Replaces the password hash, unless it changed since `old` was read. Returns whether
+    /// the stored hash was replaced.
+    pub async fn replace_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: String,
+    ) -> anyhow::Result<bool> {
+        let result = self
+            .users
+            .update_one(
+                doc! {"_id": id, "password_hash": old},
+                doc! {"$set": {"password_hash": new}},
+            )
+            .await
+            .context("replacing a password hash")?;
+        Ok(result.modified_count == 1)
+    }
+
     pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<User>> {
         Ok(self
             .find_document(doc! {"_id": id})
