@@ -16,6 +16,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    #[error("this password is one of the 10,000 most common passwords; choose another")]
+    WeakPassword,
     #[error("username is taken")]
     UsernameTaken,
     #[error("email is taken")]
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "malformed_request",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::WeakPassword => "weak_password",
             ApiError::UsernameTaken => "username_taken",
             ApiError::EmailTaken => "email_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
@@ -81,7 +84,7 @@ impl From<crate::rate_limit::RetryAfter> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::WeakPassword => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -107,6 +110,13 @@ impl ResponseError for ApiError {
             }
             ApiError::InvalidCredentials => {
                 ErrorBody::new(self.code(), "username or password is incorrect")
+            }
+            ApiError::WeakPassword => {
+                ErrorBody::new(self.code(), self.to_string()).with_fields(BTreeMap::from([(
+                    "password".to_string(),
+                    "is too common; choose one that is not among the 10,000 most common passwords"
+                        .to_string(),
+                )]))
             }
             other => ErrorBody::new(self.code(), other.to_string()),
         };

@@ -1,4 +1,5 @@
-//! Passwords: the length rule, and bcrypt hashing and verification on the blocking pool so a
+//! Passwords: the length rule, the refusal of the most common passwords for new ones, and
+//! bcrypt hashing and verification on the blocking pool so a
 //! hash (hundreds of milliseconds at cost 12) never stalls the async workers.
 //!
 //! At most [`PasswordSettings::max_concurrent_hashes`](crate::settings::PasswordSettings)
@@ -6,6 +7,8 @@
 //! a permit instead of taking every core, and the async workers keep a core for health checks,
 //! token refreshes and everything else that is cheap.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
@@ -37,7 +40,26 @@ impl Password {
         }
         Ok(Self(SecretString::from(value)))
     }
+
+    /// Whether this is one of the 10,000 most common passwords, ignoring case and surrounding
+    /// spaces. New passwords are refused when it is (OWASP ASVS 2.1.7); logins are not
+    /// checked, so existing accounts keep working.
+    pub fn is_common(&self) -> bool {
+        let folded = self.0.expose_secret().trim().to_lowercase();
+        COMMON_PASSWORDS.contains(folded.as_str())
+    }
 }
+
+/// The 10,000 most common passwords, lower-cased: the first 10,000 lines of the list Django
+/// 5.2.20 ships for its `CommonPasswordValidator` (PyPI package `django`, BSD-3-Clause;
+/// compiled by Royce Williams). `data/README.md` says more.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect()
+});
 
 /// Hashes with bcrypt at `cost` on the blocking pool.
 pub async fn hash(password: Password, cost: u32) -> anyhow::Result<String> {
@@ -200,6 +222,27 @@ mod tests {
         // 36 two-byte characters are 72 bytes; 37 are 74.
         assert!(Password::parse("é".repeat(36)).is_ok());
         assert!(Password::parse("é".repeat(37)).is_err());
+    }
+
+    #[test]
+    fn the_most_common_passwords_are_recognised_in_any_case() {
+        for common in [
+            "password",
+            "Password",
+            "PASSWORD1",
+            "12345678",
+            "1234567890",
+            "qwertyuiop",
+            " iloveyou ",
+        ] {
+            let password = Password::parse(common.into()).expect("long enough");
+            assert!(password.is_common(), "{common}");
+        }
+        for uncommon in ["correct horse", "vT7#qLm2!xR9", "bench-password-1"] {
+            let password = Password::parse(uncommon.into()).expect("long enough");
+            assert!(!password.is_common(), "{uncommon}");
+        }
+        assert_eq!(COMMON_PASSWORDS.len(), 10_000);
     }
 
     #[tokio::test]
