@@ -1,5 +1,6 @@
 //! auth-service settings: `config/default.toml`, then `AUTH_CONFIG_FILE`, then `AUTH__*`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::settings::{HttpSettings, MongoSettings, Profile};
@@ -73,8 +74,13 @@ impl MetricsSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
-    /// Ed25519 private key, PKCS#8 PEM. Empty selects the dev-only key (refused in production).
+    /// Ed25519 private key, PKCS#8 PEM. Required in production. Empty elsewhere: the key in
+    /// [`Self::private_key_file`], generated there on first start.
     pub private_key_pem: SecretString,
+    /// This installation's signing key when `private_key_pem` is empty (not in production):
+    /// read if the file exists, otherwise generated and written there (mode 0600). Relative
+    /// paths are relative to the working directory.
+    pub private_key_file: PathBuf,
     /// Key id; empty means the key's RFC 7638 thumbprint.
     pub kid: String,
     /// More Ed25519 public keys (PEM `PUBLIC KEY` blocks, concatenated) published in the JWKS
@@ -113,6 +119,23 @@ pub struct LimitSettings {
     /// Sign-ups per client address per `signup_window_secs`.
     pub signup_per_ip: u32,
     pub signup_window_secs: u64,
+}
+
+#[cfg(test)]
+impl JwtSettings {
+    /// Settings for unit tests: `pem` as the key (may be empty), `file` as the key file.
+    pub fn for_tests(pem: &str, file: &std::path::Path) -> Self {
+        Self {
+            private_key_pem: SecretString::from(pem.to_string()),
+            private_key_file: file.to_path_buf(),
+            kid: String::new(),
+            additional_public_keys_pem: String::new(),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            access_ttl_secs: 60,
+            refresh_ttl_secs: 3600,
+        }
+    }
 }
 
 impl Settings {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use auth_service::password::Passwords;
 use auth_service::settings::Settings;
 use auth_service::startup::Application;
+use auth_service::tokens::DEV_ONLY_KEY_PEM;
 use mongodb::Database;
 use serde_json::{Value, json};
 
@@ -46,6 +47,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     settings.mongodb.database =
         format!("auth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
     settings.password.bcrypt_cost = 4;
+    // The committed test-only key, named explicitly: nothing else signs with it.
+    settings.jwt.private_key_pem = DEV_ONLY_KEY_PEM.to_string().into();
     settings.limits.login_per_ip = 10_000;
     settings.limits.login_per_username = 10_000;
     settings.limits.signup_per_ip = 10_000;
@@ -173,6 +176,39 @@ impl TestApp {
     pub async fn user_count(&self) -> u64 {
         self.count("users").await
     }
+}
+
+/// The issuer and audience the test settings use.
+pub fn token_policy() -> common::token::TokenPolicy {
+    common::token::TokenPolicy {
+        issuer: "chat-auth".into(),
+        audience: "chat".into(),
+        leeway_secs: 0,
+    }
+}
+
+/// An access token for the user `user_id` (`username`), valid for ten minutes, signed with
+/// `key` under `kid`: what someone holding that key could make.
+pub fn token_signed_with(
+    key: &jsonwebtoken::EncodingKey,
+    kid: Option<String>,
+    user_id: &str,
+    username: &str,
+) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = common::token::Claims {
+        sub: user_id.to_string(),
+        name: username.to_string(),
+        iat: now,
+        exp: now + 600,
+        nbf: None,
+        iss: "chat-auth".into(),
+        aud: "chat".into(),
+        jti: ulid::Ulid::new().to_string(),
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = kid;
+    jsonwebtoken::encode(&header, &claims, key).expect("signs")
 }
 
 /// Reads a JSON error body and returns its code, checking the documented shape.

@@ -1,7 +1,7 @@
-use common::token::{KeySet, TokenPolicy};
+use common::token::KeySet;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, error_code, signed_up_app, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, error_code, signed_up_app, spawn_app, spawn_app_with, token_policy};
 
 #[tokio::test]
 async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
@@ -24,13 +24,8 @@ async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
         !jwks_text.contains("\"d\""),
         "private key material published"
     );
-    let policy = TokenPolicy {
-        issuer: "chat-auth".into(),
-        audience: "chat".into(),
-        leeway_secs: 0,
-    };
     let user = KeySet::from_jwks(&jwks)
-        .verify(token, &policy)
+        .verify(token, &token_policy())
         .expect("verifies");
     assert_eq!(user.user.username.as_str(), "alice");
 }

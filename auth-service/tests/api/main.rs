@@ -4,4 +4,5 @@ mod key_rotation;
 mod limits;
 mod login;
 mod refresh;
+mod signing_key;
 mod signup;
