@@ -158,6 +158,7 @@ export AUTH__LIMITS__ENABLED=false
 export AUTH__METRICS__PORT=0
 AUTH__JWT__PRIVATE_KEY_PEM="$(cat "$REPO_ROOT/auth-service/config/dev-only-signing-key.pem")"
 export AUTH__JWT__PRIVATE_KEY_PEM
+export AUTH__AMQP__EXCHANGE="$EXCHANGE"
 start auth env AUTH__HTTP__PORT="$AUTH_PORT" AUTH__MONGODB__DATABASE="${RUN_ID}_auth" \
 	AUTH__PASSWORD__BCRYPT_COST=4 "$BIN/auth-service"
 AUTH_PID=$LAST_PID

@@ -26,6 +26,12 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("missing or invalid access token")]
     Unauthorized,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("no such user")]
+    UserNotFound,
     #[error("the refresh token is unknown, expired, used or revoked")]
     InvalidRefreshToken,
     #[error("too many attempts; try again in {retry_after_secs} s")]
@@ -50,6 +56,9 @@ impl ApiError {
             ApiError::EmailTaken => "email_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::AccountDisabled => "account_disabled",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UserNotFound => "user_not_found",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout => "request_timeout",
@@ -92,6 +101,8 @@ impl ResponseError for ApiError {
             ApiError::InvalidCredentials
             | ApiError::Unauthorized
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::AccountDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,

@@ -6,9 +6,11 @@
 //! configured key or this installation's own ([`signing_key`]); refresh tokens
 //! are random, stored as hashes and rotated on every use ([`refresh_tokens`]); login and
 //! sign-up attempts are limited per client address and username ([`rate_limit`],
-//! [`client_ip`]). [`startup::Application`] wires it together; `main` only loads settings and
+//! [`client_ip`]). Deleting, disabling and enabling an account is announced on RabbitMQ
+//! ([`account_events`]) so the other services stop honouring its tokens. [`startup::Application`] wires it together; `main` only loads settings and
 //! runs it. `docs/security.md` describes the defences and their settings.
 
+pub mod account_events;
 pub mod client_ip;
 pub mod error;
 pub mod indexes;

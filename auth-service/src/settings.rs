@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::settings::{HttpSettings, MongoSettings, Profile};
+use common::settings::{AmqpSettings, HttpSettings, MongoSettings, Profile};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -15,6 +15,8 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
+    pub amqp: AuthAmqpSettings,
+    pub admin: AdminSettings,
     /// From `APP_ENVIRONMENT`, not from the files.
     #[serde(skip, default = "default_profile")]
     pub profile: Profile,
@@ -55,6 +57,28 @@ impl ServerSettings {
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_secs)
     }
+}
+
+/// The broker account events are published to, and how they wait for it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthAmqpSettings {
+    /// URI, exchange (the one every service shares) and set-up deadline.
+    #[serde(flatten)]
+    pub connection: AmqpSettings,
+    /// Longest a publication may wait for the broker's confirm before the connection is
+    /// treated as lost and the event is published again on the next one.
+    pub confirm_timeout_ms: u64,
+    /// Account events that wait in memory while the broker is unreachable; further ones are
+    /// dropped (logged and counted): the database holds the change either way.
+    pub outbox_capacity: usize,
+}
+
+/// Who may disable and enable accounts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Usernames (compared case-folded) of the administrators. In the environment:
+    /// `AUTH__ADMIN__USERNAMES=alice,bob`.
+    pub usernames: Vec<String>,
 }
 
 /// The separate listener that serves `GET /metrics`, so the public port never does.
@@ -139,9 +163,15 @@ impl JwtSettings {
 }
 
 impl Settings {
+    /// Keys given in the environment as comma-separated lists.
+    const LIST_KEYS: &[&str] = &["admin.usernames"];
+
     pub fn load() -> anyhow::Result<Self> {
-        let mut settings: Settings =
-            common::settings::load(include_str!("../config/default.toml"), "AUTH")?;
+        let mut settings: Settings = common::settings::load_with_lists(
+            include_str!("../config/default.toml"),
+            "AUTH",
+            Self::LIST_KEYS,
+        )?;
         settings.profile = Profile::from_env()?;
         Ok(settings)
     }
@@ -161,7 +191,7 @@ mod tests {
         common::settings::load_with_env(
             include_str!("../config/default.toml"),
             "AUTH",
-            &[],
+            Settings::LIST_KEYS,
             Some(env),
         )
         .expect("settings load")
@@ -176,6 +206,16 @@ mod tests {
         assert_eq!(settings.limits.login_window_secs, 60);
         assert_eq!(settings.jwt.refresh_ttl_secs, 30 * 24 * 3600);
         assert!(settings.jwt.additional_public_keys_pem.is_empty());
+        assert!(settings.admin.usernames.is_empty());
+        assert_eq!(settings.metrics.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn administrators_are_a_comma_separated_list_in_the_environment() {
+        let settings = load(&[("AUTH__ADMIN__USERNAMES", "alice,Bob")]);
+        assert_eq!(settings.admin.usernames, vec!["alice", "Bob"]);
+        let settings = load(&[("AUTH__ADMIN__USERNAMES", "alice")]);
+        assert_eq!(settings.admin.usernames, vec!["alice"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Builds the application from settings: database, indexes, keys, limits, the public HTTP
-//! server bound to its listener and the metrics server bound to its own (port 0 picks a free
-//! port, which tests use).
+//! Builds the application from settings: database, indexes, keys, limits, the account-event
+//! publisher, the public HTTP server bound to its listener and the metrics server bound to its
+//! own (port 0 picks a free port, which tests use).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -10,15 +10,18 @@ use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use mongodb::Database;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::client_ip::ClientIpPolicy;
 use common::metrics::actix::HttpMetrics;
 
+use crate::account_events::{self, AccountEvents};
 use crate::error::ApiError;
 use crate::password::Passwords;
 use crate::rate_limit::AbuseLimits;
 use crate::refresh_tokens::RefreshTokenStore;
-use crate::routes;
+use crate::routes::{self, Admins};
 use crate::settings::{MetricsSettings, Settings};
 use crate::tokens::TokenIssuer;
 use crate::user_store::UserStore;
@@ -31,6 +34,9 @@ pub struct AppState {
     pub refresh_tokens: RefreshTokenStore,
     pub passwords: Arc<Passwords>,
     pub limits: AbuseLimits,
+    /// Account changes out to the other services.
+    pub events: AccountEvents,
+    pub admins: Admins,
 }
 
 pub struct Application {
@@ -40,6 +46,9 @@ pub struct Application {
     /// Serves `GET /metrics` only, on [`crate::settings::MetricsSettings`]' address.
     metrics_server: Server,
     state: web::Data<AppState>,
+    /// The account-event publisher, stopped through `shutdown` once the server has stopped.
+    publisher: JoinHandle<()>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -51,6 +60,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tokens = TokenIssuer::from_settings(&settings.jwt, settings.profile)?;
         let limits = AbuseLimits::from_settings(&settings.limits)?;
+        let admins = Admins::from_settings(&settings.admin.usernames)?;
         let client = settings.mongodb.client("auth-service").await?;
         let db = client.database(&settings.mongodb.database);
         let users = UserStore::open(&db).await?;
@@ -65,6 +75,11 @@ impl Application {
             .await?,
         );
 
+        let registry = prometheus::Registry::new();
+        let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
+        let (events, outbox) = AccountEvents::new(settings.amqp.outbox_capacity, &registry)?;
+        let event_metrics = events.metrics().clone();
+
         let http = &settings.http;
         let listener = TcpListener::bind(http.listen.address())
             .with_context(|| format!("binding {}", http.listen.address()))?;
@@ -76,9 +91,10 @@ impl Application {
             refresh_tokens,
             passwords,
             limits,
+            events,
+            admins,
         });
         let app_state = state.clone();
-        let http_metrics = web::Data::new(HttpMetrics::new(prometheus::Registry::new()));
         let (metrics_port, metrics_server) =
             metrics_server(&settings.metrics, http_metrics.clone())?;
         let max_body = http.listen.max_body_bytes;
@@ -121,6 +137,14 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
+        // Last, so a failed build leaves no task behind.
+        let shutdown = CancellationToken::new();
+        let publisher = tokio::spawn(account_events::run(
+            settings.amqp.clone(),
+            outbox,
+            event_metrics,
+            shutdown.clone(),
+        ));
         tracing::info!(port, metrics_port, "auth-service listening");
         Ok(Self {
             port,
@@ -128,6 +152,8 @@ impl Application {
             metrics_port,
             metrics_server,
             state,
+            publisher,
+            shutdown,
         })
     }
 
@@ -147,15 +173,29 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests. Housekeeping (forgetting
     /// idle rate-limit keys, deleting expired refresh tokens) runs alongside and stops with
-    /// the server.
+    /// the server; then the account-event publisher gets to publish what is queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tokio::select! {
-            result = self.server => result,
+        let Self {
+            server,
+            metrics_server,
+            state,
+            publisher,
+            shutdown,
+            ..
+        } = self;
+        let served = tokio::select! {
+            result = server => result,
             // It ignores signals, so it ends only if it fails; when the public server ends
             // first, dropping this one closes its listener.
-            result = self.metrics_server => result,
-            () = housekeeping(self.state) => Ok(()),
+            result = metrics_server => result,
+            () = housekeeping(state) => Ok(()),
+        };
+        shutdown.cancel();
+        let patience = account_events::DRAIN_LIMIT + Duration::from_secs(5);
+        if tokio::time::timeout(patience, publisher).await.is_err() {
+            tracing::warn!("the account event publisher did not stop within {patience:?}");
         }
+        served
     }
 }
 

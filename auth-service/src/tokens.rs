@@ -227,6 +227,7 @@ MCowBQYDK2VwAyEAxbw0pcsjwOx+vpKSg1yjg/kFtTcCP3DQU0t2pwra4Ak=
             username: "alice".into(),
             email: "a@example.com".into(),
             created_at: chrono::Utc::now(),
+            disabled_at: None,
         };
         let issued = issuer.issue(&user).expect("signs");
         let header = jsonwebtoken::decode_header(&issued.token).expect("header");

@@ -169,6 +169,7 @@ async function authService(name, vars = {}) {
     vars: {
       AUTH__HTTP__PORT: String(port),
       AUTH__MONGODB__DATABASE: names.database,
+      AUTH__AMQP__EXCHANGE: names.exchange,
       AUTH__PASSWORD__BCRYPT_COST: '4',
       // Metrics on a free port of their own, so the two instances never collide.
       AUTH__METRICS__PORT: '0',

@@ -59,6 +59,10 @@ pub async fn login(
         (Some(user), Some(password), Some(hash)) if matches => (user, password, hash),
         _ => return Err(ApiError::InvalidCredentials),
     };
+    // Only after the right password, so a disabled account cannot be told apart otherwise.
+    if user.is_disabled() {
+        return Err(ApiError::AccountDisabled);
+    }
     if state.passwords.is_below_cost(&hash) {
         rehash(&state, &user, password, &hash).await;
     }

@@ -1,5 +1,6 @@
-//! Starts auth-service in-process on a free port with its own database, like production
-//! start-up does (`Application::build`), against the real MongoDB-wire server.
+//! Starts auth-service in-process on a free port with its own database and exchange, like
+//! production start-up does (`Application::build`), against the real MongoDB-wire server and
+//! RabbitMQ.
 
 use std::sync::Arc;
 
@@ -7,7 +8,12 @@ use auth_service::password::Passwords;
 use auth_service::settings::Settings;
 use auth_service::startup::Application;
 use auth_service::tokens::DEV_ONLY_KEY_PEM;
+use common::event::{AccountEvent, topology};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use mongodb::Database;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 pub struct TestApp {
@@ -16,6 +22,9 @@ pub struct TestApp {
     /// Base URL of the metrics listener.
     pub metrics_address: String,
     pub db: Database,
+    /// The exchange this instance publishes account events to (one per test).
+    pub exchange: String,
+    pub amqp_uri: String,
     pub http: reqwest::Client,
     pub passwords: Arc<Passwords>,
 }
@@ -44,8 +53,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::load().expect("settings load");
     settings.http.listen.port = 0;
     settings.metrics.port = 0;
-    settings.mongodb.database =
-        format!("auth_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let suffix = ulid::Ulid::new().to_string().to_lowercase();
+    settings.mongodb.database = format!("auth_test_{suffix}");
+    settings.amqp.connection.exchange = format!("auth_test.{suffix}");
     settings.password.bcrypt_cost = 4;
     // The committed test-only key, named explicitly: nothing else signs with it.
     settings.jwt.private_key_pem = DEV_ONLY_KEY_PEM.to_string().into();
@@ -59,6 +69,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("mongo client");
     let db = client.database(&settings.mongodb.database);
+    let exchange = settings.amqp.connection.exchange.clone();
+    let amqp_uri = settings.amqp.connection.uri.expose_secret().to_string();
     let app = Application::build(settings)
         .await
         .expect("application builds");
@@ -71,6 +83,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         port,
         metrics_address: format!("http://127.0.0.1:{metrics_port}"),
         db,
+        exchange,
+        amqp_uri,
         http: reqwest::Client::new(),
         passwords,
     }
@@ -150,6 +164,69 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `DELETE /api/auth/me` with `body` (none when `None`) and the bearer token.
+    pub async fn delete_me(&self, access_token: &str, body: Option<Value>) -> reqwest::Response {
+        let request = self
+            .http
+            .delete(format!("{}/api/auth/me", self.address))
+            .bearer_auth(access_token);
+        match body {
+            Some(body) => request.json(&body),
+            None => request,
+        }
+        .send()
+        .await
+        .expect("request sent")
+    }
+
+    /// `POST /api/auth/users/{user_id}/{action}` (`disable` or `enable`) with the bearer token.
+    pub async fn admin(
+        &self,
+        access_token: &str,
+        user_id: &str,
+        action: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!(
+                "{}/api/auth/users/{user_id}/{action}",
+                self.address
+            ))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Signs up `username` (password `correct horse`), logs in and returns the user id and
+    /// the token pair.
+    pub async fn user(&self, username: &str) -> (String, Value) {
+        let response = self
+            .signup(
+                username,
+                &format!("{username}@example.com"),
+                "correct horse",
+            )
+            .await;
+        assert_eq!(response.status(), 201, "sign-up of {username}");
+        let body: Value = response.json().await.expect("json");
+        let id = body["user"]["id"].as_str().expect("id").to_string();
+        (id, self.login_pair(username, "correct horse").await)
+    }
+
+    /// A queue of its own bound to every account event on this instance's exchange.
+    pub async fn listen_to_account_events(&self) -> AccountEventListener {
+        AccountEventListener::start(&self.amqp_uri, &self.exchange).await
+    }
+
+    /// The text of this instance's metrics.
+    pub async fn metrics(&self) -> String {
+        self.get(format!("{}/metrics", self.metrics_address))
+            .await
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn count(&self, collection: &str) -> u64 {
         self.db
             .collection::<mongodb::bson::Document>(collection)
@@ -176,6 +253,79 @@ impl TestApp {
     pub async fn user_count(&self) -> u64 {
         self.count("users").await
     }
+}
+
+/// Account events as a service bound to `account.*` receives them.
+pub struct AccountEventListener {
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl AccountEventListener {
+    /// Declares `exchange` on the broker at `amqp_uri` and binds a queue of its own (deleted
+    /// with the connection) to `account.*` there.
+    pub async fn start(amqp_uri: &str, exchange: &str) -> Self {
+        let connection =
+            lapin::Connection::connect(amqp_uri, lapin::ConnectionProperties::default())
+                .await
+                .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        topology::declare_exchange(&channel, exchange)
+            .await
+            .expect("exchange");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                topology::ALL_ACCOUNTS_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("binding");
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "account-events-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consumer");
+        AccountEventListener {
+            _connection: connection,
+            consumer,
+        }
+    }
+
+    /// The next event with its routing key; fails after `PATIENCE`.
+    pub async fn next(&mut self) -> (String, AccountEvent) {
+        let delivery = tokio::time::timeout(Self::PATIENCE, self.consumer.next())
+            .await
+            .expect("an account event arrived in time")
+            .expect("the consumer is open")
+            .expect("a delivery");
+        let event = serde_json::from_slice(&delivery.data).expect("an account event");
+        (delivery.routing_key.to_string(), event)
+    }
+
+    /// Generous, so a busy machine or a publisher still reconnecting does not fail a test.
+    pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 }
 
 /// The issuer and audience the test settings use.

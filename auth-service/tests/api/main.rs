@@ -1,3 +1,4 @@
+mod account;
 mod hardening;
 mod helpers;
 mod key_rotation;

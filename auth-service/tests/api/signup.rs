@@ -180,12 +180,7 @@ async fn metrics_report_request_latency_by_route_and_status() {
             .status(),
         409
     );
-    let text = app
-        .get(format!("{}/metrics", app.metrics_address))
-        .await
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
     assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="201"} 1"#), "{text}");
     assert!(text.contains(r#"http_request_duration_seconds_count{method="POST",route="/api/auth/signup",status="409"} 1"#), "{text}");
 }

@@ -224,6 +224,7 @@ impl System {
                 HashMap::from([
                     ("AUTH__HTTP__PORT".into(), auth_port.to_string()),
                     ("AUTH__MONGODB__DATABASE".into(), database.clone()),
+                    ("AUTH__AMQP__EXCHANGE".into(), exchange.clone()),
                     ("AUTH__PASSWORD__BCRYPT_COST".into(), "4".into()),
                     // A free port of its own, so instances never collide.
                     ("AUTH__METRICS__PORT".into(), "0".into()),
@@ -234,7 +235,10 @@ impl System {
                         TEST_ONLY_SIGNING_KEY_PEM.into(),
                     ),
                 ]),
-                &[("AUTH__MONGODB__URI", &options.mongodb_uri)],
+                &[
+                    ("AUTH__AMQP__URI", &options.amqp_uri),
+                    ("AUTH__MONGODB__URI", &options.mongodb_uri),
+                ],
                 &options.auth_env,
             ),
         );
