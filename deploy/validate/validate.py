@@ -54,7 +54,7 @@ ADDITIONAL_KEYS_VAR = "AUTH__JWT__ADDITIONAL_PUBLIC_KEYS_PEM"
 DOCKERFILE_ALLOWED_ENV = ["AUTH__HTTP__HOST", "AUTH__HTTP__PORT"]
 # Settings given in the environment as comma-separated lists (the services load them with
 # common::settings::load_with_lists); every other value is one scalar.
-LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}}
+LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}, "auth-service": {"admin.usernames"}}
 # Files whose text names settings (in values or prose); every name must be a real key.
 SETTING_TEXT_FILES = ["docker-compose.yml", ".env.example", "deploy/Dockerfile", "deploy/README.md",
                       "docs/scaling.md", "deploy/k8s/**/*.yaml"]
