@@ -152,6 +152,13 @@ phase_start=$SECONDS
 # every request of the load generator comes from one address, which the limits would
 # (rightly) throttle. The peer has no such limits.
 export AUTH__LIMITS__ENABLED=false
+# Two auth-services: each puts its metrics listener on a free port of its own, and both sign
+# with the committed test-only key, named explicitly (without a key each would create a key
+# file of its own in the working directory).
+export AUTH__METRICS__PORT=0
+AUTH__JWT__PRIVATE_KEY_PEM="$(cat "$REPO_ROOT/auth-service/config/dev-only-signing-key.pem")"
+export AUTH__JWT__PRIVATE_KEY_PEM
+export AUTH__AMQP__EXCHANGE="$EXCHANGE"
 start auth env AUTH__HTTP__PORT="$AUTH_PORT" AUTH__MONGODB__DATABASE="${RUN_ID}_auth" \
 	AUTH__PASSWORD__BCRYPT_COST=4 "$BIN/auth-service"
 AUTH_PID=$LAST_PID

@@ -16,6 +16,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("content type must be application/json")]
     UnsupportedMediaType,
+    #[error("this password is one of the 10,000 most common passwords; choose another")]
+    WeakPassword,
     #[error("username is taken")]
     UsernameTaken,
     #[error("email is taken")]
@@ -24,6 +26,12 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("missing or invalid access token")]
     Unauthorized,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("no such user")]
+    UserNotFound,
     #[error("the refresh token is unknown, expired, used or revoked")]
     InvalidRefreshToken,
     #[error("too many attempts; try again in {retry_after_secs} s")]
@@ -43,10 +51,14 @@ impl ApiError {
             ApiError::BadRequest(_) => "malformed_request",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::WeakPassword => "weak_password",
             ApiError::UsernameTaken => "username_taken",
             ApiError::EmailTaken => "email_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::AccountDisabled => "account_disabled",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UserNotFound => "user_not_found",
             ApiError::InvalidRefreshToken => "invalid_refresh_token",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout => "request_timeout",
@@ -81,7 +93,7 @@ impl From<crate::rate_limit::RetryAfter> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::WeakPassword => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -89,6 +101,8 @@ impl ResponseError for ApiError {
             ApiError::InvalidCredentials
             | ApiError::Unauthorized
             | ApiError::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
+            ApiError::AccountDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -107,6 +121,13 @@ impl ResponseError for ApiError {
             }
             ApiError::InvalidCredentials => {
                 ErrorBody::new(self.code(), "username or password is incorrect")
+            }
+            ApiError::WeakPassword => {
+                ErrorBody::new(self.code(), self.to_string()).with_fields(BTreeMap::from([(
+                    "password".to_string(),
+                    "is too common; choose one that is not among the 10,000 most common passwords"
+                        .to_string(),
+                )]))
             }
             other => ErrorBody::new(self.code(), other.to_string()),
         };

@@ -1,4 +1,5 @@
-//! Passwords: the length rule, and bcrypt hashing and verification on the blocking pool so a
+//! Passwords: the length rule, the refusal of the most common passwords for new ones, and
+//! bcrypt hashing and verification on the blocking pool so a
 //! hash (hundreds of milliseconds at cost 12) never stalls the async workers.
 //!
 //! At most [`PasswordSettings::max_concurrent_hashes`](crate::settings::PasswordSettings)
@@ -6,6 +7,8 @@
 //! a permit instead of taking every core, and the async workers keep a core for health checks,
 //! token refreshes and everything else that is cheap.
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
@@ -37,7 +40,26 @@ impl Password {
         }
         Ok(Self(SecretString::from(value)))
     }
+
+    /// Whether this is one of the 10,000 most common passwords, ignoring case and surrounding
+    /// spaces. New passwords are refused when it is (OWASP ASVS 2.1.7); logins are not
+    /// checked, so existing accounts keep working.
+    pub fn is_common(&self) -> bool {
+        let folded = self.0.expose_secret().trim().to_lowercase();
+        COMMON_PASSWORDS.contains(folded.as_str())
+    }
 }
+
+/// The 10,000 most common passwords, lower-cased: the first 10,000 lines of the list Django
+/// 5.2.20 ships for its `CommonPasswordValidator` (PyPI package `django`, BSD-3-Clause;
+/// compiled by Royce Williams). `data/README.md` says more.
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect()
+});
 
 /// Hashes with bcrypt at `cost` on the blocking pool.
 pub async fn hash(password: Password, cost: u32) -> anyhow::Result<String> {
@@ -126,20 +148,44 @@ impl Passwords {
 
     /// Verifies `candidate` against the user's hash, or against the dummy hash when there is
     /// no user (`None`), which then never matches.
+    ///
+    /// A hash made at a lower cost than the configured one (an account from before the cost
+    /// was raised) checks faster. When such a check fails, the dummy hash is verified as well,
+    /// so a failed login costs at least the configured cost whatever the account; a successful
+    /// one re-hashes the password at the configured cost (see [`Self::is_below_cost`]).
     pub async fn verify(
         &self,
         candidate: SecretString,
         user_hash: Option<String>,
     ) -> anyhow::Result<bool> {
         let is_user = user_hash.is_some();
+        let below_cost = user_hash
+            .as_deref()
+            .is_some_and(|hash| self.is_below_cost(hash));
         let hash = user_hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let matches = self.verify_once(candidate.clone(), hash).await?;
+        if below_cost && !matches {
+            self.verify_once(candidate, self.dummy_hash.clone()).await?;
+        }
+        Ok(matches && is_user)
+    }
+
+    /// One bcrypt verification under a permit, counted once done.
+    async fn verify_once(&self, candidate: SecretString, hash: String) -> anyhow::Result<bool> {
         let matches = {
             let _permit = self.permits.acquire().await?;
             let _running = Running::start(self);
             verify(candidate, hash).await?
         };
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        Ok(matches && is_user)
+        Ok(matches)
+    }
+
+    /// Whether `hash` was made at a lower cost than the configured one, so the password
+    /// should be hashed again after a successful login. A hash whose cost cannot be read is
+    /// not (bcrypt refuses it anyway).
+    pub fn is_below_cost(&self, hash: &str) -> bool {
+        cost_of(hash).is_some_and(|cost| cost < self.cost)
     }
 
     /// How many bcrypt verifications this instance has completed.
@@ -152,10 +198,15 @@ impl Passwords {
         self.peak.load(Ordering::SeqCst)
     }
 
-    /// The bcrypt cost embedded in the dummy hash (`$2b$<cost>$…`).
+    /// The bcrypt cost embedded in the dummy hash.
     pub fn dummy_cost(&self) -> Option<u32> {
-        self.dummy_hash.split('$').nth(2)?.parse().ok()
+        cost_of(&self.dummy_hash)
     }
+}
+
+/// The cost embedded in a bcrypt hash (`$2b$<cost>$…`).
+pub fn cost_of(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -171,6 +222,27 @@ mod tests {
         // 36 two-byte characters are 72 bytes; 37 are 74.
         assert!(Password::parse("é".repeat(36)).is_ok());
         assert!(Password::parse("é".repeat(37)).is_err());
+    }
+
+    #[test]
+    fn the_most_common_passwords_are_recognised_in_any_case() {
+        for common in [
+            "password",
+            "Password",
+            "PASSWORD1",
+            "12345678",
+            "1234567890",
+            "qwertyuiop",
+            " iloveyou ",
+        ] {
+            let password = Password::parse(common.into()).expect("long enough");
+            assert!(password.is_common(), "{common}");
+        }
+        for uncommon in ["correct horse", "vT7#qLm2!xR9", "bench-password-1"] {
+            let password = Password::parse(uncommon.into()).expect("long enough");
+            assert!(!password.is_common(), "{uncommon}");
+        }
+        assert_eq!(COMMON_PASSWORDS.len(), 10_000);
     }
 
     #[tokio::test]
@@ -213,6 +285,51 @@ mod tests {
                 .expect("runs")
         );
         assert_eq!(passwords.verifications(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_has_the_configured_cost() {
+        for cost in [4, 6] {
+            let passwords = Passwords::new(cost, 1).await.expect("dummy hash");
+            assert_eq!(passwords.dummy_cost(), Some(cost));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_check_against_a_cheaper_hash_also_spends_one_at_the_configured_cost() {
+        let old = hash(Password::parse("correct horse".into()).expect("valid"), 4)
+            .await
+            .expect("hashes");
+        let passwords = Passwords::new(5, 0).await.expect("dummy hash");
+        assert!(passwords.is_below_cost(&old));
+        assert!(
+            !passwords
+                .verify("wrong horse!".to_string().into(), Some(old.clone()))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 2, "the check and the dummy");
+        assert!(
+            passwords
+                .verify("correct horse".to_string().into(), Some(old))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 3, "a success needs no padding");
+
+        let current = passwords
+            .hash(Password::parse("correct horse".into()).expect("valid"))
+            .await
+            .expect("hashes");
+        assert_eq!(cost_of(&current), Some(5));
+        assert!(!passwords.is_below_cost(&current));
+        assert!(
+            !passwords
+                .verify("wrong horse!".to_string().into(), Some(current))
+                .await
+                .expect("runs")
+        );
+        assert_eq!(passwords.verifications(), 4);
     }
 
     #[tokio::test]

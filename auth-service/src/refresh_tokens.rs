@@ -272,6 +272,27 @@ impl RefreshTokenStore {
         Ok(())
     }
 
+    /// Revokes every family of `user_id` (account deleted or disabled): none of their refresh
+    /// tokens works again. Returns how many families were still valid.
+    pub async fn revoke_user(&self, user_id: &str) -> anyhow::Result<u64> {
+        let revoked = self
+            .families
+            .update_many(
+                doc! {"user_id": user_id, "revoked": false},
+                doc! {"$set": {"revoked": true}},
+            )
+            .await
+            .context("revoking a user's refresh token families")?;
+        self.tokens
+            .update_many(
+                doc! {"user_id": user_id, "revoked": false},
+                doc! {"$set": {"revoked": true}},
+            )
+            .await
+            .context("marking a user's refresh tokens revoked")?;
+        Ok(revoked.modified_count)
+    }
+
     /// Deletes expired tokens and families; returns how many documents went.
     pub async fn purge_expired(&self) -> anyhow::Result<u64> {
         let filter = doc! {"expires_at": {"$lte": to_bson(Utc::now())}};

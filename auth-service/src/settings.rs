@@ -1,8 +1,9 @@
 //! auth-service settings: `config/default.toml`, then `AUTH_CONFIG_FILE`, then `AUTH__*`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::settings::{HttpSettings, MongoSettings, Profile};
+use common::settings::{AmqpSettings, HttpSettings, MongoSettings, Profile};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -13,6 +14,9 @@ pub struct Settings {
     pub jwt: JwtSettings,
     pub password: PasswordSettings,
     pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
+    pub amqp: AuthAmqpSettings,
+    pub admin: AdminSettings,
     /// From `APP_ENVIRONMENT`, not from the files.
     #[serde(skip, default = "default_profile")]
     pub profile: Profile,
@@ -55,10 +59,52 @@ impl ServerSettings {
     }
 }
 
+/// The broker account events are published to, and how they wait for it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthAmqpSettings {
+    /// URI, exchange (the one every service shares) and set-up deadline.
+    #[serde(flatten)]
+    pub connection: AmqpSettings,
+    /// Longest a publication may wait for the broker's confirm before the connection is
+    /// treated as lost and the event is published again on the next one.
+    pub confirm_timeout_ms: u64,
+    /// Account events that wait in memory while the broker is unreachable; further ones are
+    /// dropped (logged and counted): the database holds the change either way.
+    pub outbox_capacity: usize,
+}
+
+/// Who may disable and enable accounts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Usernames (compared case-folded) of the administrators. In the environment:
+    /// `AUTH__ADMIN__USERNAMES=alice,bob`.
+    pub usernames: Vec<String>,
+}
+
+/// The separate listener that serves `GET /metrics`, so the public port never does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// Loopback by default: only a scraper on the same host (or pod) reaches it.
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct JwtSettings {
-    /// Ed25519 private key, PKCS#8 PEM. Empty selects the dev-only key (refused in production).
+    /// Ed25519 private key, PKCS#8 PEM. Required in production. Empty elsewhere: the key in
+    /// [`Self::private_key_file`], generated there on first start.
     pub private_key_pem: SecretString,
+    /// This installation's signing key when `private_key_pem` is empty (not in production):
+    /// read if the file exists, otherwise generated and written there (mode 0600). Relative
+    /// paths are relative to the working directory.
+    pub private_key_file: PathBuf,
     /// Key id; empty means the key's RFC 7638 thumbprint.
     pub kid: String,
     /// More Ed25519 public keys (PEM `PUBLIC KEY` blocks, concatenated) published in the JWKS
@@ -99,10 +145,33 @@ pub struct LimitSettings {
     pub signup_window_secs: u64,
 }
 
+#[cfg(test)]
+impl JwtSettings {
+    /// Settings for unit tests: `pem` as the key (may be empty), `file` as the key file.
+    pub fn for_tests(pem: &str, file: &std::path::Path) -> Self {
+        Self {
+            private_key_pem: SecretString::from(pem.to_string()),
+            private_key_file: file.to_path_buf(),
+            kid: String::new(),
+            additional_public_keys_pem: String::new(),
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            access_ttl_secs: 60,
+            refresh_ttl_secs: 3600,
+        }
+    }
+}
+
 impl Settings {
+    /// Keys given in the environment as comma-separated lists.
+    const LIST_KEYS: &[&str] = &["admin.usernames"];
+
     pub fn load() -> anyhow::Result<Self> {
-        let mut settings: Settings =
-            common::settings::load(include_str!("../config/default.toml"), "AUTH")?;
+        let mut settings: Settings = common::settings::load_with_lists(
+            include_str!("../config/default.toml"),
+            "AUTH",
+            Self::LIST_KEYS,
+        )?;
         settings.profile = Profile::from_env()?;
         Ok(settings)
     }
@@ -122,7 +191,7 @@ mod tests {
         common::settings::load_with_env(
             include_str!("../config/default.toml"),
             "AUTH",
-            &[],
+            Settings::LIST_KEYS,
             Some(env),
         )
         .expect("settings load")
@@ -137,6 +206,16 @@ mod tests {
         assert_eq!(settings.limits.login_window_secs, 60);
         assert_eq!(settings.jwt.refresh_ttl_secs, 30 * 24 * 3600);
         assert!(settings.jwt.additional_public_keys_pem.is_empty());
+        assert!(settings.admin.usernames.is_empty());
+        assert_eq!(settings.metrics.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn administrators_are_a_comma_separated_list_in_the_environment() {
+        let settings = load(&[("AUTH__ADMIN__USERNAMES", "alice,Bob")]);
+        assert_eq!(settings.admin.usernames, vec!["alice", "Bob"]);
+        let settings = load(&[("AUTH__ADMIN__USERNAMES", "alice")]);
+        assert_eq!(settings.admin.usernames, vec!["alice"]);
     }
 
     #[test]

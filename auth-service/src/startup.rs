@@ -1,5 +1,6 @@
-//! Builds the application from settings: database, indexes, keys, limits, and the HTTP server
-//! bound to its listener (port 0 picks a free port, which tests use).
+//! Builds the application from settings: database, indexes, keys, limits, the account-event
+//! publisher, the public HTTP server bound to its listener and the metrics server bound to its
+//! own (port 0 picks a free port, which tests use).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -9,16 +10,19 @@ use actix_web::dev::{Server, Service};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use mongodb::Database;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::client_ip::ClientIpPolicy;
 use common::metrics::actix::HttpMetrics;
 
+use crate::account_events::{self, AccountEvents};
 use crate::error::ApiError;
 use crate::password::Passwords;
 use crate::rate_limit::AbuseLimits;
 use crate::refresh_tokens::RefreshTokenStore;
-use crate::routes;
-use crate::settings::Settings;
+use crate::routes::{self, Admins};
+use crate::settings::{MetricsSettings, Settings};
 use crate::tokens::TokenIssuer;
 use crate::user_store::UserStore;
 
@@ -30,12 +34,21 @@ pub struct AppState {
     pub refresh_tokens: RefreshTokenStore,
     pub passwords: Arc<Passwords>,
     pub limits: AbuseLimits,
+    /// Account changes out to the other services.
+    pub events: AccountEvents,
+    pub admins: Admins,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_port: u16,
+    /// Serves `GET /metrics` only, on [`crate::settings::MetricsSettings`]' address.
+    metrics_server: Server,
     state: web::Data<AppState>,
+    /// The account-event publisher, stopped through `shutdown` once the server has stopped.
+    publisher: JoinHandle<()>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -47,6 +60,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let tokens = TokenIssuer::from_settings(&settings.jwt, settings.profile)?;
         let limits = AbuseLimits::from_settings(&settings.limits)?;
+        let admins = Admins::from_settings(&settings.admin.usernames)?;
         let client = settings.mongodb.client("auth-service").await?;
         let db = client.database(&settings.mongodb.database);
         let users = UserStore::open(&db).await?;
@@ -61,6 +75,11 @@ impl Application {
             .await?,
         );
 
+        let registry = prometheus::Registry::new();
+        let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
+        let (events, outbox) = AccountEvents::new(settings.amqp.outbox_capacity, &registry)?;
+        let event_metrics = events.metrics().clone();
+
         let http = &settings.http;
         let listener = TcpListener::bind(http.listen.address())
             .with_context(|| format!("binding {}", http.listen.address()))?;
@@ -72,9 +91,12 @@ impl Application {
             refresh_tokens,
             passwords,
             limits,
+            events,
+            admins,
         });
         let app_state = state.clone();
-        let http_metrics = web::Data::new(HttpMetrics::new(prometheus::Registry::new()));
+        let (metrics_port, metrics_server) =
+            metrics_server(&settings.metrics, http_metrics.clone())?;
         let max_body = http.listen.max_body_bytes;
         let request_timeout = http.request_timeout();
         let client_ip = ClientIpPolicy {
@@ -105,7 +127,6 @@ impl Application {
                     common::metrics::actix::observe,
                 ))
                 .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
-                .route("/metrics", web::get().to(common::metrics::actix::endpoint))
                 .configure(routes::configure)
                 .default_service(web::to(|| async {
                     Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
@@ -116,16 +137,33 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        tracing::info!(port, "auth-service listening");
+        // Last, so a failed build leaves no task behind.
+        let shutdown = CancellationToken::new();
+        let publisher = tokio::spawn(account_events::run(
+            settings.amqp.clone(),
+            outbox,
+            event_metrics,
+            shutdown.clone(),
+        ));
+        tracing::info!(port, metrics_port, "auth-service listening");
         Ok(Self {
             port,
             server,
+            metrics_port,
+            metrics_server,
             state,
+            publisher,
+            shutdown,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the metrics listener.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
     }
 
     /// The password checker, whose verification count tests and metrics read.
@@ -135,13 +173,55 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM, then finishes in-flight requests. Housekeeping (forgetting
     /// idle rate-limit keys, deleting expired refresh tokens) runs alongside and stops with
-    /// the server.
+    /// the server; then the account-event publisher gets to publish what is queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tokio::select! {
-            result = self.server => result,
-            () = housekeeping(self.state) => Ok(()),
+        let Self {
+            server,
+            metrics_server,
+            state,
+            publisher,
+            shutdown,
+            ..
+        } = self;
+        let served = tokio::select! {
+            result = server => result,
+            // It ignores signals, so it ends only if it fails; when the public server ends
+            // first, dropping this one closes its listener.
+            result = metrics_server => result,
+            () = housekeeping(state) => Ok(()),
+        };
+        shutdown.cancel();
+        let patience = account_events::DRAIN_LIMIT + Duration::from_secs(5);
+        if tokio::time::timeout(patience, publisher).await.is_err() {
+            tracing::warn!("the account event publisher did not stop within {patience:?}");
         }
+        served
     }
+}
+
+/// The metrics listener: `GET /metrics` and a JSON 404 for everything else. It reacts to no
+/// signal of its own; it stops with the application.
+fn metrics_server(
+    settings: &MetricsSettings,
+    metrics: web::Data<HttpMetrics>,
+) -> anyhow::Result<(u16, Server)> {
+    let listener = TcpListener::bind(settings.address())
+        .with_context(|| format!("binding the metrics listener {}", settings.address()))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(common::metrics::actix::endpoint))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound)
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .shutdown_timeout(1)
+    .run();
+    Ok((port, server))
 }
 
 async fn housekeeping(state: web::Data<AppState>) {

@@ -9,9 +9,13 @@ use jsonwebtoken::{DecodingKey, EncodingKey, Header};
 use secrecy::ExposeSecret;
 
 use crate::settings::JwtSettings;
+use crate::signing_key;
 use crate::user_store::User;
 
-/// The committed development key. Anyone can read it, so the production profile refuses it.
+/// The committed key, for tests and benchmarks only, which pass it explicitly
+/// (`AUTH__JWT__PRIVATE_KEY_PEM`). Anyone can read it, so nothing signs with it by default:
+/// without a configured key an installation uses a key of its own ([`crate::signing_key`]).
+/// The production profile refuses it as the signing key and among the additional keys.
 pub const DEV_ONLY_KEY_PEM: &str = include_str!("../config/dev-only-signing-key.pem");
 
 /// Signs access tokens and publishes the verification key.
@@ -32,28 +36,26 @@ pub struct IssuedToken {
 
 impl TokenIssuer {
     pub fn from_settings(settings: &JwtSettings, profile: Profile) -> anyhow::Result<Self> {
-        let configured = settings.private_key_pem.expose_secret().trim();
-        let pem = if configured.is_empty() {
-            if profile == Profile::Production {
-                bail!("AUTH__JWT__PRIVATE_KEY_PEM must be set in production");
-            }
-            tracing::warn!("signing tokens with the committed dev-only key");
-            DEV_ONLY_KEY_PEM.trim()
-        } else {
-            configured
-        };
-        if profile == Profile::Production && pem == DEV_ONLY_KEY_PEM.trim() {
-            bail!("the dev-only signing key is refused in production");
-        }
         if settings.access_ttl_secs == 0 {
             bail!("jwt.access_ttl_secs must be positive");
         }
-        let key = EncodingKey::from_ed_pem(pem.as_bytes())
+        let pem = signing_key::load(settings, profile)?;
+        let key = EncodingKey::from_ed_pem(pem.expose_secret().trim().as_bytes())
             .context("the signing key must be an Ed25519 private key in PKCS#8 PEM")?;
         let mut jwk = Jwk::from_encoding_key(&key, ALGORITHM)
             .context("deriving the public key from the signing key")?;
+        let thumbprint = jwk.thumbprint(ThumbprintHash::SHA256)?;
+        // Compared by public key, so a re-encoded copy of the committed key is caught too.
+        if thumbprint == dev_only_kid()? {
+            if profile == Profile::Production {
+                bail!("the dev-only signing key is refused in production");
+            }
+            tracing::warn!(
+                "signing tokens with the committed test-only key: anyone can forge them"
+            );
+        }
         let kid = if settings.kid.is_empty() {
-            jwk.thumbprint(ThumbprintHash::SHA256)?
+            thumbprint
         } else {
             settings.kid.clone()
         };
@@ -178,18 +180,10 @@ fn additional_public_keys(text: &str) -> anyhow::Result<Vec<Jwk>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
+    /// No key file: every test either sets a key or runs the production profile.
     fn settings(pem: &str) -> JwtSettings {
-        JwtSettings {
-            private_key_pem: SecretString::from(pem.to_string()),
-            kid: String::new(),
-            additional_public_keys_pem: String::new(),
-            issuer: "iss".into(),
-            audience: "aud".into(),
-            access_ttl_secs: 60,
-            refresh_ttl_secs: 3600,
-        }
+        JwtSettings::for_tests(pem, std::path::Path::new(""))
     }
 
     /// The public half of the dev-only key, as `openssl pkey -pubout` writes it.
@@ -205,7 +199,7 @@ MCowBQYDK2VwAyEAxbw0pcsjwOx+vpKSg1yjg/kFtTcCP3DQU0t2pwra4Ak=
     fn with_additional(pem: &str) -> JwtSettings {
         JwtSettings {
             additional_public_keys_pem: pem.to_string(),
-            ..settings("")
+            ..settings(DEV_ONLY_KEY_PEM)
         }
     }
 
@@ -215,17 +209,25 @@ MCowBQYDK2VwAyEAxbw0pcsjwOx+vpKSg1yjg/kFtTcCP3DQU0t2pwra4Ak=
         assert!(
             TokenIssuer::from_settings(&settings(DEV_ONLY_KEY_PEM), Profile::Production).is_err()
         );
-        assert!(TokenIssuer::from_settings(&settings(""), Profile::Development).is_ok());
+        // The same key in another encoding (no final newline, CRLF) is the same key.
+        let reencoded = DEV_ONLY_KEY_PEM.trim().replace('\n', "\r\n");
+        assert!(TokenIssuer::from_settings(&settings(&reencoded), Profile::Production).is_err());
+        // Tests may sign with it when they say so.
+        assert!(
+            TokenIssuer::from_settings(&settings(DEV_ONLY_KEY_PEM), Profile::Development).is_ok()
+        );
     }
 
     #[test]
     fn issued_tokens_verify_and_carry_the_published_kid() {
-        let issuer = TokenIssuer::from_settings(&settings(""), Profile::Development).expect("key");
+        let issuer = TokenIssuer::from_settings(&settings(DEV_ONLY_KEY_PEM), Profile::Development)
+            .expect("key");
         let user = User {
             id: "01HZY".into(),
             username: "alice".into(),
             email: "a@example.com".into(),
             created_at: chrono::Utc::now(),
+            disabled_at: None,
         };
         let issued = issuer.issue(&user).expect("signs");
         let header = jsonwebtoken::decode_header(&issued.token).expect("header");

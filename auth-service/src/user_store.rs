@@ -1,5 +1,6 @@
 //! Users in MongoDB: one document per user, unique indexes on the case-folded username and on
-//! the (lower-cased) e-mail address, created at start.
+//! the (lower-cased) e-mail address, created at start. A disabled account carries the time it
+//! was disabled; a deleted one is gone.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -17,6 +18,15 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub created_at: DateTime<Utc>,
+    /// When an administrator disabled the account; `None` while it is enabled. Not shown.
+    #[serde(skip)]
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_at.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +39,10 @@ struct UserDocument {
     email: String,
     password_hash: String,
     created_at: bson::DateTime,
+    /// Absent while the account is enabled (documents from before accounts could be
+    /// disabled have no such field either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    disabled_at: Option<bson::DateTime>,
 }
 
 impl UserDocument {
@@ -37,8 +51,8 @@ impl UserDocument {
             id: self.id.clone(),
             username: self.username.clone(),
             email: self.email.clone(),
-            created_at: DateTime::from_timestamp_millis(self.created_at.timestamp_millis())
-                .unwrap_or_default(),
+            created_at: from_bson(self.created_at),
+            disabled_at: self.disabled_at.map(from_bson),
         }
     }
 }
@@ -92,7 +106,8 @@ impl UserStore {
             username_key: username.normalized(),
             email: email.to_string(),
             password_hash,
-            created_at: bson::DateTime::from_millis(now.timestamp_millis()),
+            created_at: to_bson(now),
+            disabled_at: None,
         };
         match self.users.insert_one(&document).await {
             Ok(_) => Ok(document.to_user()),
@@ -131,10 +146,73 @@ impl UserStore {
             }))
     }
 
+    /// Replaces the password hash, unless it changed since `old` was read. Returns whether
+    /// the stored hash was replaced.
+    pub async fn replace_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: String,
+    ) -> anyhow::Result<bool> {
+        let result = self
+            .users
+            .update_one(
+                doc! {"_id": id, "password_hash": old},
+                doc! {"$set": {"password_hash": new}},
+            )
+            .await
+            .context("replacing a password hash")?;
+        Ok(result.modified_count == 1)
+    }
+
     pub async fn find_by_id(&self, id: &str) -> anyhow::Result<Option<User>> {
         Ok(self
             .find_document(doc! {"_id": id})
             .await?
             .map(|d| d.to_user()))
     }
+
+    /// The user and their password hash, for a password confirmation.
+    pub async fn credentials_by_id(&self, id: &str) -> anyhow::Result<Option<Credentials>> {
+        Ok(self
+            .find_document(doc! {"_id": id})
+            .await?
+            .map(|d| Credentials {
+                user: d.to_user(),
+                password_hash: d.password_hash,
+            }))
+    }
+
+    /// Marks the account disabled since `at`, or enabled (`None`). Returns whether the user
+    /// exists.
+    pub async fn set_disabled(&self, id: &str, at: Option<DateTime<Utc>>) -> anyhow::Result<bool> {
+        let update = match at {
+            Some(at) => doc! {"$set": {"disabled_at": to_bson(at)}},
+            None => doc! {"$unset": {"disabled_at": ""}},
+        };
+        let result = self
+            .users
+            .update_one(doc! {"_id": id}, update)
+            .await
+            .context("changing whether an account is disabled")?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Deletes the user's document. Returns whether there was one.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<bool> {
+        let result = self
+            .users
+            .delete_one(doc! {"_id": id})
+            .await
+            .context("deleting a user")?;
+        Ok(result.deleted_count == 1)
+    }
+}
+
+fn to_bson(at: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(at.timestamp_millis())
+}
+
+fn from_bson(at: bson::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or_default()
 }

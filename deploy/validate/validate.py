@@ -54,7 +54,7 @@ ADDITIONAL_KEYS_VAR = "AUTH__JWT__ADDITIONAL_PUBLIC_KEYS_PEM"
 DOCKERFILE_ALLOWED_ENV = ["AUTH__HTTP__HOST", "AUTH__HTTP__PORT"]
 # Settings given in the environment as comma-separated lists (the services load them with
 # common::settings::load_with_lists); every other value is one scalar.
-LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}}
+LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}, "auth-service": {"admin.usernames"}}
 # Files whose text names settings (in values or prose); every name must be a real key.
 SETTING_TEXT_FILES = ["docker-compose.yml", ".env.example", "deploy/Dockerfile", "deploy/README.md",
                       "docs/scaling.md", "deploy/k8s/**/*.yaml"]
@@ -1157,9 +1157,10 @@ def check_metrics_scraping(docs: list[dict]) -> list[str]:
         service, ann = dep["service"], dep["annotations"]
         if service not in SERVICES:
             continue
-        # A service with a metrics listener of its own is scraped there, else on its HTTP port.
-        prefix = SERVICES[service]["prefix"]
-        port = int(dep["env"].get(f"{prefix}__METRICS__PORT") or dep["env"].get(f"{prefix}__HTTP__PORT")
+        # A service with a metrics listener of its own (`<PREFIX>__METRICS__PORT`) is scraped
+        # there; the others on their HTTP port.
+        env, prefix = dep["env"], SERVICES[service]["prefix"]
+        port = int(env.get(f"{prefix}__METRICS__PORT") or env.get(f"{prefix}__HTTP__PORT")
                    or SERVICES[service]["port"])
         wanted = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
         for key, value in wanted.items():

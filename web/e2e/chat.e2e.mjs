@@ -32,6 +32,10 @@ const distDir = path.join(webDir, 'dist');
 const artifactsDir = path.join(webDir, 'e2e', '.artifacts');
 const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const testOnlySigningKey = readFileSync(
+  path.join(repoDir, 'auth-service', 'config', 'dev-only-signing-key.pem'),
+  'utf8',
+);
 
 /** Unique per run, so the run has a database, exchange and queues of its own. */
 const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
@@ -165,7 +169,13 @@ async function authService(name, vars = {}) {
     vars: {
       AUTH__HTTP__PORT: String(port),
       AUTH__MONGODB__DATABASE: names.database,
+      AUTH__AMQP__EXCHANGE: names.exchange,
       AUTH__PASSWORD__BCRYPT_COST: '4',
+      // Metrics on a free port of their own, so the two instances never collide.
+      AUTH__METRICS__PORT: '0',
+      // The committed test-only key, named explicitly (both instances sign with it): without
+      // it each would create a key file of its own in the working directory.
+      AUTH__JWT__PRIVATE_KEY_PEM: testOnlySigningKey,
       // Several sign-ups from one address, and several logins per user within a minute.
       AUTH__LIMITS__ENABLED: 'false',
       ...vars,

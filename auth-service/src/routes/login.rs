@@ -9,6 +9,7 @@ use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::password::Password;
 use crate::startup::AppState;
+use crate::user_store::User;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,8 +19,10 @@ pub struct LoginRequest {
 }
 
 /// Unknown users and wrong passwords get the same answer after the same work: a user that does
-/// not exist is checked against a dummy hash of the configured cost. Attempts are limited per
-/// client address and per username before any of that work.
+/// not exist is checked against a dummy hash of the configured cost, and a failed check
+/// against a hash of a lower cost spends the dummy check too. A successful login re-hashes a
+/// password stored at a lower cost than the configured one. Attempts are limited per client
+/// address and per username before any of that work.
 #[tracing::instrument(skip_all, fields(client = %client.0))]
 pub async fn login(
     state: web::Data<AppState>,
@@ -39,9 +42,9 @@ pub async fn login(
     state.limits.check_login(client.0, username.as_ref())?;
 
     // Shape checks that fail still cost one verification, like every other failure.
-    let well_formed = Password::parse(candidate.clone()).is_ok();
-    let credentials = match &username {
-        Some(username) if well_formed => state.users.find_by_username(username).await?,
+    let password = Password::parse(candidate.clone()).ok();
+    let credentials = match (&username, &password) {
+        (Some(username), Some(_)) => state.users.find_by_username(username).await?,
         _ => None,
     };
     let (hash, user) = match credentials {
@@ -50,14 +53,39 @@ pub async fn login(
     };
     let matches = state
         .passwords
-        .verify(SecretString::from(candidate), hash)
+        .verify(SecretString::from(candidate), hash.clone())
         .await?;
-    let user = match user {
-        Some(user) if matches && well_formed => user,
+    let (user, password, hash) = match (user, password, hash) {
+        (Some(user), Some(password), Some(hash)) if matches => (user, password, hash),
         _ => return Err(ApiError::InvalidCredentials),
     };
+    // Only after the right password, so a disabled account cannot be told apart otherwise.
+    if user.is_disabled() {
+        return Err(ApiError::AccountDisabled);
+    }
+    if state.passwords.is_below_cost(&hash) {
+        rehash(&state, &user, password, &hash).await;
+    }
     let access = state.tokens.issue(&user)?;
     let refresh = state.refresh_tokens.start_family(&user.id).await?;
     tracing::info!(user_id = %user.id, "user logged in");
     Ok(token_pair(access, refresh))
+}
+
+/// Stores the password hashed at the configured cost in place of a cheaper hash from before
+/// the cost was raised. Best effort: the login succeeds whether or not this works.
+async fn rehash(state: &AppState, user: &User, password: Password, old: &str) {
+    let stored = match state.passwords.hash(password).await {
+        Ok(new) => state.users.replace_password_hash(&user.id, old, new).await,
+        Err(error) => Err(error),
+    };
+    match stored {
+        Ok(true) => tracing::info!(user_id = %user.id, "password re-hashed at the configured cost"),
+        Ok(false) => {
+            tracing::debug!(user_id = %user.id, "password hash changed meanwhile; not re-hashed")
+        }
+        Err(error) => {
+            tracing::warn!(user_id = %user.id, error = format!("{error:#}"), "re-hashing a password failed")
+        }
+    }
 }

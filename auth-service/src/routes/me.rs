@@ -1,6 +1,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
-use common::token::request_bearer_token;
 
+use super::authenticate;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -9,16 +9,7 @@ pub async fn me(
     state: web::Data<AppState>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let token = request_bearer_token(&request).ok_or(ApiError::Unauthorized)?;
-    let verified = state.tokens.verify(token).map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        ApiError::Unauthorized
-    })?;
-    let user = state
-        .users
-        .find_by_id(verified.user.id.as_str())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let user = authenticate(&state, &request).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "user": user })))
 }
 

@@ -1,5 +1,6 @@
 //! HTTP routes of auth-service.
 
+mod account;
 mod health;
 mod login;
 mod logout;
@@ -9,13 +10,18 @@ mod signup;
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use common::token::request_bearer_token;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::refresh_tokens::IssuedRefreshToken;
+use crate::startup::AppState;
 use crate::tokens::IssuedToken;
+use crate::user_store::User;
+
+pub use account::Admins;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/auth/signup", web::post().to(signup::signup))
@@ -23,9 +29,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/auth/refresh", web::post().to(refresh::refresh))
         .route("/api/auth/logout", web::post().to(logout::logout))
         .route("/api/auth/me", web::get().to(me::me))
+        .route("/api/auth/me", web::delete().to(account::delete_me))
+        .route(
+            "/api/auth/users/{user_id}/disable",
+            web::post().to(account::disable),
+        )
+        .route(
+            "/api/auth/users/{user_id}/enable",
+            web::post().to(account::enable),
+        )
         .route("/.well-known/jwks.json", web::get().to(me::jwks))
         .route("/health/live", web::get().to(health::live))
         .route("/health/ready", web::get().to(health::ready));
+}
+
+/// The user a request's bearer token names: 401 `unauthorized` when the token is missing or
+/// invalid or the user no longer exists, 403 `account_disabled` when the account is disabled.
+async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<User, ApiError> {
+    let token = request_bearer_token(request).ok_or(ApiError::Unauthorized)?;
+    let verified = state.tokens.verify(token).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        ApiError::Unauthorized
+    })?;
+    let user = state
+        .users
+        .find_by_id(verified.user.id.as_str())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    if user.is_disabled() {
+        return Err(ApiError::AccountDisabled);
+    }
+    Ok(user)
 }
 
 /// The answer of login and refresh: an access token and the refresh token that replaces it.

@@ -32,6 +32,11 @@ pub async fn refresh(
         .find_by_id(&rotated.user_id)
         .await?
         .ok_or(ApiError::InvalidRefreshToken)?;
+    if user.is_disabled() {
+        // Its families were revoked when it was disabled; this one was started meanwhile.
+        state.refresh_tokens.revoke_user(&user.id).await?;
+        return Err(ApiError::InvalidRefreshToken);
+    }
     let access = state.tokens.issue(&user)?;
     tracing::info!(user_id = %user.id, "tokens refreshed");
     Ok(token_pair(access, rotated.token))

@@ -19,7 +19,7 @@ pub struct SignupRequest {
 }
 
 /// Sign-ups are limited per client address; only well-formed ones are charged, as only they
-/// cost a hash.
+/// cost a hash. One of the most common passwords is refused with 422 `weak_password`.
 #[tracing::instrument(skip_all, fields(client = %client.0))]
 pub async fn signup(
     state: web::Data<AppState>,
@@ -39,6 +39,9 @@ pub async fn signup(
         return Err(anyhow::anyhow!("validated fields missing").into());
     };
 
+    if password.is_common() {
+        return Err(ApiError::WeakPassword);
+    }
     state.limits.check_signup(client.0)?;
     let hash = state.passwords.hash(password).await?;
     let user = state

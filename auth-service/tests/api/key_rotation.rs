@@ -1,9 +1,9 @@
-use common::token::{Claims, KeySet, TokenPolicy};
+use common::token::KeySet;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with, token_policy, token_signed_with};
 
 /// A key that signed tokens before the current one took over (test-only).
 const PREVIOUS_PRIVATE_PEM: &str = include_str!("testdata/test-only-previous-key.pem");
@@ -35,20 +35,12 @@ async fn token_from_the_previous_key(app: &TestApp) -> String {
         .json()
         .await
         .expect("json");
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = Claims {
-        sub: signup["user"]["id"].as_str().expect("id").to_string(),
-        name: "alice".into(),
-        iat: now,
-        exp: now + 600,
-        nbf: None,
-        iss: "chat-auth".into(),
-        aud: "chat".into(),
-        jti: ulid::Ulid::new().to_string(),
-    };
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(previous_kid());
-    jsonwebtoken::encode(&header, &claims, &previous_key()).expect("signs")
+    token_signed_with(
+        &previous_key(),
+        Some(previous_kid()),
+        signup["user"]["id"].as_str().expect("id"),
+        "alice",
+    )
 }
 
 #[tokio::test]
@@ -86,13 +78,8 @@ async fn a_token_signed_with_the_previous_key_verifies_with_the_published_jwks_a
     let app = app_publishing_the_previous_key().await;
     let token = token_from_the_previous_key(&app).await;
 
-    let policy = TokenPolicy {
-        issuer: "chat-auth".into(),
-        audience: "chat".into(),
-        leeway_secs: 0,
-    };
     let verified = KeySet::from_jwks(&app.jwks().await)
-        .verify(&token, &policy)
+        .verify(&token, &token_policy())
         .expect("verifies with the published keys");
     assert_eq!(verified.user.username.as_str(), "alice");
 

@@ -1,7 +1,7 @@
-use common::token::{KeySet, TokenPolicy};
+use common::token::KeySet;
 use serde_json::Value;
 
-use crate::helpers::{error_code, signed_up_app, spawn_app};
+use crate::helpers::{TestApp, error_code, signed_up_app, spawn_app, spawn_app_with, token_policy};
 
 #[tokio::test]
 async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
@@ -24,13 +24,8 @@ async fn login_issues_a_bearer_token_that_verifies_with_the_published_jwks() {
         !jwks_text.contains("\"d\""),
         "private key material published"
     );
-    let policy = TokenPolicy {
-        issuer: "chat-auth".into(),
-        audience: "chat".into(),
-        leeway_secs: 0,
-    };
     let user = KeySet::from_jwks(&jwks)
-        .verify(token, &policy)
+        .verify(token, &token_policy())
         .expect("verifies");
     assert_eq!(user.user.username.as_str(), "alice");
 }
@@ -124,4 +119,36 @@ async fn every_failed_login_costs_one_bcrypt_verification_whether_or_not_the_use
     let before = app.passwords.verifications();
     assert_eq!(app.login("alice", "correct horse").await.status(), 200);
     assert_eq!(app.passwords.verifications() - before, 1);
+}
+
+/// The bcrypt cost of alice's stored hash.
+async fn stored_cost(app: &TestApp) -> u32 {
+    let users = app.documents("users").await;
+    let hash = users[0].get_str("password_hash").expect("password hash");
+    auth_service::password::cost_of(hash).expect("a bcrypt hash")
+}
+
+#[tokio::test]
+async fn a_password_stored_at_a_lower_cost_is_hashed_again_at_the_configured_cost_on_login() {
+    let before = signed_up_app().await;
+    assert_eq!(stored_cost(&before).await, 4);
+    let database = before.db.name().to_string();
+    let after = spawn_app_with(|settings| {
+        settings.mongodb.database = database;
+        settings.password.bcrypt_cost = 6;
+    })
+    .await;
+
+    let wrong = after.login("alice", "wrong horse").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        stored_cost(&after).await,
+        4,
+        "a failed login changes nothing"
+    );
+
+    after.login_pair("alice", "correct horse").await;
+    assert_eq!(stored_cost(&after).await, 6);
+    after.login_pair("alice", "correct horse").await;
+    assert_eq!(after.login("alice", "wrong horse").await.status(), 401);
 }

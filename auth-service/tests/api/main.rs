@@ -1,7 +1,9 @@
+mod account;
 mod hardening;
 mod helpers;
 mod key_rotation;
 mod limits;
 mod login;
 mod refresh;
+mod signing_key;
 mod signup;

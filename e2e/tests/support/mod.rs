@@ -165,6 +165,10 @@ impl Drop for Service {
     }
 }
 
+/// The signing key the tests' auth-service uses: the committed test-only key.
+const TEST_ONLY_SIGNING_KEY_PEM: &str =
+    include_str!("../../../auth-service/config/dev-only-signing-key.pem");
+
 /// auth-service, history-service and `gateways` gateways on free ports.
 pub struct System {
     pub auth: Service,
@@ -237,9 +241,16 @@ impl System {
                 HashMap::from([
                     ("AUTH__HTTP__PORT".into(), auth_port.to_string()),
                     ("AUTH__MONGODB__DATABASE".into(), database.clone()),
-                    ("AUTH__PASSWORD__BCRYPT_COST".into(), "4".into()),
-                    // Where auth-service publishes account events.
                     ("AUTH__AMQP__EXCHANGE".into(), exchange.clone()),
+                    ("AUTH__PASSWORD__BCRYPT_COST".into(), "4".into()),
+                    // A free port of its own, so instances never collide.
+                    ("AUTH__METRICS__PORT".into(), "0".into()),
+                    // The committed test-only key, named explicitly: without it the service
+                    // would create a key file of its own in the working directory.
+                    (
+                        "AUTH__JWT__PRIVATE_KEY_PEM".into(),
+                        TEST_ONLY_SIGNING_KEY_PEM.into(),
+                    ),
                 ]),
                 &[
                     ("AUTH__AMQP__URI", &amqp_uri("auth")),
