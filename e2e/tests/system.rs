@@ -182,6 +182,64 @@ async fn history_service_killed_during_500_sends_still_stores_each_message_exact
     assert!(bodies_ok, "every stored message matches its ack");
 }
 
+#[tokio::test]
+async fn a_user_who_deletes_their_account_is_disconnected_everywhere_and_locked_out() {
+    let system = System::start(2).await;
+    let alice_token = system.user(0, "alice").await;
+    let bob_token = system.user(1, "bob").await;
+    let mut alice_here = system.connect(0, &alice_token).await;
+    let mut alice_there = system.connect(1, &alice_token).await;
+    let mut bob = system.connect(1, &bob_token).await;
+    alice_here.join("general").await;
+    bob.join("general").await;
+
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/auth/me", system.gateways[0].url()))
+        .bearer_auth(&alice_token)
+        .json(&serde_json::json!({"password": "correct horse"}))
+        .send()
+        .await
+        .expect("delete sent");
+    assert_eq!(deleted.status(), 204);
+
+    // auth-service's event reaches both gateways: Alice's connections close with 4003.
+    for alice in [&mut alice_here, &mut alice_there] {
+        assert_eq!(alice.close_code(Duration::from_secs(5)).await, Some(4003));
+    }
+    for gateway in &system.gateways {
+        let refused = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{}/ws?token={alice_token}",
+            gateway.port
+        ))
+        .await;
+        assert!(
+            matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 401),
+            "the deleted user's token still opens a connection"
+        );
+    }
+    // history-service refuses the token too (through the gateway's proxy); it answers 503
+    // until it has loaded the token keys, which it may not have needed yet.
+    let status = loop_until(Duration::from_secs(10), || async {
+        let status = reqwest::Client::new()
+            .get(format!(
+                "{}/api/rooms/general/messages",
+                system.gateways[1].url()
+            ))
+            .bearer_auth(&alice_token)
+            .send()
+            .await
+            .expect("history request sent")
+            .status();
+        (status != 503).then_some(status)
+    })
+    .await;
+    assert_eq!(status, 401);
+
+    // Nobody else is affected.
+    bob.send_message("general", "bob-after", "still here").await;
+    assert_eq!(bob.next_of("ack").await["client_id"], "bob-after");
+}
+
 async fn loop_until<T, F, Fut>(limit: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,

@@ -441,6 +441,18 @@ impl Client {
         }
     }
 
+    /// The close code the server sends within `wait` (frames before it are skipped).
+    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) | Err(_) => return None,
+            }
+        }
+    }
+
     /// The next frame of type `kind`; frames of other types are kept for later calls.
     pub async fn next_of(&mut self, kind: &str) -> Value {
         if let Some(index) = self.skipped.iter().position(|f| f["type"] == kind)
