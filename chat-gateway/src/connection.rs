@@ -345,10 +345,25 @@ fn expiry_instant(expires_at: u64) -> tokio::time::Instant {
 
 impl Reader {
     async fn send(&self, frame: ServerFrame<'_>) -> Result<(), Gone> {
-        self.tx
-            .send(Outbound::Frame(Arc::new(frame.to_text().into())))
+        self.enqueue(Outbound::Frame(Arc::new(frame.to_text().into())))
             .await
-            .map_err(|_| Gone)
+    }
+
+    /// Queues `item` for the writer, waiting for room at most `limits.reply_wait_ms`: a client
+    /// that sends but does not read would otherwise hold its reader here forever, past every
+    /// timer of the read loop. Then the connection closes with [`close_code::LAGGED`].
+    async fn enqueue(&self, item: Outbound) -> Result<(), Gone> {
+        let wait = Duration::from_millis(self.hub.limits.reply_wait_ms);
+        match tokio::time::timeout(wait, self.tx.send(item)).await {
+            Ok(sent) => sent.map_err(|_| Gone),
+            Err(_) => {
+                self.tx.stop(Outbound::Close(Some(Box::new(CloseFrame {
+                    code: CloseCode::from(close_code::LAGGED),
+                    reason: "the client does not read".into(),
+                }))));
+                Err(Gone)
+            }
+        }
     }
 
     /// Queues an error without waiting, dropping it when the queue is full: for refusals a
@@ -601,10 +616,8 @@ impl Reader {
         }
         self.hub.metrics.joins.inc();
         // Hold live messages from the moment this connection is a member.
-        self.tx
-            .send(Outbound::BeginJoin(Box::new(room.clone())))
-            .await
-            .map_err(|_| Gone)?;
+        self.enqueue(Outbound::BeginJoin(Box::new(room.clone())))
+            .await?;
         let member = Member {
             user: self.session.user.clone(),
             tx: self.tx.clone(),
@@ -694,10 +707,8 @@ impl Reader {
                 // A catch-up without its history would be a silent gap: refuse the join.
                 tracing::warn!(error = format!("{error:#}"), %room, "history unavailable for a catch-up join");
                 self.leave_room(&room);
-                self.tx
-                    .send(Outbound::Forget(Box::new(room.clone())))
-                    .await
-                    .map_err(|_| Gone)?;
+                self.enqueue(Outbound::Forget(Box::new(room.clone())))
+                    .await?;
                 return Ok(Err(FrameError::new(
                     "unavailable",
                     "history is unavailable; retry the join",
@@ -712,14 +723,12 @@ impl Reader {
             truncated,
         }
         .to_text();
-        self.tx
-            .send(Outbound::Joined(Box::new(JoinedFrame {
-                room,
-                frame: frame.into(),
-                history: messages.iter().map(|m| m.id).collect(),
-            })))
-            .await
-            .map_err(|_| Gone)?;
+        self.enqueue(Outbound::Joined(Box::new(JoinedFrame {
+            room,
+            frame: frame.into(),
+            history: messages.iter().map(|m| m.id).collect(),
+        })))
+        .await?;
         Ok(Ok(()))
     }
 
@@ -728,10 +737,8 @@ impl Reader {
             return Ok(Err(not_joined(&room)));
         }
         self.leave_room(&room);
-        self.tx
-            .send(Outbound::Forget(Box::new(room.clone())))
-            .await
-            .map_err(|_| Gone)?;
+        self.enqueue(Outbound::Forget(Box::new(room.clone())))
+            .await?;
         self.send(ServerFrame::Left { room: &room }).await?;
         Ok(Ok(()))
     }

@@ -87,6 +87,9 @@ pub struct Limits {
     pub max_connections_per_user: usize,
     pub ping_interval_secs: u64,
     pub idle_timeout_secs: u64,
+    /// Longest a reply waits for room in the connection's outbound queue before the
+    /// connection is closed as not reading.
+    pub reply_wait_ms: u64,
 }
 
 impl Settings {

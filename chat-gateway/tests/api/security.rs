@@ -438,3 +438,47 @@ async fn a_client_that_never_finishes_its_handshake_is_disconnected() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_client_that_sends_but_never_reads_is_closed_after_the_reply_wait() {
+    use futures_util::SinkExt;
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|settings| {
+            settings.limits.outbound_queue = 4;
+            settings.limits.socket_send_buffer_bytes = 4096;
+            settings.limits.reply_wait_ms = 300;
+        })
+        .await;
+    let client = gateway
+        .connect_with_small_receive_buffer("u-mute", "mute")
+        .await;
+    let (mut sink, mut stream) = client.socket.split();
+    // Pongs fill the socket buffers and then the outbound queue; nothing is read meanwhile.
+    // The sending stops by itself once the gateway stops reading (or closes).
+    let sender = tokio::spawn(async move {
+        for _ in 0..50_000 {
+            if sink
+                .feed(Message::Text(r#"{"type":"ping"}"#.into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = sink.flush().await;
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let close = loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => break None,
+            Err(_) => panic!("the connection was still open after 10 s"),
+        }
+    };
+    sender.abort();
+    assert_eq!(close, Some(4008));
+}
