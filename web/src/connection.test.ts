@@ -314,6 +314,19 @@ describe('ChatClient', () => {
     expect(client.getSnapshot().connection.status).toBe('stopped');
   });
 
+  it('signs out without reconnecting when the account was deleted or disabled', async () => {
+    const renewToken = vi.fn(async () => {});
+    const { client, sockets, latest, onUnauthorized } = setup({ renewToken });
+    client.start();
+    latest().open();
+    latest().drop(4003);
+    expect(onUnauthorized).toHaveBeenCalledTimes(1);
+    expect(renewToken).not.toHaveBeenCalled();
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sockets).toHaveLength(1);
+    expect(client.getSnapshot().connection.status).toBe('stopped');
+  });
+
   it('keeps retrying when the gateway is unreachable', async () => {
     const { client, sockets, latest, onUnauthorized } = setup({
       checkToken: async () => {

@@ -45,6 +45,9 @@ const OPEN = 1;
 /** Close code of a connection whose access token expired without an `auth` frame renewing it. */
 export const CLOSE_TOKEN_EXPIRED = 4001;
 
+/** Close code of a connection whose user's account was deleted or disabled: never reconnect. */
+export const CLOSE_ACCOUNT_REVOKED = 4003;
+
 export interface ChatClientOptions {
   me: UserRef;
   /** The WebSocket address including the token; called for every attempt. */
@@ -222,6 +225,11 @@ export class ChatClient {
       this.socket = null;
       detach(socket);
       this.stopHeartbeat();
+      if (ev.code === CLOSE_ACCOUNT_REVOKED) {
+        // Every token of this account is refused from now on: retrying would only fail.
+        this.unauthorized();
+        return;
+      }
       this.scheduleReconnect(!opened);
       if (ev.code === CLOSE_TOKEN_EXPIRED && this.opts.renewToken !== undefined) {
         // No need to wait out the backoff: the cause is known and about to be fixed.
