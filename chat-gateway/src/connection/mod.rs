@@ -9,17 +9,24 @@
 //! The writer also stitches each join's history to its live messages: live messages arriving
 //! while the history is fetched are held, and the ones already in the history are dropped, so
 //! the client sees no gap and no duplicate at the seam.
+//!
+//! Where the parts live:
+//! - this file: what a connection is ([`Session`], [`serve`]) and the reader's loop (idle
+//!   timeout, token expiry, pings, rate limit) up to the closing handshake;
+//! - `hub.rs`: what every connection shares ([`Hub`]) and the per-user connection limit
+//!   ([`ConnectionSlot`]).
+
+mod hub;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::num::NonZeroU32;
 
-use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef};
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
 use common::event::{ChatMessage, PresenceState, RoomEvent};
-use common::token::JwksVerifier;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -30,84 +37,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{Accounts, revoked_close};
-use crate::broker::Broker;
-use crate::history::{HistoryClient, HistoryPage};
-use crate::metrics::GatewayMetrics;
+use crate::accounts::revoked_close;
+use crate::history::HistoryPage;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::queue;
-use crate::receipts::{Receipts, Reservation};
-use crate::rooms::{ConnId, JoinedFrame, LiveMessage, Member, Outbound, Rooms};
-use crate::settings::Limits;
+use crate::receipts::Reservation;
+use crate::rooms::{ConnId, JoinedFrame, LiveMessage, Member, Outbound};
 
-/// What every connection shares.
-pub struct Hub {
-    pub rooms: Arc<Rooms>,
-    /// Each user's open connections, closed when the account is deleted or disabled.
-    pub accounts: Arc<Accounts>,
-    pub broker: Broker,
-    pub history: HistoryClient,
-    pub receipts: Receipts,
-    pub limits: Limits,
-    /// Monotonic within this instance, so one gateway's ids never go backwards.
-    pub ids: Mutex<ulid::Generator>,
-    pub next_conn: std::sync::atomic::AtomicU64,
-    /// Verifies tokens of in-band `auth` frames.
-    pub verifier: JwksVerifier,
-    pub metrics: Arc<GatewayMetrics>,
-    /// Open connections per user, for the per-user limit.
-    pub connections: Mutex<HashMap<UserId, usize>>,
-    /// Cancelled at shutdown: connections close with 1001.
-    pub shutdown: CancellationToken,
-}
-
-/// Holds one of a user's connection slots; released when dropped.
-pub struct ConnectionSlot {
-    hub: Arc<Hub>,
-    user: UserId,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut connections = self
-            .hub
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = connections.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                connections.remove(&self.user);
-            }
-        }
-    }
-}
-
-impl Hub {
-    /// Takes a connection slot for `user`, or `None` when the user is at the limit.
-    pub fn claim_slot(self: &Arc<Self>, user: &UserId) -> Option<ConnectionSlot> {
-        let mut connections = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let count = connections.entry(user.clone()).or_insert(0);
-        if *count >= self.limits.max_connections_per_user {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            hub: self.clone(),
-            user: user.clone(),
-        })
-    }
-
-    fn next_message_id(&self) -> MessageId {
-        let mut generator = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
-        // The generator only fails when 2^80 ids were made in one millisecond.
-        let id = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
-        MessageId::from_ulid(id)
-    }
-}
+pub use hub::{ConnectionSlot, Hub};
 
 /// A verified user's connection, after the upgrade.
 pub struct Session {
