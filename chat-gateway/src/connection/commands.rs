@@ -1,0 +1,465 @@
+//! What the reader does with each client frame: `send` publishes a message and acknowledges
+//! it once the broker confirmed it, `auth` replaces the connection's token, `join` makes the
+//! connection a member and sends the room's history, `leave` ends that, `typing` is passed on
+//! to the room, `ping` is answered. Replies go to the writer through the outbound queue like
+//! everything else for the client.
+//!
+//! A handler answers `Result<Result<(), FrameError>, Gone>`: the inner error is a refusal,
+//! answered to the client with an `error` frame; the outer one means the writer is gone and
+//! the connection is over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId};
+use common::event::{ChatMessage, PresenceState, RoomEvent};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::history::HistoryPage;
+use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
+use crate::queue;
+use crate::receipts::Reservation;
+use crate::rooms::{JoinedFrame, Member, Outbound};
+
+use super::{Gone, Reader};
+
+impl Reader {
+    async fn send(&self, frame: ServerFrame<'_>) -> Result<(), Gone> {
+        self.enqueue(Outbound::Frame(Arc::new(frame.to_text().into())))
+            .await
+    }
+
+    /// Queues `item` for the writer, waiting for room at most `limits.reply_wait_ms`: a client
+    /// that sends but does not read would otherwise hold its reader here forever, past every
+    /// timer of the read loop. Then the connection closes with [`close_code::LAGGED`].
+    async fn enqueue(&self, item: Outbound) -> Result<(), Gone> {
+        let wait = Duration::from_millis(self.hub.limits.reply_wait_ms);
+        match tokio::time::timeout(wait, self.tx.send(item)).await {
+            Ok(sent) => sent.map_err(|_| Gone),
+            Err(_) => {
+                self.tx.stop(Outbound::Close(Some(Box::new(CloseFrame {
+                    code: CloseCode::from(close_code::LAGGED),
+                    reason: "the client does not read".into(),
+                }))));
+                Err(Gone)
+            }
+        }
+    }
+
+    /// Queues an error without waiting, dropping it when the queue is full: for refusals a
+    /// client can provoke as fast as it sends, which must neither wait on a client that does
+    /// not read nor hold more than the queue's bound.
+    pub(super) fn try_reply_error(&self, error: &FrameError) -> Result<(), Gone> {
+        let frame = ServerFrame::Error {
+            code: error.code,
+            message: &error.message,
+            client_id: error.client_id.as_deref(),
+        }
+        .to_text();
+        match self.tx.try_send(Outbound::Frame(Arc::new(frame.into()))) {
+            Ok(()) | Err(queue::TrySendError::Full) => Ok(()),
+            Err(queue::TrySendError::Closed) => Err(Gone),
+        }
+    }
+
+    pub(super) async fn reply_error(&self, error: &FrameError) -> Result<(), Gone> {
+        self.send(ServerFrame::Error {
+            code: error.code,
+            message: &error.message,
+            client_id: error.client_id.as_deref(),
+        })
+        .await
+    }
+
+    pub(super) async fn handle(&mut self, text: &str) -> Result<(), Gone> {
+        let frame = match protocol::parse(text) {
+            Ok(frame) => frame,
+            Err(error) => return self.reply_error(&error).await,
+        };
+        let outcome = match frame {
+            ClientFrame::Ping => return self.send(ServerFrame::Pong).await,
+            ClientFrame::Auth { token } => self.reauthenticate(token).await?,
+            ClientFrame::Join { room, since } => self.join(room, since).await?,
+            ClientFrame::Leave { room } => self.leave(room).await?,
+            ClientFrame::Send {
+                room,
+                client_id,
+                body,
+            } => self.send_message(room, client_id, body).await?,
+            ClientFrame::Typing { room } => {
+                if !self.joined.contains(&room) {
+                    Err(not_joined(&room))
+                } else {
+                    // At most one typing event per room every two seconds per connection.
+                    let now = Instant::now();
+                    let recent = self
+                        .last_typing
+                        .get(&room)
+                        .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(2));
+                    if !recent {
+                        self.last_typing.insert(room.clone(), now);
+                        self.hub.broker.publish_room_event(RoomEvent::Typing {
+                            v: common::event::EVENT_VERSION,
+                            origin: self.hub.broker.origin().to_string(),
+                            room,
+                            user: self.session.user.clone(),
+                        });
+                    }
+                    Ok(())
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(error) => self.reply_error(&error).await,
+        }
+    }
+
+    /// Publishes a message and acknowledges it once the broker confirmed it. A `client_id`
+    /// this user already used is answered with the original id (see [`crate::receipts`]) and
+    /// published again only when history-service has not stored it.
+    async fn send_message(
+        &mut self,
+        room: RoomId,
+        client_id: ClientMessageId,
+        body: MessageBody,
+    ) -> Result<Result<(), FrameError>, Gone> {
+        let cid = client_id.to_string();
+        let refuse = |code: &'static str, message: String| {
+            Ok(Err(FrameError {
+                code,
+                message,
+                client_id: Some(cid.clone()),
+            }))
+        };
+        if !self.joined.contains(&room) {
+            let error = not_joined(&room);
+            return refuse(error.code, error.message);
+        }
+        let id = self.hub.next_message_id();
+        let sent_at = chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64)
+            .unwrap_or_else(chrono::Utc::now);
+        let user = &self.session.user.id;
+        let reservation = match self
+            .hub
+            .receipts
+            .reserve(user, &client_id, &room, id, sent_at)
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "send receipts unavailable");
+                return refuse(
+                    "unavailable",
+                    "the message store is unavailable; retry with the same client_id".into(),
+                );
+            }
+        };
+        let (id, sent_at, publish) = match reservation {
+            Reservation::New => (id, sent_at, true),
+            Reservation::Existing { room: earlier, .. } if earlier != room.as_str() => {
+                return refuse(
+                    "duplicate_client_id",
+                    format!("client_id was already used for a message in room `{earlier}`"),
+                );
+            }
+            Reservation::Existing { id, sent_at, .. } => {
+                // Publish again unless it is known to be stored: the first attempt may never
+                // have reached the broker. When history cannot tell, publishing is the safe
+                // side, as copies of one id are de-duplicated.
+                let stored = self
+                    .hub
+                    .history
+                    .is_stored(&room, id, &self.session.token)
+                    .await;
+                if let Err(error) = &stored {
+                    tracing::debug!(
+                        error = format!("{error:#}"),
+                        "cannot tell whether a retried message is stored"
+                    );
+                }
+                (id, sent_at, !stored.unwrap_or(false))
+            }
+        };
+        let message = ChatMessage {
+            id,
+            room,
+            client_id,
+            author: self.session.user.clone(),
+            body,
+            sent_at,
+        };
+        let started = Instant::now();
+        let published = if publish {
+            let result = self.hub.broker.publish_message(&message).await;
+            match &result {
+                Ok(()) => {
+                    self.hub.metrics.messages_published.inc();
+                    self.hub
+                        .metrics
+                        .publish_confirm_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Err(_) => self.hub.metrics.publish_failures.inc(),
+            }
+            result
+        } else {
+            Ok(())
+        };
+        if let Err(error) = published {
+            return refuse(
+                "unavailable",
+                format!("{error}; retry with the same client_id"),
+            );
+        }
+        self.send(ServerFrame::Ack {
+            client_id: &message.client_id,
+            id: message.id,
+            sent_at: &message.sent_at,
+        })
+        .await?;
+        Ok(Ok(()))
+    }
+
+    /// Replaces the connection's token with a fresh one of the same user.
+    async fn reauthenticate(&mut self, token: String) -> Result<Result<(), FrameError>, Gone> {
+        let verified = match self.hub.verifier.verify(&token).await {
+            Ok(verified) => verified,
+            Err(common::token::TokenError::KeysUnavailable(_)) => {
+                return Ok(Err(FrameError::new(
+                    "unavailable",
+                    "tokens cannot be verified right now; retry shortly",
+                )));
+            }
+            Err(error) => {
+                tracing::debug!(%error, "in-band token refused");
+                return Ok(Err(FrameError::new(
+                    "unauthorized",
+                    "the token is invalid or expired",
+                )));
+            }
+        };
+        if verified.user.id != self.session.user.id {
+            return Ok(Err(FrameError::new(
+                "unauthorized",
+                "the token belongs to another user",
+            )));
+        }
+        self.session.token = token;
+        self.session.expires_at = verified.expires_at;
+        self.session.issued_at = verified.issued_at;
+        self.send(ServerFrame::Authenticated {
+            expires_at: verified.expires_at,
+        })
+        .await?;
+        Ok(Ok(()))
+    }
+
+    /// The room's recent messages from history-service (a read shared with the other joins of
+    /// the room in flight), filling the room's memory when the read can complete it.
+    async fn read_recent(&self, room: &RoomId) -> anyhow::Result<HistoryPage> {
+        let ticket = self
+            .hub
+            .rooms
+            .read_ticket(room, self.hub.broker.is_connected());
+        let (page, ticket) = self
+            .hub
+            .history
+            .recent(room, &self.session.token, ticket)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error:#}"))?;
+        if let Some(ticket) = ticket {
+            self.hub.rooms.fill(room, &page.messages, ticket);
+        }
+        Ok(HistoryPage::clone(&page))
+    }
+
+    async fn join(
+        &mut self,
+        room: RoomId,
+        since: Option<MessageId>,
+    ) -> Result<Result<(), FrameError>, Gone> {
+        if self.joined.contains(&room) {
+            return Ok(Err(FrameError::new(
+                "already_joined",
+                format!("already in room `{room}`"),
+            )));
+        }
+        if self.joined.len() >= self.hub.limits.max_rooms_per_connection {
+            return Ok(Err(FrameError::new(
+                "too_many_rooms",
+                format!(
+                    "at most {} rooms per connection",
+                    self.hub.limits.max_rooms_per_connection
+                ),
+            )));
+        }
+        self.hub.metrics.joins.inc();
+        // Hold live messages from the moment this connection is a member.
+        self.enqueue(Outbound::BeginJoin(Box::new(room.clone())))
+            .await?;
+        let member = Member {
+            user: self.session.user.clone(),
+            tx: self.tx.clone(),
+        };
+        let joined = self.hub.rooms.join(&room, self.conn, member);
+        joined.bound.cancelled().await;
+        self.joined.push(room.clone());
+        if joined.first_local {
+            self.hub
+                .broker
+                .publish_room_event(RoomEvent::PresenceQuery {
+                    v: common::event::EVENT_VERSION,
+                    origin: self.hub.broker.origin().to_string(),
+                    room: room.clone(),
+                });
+        }
+        if joined.first_for_user {
+            self.hub
+                .broker
+                .presence(&room, &self.session.user, PresenceState::Online, false);
+        }
+
+        // Messages published after `since` can have earlier ids (an id is made before the
+        // message is published, and a retry keeps it): those published from a little before
+        // `since` was are sent too, and the client drops the ones it already has.
+        let known = since.and_then(|since| self.hub.rooms.published_at(&room, since));
+        let page = match since {
+            Some(since) => {
+                let published_after = known.map(|at| self.hub.history.late_from(at));
+                self.hub
+                    .history
+                    .after(&room, since, published_after, &self.session.token)
+                    .await
+            }
+            None => match self
+                .hub
+                .rooms
+                .complete_recent(&room, self.hub.history.recent_limit())
+            {
+                Some(messages) => {
+                    self.hub.metrics.joins_from_memory.inc();
+                    Ok(HistoryPage {
+                        messages,
+                        has_more: false,
+                        published_after: None,
+                    })
+                }
+                None => self.read_recent(&room).await,
+            },
+        };
+        let (messages, truncated) = match page {
+            Ok(page) if page.has_more && since.is_some() => (page.messages, true),
+            Ok(page) => {
+                // Add what this gateway saw but history-service may not have stored yet.
+                let limit = if since.is_some() {
+                    usize::MAX
+                } else {
+                    self.hub.history.recent_limit()
+                };
+                (
+                    merge_recent(
+                        page.messages,
+                        self.hub.rooms.recent_after(
+                            &room,
+                            since,
+                            page.published_after
+                                .and_then(chrono::DateTime::from_timestamp_millis),
+                        ),
+                        limit,
+                    ),
+                    false,
+                )
+            }
+            Err(error) if since.is_none() => {
+                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable; joining with what this gateway saw");
+                let limit = self.hub.history.recent_limit();
+                (
+                    merge_recent(
+                        Vec::new(),
+                        self.hub.rooms.recent_after(&room, None, None),
+                        limit,
+                    ),
+                    false,
+                )
+            }
+            Err(error) => {
+                // A catch-up without its history would be a silent gap: refuse the join.
+                tracing::warn!(error = format!("{error:#}"), %room, "history unavailable for a catch-up join");
+                self.leave_room(&room);
+                self.enqueue(Outbound::Forget(Box::new(room.clone())))
+                    .await?;
+                return Ok(Err(FrameError::new(
+                    "unavailable",
+                    "history is unavailable; retry the join",
+                )));
+            }
+        };
+        let members = self.hub.rooms.members(&room);
+        let frame = ServerFrame::Joined {
+            room: &room,
+            members: &members,
+            messages: &messages,
+            truncated,
+        }
+        .to_text();
+        self.enqueue(Outbound::Joined(Box::new(JoinedFrame {
+            room,
+            frame: frame.into(),
+            history: messages.iter().map(|m| m.id).collect(),
+        })))
+        .await?;
+        Ok(Ok(()))
+    }
+
+    async fn leave(&mut self, room: RoomId) -> Result<Result<(), FrameError>, Gone> {
+        if !self.joined.contains(&room) {
+            return Ok(Err(not_joined(&room)));
+        }
+        self.leave_room(&room);
+        self.enqueue(Outbound::Forget(Box::new(room.clone())))
+            .await?;
+        self.send(ServerFrame::Left { room: &room }).await?;
+        Ok(Ok(()))
+    }
+
+    fn leave_room(&mut self, room: &RoomId) {
+        self.joined.retain(|joined| joined != room);
+        self.last_typing.remove(room);
+        if self.hub.rooms.leave(room, self.conn) == Some(true) {
+            self.hub
+                .broker
+                .presence(room, &self.session.user, PresenceState::Offline, false);
+        }
+    }
+
+    pub(super) fn leave_all(&mut self) {
+        for room in std::mem::take(&mut self.joined) {
+            self.leave_room(&room);
+        }
+    }
+}
+
+/// History plus the messages this gateway remembers, by id without duplicates, keeping the
+/// `limit` latest.
+fn merge_recent(
+    history: Vec<ChatMessage>,
+    recent: Vec<ChatMessage>,
+    limit: usize,
+) -> Vec<ChatMessage> {
+    if recent.is_empty() {
+        return history;
+    }
+    let mut merged: std::collections::BTreeMap<MessageId, ChatMessage> =
+        history.into_iter().map(|m| (m.id, m)).collect();
+    for message in recent {
+        merged.entry(message.id).or_insert(message);
+    }
+    let skip = merged.len().saturating_sub(limit);
+    merged.into_values().skip(skip).collect()
+}
+
+fn not_joined(room: &RoomId) -> FrameError {
+    FrameError::new("not_joined", format!("join room `{room}` first"))
+}
