@@ -15,12 +15,12 @@ use common::revocation::Revocations;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::outbox;
 use crate::protocol::close_code;
-use crate::queue;
 use crate::rooms::{ConnId, Outbound};
 
 /// Each user's connections by id, with the sending half of their outbound queue.
-type OpenConnections = HashMap<UserId, Vec<(ConnId, queue::Sender<Outbound>)>>;
+type OpenConnections = HashMap<UserId, Vec<(ConnId, outbox::Sender<Outbound>)>>;
 
 /// The open connections of each user, reachable by user id.
 pub struct Accounts {
@@ -44,7 +44,7 @@ impl Accounts {
         user: &UserId,
         issued_at: u64,
         conn: ConnId,
-        tx: &queue::Sender<Outbound>,
+        tx: &outbox::Sender<Outbound>,
     ) -> bool {
         let mut open = self.lock();
         // Checked under the lock that `apply` takes to close connections: a revocation is

@@ -1,7 +1,7 @@
 //! chat-gateway: the WebSocket endpoint of the chat.
 //!
 //! A tour: [`server`] verifies the access token and upgrades `/ws`; [`connection`] runs one
-//! socket (frames from [`protocol`], a bounded outbound [`queue`], join/history stitching);
+//! socket (frames from [`protocol`], a bounded [`outbox`], join/history stitching);
 //! [`rooms`] tracks which local connections are in which room and fans frames out to them;
 //! [`broker`] publishes chat messages to RabbitMQ with confirms and feeds this instance's queue
 //! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent
@@ -13,9 +13,9 @@ pub mod broker;
 pub mod connection;
 pub mod history;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod proxy;
-pub mod queue;
 pub mod receipts;
 pub mod rooms;
 pub mod server;

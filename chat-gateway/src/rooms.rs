@@ -23,13 +23,13 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::GatewayMetrics;
-use crate::queue;
+use crate::outbox;
 
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
 /// What a connection's writer receives, in order. Kept to one pointer (every queued item
-/// takes its size in the connection's [`crate::queue`]): frames and live messages are shared
+/// takes its size in the connection's [`crate::outbox`]): frames and live messages are shared
 /// by all their recipients, the rest is boxed.
 #[derive(Debug)]
 pub enum Outbound {
@@ -47,10 +47,10 @@ pub enum Outbound {
     /// Time to ping the client.
     Ping,
     /// The queue overflowed while fanning out this room: tell the client and close.
-    /// Sent with [`queue::Sender::stop`].
+    /// Sent with [`outbox::Sender::stop`].
     Lagged(Box<RoomId>),
     /// Close the connection, with this close frame if any. Sent with
-    /// [`queue::Sender::stop`].
+    /// [`outbox::Sender::stop`].
     Close(Option<Box<CloseFrame>>),
 }
 
@@ -86,7 +86,7 @@ pub enum TopologyCommand {
 #[derive(Clone)]
 pub struct Member {
     pub user: UserRef,
-    pub tx: queue::Sender<Outbound>,
+    pub tx: outbox::Sender<Outbound>,
 }
 
 #[derive(Default)]
@@ -218,11 +218,11 @@ impl Rooms {
         for member in entry.local.values() {
             match member.tx.try_send(make()) {
                 Ok(()) => delivered += 1,
-                Err(queue::TrySendError::Full) => {
+                Err(outbox::TrySendError::Full) => {
                     self.metrics.outbound_overflows.inc();
                     member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
                 }
-                Err(queue::TrySendError::Closed) => {}
+                Err(outbox::TrySendError::Closed) => {}
             }
         }
         self.metrics.frames_delivered.inc_by(delivered as u64);
@@ -436,8 +436,8 @@ mod tests {
     use super::*;
     use common::domain::Username;
 
-    fn member(user: &str, capacity: usize) -> (Member, queue::Receiver<Outbound>) {
-        let (tx, rx) = queue::bounded(capacity);
+    fn member(user: &str, capacity: usize) -> (Member, outbox::Receiver<Outbound>) {
+        let (tx, rx) = outbox::bounded(capacity);
         let user = UserRef {
             id: UserId::parse(format!("id-{user}")).expect("id"),
             username: Username::parse(user.to_string()).expect("username"),

@@ -1,8 +1,8 @@
 //! What the reader does with each client frame: `send` publishes a message and acknowledges
 //! it once the broker confirmed it, `auth` replaces the connection's token, `join` makes the
 //! connection a member and sends the room's history, `leave` ends that, `typing` is passed on
-//! to the room, `ping` is answered. Replies go to the writer through the outbound queue like
-//! everything else for the client.
+//! to the room, `ping` is answered. Replies go to the writer through the connection's outbox
+//! like everything else for the client.
 //!
 //! A handler answers `Result<Result<(), FrameError>, Gone>`: the inner error is a refusal,
 //! answered to the client with an `error` frame; the outer one means the writer is gone and
@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::history::HistoryPage;
+use crate::outbox;
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
-use crate::queue;
 use crate::receipts::Reservation;
 use crate::rooms::{JoinedFrame, Member, Outbound};
 
@@ -58,8 +58,8 @@ impl Reader {
         }
         .to_text();
         match self.tx.try_send(Outbound::Frame(Arc::new(frame.into()))) {
-            Ok(()) | Err(queue::TrySendError::Full) => Ok(()),
-            Err(queue::TrySendError::Closed) => Err(Gone),
+            Ok(()) | Err(outbox::TrySendError::Full) => Ok(()),
+            Err(outbox::TrySendError::Closed) => Err(Gone),
         }
     }
 

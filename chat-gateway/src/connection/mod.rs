@@ -1,10 +1,11 @@
 //! One WebSocket connection: a reader that handles client frames and a writer that owns the
 //! socket's sending half.
 //!
-//! Everything for the client goes through one bounded queue to the writer, in order. Fan-out
-//! never waits on it: a full queue is stopped with [`Outbound::Lagged`] and the writer closes
-//! the connection with [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded
-//! however many clients stop reading. The reader ends the writer the same way
+//! Everything for the client goes through one bounded queue, the connection's
+//! [outbox](crate::outbox), to the writer, in order. Fan-out never waits on it: a full queue
+//! is stopped with [`Outbound::Lagged`] and the writer closes the connection with
+//! [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded however many clients
+//! stop reading. The reader ends the writer the same way
 //! ([`Outbound::Close`]), and learns that the writer ended when the queue's receiver is gone.
 //! The writer also stitches each join's history to its live messages: live messages arriving
 //! while the history is fetched are held, and the ones already in the history are dropped, so
@@ -41,8 +42,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::accounts::revoked_close;
+use crate::outbox;
 use crate::protocol::{FrameError, close_code};
-use crate::queue;
 use crate::rooms::{ConnId, Outbound};
 
 pub use hub::{ConnectionSlot, Hub};
@@ -78,7 +79,7 @@ where
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (sink, stream) = socket.split();
-    let (tx, rx) = queue::bounded(hub.limits.outbound_queue);
+    let (tx, rx) = outbox::bounded(hub.limits.outbound_queue);
     if !hub
         .accounts
         .register(&session.user.id, session.issued_at, conn, &tx)
@@ -254,7 +255,7 @@ struct Reader {
     conn: ConnId,
     hub: Arc<Hub>,
     session: Session,
-    tx: queue::Sender<Outbound>,
+    tx: outbox::Sender<Outbound>,
     /// Rooms joined, in join order (a handful: a set costs more than it saves).
     joined: Vec<RoomId>,
     last_typing: HashMap<RoomId, Instant>,

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox;
 use crate::protocol::{ServerFrame, close_code};
-use crate::queue;
 use crate::rooms::{JoinedFrame, LiveMessage, Outbound};
 
 /// Writes until the queue ends or is stopped, the connection lags or the server stops;
@@ -31,7 +31,7 @@ use crate::rooms::{JoinedFrame, LiveMessage, Outbound};
 #[allow(clippy::manual_async_fn)]
 pub(super) fn write_loop<S>(
     mut sink: S,
-    mut rx: queue::Receiver<Outbound>,
+    mut rx: outbox::Receiver<Outbound>,
     shutdown: CancellationToken,
     max_held: usize,
 ) -> impl Future<Output = S> + Send
@@ -169,7 +169,7 @@ enum Stop {
 }
 
 impl From<Outbound> for Stop {
-    /// The stop item of the queue (see [`queue::Sender::stop`]).
+    /// The stop item of the queue (see [`outbox::Sender::stop`]).
     fn from(last: Outbound) -> Self {
         match last {
             Outbound::Lagged(room) => Stop::Lagged(Some(*room)),

@@ -1,4 +1,6 @@
-//! A connection's outbound queue: bounded, many senders, one receiver.
+//! A connection's outbox: the queue of what is to be written to its client, bounded, with many
+//! senders (the connection's reader, room fan-out, account changes) and one receiver (the
+//! connection's writer).
 //!
 //! Any sender can also end the queue with a last item ([`Sender::stop`]): the receiver gets
 //! it instead of anything still queued, even while it is busy elsewhere
