@@ -15,9 +15,9 @@ use common::revocation::Revocations;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::outbox;
+use crate::connection::ConnId;
+use crate::outbox::{self, Outbound};
 use crate::protocol::close_code;
-use crate::rooms::{ConnId, Outbound};
 
 /// Each user's connections by id, with the sending half of their outbound queue.
 type OpenConnections = HashMap<UserId, Vec<(ConnId, outbox::Sender<Outbound>)>>;

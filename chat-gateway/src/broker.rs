@@ -37,8 +37,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
+use crate::outbox::{LiveMessage, Outbound};
 use crate::protocol::ServerFrame;
-use crate::rooms::{LiveMessage, Outbound, Rooms, TopologyCommand};
+use crate::rooms::{Rooms, TopologyCommand};
 use crate::settings::GatewayAmqpSettings;
 
 /// Deliveries of the instance queue the broker sends ahead of their acknowledgements.

@@ -1,6 +1,6 @@
-//! A connection's outbox: the queue of what is to be written to its client, bounded, with many
-//! senders (the connection's reader, room fan-out, account changes) and one receiver (the
-//! connection's writer).
+//! A connection's outbox: what is to be written to its client ([`Outbound`]), in a queue that
+//! is bounded, with many senders (the connection's reader, room fan-out, account changes) and
+//! one receiver (the connection's writer).
 //!
 //! Any sender can also end the queue with a last item ([`Sender::stop`]): the receiver gets
 //! it instead of anything still queued, even while it is busy elsewhere
@@ -17,7 +17,53 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use common::domain::{MessageId, RoomId};
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// What a connection's writer receives, in order. Kept to one pointer (every queued item
+/// takes its size in the outbox): frames and live messages are shared by all their
+/// recipients, the rest is boxed.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame written as is.
+    Frame(Arc<Utf8Bytes>),
+    /// A live chat message of a room; deduplicated against history at the join seam.
+    RoomMessage(Arc<LiveMessage>),
+    /// A join is in progress: hold the room's live messages until its `joined` frame.
+    BeginJoin(Box<RoomId>),
+    /// The `joined` frame; live messages held since `BeginJoin` follow it, minus the ones
+    /// already in `history`.
+    Joined(Box<JoinedFrame>),
+    /// The room was left (or the join failed): drop what is held for it.
+    Forget(Box<RoomId>),
+    /// Time to ping the client.
+    Ping,
+    /// The queue overflowed while fanning out this room: tell the client and close.
+    /// Sent with [`Sender::stop`].
+    Lagged(Box<RoomId>),
+    /// Close the connection, with this close frame if any. Sent with [`Sender::stop`].
+    Close(Option<Box<CloseFrame>>),
+}
+
+const _: () = assert!(std::mem::size_of::<Outbound>() == 16);
+
+/// A chat message as delivered live: serialized once, shared by every local member.
+#[derive(Debug)]
+pub struct LiveMessage {
+    pub room: RoomId,
+    pub id: MessageId,
+    pub frame: Utf8Bytes,
+}
+
+/// A `joined` frame and the ids of the messages it carries.
+#[derive(Debug)]
+pub struct JoinedFrame {
+    pub room: RoomId,
+    pub frame: Utf8Bytes,
+    pub history: Vec<MessageId>,
+}
 
 /// Capacity kept by an empty queue; a drained queue that grew beyond it shrinks back.
 const KEEP_WHEN_EMPTY: usize = 16;

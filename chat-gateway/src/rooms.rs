@@ -18,59 +18,11 @@ use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId, UserId, UserRef};
 use common::event::ChatMessage;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::ConnId;
 use crate::metrics::GatewayMetrics;
-use crate::outbox;
-
-/// Identifies one WebSocket connection of this gateway.
-pub type ConnId = u64;
-
-/// What a connection's writer receives, in order. Kept to one pointer (every queued item
-/// takes its size in the connection's [`crate::outbox`]): frames and live messages are shared
-/// by all their recipients, the rest is boxed.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame written as is.
-    Frame(Arc<Utf8Bytes>),
-    /// A live chat message of a room; deduplicated against history at the join seam.
-    RoomMessage(Arc<LiveMessage>),
-    /// A join is in progress: hold the room's live messages until its `joined` frame.
-    BeginJoin(Box<RoomId>),
-    /// The `joined` frame; live messages held since `BeginJoin` follow it, minus the ones
-    /// already in `history`.
-    Joined(Box<JoinedFrame>),
-    /// The room was left (or the join failed): drop what is held for it.
-    Forget(Box<RoomId>),
-    /// Time to ping the client.
-    Ping,
-    /// The queue overflowed while fanning out this room: tell the client and close.
-    /// Sent with [`outbox::Sender::stop`].
-    Lagged(Box<RoomId>),
-    /// Close the connection, with this close frame if any. Sent with
-    /// [`outbox::Sender::stop`].
-    Close(Option<Box<CloseFrame>>),
-}
-
-const _: () = assert!(std::mem::size_of::<Outbound>() == 16);
-
-/// A chat message as delivered live: serialized once, shared by every local member.
-#[derive(Debug)]
-pub struct LiveMessage {
-    pub room: RoomId,
-    pub id: MessageId,
-    pub frame: Utf8Bytes,
-}
-
-/// A `joined` frame and the ids of the messages it carries.
-#[derive(Debug)]
-pub struct JoinedFrame {
-    pub room: RoomId,
-    pub frame: Utf8Bytes,
-    pub history: Vec<MessageId>,
-}
+use crate::outbox::{self, Outbound};
 
 /// Topology changes for the broker task, applied in order.
 #[derive(Debug)]
@@ -435,6 +387,7 @@ impl Rooms {
 mod tests {
     use super::*;
     use common::domain::Username;
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
 
     fn member(user: &str, capacity: usize) -> (Member, outbox::Receiver<Outbound>) {
         let (tx, rx) = outbox::bounded(capacity);

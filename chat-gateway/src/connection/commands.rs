@@ -17,10 +17,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::history::HistoryPage;
-use crate::outbox;
+use crate::outbox::{self, JoinedFrame, Outbound};
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::Reservation;
-use crate::rooms::{JoinedFrame, Member, Outbound};
+use crate::rooms::Member;
 
 use super::{Gone, Reader};
 

@@ -42,12 +42,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::accounts::revoked_close;
-use crate::outbox;
+use crate::outbox::{self, Outbound};
 use crate::protocol::{FrameError, close_code};
-use crate::rooms::{ConnId, Outbound};
 
 pub use hub::{ConnectionSlot, Hub};
 use writer::write_loop;
+
+/// Identifies one WebSocket connection of this gateway.
+pub type ConnId = u64;
 
 /// A verified user's connection, after the upgrade.
 pub struct Session {

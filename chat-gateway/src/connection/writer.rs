@@ -19,9 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
-use crate::outbox;
+use crate::outbox::{self, JoinedFrame, LiveMessage, Outbound};
 use crate::protocol::{ServerFrame, close_code};
-use crate::rooms::{JoinedFrame, LiveMessage, Outbound};
 
 /// Writes until the queue ends or is stopped, the connection lags or the server stops;
 /// returns the sink so the caller can finish the closing handshake.
