@@ -1,7 +1,10 @@
 //! chat-gateway: the WebSocket endpoint of the chat.
 //!
 //! A tour: [`server`] verifies the access token and upgrades `/ws`; [`connection`] runs one
-//! socket (frames from [`protocol`], a bounded [`outbox`], join/history stitching);
+//! socket: its read loop (`connection/mod.rs`), what it does with each client frame of
+//! [`protocol`] (`commands.rs`), what every connection shares (`hub.rs`) and the writer that
+//! stitches each join's history to its live messages (`writer.rs`). Everything for a client is
+//! queued in its bounded [`outbox`]. [`receipts`] lets a retried send keep its first id;
 //! [`rooms`] tracks which local connections are in which room and fans frames out to them;
 //! [`broker`] publishes chat messages to RabbitMQ with confirms and feeds this instance's queue
 //! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent

@@ -1,12 +1,12 @@
 //! One WebSocket connection: a reader that handles client frames and a writer that owns the
 //! socket's sending half.
 //!
-//! Everything for the client goes through one bounded queue, the connection's
-//! [outbox](crate::outbox), to the writer, in order. Fan-out never waits on it: a full queue
-//! is stopped with [`Outbound::Lagged`] and the writer closes the connection with
-//! [`close_code::LAGGED`] after a `lagged` frame, so memory stays bounded however many clients
-//! stop reading. The reader ends the writer the same way
-//! ([`Outbound::Close`]), and learns that the writer ended when the queue's receiver is gone.
+//! Everything for the client goes through one bounded queue, the connection's [`outbox`], to
+//! the writer, in order. Fan-out never waits on it: a full queue is stopped with
+//! [`Outbound::Lagged`] and the writer closes the connection with [`close_code::LAGGED`] after
+//! a `lagged` frame, so memory stays bounded however many clients stop reading. The reader ends
+//! the writer the same way ([`Outbound::Close`]), and learns that the writer ended when the
+//! queue's receiver is gone.
 //! The writer also stitches each join's history to its live messages: live messages arriving
 //! while the history is fetched are held, and the ones already in the history are dropped, so
 //! the client sees no gap and no duplicate at the seam.
