@@ -6,7 +6,7 @@
 //! it instead of anything still queued, even while it is busy elsewhere
 //! ([`Receiver::stopped`]).
 //! The connection uses it for what must end the writer now: a fan-out that found the queue
-//! full, or the reader closing the connection.
+//! full, the reader closing the connection, or the user's account being revoked.
 //!
 //! Every open connection owns one, idle or not, so it is built to cost little while empty:
 //! one small shared allocation and a `VecDeque` that allocates on first use and gives back
