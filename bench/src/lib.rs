@@ -102,6 +102,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     if !summary.rows.is_empty() {
         ctx.reporter.emit(summary)?;
     }
+    // The driver ends its sessions while the runtime still runs: left to the drop at exit,
+    // that clean-up can find the driver's workers gone and panic.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ctx.mongo.clone().shutdown(),
+    )
+    .await;
     Ok(Outcome { passed, failed })
 }
 
