@@ -772,8 +772,9 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
 
     let fill = Fill::now(plan.rooms, plan.messages_per_room);
     let fill_start = Instant::now();
-    let documents: Vec<Document> = fill.documents(target.protocol, &ctx.usernames).collect();
-    for batch in documents.chunks(plan.insert_batch.max(1)) {
+    let mut documents = fill.documents(target.protocol, &ctx.usernames).peekable();
+    while documents.peek().is_some() {
+        let batch: Vec<Document> = documents.by_ref().take(plan.insert_batch.max(1)).collect();
         messages
             .insert_many(batch)
             .ordered(false)
