@@ -222,7 +222,7 @@ set +e
 	--mongo "$MONGO_URI" \
 	--ours-gateway "127.0.0.1:$GATEWAY_PORT" --ours-gateway "127.0.0.1:$GATEWAY2_PORT" \
 	--ours-auth "http://127.0.0.1:$AUTH_PORT" --ours-auth-slow "http://127.0.0.1:$AUTH_SLOW_PORT" \
-	--ours-db "${RUN_ID}_history" \
+	--ours-db "${RUN_ID}_history" --ours-history "http://127.0.0.1:$HISTORY_PORT" \
 	--ours-pid "gateway=${GATEWAY_PIDS[0]}" --ours-pid "gateway2=${GATEWAY_PIDS[1]}" \
 	--ours-pid "history=$HISTORY_PID" \
 	--peer "127.0.0.1:$PEER_PORT" --peer-slow "127.0.0.1:$PEER_SLOW_PORT" \

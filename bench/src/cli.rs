@@ -40,13 +40,16 @@ pub enum Profile {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 /// In the order they run: the scenarios that store messages come after the ones whose joins
-/// read history, so those joins find an empty store.
+/// read history, so those joins find an empty store. The storm fills the store itself and
+/// empties it afterwards; it runs last so that a target still working off its joins cannot
+/// slow another scenario down.
 pub enum Scenario {
     Idle,
     Connect,
     Fanout,
     Persistence,
     Auth,
+    Storm,
 }
 
 #[derive(Args)]
@@ -60,7 +63,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "idle,connect,fanout,persistence,auth"
+        default_value = "idle,connect,fanout,persistence,auth,storm"
     )]
     pub scenarios: Vec<Scenario>,
     /// Prefix of the usernames created on both targets (unique per run).
@@ -81,6 +84,18 @@ pub struct RunArgs {
     /// history-service's database (messages land in its `messages` collection).
     #[arg(long)]
     pub ours_db: String,
+    /// history-service's base URL: the storm polls its `/health/ready`. Without it, the
+    /// storm reports no readiness and no history reads.
+    #[arg(long)]
+    pub ours_history: Option<String>,
+    /// Where history-service serves its Prometheus metrics, for the storm's count of history
+    /// reads (default: `<ours-history>/metrics`).
+    #[arg(long)]
+    pub ours_history_metrics: Option<String>,
+    /// Where the first gateway serves its Prometheus metrics, for the storm's count of joins
+    /// answered from memory (default: `http://<first ours-gateway>/metrics`).
+    #[arg(long)]
+    pub ours_gateway_metrics: Option<String>,
     /// Our processes as name=pid; `gateway` and `gateway2` hold the connections, the others
     /// (history, rabbitmq, ferretdb) count in the CPU columns.
     #[arg(long)]

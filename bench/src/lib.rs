@@ -6,7 +6,7 @@
 //! A tour: [`wire`] speaks both protocols (our JSON frames, socket.io's Engine.IO v4 packets);
 //! [`client`] opens authenticated connections and keeps fleets of them alive; [`accounts`]
 //! signs users up and logs them in; [`measure`] has the histograms, the open-loop pacer and the
-//! `/proc` readers; [`scenario`] holds the five scenarios; [`report`] prints and writes tables;
+//! `/proc` readers; [`scenario`] holds the six scenarios; [`report`] prints and writes tables;
 //! [`plan`] sizes everything for the `quick` and `full` profiles.
 
 pub mod accounts;
@@ -82,6 +82,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
             Scenario::Persistence => scenario::persistence::run(&mut ctx, &list).await,
             Scenario::Fanout => scenario::fanout::run(&mut ctx, &list).await,
             Scenario::Auth => scenario::auth::run(&mut ctx, &list).await,
+            Scenario::Storm => scenario::storm::run(&mut ctx, &list).await,
         };
         match result {
             Ok(()) => {
@@ -101,6 +102,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
     if !summary.rows.is_empty() {
         ctx.reporter.emit(summary)?;
     }
+    // The driver ends its sessions while the runtime still runs: left to the drop at exit,
+    // that clean-up can find the driver's workers gone and panic.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ctx.mongo.clone().shutdown(),
+    )
+    .await;
     Ok(Outcome { passed, failed })
 }
 

@@ -17,6 +17,7 @@ pub struct Plan {
     pub persistence: PersistencePlan,
     pub fanout: FanoutPlan,
     pub auth: AuthPlan,
+    pub storm: StormPlan,
 }
 
 pub struct IdlePlan {
@@ -76,6 +77,31 @@ pub struct AuthPlan {
     pub probe_rate: f64,
 }
 
+pub struct StormPlan {
+    /// Rooms filled with history before the storm.
+    pub rooms: usize,
+    /// Messages stored in each room before the storm.
+    pub messages_per_room: usize,
+    /// Messages a plain join answers: the room's last 50 on both targets (ours:
+    /// `recent_on_join` of chat-gateway's settings; the peer: its code).
+    pub recent: usize,
+    /// Documents per `insert_many` while filling (FerretDB is slow per call).
+    pub insert_batch: usize,
+    /// Connections that join, one room each (round robin), opened before the storm.
+    pub clients: usize,
+    /// Join frames sent per second, open loop.
+    pub rate: f64,
+    /// A `since` join asks for the messages after the one this many places from the end of
+    /// its room, so its catch-up is small.
+    pub since_back: usize,
+    /// A join not answered within this time of its send counts as unanswered.
+    pub deadline: Duration,
+    /// How often history-service's readiness is polled during the storm.
+    pub ready_poll: Duration,
+    /// Longest wait, after a target's storm, for its processes to go quiet.
+    pub settle: Duration,
+}
+
 /// Spare descriptors for everything besides the connections (HTTP pools, MongoDB, stdio).
 const SPARE_FILES: u64 = 1_000;
 
@@ -120,6 +146,18 @@ impl Plan {
                     phase: Duration::from_secs(3),
                     probe_rate: 20.0,
                 },
+                storm: StormPlan {
+                    rooms: 10,
+                    messages_per_room: 200,
+                    recent: 50,
+                    insert_batch: 1_000,
+                    clients: 500,
+                    rate: 250.0,
+                    since_back: 20,
+                    deadline: Duration::from_secs(10),
+                    ready_poll: Duration::from_millis(200),
+                    settle: Duration::from_secs(30),
+                },
             },
             Profile::Full => Self {
                 users: 2_000,
@@ -161,6 +199,18 @@ impl Plan {
                     login_workers: 16,
                     phase: Duration::from_secs(10),
                     probe_rate: 50.0,
+                },
+                storm: StormPlan {
+                    rooms: 100,
+                    messages_per_room: 1_000,
+                    recent: 50,
+                    insert_batch: 1_000,
+                    clients: 10_000.min(cap),
+                    rate: 1_000.0,
+                    since_back: 20,
+                    deadline: Duration::from_secs(10),
+                    ready_poll: Duration::from_millis(200),
+                    settle: Duration::from_secs(120),
                 },
             },
         }

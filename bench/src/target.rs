@@ -22,6 +22,12 @@ pub struct Target {
     pub auth_slow: String,
     /// Database holding the `messages` collection.
     pub db: String,
+    /// Ours only: history-service's base URL (its `/health/ready` is polled by the storm).
+    pub history: Option<String>,
+    /// Ours only: history-service's Prometheus metrics URL.
+    pub history_metrics: Option<String>,
+    /// Ours only: the Prometheus metrics URL of the gateway that `ours` uses.
+    pub gateway_metrics: Option<String>,
     /// Processes whose CPU time counts for this target.
     pub processes: Vec<NamedPid>,
     /// Processes that hold the connections, whose memory the idle scenario reads: the
@@ -81,6 +87,17 @@ impl Targets {
             auth: url(&args.ours_auth),
             auth_slow: url(&args.ours_auth_slow),
             db: args.ours_db.clone(),
+            history: args.ours_history.as_deref().map(url),
+            history_metrics: args.ours_history_metrics.as_deref().map(url).or_else(|| {
+                args.ours_history
+                    .as_deref()
+                    .map(|h| format!("{}/metrics", url(h)))
+            }),
+            gateway_metrics: Some(
+                args.ours_gateway_metrics
+                    .as_deref()
+                    .map_or_else(|| format!("http://{first}/metrics"), url),
+            ),
             processes: args
                 .ours_pid
                 .iter()
@@ -92,6 +109,8 @@ impl Targets {
         let ours_two = (gateways.len() >= 2).then(|| Target {
             name: "ours-2gw".into(),
             gateways: gateways[..2].to_vec(),
+            // Its metrics are split over two gateways; no scenario reads them.
+            gateway_metrics: None,
             processes: args.ours_pid.clone(),
             connection_holders: pid_of("gateway")
                 .into_iter()
@@ -107,6 +126,9 @@ impl Targets {
             auth: url(&args.peer),
             auth_slow: url(&args.peer_slow),
             db: args.peer_db.clone(),
+            history: None,
+            history_metrics: None,
+            gateway_metrics: None,
             processes: args.peer_pid.clone(),
             connection_holders: args
                 .peer_pid

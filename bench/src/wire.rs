@@ -62,6 +62,15 @@ impl Protocol {
         }
     }
 
+    /// The frame that rejoins `room` after a disconnect, asking for the messages after `since`.
+    /// socket.io's join has no such field: the peer's frame is its plain join.
+    pub fn join_since(self, room: &str, since: &str) -> String {
+        match self {
+            Protocol::Ours => json!({"type": "join", "room": room, "since": since}).to_string(),
+            Protocol::SocketIo => self.join(room),
+        }
+    }
+
     /// The frame that sends `body` to `room`.
     pub fn send(self, room: &str, client_id: &str, body: &str) -> String {
         let payload = json!({"room": room, "client_id": client_id, "body": body});
@@ -275,6 +284,13 @@ mod tests {
         assert_eq!(ours["type"], "send");
         assert_eq!(ours["body"], "b");
         assert_eq!(Protocol::SocketIo.join("r"), r#"42["join_room","r"]"#);
+        let rejoin: Value =
+            serde_json::from_str(&Protocol::Ours.join_since("r", "01J")).expect("json");
+        assert_eq!(rejoin, json!({"type": "join", "room": "r", "since": "01J"}));
+        assert_eq!(
+            Protocol::SocketIo.join_since("r", "01J"),
+            Protocol::SocketIo.join("r")
+        );
         let peer = Protocol::SocketIo.send("r", "c", "b");
         let value: Value = serde_json::from_str(&peer[2..]).expect("json");
         assert_eq!(value[0], "send_message");

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod fanout;
 pub mod idle;
 pub mod persistence;
+pub mod storm;
 
 use std::time::{Duration, Instant};
 
@@ -318,21 +319,45 @@ pub async fn stored_documents(
 /// large collection fails with "too many SQL variables", so it goes a thousand at a time, each
 /// a scan). Only for a target that is not writing (its backlog is stored).
 pub async fn clear(messages: &mongodb::Collection<mongodb::bson::Document>) -> anyhow::Result<()> {
+    // Nothing stored yet: no collection, nothing to clear.
+    let Some(indexes) = indexes_to_restore(messages).await? else {
+        return Ok(());
+    };
+    messages.drop().await?;
+    restore_indexes(messages, indexes).await
+}
+
+/// The indexes of a collection besides `_id`'s, as [`restore_indexes`] gives them back after
+/// a drop; `None` when there is no collection.
+pub async fn indexes_to_restore(
+    messages: &mongodb::Collection<mongodb::bson::Document>,
+) -> anyhow::Result<Option<Vec<mongodb::IndexModel>>> {
     use futures_util::TryStreamExt;
     let indexes: Vec<mongodb::IndexModel> = match messages.list_indexes().await {
         Ok(cursor) => cursor.try_collect().await?,
-        // Nothing stored yet: no collection, nothing to clear.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(None),
     };
-    messages.drop().await?;
-    for mut index in indexes {
-        if let Some(options) = index.options.as_mut() {
-            if options.name.as_deref() == Some("_id_") {
-                continue;
-            }
-            // Reported by the server, refused when given back (FerretDB).
-            options.version = None;
-        }
+    Ok(Some(
+        indexes
+            .into_iter()
+            .filter(|index| index.options.as_ref().and_then(|o| o.name.as_deref()) != Some("_id_"))
+            .map(|mut index| {
+                if let Some(options) = index.options.as_mut() {
+                    // Reported by the server, refused when given back (FerretDB).
+                    options.version = None;
+                }
+                index
+            })
+            .collect(),
+    ))
+}
+
+/// Creates `indexes` (from [`indexes_to_restore`]) on a dropped collection.
+pub async fn restore_indexes(
+    messages: &mongodb::Collection<mongodb::bson::Document>,
+    indexes: Vec<mongodb::IndexModel>,
+) -> anyhow::Result<()> {
+    for index in indexes {
         // One index per call: FerretDB drops the connection when one call creates several.
         messages.create_index(index).await?;
     }
