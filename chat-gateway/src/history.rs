@@ -1,14 +1,18 @@
 //! Client of history-service: a room's recent messages for `joined`, and the messages after a
 //! cursor for a `join` with `since`. The user's own token authorizes the request.
 //!
-//! Reads of a room's recent messages are shared: while one is in flight, other joins of the
-//! same room wait for its answer instead of asking again, so a storm of joins (a gateway
-//! restart with thousands of users) costs history-service one read per room, not one per user.
-//! Any valid token may read any room's history, so one joiner's token serves all of them.
+//! Reads are shared: while one is in flight, joins that need the same answer wait for it
+//! instead of asking again — plain joins of a room, and catch-ups of a room from the same
+//! `since` (after a gateway restart, the clients that were up to date all rejoin with the
+//! room's last message). A storm of joins then costs history-service about one read per room,
+//! not one per user. A read is shared only within one binding of the room (see
+//! [`crate::rooms::Rooms::binding`]): what was published while the room was unbound here is
+//! in no read from before. Any valid token may read any room's history, so one joiner's token
+//! serves all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId};
@@ -24,11 +28,58 @@ use crate::settings::HistorySettings;
 /// A failed read, shared by every join that waited for it.
 pub type ReadError = Arc<anyhow::Error>;
 
-/// A read of a room's recent messages that several joins await.
-type SharedRead = Shared<BoxFuture<'static, SharedAnswer>>;
-
 /// A recent-messages page with the ticket of the join that started the read.
 pub type SharedAnswer = Result<(Arc<HistoryPage>, Option<ReadTicket>), ReadError>;
+
+/// A catch-up page, shared by the joins that asked for it.
+pub type SharedPage = Result<Arc<HistoryPage>, ReadError>;
+
+/// The reads in flight, by what they ask; each is removed when it completes, so a join that
+/// arrives later reads again (it may need newer messages).
+struct Flights<K, V: Clone> {
+    reads: Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
+}
+
+impl<K, V> Flights<K, V>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            reads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The answer of the read in flight for `key`, or of `read` started now.
+    async fn share(self: &Arc<Self>, key: K, read: impl FnOnce() -> BoxFuture<'static, V>) -> V {
+        let shared = {
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            reads
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let flights = self.clone();
+                    let read = read();
+                    async move {
+                        let answer = read.await;
+                        flights
+                            .reads
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&key);
+                        answer
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        shared.await
+    }
+}
+
+/// What a catch-up asks: the room's binding, `since`, and the late parameter.
+type CatchUpKey = (RoomId, Instant, MessageId, (&'static str, String));
 
 #[derive(Clone)]
 pub struct HistoryClient {
@@ -37,8 +88,10 @@ pub struct HistoryClient {
     recent: u32,
     catch_up_limit: u32,
     late_window: chrono::Duration,
-    /// The recent-messages read in flight for each room; removed when it completes.
-    in_flight: Arc<Mutex<HashMap<RoomId, SharedRead>>>,
+    /// The recent-messages read in flight for each binding of a room.
+    recent_reads: Arc<Flights<(RoomId, Instant), SharedAnswer>>,
+    /// The catch-up reads in flight.
+    catch_up_reads: Arc<Flights<CatchUpKey, SharedPage>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -64,7 +117,8 @@ impl HistoryClient {
             late_window: chrono::Duration::milliseconds(
                 i64::try_from(settings.late_window_ms).unwrap_or(i64::MAX / 2),
             ),
-            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            recent_reads: Flights::new(),
+            catch_up_reads: Flights::new(),
             metrics,
         })
     }
@@ -120,38 +174,25 @@ impl HistoryClient {
     pub async fn recent(
         &self,
         room: &RoomId,
+        binding: Instant,
         token: &str,
         ticket: Option<ReadTicket>,
     ) -> SharedAnswer {
-        let read = {
-            let mut in_flight = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            in_flight
-                .entry(room.clone())
-                .or_insert_with(|| {
-                    let client = self.clone();
-                    let room = room.clone();
-                    let token = token.to_string();
-                    async move {
-                        let page = client
-                            .get(&room, &[("limit", client.recent.to_string())], &token)
-                            .await;
-                        // Joins arriving from now on read again: they may need newer messages.
-                        client
-                            .in_flight
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&room);
-                        page.map(|page| (Arc::new(page), ticket)).map_err(Arc::new)
-                    }
-                    .boxed()
-                    .shared()
-                })
-                .clone()
-        };
-        read.await
+        let client = self.clone();
+        let key = (room.clone(), binding);
+        let (room, token) = (room.clone(), token.to_string());
+        self.recent_reads
+            .share(key, move || {
+                async move {
+                    client
+                        .get(&room, &[("limit", client.recent.to_string())], &token)
+                        .await
+                        .map(|page| (Arc::new(page), ticket))
+                        .map_err(Arc::new)
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Messages after `since`, oldest first, preceded by those with earlier ids published
@@ -163,10 +204,11 @@ impl HistoryClient {
     pub async fn after(
         &self,
         room: &RoomId,
+        binding: Instant,
         since: MessageId,
         published_after: Option<DateTime<Utc>>,
         token: &str,
-    ) -> anyhow::Result<HistoryPage> {
+    ) -> SharedPage {
         let late = match published_after {
             Some(at) => ("published_after", at.timestamp_millis().to_string()),
             None => (
@@ -174,16 +216,29 @@ impl HistoryClient {
                 self.late_window.num_milliseconds().to_string(),
             ),
         };
-        self.get(
-            room,
-            &[
-                ("after", since.to_string()),
-                late,
-                ("limit", self.catch_up_limit.to_string()),
-            ],
-            token,
-        )
-        .await
+        let client = self.clone();
+        let key = (room.clone(), binding, since, late.clone());
+        let (room, token) = (room.clone(), token.to_string());
+        self.catch_up_reads
+            .share(key, move || {
+                async move {
+                    client
+                        .get(
+                            &room,
+                            &[
+                                ("after", since.to_string()),
+                                (late.0, late.1),
+                                ("limit", client.catch_up_limit.to_string()),
+                            ],
+                            &token,
+                        )
+                        .await
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// For a catch-up after a message published at `published`: messages published after

@@ -196,6 +196,14 @@ impl Rooms {
 
     /// A ticket for a history read of the room's recent messages, when its answer can make the
     /// room's memory complete: the broker is connected and the room was bound long enough ago.
+    /// When the room's current binding was asked for: reads shared by joins of the room are
+    /// keyed by it, so none outlives an unbinding (what was published while the room was
+    /// unbound here reaches no join through a read made before). `None` while the room has no
+    /// local member.
+    pub fn binding(&self, room: &RoomId) -> Option<Instant> {
+        self.lock().get(room)?.bound_at
+    }
+
     pub fn read_ticket(&self, room: &RoomId, connected: bool) -> Option<ReadTicket> {
         if !connected {
             return None;
@@ -590,11 +598,22 @@ mod tests {
         let _ = rooms.join(&room("r"), 1, alice.clone());
         // Kept in the registry by a remote user while no local member is there.
         rooms.apply_remote_presence("gw-2", &room("r"), &member("bob", 1).0.user, true);
+        let first_binding = rooms.binding(&room("r")).expect("bound");
         let stale = rooms.read_ticket(&room("r"), true).expect("a ticket");
         rooms.fill(&room("r"), &[message("r", "a")], stale);
         assert_eq!(rooms.leave(&room("r"), 1), Some(true));
         assert!(rooms.complete_recent(&room("r"), 1).is_none(), "unbound");
+        assert_eq!(
+            rooms.binding(&room("r")),
+            None,
+            "no local member, no binding"
+        );
         let _ = rooms.join(&room("r"), 2, alice);
+        assert_ne!(
+            rooms.binding(&room("r")),
+            Some(first_binding),
+            "reads shared within the first binding are not shared with the second"
+        );
         rooms.fill(&room("r"), &[message("r", "b")], stale);
         assert!(
             rooms.complete_recent(&room("r"), 1).is_none(),

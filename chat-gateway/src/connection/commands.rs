@@ -258,7 +258,7 @@ impl Reader {
 
     /// The room's recent messages from history-service (a read shared with the other joins of
     /// the room in flight), filling the room's memory when the read can complete it.
-    async fn read_recent(&self, room: &RoomId) -> anyhow::Result<HistoryPage> {
+    async fn read_recent(&self, room: &RoomId, binding: Instant) -> anyhow::Result<HistoryPage> {
         let ticket = self
             .hub
             .rooms
@@ -266,7 +266,7 @@ impl Reader {
         let (page, ticket) = self
             .hub
             .history
-            .recent(room, &self.session.token, ticket)
+            .recent(room, binding, &self.session.token, ticket)
             .await
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
         if let Some(ticket) = ticket {
@@ -325,13 +325,18 @@ impl Reader {
         // message is published, and a retry keeps it): those published from a little before
         // `since` was are sent too, and the client drops the ones it already has.
         let known = since.and_then(|since| self.hub.rooms.published_at(&room, since));
+        // This connection is a member, so the room is bound; a missing binding (never seen)
+        // would only mean that this join shares its read with no other.
+        let binding = self.hub.rooms.binding(&room).unwrap_or_else(Instant::now);
         let page = match since {
             Some(since) => {
                 let published_after = known.map(|at| self.hub.history.late_from(at));
                 self.hub
                     .history
-                    .after(&room, since, published_after, &self.session.token)
+                    .after(&room, binding, since, published_after, &self.session.token)
                     .await
+                    .map(|page| HistoryPage::clone(&page))
+                    .map_err(|error| anyhow::anyhow!("{error:#}"))
             }
             None => match self
                 .hub
@@ -346,7 +351,7 @@ impl Reader {
                         published_after: None,
                     })
                 }
-                None => self.read_recent(&room).await,
+                None => self.read_recent(&room, binding).await,
             },
         };
         let (messages, truncated) = match page {

@@ -59,6 +59,12 @@ impl SlowHistory {
         self.release
             .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
     }
+
+    /// Holds every later read again.
+    fn close(&self) {
+        self.release
+            .forget_permits(tokio::sync::Semaphore::MAX_PERMITS);
+    }
 }
 
 async fn gateway(cluster: &Cluster, history: &str, grace_ms: u64) -> TestGateway {
@@ -72,8 +78,14 @@ async fn gateway(cluster: &Cluster, history: &str, grace_ms: u64) -> TestGateway
         .await
 }
 
-/// Connects `n` users and sends their joins of `room` at once; returns them unanswered.
-async fn join_together(gateway: &TestGateway, room: &str, n: usize) -> Vec<Client> {
+/// Connects `n` users and sends their joins of `room` at once (with `since` when given);
+/// returns them unanswered.
+async fn join_together(
+    gateway: &TestGateway,
+    room: &str,
+    n: usize,
+    since: Option<&str>,
+) -> Vec<Client> {
     let mut clients = Vec::new();
     for i in 0..n {
         clients.push(
@@ -83,9 +95,11 @@ async fn join_together(gateway: &TestGateway, room: &str, n: usize) -> Vec<Clien
         );
     }
     for client in &mut clients {
-        client
-            .send_json(json!({"type": "join", "room": room}))
-            .await;
+        let mut join = json!({"type": "join", "room": room});
+        if let Some(since) = since {
+            join["since"] = since.into();
+        }
+        client.send_json(join).await;
     }
     clients
 }
@@ -105,7 +119,7 @@ async fn simultaneous_joins_of_a_room_make_one_history_read_and_later_joins_none
     let (history, url) = SlowHistory::start().await;
     let gateway = gateway(&cluster, &url, 0).await;
 
-    let mut clients = join_together(&gateway, "storm", 20).await;
+    let mut clients = join_together(&gateway, "storm", 20, None).await;
     // Every join is waiting on the one read (given time to arrive), then it answers.
     tokio::time::sleep(Duration::from_millis(300)).await;
     history.open();
@@ -142,5 +156,45 @@ async fn joins_right_after_the_binding_read_history_until_the_grace_has_passed()
         history.reads(),
         2,
         "a message published just before the binding may not be stored yet: read again"
+    );
+}
+
+#[tokio::test]
+async fn simultaneous_catch_ups_from_the_same_message_make_one_history_read() {
+    let cluster = Cluster::new().await;
+    let (history, url) = SlowHistory::start().await;
+    let gateway = gateway(&cluster, &url, 0).await;
+    // A first member keeps the room bound, so every catch-up below is of one binding.
+    let mut first = gateway.connect("u-first", "first").await;
+    first
+        .send_json(json!({"type": "join", "room": "back"}))
+        .await;
+    history.open();
+    first.next_of("joined").await;
+    let reads_before = history.reads();
+    history.close();
+
+    // Later than every id the room holds, so only the read's answer is newer.
+    let later = |n: u128| {
+        let ms = u64::try_from(chrono::Utc::now().timestamp_millis()).expect("after 1970");
+        ulid::Ulid::from_parts(ms + 3_600_000, n).to_string()
+    };
+    let since = later(1);
+    let mut clients = join_together(&gateway, "back", 10, Some(&since)).await;
+    let other = later(2);
+    let mut stray = gateway.connect("u-stray", "stray").await;
+    stray
+        .send_json(json!({"type": "join", "room": "back", "since": other}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    history.open();
+    for client in clients.iter_mut().chain([&mut stray]) {
+        let joined = client.next_of("joined").await;
+        assert_eq!(bodies(&joined), vec!["stored before"]);
+    }
+    assert_eq!(
+        history.reads() - reads_before,
+        2,
+        "one read for the ten catch-ups from the same message, one for the other"
     );
 }
