@@ -139,6 +139,9 @@ AUTH_SLOW_PORT=$(free_port)
 HISTORY_PORT=$(free_port)
 GATEWAY_PORT=$(free_port)
 GATEWAY2_PORT=$(free_port)
+# Metrics listeners the storm scenario reads (the public ports do not serve /metrics).
+HISTORY_METRICS_PORT=$(free_port)
+GATEWAY_METRICS_PORT=$(free_port)
 PEER_PORT=$(free_port)
 PEER_SLOW_PORT=$(free_port)
 MONGO_URI="mongodb://127.0.0.1:27017"
@@ -168,7 +171,7 @@ AUTH_SLOW_PID=$LAST_PID
 wait_http auth "http://127.0.0.1:$AUTH_PORT/health/live" 60 "$AUTH_PID"
 wait_http auth-slow "http://127.0.0.1:$AUTH_SLOW_PORT/health/live" 60 "$AUTH_SLOW_PID"
 
-start history env HISTORY__HTTP__PORT="$HISTORY_PORT" HISTORY__METRICS__PORT=0 \
+start history env HISTORY__HTTP__PORT="$HISTORY_PORT" HISTORY__METRICS__PORT="$HISTORY_METRICS_PORT" \
 	HISTORY__MONGODB__DATABASE="${RUN_ID}_history" \
 	HISTORY__AMQP__EXCHANGE="$EXCHANGE" HISTORY__AMQP__QUEUE="$RUN_ID.history" \
 	HISTORY__AUTH__URL="http://127.0.0.1:$AUTH_PORT" "$BIN/history-service"
@@ -178,12 +181,14 @@ wait_http history "http://127.0.0.1:$HISTORY_PORT/health/ready" 60 "$HISTORY_PID
 GATEWAY_PIDS=()
 for n in 1 2; do
 	port=$GATEWAY_PORT
+	metrics_port=$GATEWAY_METRICS_PORT
 	name=gateway
 	if ((n == 2)); then
 		port=$GATEWAY2_PORT
+		metrics_port=0
 		name=gateway2
 	fi
-	start "$name" env GATEWAY__HTTP__PORT="$port" GATEWAY__METRICS__PORT=0 \
+	start "$name" env GATEWAY__HTTP__PORT="$port" GATEWAY__METRICS__PORT="$metrics_port" \
 		GATEWAY__AMQP__EXCHANGE="$EXCHANGE" \
 		GATEWAY__AMQP__INSTANCE_ID="$RUN_ID-gw$n" \
 		GATEWAY__MONGODB__DATABASE="${RUN_ID}_gateway" \
@@ -223,6 +228,8 @@ set +e
 	--ours-gateway "127.0.0.1:$GATEWAY_PORT" --ours-gateway "127.0.0.1:$GATEWAY2_PORT" \
 	--ours-auth "http://127.0.0.1:$AUTH_PORT" --ours-auth-slow "http://127.0.0.1:$AUTH_SLOW_PORT" \
 	--ours-db "${RUN_ID}_history" --ours-history "http://127.0.0.1:$HISTORY_PORT" \
+	--ours-history-metrics "http://127.0.0.1:$HISTORY_METRICS_PORT/metrics" \
+	--ours-gateway-metrics "http://127.0.0.1:$GATEWAY_METRICS_PORT/metrics" \
 	--ours-pid "gateway=${GATEWAY_PIDS[0]}" --ours-pid "gateway2=${GATEWAY_PIDS[1]}" \
 	--ours-pid "history=$HISTORY_PID" \
 	--peer "127.0.0.1:$PEER_PORT" --peer-slow "127.0.0.1:$PEER_SLOW_PORT" \
