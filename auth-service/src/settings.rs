@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::settings::{AmqpSettings, HttpSettings, MongoSettings, Profile};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -79,21 +79,6 @@ pub struct AdminSettings {
     /// Usernames (compared case-folded) of the administrators. In the environment:
     /// `AUTH__ADMIN__USERNAMES=alice,bob`.
     pub usernames: Vec<String>,
-}
-
-/// The separate listener that serves `GET /metrics`, so the public port never does.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MetricsSettings {
-    /// Loopback by default: only a scraper on the same host (or pod) reaches it.
-    pub host: String,
-    /// 0 picks a free port (tests).
-    pub port: u16,
-}
-
-impl MetricsSettings {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

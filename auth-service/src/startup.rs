@@ -22,9 +22,10 @@ use crate::password::Passwords;
 use crate::rate_limit::AbuseLimits;
 use crate::refresh_tokens::RefreshTokenStore;
 use crate::routes::{self, Admins};
-use crate::settings::{MetricsSettings, Settings};
+use crate::settings::Settings;
 use crate::tokens::TokenIssuer;
 use crate::user_store::UserStore;
+use common::settings::MetricsSettings;
 
 /// What handlers share.
 pub struct AppState {
@@ -43,7 +44,7 @@ pub struct Application {
     port: u16,
     server: Server,
     metrics_port: u16,
-    /// Serves `GET /metrics` only, on [`crate::settings::MetricsSettings`]' address.
+    /// Serves `GET /metrics` only, on [`common::settings::MetricsSettings`]' address.
     metrics_server: Server,
     state: web::Data<AppState>,
     /// The account-event publisher, stopped through `shutdown` once the server has stopped.

@@ -1,7 +1,7 @@
 //! chat-gateway settings: `config/default.toml`, then `GATEWAY_CONFIG_FILE`, then
 //! `GATEWAY__*` environment variables.
 
-use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
@@ -17,20 +17,6 @@ pub struct Settings {
     pub web: WebSettings,
     pub metrics: MetricsSettings,
     pub limits: Limits,
-}
-
-/// Where `/metrics` is served: a listener of its own, so the public port never exposes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MetricsSettings {
-    pub host: String,
-    /// 0 picks a free port (tests).
-    pub port: u16,
-}
-
-impl MetricsSettings {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

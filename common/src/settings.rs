@@ -53,6 +53,22 @@ impl HttpSettings {
     }
 }
 
+/// The separate listener that serves `GET /metrics` (`<PREFIX>__METRICS__*`), so the public
+/// port never does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricsSettings {
+    /// Loopback by default: only a scraper on the same host (or pod) reaches it.
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+impl MetricsSettings {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
 /// MongoDB connection.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MongoSettings {

@@ -1,7 +1,7 @@
 //! history-service settings: `config/default.toml`, then `HISTORY_CONFIG_FILE`, then
 //! `HISTORY__*` environment variables.
 
-use common::settings::{AmqpSettings, HttpSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
@@ -27,20 +27,6 @@ pub struct HistoryAmqpSettings {
     /// production, set by tests so their queues do not pile up.
     #[serde(default)]
     pub queue_expires_ms: Option<u32>,
-}
-
-/// Where `GET /metrics` is served: its own listener, never the public port.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MetricsSettings {
-    pub host: String,
-    /// 0 picks a free port (tests).
-    pub port: u16,
-}
-
-impl MetricsSettings {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
 }
 
 /// Page sizes, and the limits that keep reads from queueing without bound (see
