@@ -63,6 +63,50 @@ pub mod topology {
             .await
     }
 
+    /// Consumes every account event of `exchange` from a queue of the caller's own:
+    /// server-named, exclusive (deleted with the connection), without acknowledgements (an
+    /// event missed while disconnected is covered by the access tokens' short lifetime).
+    #[cfg(feature = "amqp")]
+    pub async fn consume_account_events(
+        channel: &lapin::Channel,
+        exchange: &str,
+        consumer_tag: &str,
+    ) -> lapin::Result<lapin::Consumer> {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                exchange.into(),
+                ALL_ACCOUNTS_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                consumer_tag.into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+    }
+
     /// Name of a gateway instance's own queue.
     pub fn gateway_queue(exchange: &str, instance_id: &str) -> String {
         format!("{exchange}.gateway.{instance_id}")

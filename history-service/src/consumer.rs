@@ -123,46 +123,6 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
         .await
 }
 
-/// This instance's queue of account events: server-named, exclusive (deleted with the
-/// connection), bound to every account's events. Consumed without acknowledgements: an event
-/// missed while disconnected is covered by the tokens' short lifetime.
-async fn account_consumer(
-    channel: &lapin::Channel,
-    settings: &HistoryAmqpSettings,
-) -> lapin::Result<lapin::Consumer> {
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            settings.connection.exchange.as_str().into(),
-            topology::ALL_ACCOUNTS_BINDING.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "history-accounts".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-}
-
 /// The connection, the history queue's channel and consumer, and the account events' consumer.
 type Consumers = (Connection, lapin::Channel, lapin::Consumer, lapin::Consumer);
 
@@ -187,7 +147,12 @@ async fn open_consumer(settings: &HistoryAmqpSettings) -> anyhow::Result<Consume
         )
         .await?;
     let accounts_channel = connection.create_channel().await?;
-    let accounts = account_consumer(&accounts_channel, settings).await?;
+    let accounts = topology::consume_account_events(
+        &accounts_channel,
+        &settings.connection.exchange,
+        "history-accounts",
+    )
+    .await?;
     Ok((connection, channel, consumer, accounts))
 }
 

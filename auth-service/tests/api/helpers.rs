@@ -10,8 +10,6 @@ use auth_service::startup::Application;
 use auth_service::tokens::DEV_ONLY_KEY_PEM;
 use common::event::{AccountEvent, topology};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use mongodb::Database;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -273,38 +271,7 @@ impl AccountEventListener {
         topology::declare_exchange(&channel, exchange)
             .await
             .expect("exchange");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                topology::ALL_ACCOUNTS_BINDING.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("binding");
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "account-events-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let consumer = topology::consume_account_events(&channel, exchange, "account-events-test")
             .await
             .expect("consumer");
         AccountEventListener {
