@@ -546,5 +546,7 @@ fn dispatch(broker: &Broker, rooms: &Rooms, accounts: &Accounts, routing_key: &s
                 }
             }
         }
+        // Room changes are applied once membership events are consumed here (docs/rooms.md).
+        RoomEvent::RoomUpdated { .. } | RoomEvent::RoomArchived { .. } => {}
     }
 }

@@ -267,6 +267,37 @@ impl<'de> Deserialize<'de> for MessageId {
     }
 }
 
+/// Who may see and enter a room (see docs/rooms.md for the permission table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomKind {
+    /// Listed in the directory; anyone signed in and not banned may join.
+    Public,
+    /// Members only; invisible to everyone else.
+    Private,
+    /// A direct message between exactly two users.
+    Dm,
+}
+
+/// A member's role in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+/// Why a user's connections were taken out of a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalReason {
+    Kicked,
+    Banned,
+    Left,
+    Archived,
+}
+
 /// The author of a message as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserRef {

@@ -7,7 +7,10 @@
 //! - `evt.<room>`: ephemeral room events (presence, typing), never stored;
 //! - `account.<user_id>`: account changes published by auth-service (deleted, disabled,
 //!   enabled); every gateway and history-service instance binds a queue of its own to
-//!   `account.*` and stops honouring the user's access tokens.
+//!   `account.*` and stops honouring the user's access tokens;
+//! - `member.<user_id>`: a user's membership changes (added, removed, role, read marker),
+//!   published by history-service after storing them; every gateway binds `member.*`
+//!   (see docs/rooms.md).
 //!
 //! Every payload carries a version number `v` so the format can evolve while old and new
 //! services run side by side.
@@ -15,7 +18,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef};
+use crate::domain::{
+    ClientMessageId, MessageBody, MessageId, RemovalReason, Role, RoomId, UserId, UserRef,
+};
 
 /// Current version of the event format.
 pub const EVENT_VERSION: u32 = 1;
@@ -46,6 +51,14 @@ pub mod topology {
 
     /// Binding of every queue that acts on account changes.
     pub const ALL_ACCOUNTS_BINDING: &str = "account.*";
+
+    /// Routing key of a user's membership changes.
+    pub fn member_key(user: &crate::domain::UserId) -> String {
+        format!("member.{user}")
+    }
+
+    /// Binding of every gateway queue: all users' membership changes.
+    pub const ALL_MEMBERS_BINDING: &str = "member.*";
 
     /// Declares the durable topic exchange every service publishes to and binds on.
     #[cfg(feature = "amqp")]
@@ -185,6 +198,20 @@ pub enum RoomEvent {
         origin: String,
         room: RoomId,
     },
+    /// The room's name, topic or kind changed (published by history-service); `view` is the
+    /// room view of docs/rooms.md without the caller-specific fields, passed to clients as is.
+    RoomUpdated {
+        v: u32,
+        origin: String,
+        room: RoomId,
+        view: serde_json::Value,
+    },
+    /// The room was archived: every connection leaves it (reason `archived`).
+    RoomArchived {
+        v: u32,
+        origin: String,
+        room: RoomId,
+    },
 }
 
 impl RoomEvent {
@@ -192,7 +219,9 @@ impl RoomEvent {
         match self {
             RoomEvent::Presence { origin, .. }
             | RoomEvent::Typing { origin, .. }
-            | RoomEvent::PresenceQuery { origin, .. } => origin,
+            | RoomEvent::PresenceQuery { origin, .. }
+            | RoomEvent::RoomUpdated { origin, .. }
+            | RoomEvent::RoomArchived { origin, .. } => origin,
         }
     }
 
@@ -200,7 +229,9 @@ impl RoomEvent {
         match self {
             RoomEvent::Presence { room, .. }
             | RoomEvent::Typing { room, .. }
-            | RoomEvent::PresenceQuery { room, .. } => room,
+            | RoomEvent::PresenceQuery { room, .. }
+            | RoomEvent::RoomUpdated { room, .. }
+            | RoomEvent::RoomArchived { room, .. } => room,
         }
     }
 }
@@ -236,6 +267,41 @@ impl AccountEvent {
             user_id,
             change,
             at,
+        }
+    }
+}
+
+/// What changed about a user's membership of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum MemberChange {
+    /// The user became a member; `view` is the room view of docs/rooms.md as the user sees it.
+    Added { view: serde_json::Value },
+    /// The user is no longer a member (or, for `left` on a DM, hid it).
+    Removed { reason: RemovalReason },
+    /// The user's role changed.
+    Role { role: Role },
+    /// The user's read marker moved forward to message `id` (the room's `seq`-th).
+    Read { id: MessageId, seq: u64 },
+}
+
+/// Payload of a `member.<user_id>` publication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEvent {
+    pub v: u32,
+    pub user: UserId,
+    pub room: RoomId,
+    #[serde(flatten)]
+    pub change: MemberChange,
+}
+
+impl MemberEvent {
+    pub fn new(user: UserId, room: RoomId, change: MemberChange) -> Self {
+        Self {
+            v: EVENT_VERSION,
+            user,
+            room,
+            change,
         }
     }
 }
@@ -287,6 +353,27 @@ mod tests {
         assert_eq!(json["user_id"], "u1");
         assert_eq!(topology::account_key(&user), "account.u1");
         let back: AccountEvent = serde_json::from_value(json).expect("deserializes");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn member_event_round_trips_with_its_version() {
+        let user = UserId::parse("u1".into()).expect("valid user id");
+        let room = RoomId::parse("general".into()).expect("valid room");
+        let event = MemberEvent::new(
+            user.clone(),
+            room,
+            MemberChange::Removed {
+                reason: RemovalReason::Kicked,
+            },
+        );
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"v": 1, "user": "u1", "room": "general", "change": "removed", "reason": "kicked"})
+        );
+        assert_eq!(topology::member_key(&user), "member.u1");
+        let back: MemberEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back, event);
     }
 
