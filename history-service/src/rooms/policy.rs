@@ -29,8 +29,10 @@ pub enum Action {
 }
 
 /// What the store knows about a room that has a room document with a kind. A room id
-/// without one (no document yet, or only the message counter the consumer keeps) is a public
-/// room that nobody has joined yet: messages stored before rooms existed live there.
+/// without one (no document yet, or only the message counter the consumer keeps) is a room
+/// nobody has created yet: it answers as missing (`not_found`, so that it cannot be told
+/// from a private room), and a join creates it as a public room (`create_on_join`). Messages
+/// stored before rooms existed are served once it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomFacts {
     pub kind: RoomKind,
@@ -83,10 +85,6 @@ pub fn decide(action: Action, facts: Facts) -> Decision {
             Action::Join {
                 create_on_join: true,
             } => Create,
-            // Nobody can be a member of a room that does not exist, but history may: a public
-            // room, so the reader without a role is told so.
-            Action::Read if banned => Refuse(Refusal::Banned),
-            Action::Read => Refuse(Refusal::Forbidden),
             // Leaving what you are not in changes nothing.
             Action::Leave => Allow,
             _ => Refuse(Refusal::NotFound),
@@ -220,7 +218,9 @@ mod tests {
             (Action::Read, PUBLIC, member, false, Allow),
             (Action::Read, PUBLIC, None, false, Refuse(Forbidden)),
             (Action::Read, PUBLIC, None, true, Refuse(Banned)),
-            (Action::Read, None, None, false, Refuse(Forbidden)),
+            // Not created yet (history stored before rooms existed): as if missing, so that a
+            // private room cannot be told from no room; joining creates it.
+            (Action::Read, None, None, false, Refuse(NotFound)),
             (Action::Read, PRIVATE, None, false, Refuse(NotFound)),
             (Action::Read, DM, None, false, Refuse(NotFound)),
             (Action::Read, DM, member, false, Allow),

@@ -280,3 +280,101 @@ impl TestApp {
         request.send().await.expect("request sent")
     }
 }
+
+/// A token of user `u-<name>` named `name`, as the auth stub knows them.
+pub fn user_token(name: &str) -> String {
+    common::testing::token(&format!("u-{name}"), name)
+}
+
+/// A queue of the test's own bound to `member.*` and `evt.*` of the app's exchange; events it
+/// skips while looking for one stay queued for later expectations.
+pub struct EventListener {
+    consumer: lapin::Consumer,
+    skipped: Vec<(String, serde_json::Value)>,
+    _channel: lapin::Channel,
+}
+
+impl TestApp {
+    pub async fn listen_to_room_events(&self) -> EventListener {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = self._connection.create_channel().await.expect("channel");
+        topology::declare_exchange(&channel, &self.exchange)
+            .await
+            .expect("exchange");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        for binding in [topology::ALL_MEMBERS_BINDING, "evt.*"] {
+            channel
+                .queue_bind(
+                    queue.name().as_str().into(),
+                    self.exchange.as_str().into(),
+                    binding.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bound");
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "room-events-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consuming");
+        EventListener {
+            consumer,
+            skipped: Vec::new(),
+            _channel: channel,
+        }
+    }
+}
+
+impl EventListener {
+    /// The first event with routing key `key` for which `matches` holds, waiting at most 5 s
+    /// (events arrive within milliseconds; the bound only keeps a failing test from hanging).
+    pub async fn expect(
+        &mut self,
+        key: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        use futures_util::StreamExt;
+        if let Some(index) = self
+            .skipped
+            .iter()
+            .position(|(k, v)| k == key && matches(v))
+        {
+            return self.skipped.remove(index).1;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.consumer.next()).await;
+            let Ok(Some(Ok(delivery))) = next else {
+                panic!("no matching {key} event; seen: {:?}", self.skipped);
+            };
+            let routing_key = delivery.routing_key.as_str().to_string();
+            let value: serde_json::Value =
+                serde_json::from_slice(&delivery.data).expect("events are JSON");
+            if routing_key == key && matches(&value) {
+                return value;
+            }
+            self.skipped.push((routing_key, value));
+        }
+    }
+}

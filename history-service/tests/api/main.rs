@@ -2,3 +2,4 @@ mod accounts;
 mod helpers;
 mod history;
 mod load;
+mod rooms;
