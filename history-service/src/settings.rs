@@ -62,8 +62,6 @@ pub struct RoomsSettings {
     pub joins: Limits,
     /// The other room routes, admitted as `ops`.
     pub ops: Limits,
-    /// Room documents `GET /api/rooms` reads at once.
-    pub list_concurrency: usize,
     /// Member and room events waiting for the broker; beyond, events are dropped.
     pub outbox_capacity: usize,
     /// Longest a publication waits for the broker's confirm.

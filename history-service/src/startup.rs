@@ -66,22 +66,17 @@ impl Application {
         let store = MessageStore::open(&db).await?;
         let verifier = settings.auth.verifier().await?;
 
-        // Rooms have a pool of their own, sized so that every admitted join and operation
-        // finds its connections (a join reads four documents at once, a room list
-        // `list_concurrency`), apart from the reads' pool and the consumer's headroom.
+        // Rooms have a pool of their own, sized so that every admitted join (four reads at
+        // once) and operation (at most four) finds its connections, apart from the reads'
+        // pool and the consumer's headroom.
         let rooms_settings = &settings.rooms;
         let mut rooms_options = settings.mongodb.options("history-service-rooms").await?;
         rooms_options.max_pool_size = Some(
             rooms_settings
                 .joins
                 .max_concurrent
-                .saturating_mul(4)
-                .saturating_add(
-                    rooms_settings
-                        .ops
-                        .max_concurrent
-                        .saturating_mul(rooms_settings.list_concurrency.max(4) as u32),
-                ),
+                .saturating_add(rooms_settings.ops.max_concurrent)
+                .saturating_mul(4),
         );
         let rooms_db =
             mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);

@@ -266,10 +266,9 @@ impl RoomStore {
         }
     }
 
-    /// The room documents of `ids`, fetched by `_id` one at a time, at most `concurrency` at
-    /// once (on FerretDB this is several times faster than one `_id: {$in: …}` query for
-    /// hundreds of ids, which it answers by scanning; see docs/rooms.md).
-    pub async fn rooms_by_id(
+    /// The room documents of `ids`, read by `_id` one at a time, `concurrency` at once: kept
+    /// to compare with [`RoomStore::rooms_by_id_in`] (tests/api/room_list.rs).
+    pub async fn rooms_one_by_one(
         &self,
         ids: Vec<String>,
         concurrency: usize,
@@ -282,7 +281,12 @@ impl RoomStore {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// The room documents of `ids` with one `_id: {$in: …}` query.
+    /// The room documents of `ids` with one `_id: {$in: …}` query: what `GET /api/rooms`
+    /// uses. On FerretDB (measured with 500 ids, debug build, 2 busy cores) it takes about
+    /// 100 ms among 500 rooms and 320 ms among 5,500 (it scans the collection), against
+    /// 1.1–1.4 s for 500 lookups by `_id` at any concurrency from 1 to 32 (each costs a
+    /// fixed ~2.5 ms that concurrency does not spread) and more for `$in` split in parallel
+    /// parts (each part scans). MongoDB answers it from the `_id` index.
     pub async fn rooms_by_id_in(&self, ids: Vec<String>) -> anyhow::Result<Vec<RoomDoc>> {
         self.rooms
             .find(doc! {"_id": {"$in": ids}})
