@@ -7,6 +7,7 @@
 //! one `$inc` on the room document, which unread counts are computed from.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,7 @@ use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::reads::Deadline;
+use crate::rooms::cache::RoomCache;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MessageDocument {
@@ -100,6 +102,8 @@ pub struct MessageStore {
     /// The room documents, whose message counter (`seq`), `last_message` and
     /// `last_activity` the consumer keeps (see [`crate::rooms::store`]).
     rooms: Collection<Document>,
+    /// The room lists' cache, told about every room document written here.
+    room_cache: Option<Arc<RoomCache>>,
 }
 
 /// How many characters of a message the room list shows.
@@ -124,7 +128,20 @@ impl MessageStore {
         Ok(Self {
             messages,
             rooms: db.collection("rooms"),
+            room_cache: None,
         })
+    }
+
+    /// The same store, forgetting in `cache` each room whose document it writes.
+    pub fn with_room_cache(mut self, cache: Arc<RoomCache>) -> Self {
+        self.room_cache = Some(cache);
+        self
+    }
+
+    fn forget_room(&self, room: &str) {
+        if let Some(cache) = &self.room_cache {
+            cache.forget(room);
+        }
     }
 
     /// Numbers a batch's messages within their rooms: one `$inc` of the room document's
@@ -160,7 +177,9 @@ impl MessageStore {
                 .upsert(true)
                 // No projection: FerretDB does not implement it on findAndModify.
                 .return_document(ReturnDocument::After)
-                .await
+                .await;
+            self.forget_room(room);
+            let updated = updated
                 .context("numbering a room's messages")?
                 .context("an upserted room came back empty")?;
             let last = updated
@@ -188,7 +207,8 @@ impl MessageStore {
         for (room, m) in latest {
             let id = m.id.to_string();
             let preview: String = m.body.as_str().chars().take(PREVIEW_CHARS).collect();
-            self.rooms
+            let recorded = self
+                .rooms
                 .update_one(
                     doc! {"_id": room, "$or": [
                         {"last_message.id": {"$exists": false}},
@@ -201,8 +221,9 @@ impl MessageStore {
                         "sent_at": bson::DateTime::from_millis(m.sent_at.timestamp_millis()),
                     }}},
                 )
-                .await
-                .context("recording a room's last message")?;
+                .await;
+            self.forget_room(room);
+            recorded.context("recording a room's last message")?;
         }
         Ok(())
     }

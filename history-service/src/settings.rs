@@ -68,6 +68,11 @@ pub struct RoomsSettings {
     pub confirm_timeout_ms: u64,
     /// Longest a username lookup at auth-service may take.
     pub users_timeout_ms: u64,
+    /// How long a room list may serve a room document read earlier (see
+    /// [`crate::rooms::cache`]): the staleness of lists when several instances write.
+    pub list_cache_ttl_ms: u64,
+    /// Most room documents the room lists' cache holds.
+    pub list_cache_rooms: usize,
 }
 
 /// One admission bound (see [`crate::reads`]).

@@ -4,6 +4,7 @@
 //! port for either).
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -20,6 +21,7 @@ use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
 use crate::reads::{self, ReadLimiter};
+use crate::rooms::cache::RoomCache;
 use crate::rooms::events::RoomEvents;
 use crate::rooms::rate_limit::CreationLimit;
 use crate::rooms::store::RoomStore;
@@ -63,7 +65,14 @@ impl Application {
         );
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(&settings.mongodb.database);
-        let store = MessageStore::open(&db).await?;
+        // Room documents read by room lists; both stores forget a room when they write it.
+        let room_cache = Arc::new(RoomCache::new(
+            Duration::from_millis(settings.rooms.list_cache_ttl_ms),
+            settings.rooms.list_cache_rooms,
+        ));
+        let store = MessageStore::open(&db)
+            .await?
+            .with_room_cache(room_cache.clone());
         let verifier = settings.auth.verifier().await?;
 
         // Rooms have a pool of their own, sized so that every admitted join (four reads at
@@ -80,7 +89,7 @@ impl Application {
         );
         let rooms_db =
             mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);
-        let room_store = RoomStore::open(&rooms_db).await?;
+        let room_store = RoomStore::open(&rooms_db, room_cache).await?;
 
         // Both listeners before the consumer starts, so that a port in use fails the start.
         let listener = TcpListener::bind(settings.http.address())

@@ -1,8 +1,10 @@
 //! Rooms, memberships, bans and read markers (docs/rooms.md): [`store`] keeps them in
 //! MongoDB, [`policy`] decides every permission, [`routes`] serves the HTTP API, [`events`]
 //! announces each stored change on the exchange, [`view`] renders a room as one user sees
-//! it, [`users`] resolves usernames with auth-service, [`rate_limit`] bounds room creation.
+//! it, [`users`] resolves usernames with auth-service, [`rate_limit`] bounds room creation,
+//! [`cache`] keeps the room documents room lists read.
 
+pub mod cache;
 pub mod events;
 pub mod policy;
 pub mod rate_limit;

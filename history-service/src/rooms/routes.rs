@@ -297,7 +297,7 @@ async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse
             .filter(|(_, entry)| !entry.hidden)
             .map(|(id, _)| id.clone())
             .collect();
-        let rooms = store.rooms_by_id_in(ids).await?;
+        let rooms = store.rooms_for_list(ids).await?;
         let mut views: Vec<(Option<bson::DateTime>, String, serde_json::Value)> = rooms
             .iter()
             .filter(|room| room.kind.is_some())

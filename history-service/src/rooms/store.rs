@@ -24,16 +24,19 @@
 //! the two leaves it off by one; nothing depends on it but the directory's order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{Role, RoomId, RoomKind, UserId, UserRef};
 use futures_util::{StreamExt, TryStreamExt};
+
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use super::cache::RoomCache;
 use crate::reads::Deadline;
 use crate::rooms::policy::RoomFacts;
 
@@ -167,6 +170,8 @@ pub fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
 
 #[derive(Clone)]
 pub struct RoomStore {
+    /// Room documents of room lists; every write here forgets the room it changed.
+    cache: Arc<RoomCache>,
     rooms: Collection<RoomDoc>,
     room_docs: Collection<Document>,
     memberships: Collection<MembershipDoc>,
@@ -175,8 +180,9 @@ pub struct RoomStore {
 }
 
 impl RoomStore {
-    pub async fn open(db: &Database) -> anyhow::Result<Self> {
+    pub async fn open(db: &Database, cache: Arc<RoomCache>) -> anyhow::Result<Self> {
         let store = Self {
+            cache,
             rooms: db.collection("rooms"),
             room_docs: db.collection("rooms"),
             memberships: db.collection("memberships"),
@@ -288,6 +294,9 @@ impl RoomStore {
     /// fixed ~2.5 ms that concurrency does not spread) and more for `$in` split in parallel
     /// parts (each part scans). MongoDB answers it from the `_id` index.
     pub async fn rooms_by_id_in(&self, ids: Vec<String>) -> anyhow::Result<Vec<RoomDoc>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         self.rooms
             .find(doc! {"_id": {"$in": ids}})
             .await?
@@ -296,9 +305,24 @@ impl RoomStore {
             .context("reading rooms")
     }
 
+    /// The room documents of `ids` for a room list: those read recently from the cache
+    /// (see [`RoomCache`]), the rest with one [`RoomStore::rooms_by_id_in`].
+    pub async fn rooms_for_list(&self, ids: Vec<String>) -> anyhow::Result<Vec<Arc<RoomDoc>>> {
+        let (mut rooms, misses) = self.cache.lookup(ids);
+        let read = self.rooms_by_id_in(misses.ids.clone()).await?;
+        rooms.extend(self.cache.keep(&misses, &read));
+        Ok(rooms)
+    }
+
     /// Creates the room, or takes over the document the consumer made for a room nobody
     /// created yet. `Exists` when it was created already (by anyone).
     pub async fn create(&self, new: &NewRoom<'_>) -> anyhow::Result<Created> {
+        let created = self.write_room(new).await;
+        self.cache.forget(new.id.as_str());
+        created
+    }
+
+    async fn write_room(&self, new: &NewRoom<'_>) -> anyhow::Result<Created> {
         let at = now();
         let mut fields = doc! {
             "kind": bson::to_bson(&new.kind)?,
@@ -397,10 +421,12 @@ impl RoomStore {
     }
 
     async fn count_members(&self, room: &str, by: i64) -> anyhow::Result<()> {
-        self.room_docs
+        let counted = self
+            .room_docs
             .update_one(doc! {"_id": room}, doc! {"$inc": {"member_count": by}})
-            .await
-            .context("counting members")?;
+            .await;
+        self.cache.forget(room);
+        counted.context("counting members")?;
         Ok(())
     }
 
@@ -499,11 +525,13 @@ impl RoomStore {
 
     /// Sets fields of a room; the room as it is afterwards.
     pub async fn update_room(&self, room: &str, set: Document) -> anyhow::Result<Option<RoomDoc>> {
-        self.rooms
+        let updated = self
+            .rooms
             .find_one_and_update(doc! {"_id": room}, doc! {"$set": set})
             .return_document(ReturnDocument::After)
-            .await
-            .context("updating a room")
+            .await;
+        self.cache.forget(room);
+        updated.context("updating a room")
     }
 
     /// Moves the user's read marker in `room` forward to message `id` (`seq`); `false` when it

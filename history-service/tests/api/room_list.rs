@@ -85,7 +85,11 @@ async fn a_user_in_500_rooms_gets_all_of_them_most_recent_first() {
 async fn measure_room_lookups() {
     let app = spawn_app().await;
     let ids = fill_rooms(&app, "u-alice", 500).await;
-    let store = RoomStore::open(&app.db).await.expect("store");
+    let cache = std::sync::Arc::new(history_service::rooms::cache::RoomCache::new(
+        Duration::ZERO,
+        1,
+    ));
+    let store = RoomStore::open(&app.db, cache).await.expect("store");
     let median = |mut runs: Vec<Duration>| {
         runs.sort();
         runs[runs.len() / 2]

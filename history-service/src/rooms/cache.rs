@@ -1,0 +1,197 @@
+//! Room documents recently read for room lists, so that `GET /api/rooms` of a user in many
+//! rooms reads only the rooms that changed instead of all of them on every call.
+//!
+//! Every write of this instance to a room document forgets it (the room routes through
+//! [`crate::rooms::store::RoomStore`], the consumer after numbering a batch and moving
+//! `last_message`), so with one history-service instance a list is never stale. Documents
+//! changed by *another* instance's consumer or routes are seen once their entry is older than
+//! `rooms.list_cache_ttl_ms`: that is how stale a list can be with several instances.
+//!
+//! A read that started before a write must not put the older document back after the write
+//! forgot it: each room has a generation, bumped by every forget, and a document read under an
+//! older generation is not kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::store::RoomDoc;
+
+struct Slot {
+    doc: Option<(Arc<RoomDoc>, Instant)>,
+    generation: u64,
+}
+
+pub struct RoomCache {
+    slots: Mutex<HashMap<String, Slot>>,
+    ttl: Duration,
+    /// Most rooms remembered; beyond, forgotten and expired ones are dropped, then any.
+    capacity: usize,
+}
+
+/// What a list needs to read: the rooms not in the cache, with their generation when the read
+/// started.
+pub struct Misses {
+    pub ids: Vec<String>,
+    generations: HashMap<String, u64>,
+}
+
+impl RoomCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            ttl,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fresh documents of `ids` and the rest to read.
+    pub fn lookup(&self, ids: Vec<String>) -> (Vec<Arc<RoomDoc>>, Misses) {
+        let now = Instant::now();
+        let slots = self.lock();
+        let mut hits = Vec::with_capacity(ids.len());
+        let mut misses = Misses {
+            ids: Vec::new(),
+            generations: HashMap::new(),
+        };
+        for id in ids {
+            let slot = slots.get(&id);
+            match slot.and_then(|slot| slot.doc.as_ref()) {
+                Some((doc, read_at)) if now.duration_since(*read_at) < self.ttl => {
+                    hits.push(doc.clone());
+                }
+                _ => {
+                    misses
+                        .generations
+                        .insert(id.clone(), slot.map_or(0, |slot| slot.generation));
+                    misses.ids.push(id);
+                }
+            }
+        }
+        (hits, misses)
+    }
+
+    /// Keeps the documents read for `misses`, unless their room was written since.
+    pub fn keep(&self, misses: &Misses, docs: &[RoomDoc]) -> Vec<Arc<RoomDoc>> {
+        let now = Instant::now();
+        let mut slots = self.lock();
+        if slots.len() + docs.len() > self.capacity {
+            slots.retain(|_, slot| {
+                slot.doc
+                    .as_ref()
+                    .is_some_and(|(_, read_at)| now.duration_since(*read_at) < self.ttl)
+            });
+            if slots.len() + docs.len() > self.capacity {
+                slots.clear();
+            }
+        }
+        docs.iter()
+            .map(|doc| {
+                let doc = Arc::new(doc.clone());
+                let read_under = misses.generations.get(&doc.id).copied().unwrap_or(0);
+                let slot = slots.entry(doc.id.clone()).or_insert(Slot {
+                    doc: None,
+                    generation: 0,
+                });
+                if slot.generation == read_under {
+                    slot.doc = Some((doc.clone(), now));
+                }
+                doc
+            })
+            .collect()
+    }
+
+    /// Forgets `room`'s document: it was just written.
+    pub fn forget(&self, room: &str) {
+        let mut slots = self.lock();
+        if let Some(slot) = slots.get_mut(room) {
+            slot.doc = None;
+            slot.generation += 1;
+        } else if slots.len() < self.capacity {
+            // A read in flight took generation 0: make it stale.
+            slots.insert(
+                room.to_string(),
+                Slot {
+                    doc: None,
+                    generation: 1,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &str, seq: i64) -> RoomDoc {
+        let mut doc: RoomDoc = mongodb::bson::from_document(mongodb::bson::doc! {"_id": id})
+            .expect("a minimal room document");
+        doc.seq = seq;
+        doc
+    }
+
+    #[test]
+    fn a_kept_document_is_served_until_it_expires_or_is_forgotten() {
+        let cache = RoomCache::new(Duration::from_secs(60), 100);
+        let (hits, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        assert!(hits.is_empty());
+        assert_eq!(misses.ids, vec!["a", "b"]);
+        cache.keep(&misses, &[doc("a", 1), doc("b", 2)]);
+
+        let (hits, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        assert_eq!(hits.len(), 2);
+        assert!(misses.ids.is_empty());
+
+        cache.forget("a");
+        let (hits, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        assert_eq!(
+            hits.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(misses.ids, vec!["a"]);
+
+        let expired = RoomCache::new(Duration::ZERO, 100);
+        let (_, misses) = expired.lookup(vec!["a".into()]);
+        expired.keep(&misses, &[doc("a", 1)]);
+        assert_eq!(expired.lookup(vec!["a".into()]).1.ids, vec!["a"]);
+    }
+
+    #[test]
+    fn a_read_that_started_before_a_write_is_not_kept() {
+        let cache = RoomCache::new(Duration::from_secs(60), 100);
+        for known in [false, true] {
+            if known {
+                let (_, misses) = cache.lookup(vec!["a".into()]);
+                cache.keep(&misses, &[doc("a", 1)]);
+                cache.forget("a");
+            }
+            let (_, misses) = cache.lookup(vec!["a".into()]);
+            // The write lands and forgets the room while the read is in flight.
+            cache.forget("a");
+            let served = cache.keep(&misses, &[doc("a", 1)]);
+            assert_eq!(served.len(), 1, "the read still answers its own request");
+            assert_eq!(
+                cache.lookup(vec!["a".into()]).1.ids,
+                vec!["a"],
+                "but the older document is not kept (room known before: {known})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = RoomCache::new(Duration::from_secs(60), 10);
+        for round in 0..5 {
+            let ids: Vec<String> = (0..8).map(|k| format!("r{round}-{k}")).collect();
+            let (_, misses) = cache.lookup(ids.clone());
+            let docs: Vec<RoomDoc> = ids.iter().map(|id| doc(id, 0)).collect();
+            cache.keep(&misses, &docs);
+            assert!(cache.lock().len() <= 10);
+        }
+    }
+}
