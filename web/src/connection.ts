@@ -441,6 +441,12 @@ export class ChatClient {
     if (this.state.list.rooms[room] === undefined) this.leave(room);
   }
 
+  /** The user left `room` (or hid a DM): it goes from the list at once, before the server's `removed` arrives. */
+  forget(room: string): void {
+    this.removed(room, 'left');
+    if (this.state.viewing !== room) this.dispatch({ type: 'left', room });
+  }
+
   /** Whether the page is visible; messages in a hidden page's open room stay unread. */
   setVisible(visible: boolean): void {
     this.dispatch({ type: 'visibility', visible });
