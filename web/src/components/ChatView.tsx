@@ -9,7 +9,7 @@ import { removeMember } from '../api';
 import type { ChatClient } from '../connection';
 import { can } from '../permissions';
 import type { RemovalReason, UserRef } from '../protocol';
-import { navigate } from '../routes';
+import { linkTo, navigate } from '../routes';
 import { displayName, typingNames, type RoomDenial } from '../store';
 import { problemText, useApi } from './ApiContext';
 import { Composer } from './Composer';
@@ -157,9 +157,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
       {r?.denied != null ? (
         <div className="room-notice" role="alert" data-testid="room-denied" data-code={r.denied.code}>
           <p>{denialText(r.denied)}</p>
-          <a href="/" onClick={(e) => (e.preventDefault(), navigate('/'))}>
-            Back to your rooms
-          </a>
+          <a {...linkTo('/')}>Back to your rooms</a>
         </div>
       ) : (
         <div className={showMembers ? 'chat-body members-open' : 'chat-body'}>
@@ -167,6 +165,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
             {r === undefined ? null : (
               <MessageList
                 room={r}
+                title={name}
                 connected={state.connection.status === 'open'}
                 meId={me.id}
                 meName={me.username}

@@ -42,8 +42,10 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
           </button>
         </div>
       )}
-      <section aria-labelledby="sidebar-rooms">
-        <h2 id="sidebar-rooms">Rooms</h2>
+      {/* No aria-labelledby here: the heading says it, and a labelled region named "Rooms" would
+          also answer to the label of the home screen's "Room" field. */}
+      <section>
+        <h2>Rooms</h2>
         {rooms.length === 0 && list.loaded && <p className="muted sidebar-empty">You are not in any room yet.</p>}
         <ul className="room-links">
           {rooms.map((r) => (
@@ -51,8 +53,8 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
           ))}
         </ul>
       </section>
-      <section aria-labelledby="sidebar-dms">
-        <h2 id="sidebar-dms">Direct messages</h2>
+      <section>
+        <h2>Direct messages</h2>
         {dms.length === 0 && list.loaded && <p className="muted sidebar-empty">No conversations yet.</p>}
         <ul className="room-links">
           {dms.map((r) => (
