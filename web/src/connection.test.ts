@@ -708,3 +708,16 @@ describe('ChatClient rooms', () => {
     expect(client.getSnapshot().rooms.listed!.denied).toBeNull();
   });
 });
+
+describe('ChatClient rooms, background removal', () => {
+  it('forgets a room removed while not on screen', async () => {
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('a')] });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(1));
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [] });
+    latest().receive({ type: 'removed', room: 'a', reason: 'banned' });
+    expect(client.getSnapshot().rooms.a).toBeUndefined();
+    expect(client.getSnapshot().list.rooms.a).toBeUndefined();
+  });
+});

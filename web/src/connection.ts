@@ -444,7 +444,6 @@ export class ChatClient {
   /** The user left `room` (or hid a DM): it goes from the list at once, before the server's `removed` arrives. */
   forget(room: string): void {
     this.removed(room, 'left');
-    if (this.state.viewing !== room) this.dispatch({ type: 'left', room });
   }
 
   /** Whether the page is visible; messages in a hidden page's open room stay unread. */
@@ -796,6 +795,8 @@ export class ChatClient {
     this.pendingJoins = this.pendingJoins.filter((r) => r !== room);
     this.failOutbox(room, 'You are no longer in this room');
     this.dispatch({ type: 'roomRemoved', room, reason });
+    // Only the room on screen keeps its state, for the notice.
+    if (this.state.viewing !== room) this.dispatch({ type: 'left', room });
   }
 
   private failOutbox(room: string, error: string): void {
