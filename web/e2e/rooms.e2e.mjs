@@ -150,7 +150,8 @@ async function signedIn(user, urlPath = '/', viewport = undefined) {
   await page.getByLabel('Username').fill(user.username);
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByTestId('current-user').getByText(user.username, { exact: true }).waitFor();
+  await page.getByTestId('current-user').waitFor();
+  assert.equal(await page.getByTestId('current-user').textContent(), user.username);
   return page;
 }
 

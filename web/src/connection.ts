@@ -467,7 +467,7 @@ export class ChatClient {
         this.unauthorized();
         return;
       }
-      this.dispatch({ type: 'roomsFailed', error: errorText(e, 'Could not load your rooms') });
+      this.dispatch({ type: 'roomsFailed', error: `Could not load your rooms: ${errorText(e, 'no answer')}` });
       // Rejoin the rooms known from before rather than none.
       this.startJoinPump();
     }
@@ -587,7 +587,8 @@ export class ChatClient {
     if (viewing === null || !visible) return null;
     const r = rooms[viewing];
     const view = list.rooms[viewing];
-    if (r === undefined || view === undefined || !r.joined || !r.historyLoaded) return null;
+    // Without a role the server did not say the user is a member (a gateway that knows no rooms).
+    if (r === undefined || view === undefined || view.role === null || !r.joined || !r.historyLoaded) return null;
     const newest = lastSeenId(r);
     if (newest === null) return null;
     if (view.read_id !== null && newest <= view.read_id) return null;

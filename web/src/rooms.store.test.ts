@@ -202,4 +202,15 @@ describe('room list: order and changes', () => {
     expect(activityOf(view('a', { last_activity: '2024-06-05T00:00:00Z' }))).toBe(Date.parse('2024-06-05T00:00:00Z'));
     expect(mergeView(view('a', { read_id: '05' }), view('a', { read_id: '03' })).read_id).toBe('05');
   });
+
+  it('lists a room joined through a gateway that sends no view while no list was loaded', () => {
+    const s = run({ type: 'joinRequested', room: 'general' }, { type: 'joined', room: 'general', members: [me], messages: [msg('general', '01')], me: me.id });
+    expect(s.list.rooms.general).toMatchObject({ name: 'general', role: null, last_message: { id: '01' } });
+    const loaded = run(loaded_(), { type: 'joinRequested', room: 'x' }, { type: 'joined', room: 'x', members: [], messages: [], me: me.id });
+    expect(loaded.list.rooms.x).toBeUndefined();
+  });
 });
+
+function loaded_(): ChatAction {
+  return { type: 'roomsLoaded', rooms: [] };
+}

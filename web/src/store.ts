@@ -288,6 +288,27 @@ export function mergeView(local: RoomView | undefined, incoming: RoomView): Room
   return merged;
 }
 
+/** A room the server said nothing about but that the user is in: public, named by its id. */
+function unknownRoom(id: string, members: number): RoomView {
+  return {
+    id,
+    kind: 'public',
+    name: id,
+    topic: '',
+    created_by: null,
+    created_at: null,
+    archived: false,
+    member_count: members,
+    last_message: null,
+    last_activity: null,
+    role: null,
+    unread: 0,
+    unread_capped: false,
+    read_id: null,
+    dm_user: null,
+  };
+}
+
 function setListRoom(state: ChatState, view: RoomView): ChatState {
   return { ...state, list: { ...state.list, rooms: { ...state.list.rooms, [view.id]: view } } };
 }
@@ -402,8 +423,12 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
       return { ...state, rooms };
     }
     case 'joined': {
-      const withView =
-        action.view != null ? setListRoom(state, mergeView(state.list.rooms[action.room], action.view)) : state;
+      let withView = state;
+      if (action.view != null) withView = setListRoom(state, mergeView(state.list.rooms[action.room], action.view));
+      else if (!state.list.loaded && state.list.rooms[action.room] === undefined && state.rooms[action.room] !== undefined) {
+        // A gateway that knows no rooms (no view, no room list): list the rooms joined in this session.
+        withView = setListRoom(state, unknownRoom(action.room, action.members.length));
+      }
       const next = updateRoom(withView, action.room, (r) => {
         const stored = storeMessages(r, action.messages, action.me);
         return {
