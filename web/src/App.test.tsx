@@ -54,7 +54,7 @@ function requests(fetch: ReturnType<typeof vi.fn>): [string, unknown][] {
 beforeEach(() => {
   IdleSocket.sockets.length = 0;
   vi.stubGlobal('WebSocket', IdleSocket);
-  window.location.hash = '#/';
+  window.history.replaceState(null, '', '/');
 });
 
 describe('App session handling', () => {

@@ -1,17 +1,24 @@
 /**
  * The application shell: signed out it shows log-in or sign-up; signed in it
  * owns the session's `TokenManager` and the user's `ChatClient` for as long
- * as the session lasts, and shows the room picker or a room.
+ * as the session lasts, and shows the sidebar of the user's rooms next to
+ * the screen the address names (a room, the directory, a form).
  */
-import { useCallback, useEffect, useState } from 'react';
-import { ApiError, fetchHistory, logout, me, refresh, webSocketUrl } from './api';
+import { useCallback, useEffect, useState, type ReactNode } from 'react';
+import { ApiError, fetchHistory, listRooms, logout, me, refresh, webSocketUrl } from './api';
 import { ChatClient } from './connection';
+import { ApiContext, type WithToken } from './components/ApiContext';
+import { BrowseRooms } from './components/BrowseRooms';
 import { ChatView } from './components/ChatView';
 import { LoginForm } from './components/LoginForm';
+import { NewDm } from './components/NewDm';
+import { NewRoom } from './components/NewRoom';
 import { RoomPicker } from './components/RoomPicker';
+import { Sidebar } from './components/Sidebar';
 import { SignupForm } from './components/SignupForm';
-import { navigate, roomHref, useRoute } from './routes';
-import { clearSession, forgetRoom, loadSession, recentRooms, rememberRoom, saveSession, type Session } from './session';
+import type { RoomView } from './protocol';
+import { linkTo, navigate, roomHref, useRoute } from './routes';
+import { clearSession, loadSession, saveSession, type Session } from './session';
 import { claimSession, TokenManager, type SessionEnd } from './tokens';
 
 export const ENDED_NOTICE = 'Your session has ended. Please log in again.';
@@ -31,14 +38,14 @@ export function App() {
     saveSession(s);
     setNotice(null);
     setSession(s);
-    navigate('#/');
+    // Signing in from a shared room link lands in that room.
+    if (window.location.pathname === '/login' || window.location.pathname === '/signup') navigate('/', { replace: true });
   }, []);
 
   const signOut = useCallback((why: string | null) => {
     clearSession();
     setNotice(why);
     setSession(null);
-    navigate('#/login');
   }, []);
 
   if (session === null) {
@@ -75,7 +82,6 @@ interface SignedInProps {
 function SignedIn({ session, onSignOut }: SignedInProps) {
   const { user } = session;
   const route = useRoute();
-  const [recent, setRecent] = useState(() => recentRooms(user.id));
   const [tokens] = useState(
     () =>
       new TokenManager({
@@ -103,7 +109,13 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
         },
         renewToken: () => tokens.ensureFresh(),
         onUnauthorized: () => refused(tokens, onSignOut),
+        fetchRooms: () => tokens.withToken(listRooms),
       }),
+  );
+  const [api] = useState<WithToken>(
+    () =>
+      <T,>(call: (accessToken: string) => Promise<T>) =>
+        tokens.withToken(call),
   );
 
   useEffect(() => {
@@ -127,8 +139,12 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
       if (active && e instanceof ApiError && e.status === 401) refused(tokens, onSignOut);
     });
     // Timers stand still while the computer sleeps and are slowed in background tabs.
+    // A hidden tab also does not mark what arrives in its open room as read.
+    client.setVisible(document.visibilityState === 'visible');
     const wake = () => {
-      if (document.visibilityState === 'visible') tokens.wake();
+      const visible = document.visibilityState === 'visible';
+      client.setVisible(visible);
+      if (visible) tokens.wake();
     };
     const online = () => {
       tokens.wake();
@@ -153,43 +169,65 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
   }, [tokens, onSignOut]);
 
   const room = route.screen === 'room' ? route.room : null;
-  useEffect(() => {
-    if (room !== null) setRecent(rememberRoom(user.id, room));
-  }, [room, user.id]);
 
   const onAuthScreen = route.screen === 'login' || route.screen === 'signup';
   useEffect(() => {
-    if (onAuthScreen) navigate('#/');
+    if (onAuthScreen) navigate('/', { replace: true });
   }, [onAuthScreen]);
 
+  const openRoom = useCallback((r: string) => navigate(roomHref(r)), []);
+  const added = useCallback(
+    (view: RoomView) => {
+      client.addRoom(view);
+      navigate(roomHref(view.id));
+    },
+    [client],
+  );
+
+  let screen: ReactNode;
+  switch (route.screen) {
+    case 'room':
+      screen = <ChatView key={route.room} client={client} room={route.room} me={user} />;
+      break;
+    case 'browse':
+      screen = (
+        <BrowseRooms isMember={(r) => client.getSnapshot().list.rooms[r] !== undefined} onJoined={added} onOpen={openRoom} />
+      );
+      break;
+    case 'newRoom':
+      screen = <NewRoom onCreated={added} />;
+      break;
+    case 'newDm':
+      screen = <NewDm meId={user.id} onOpened={added} />;
+      break;
+    default:
+      screen = <RoomPicker onOpen={openRoom} />;
+  }
+  const home = route.screen === 'rooms' || onAuthScreen;
+
   return (
-    <div className="app signed-in">
-      <header className="topbar">
-        {room !== null ? (
-          <a className="back" href="#/">
-            <span aria-hidden="true">←</span> Rooms
-          </a>
-        ) : (
-          <span className="brand">Chat</span>
-        )}
-        <span className="whoami" data-testid="current-user">
-          {user.username}
-        </span>
-        <button type="button" className="secondary" onClick={logOut}>
-          Log out
-        </button>
-      </header>
-      <main className={room !== null ? 'chat-main' : 'picker-main'}>
-        {room !== null ? (
-          <ChatView key={room} client={client} room={room} me={user} />
-        ) : (
-          <RoomPicker
-            recent={recent}
-            onOpen={(r) => navigate(roomHref(r))}
-            onForget={(r) => setRecent(forgetRoom(user.id, r))}
-          />
-        )}
-      </main>
-    </div>
+    <ApiContext.Provider value={api}>
+      <div className={home ? 'app signed-in at-home' : 'app signed-in'}>
+        <header className="topbar">
+          {!home ? (
+            <a className="back" {...linkTo('/')}>
+              <span aria-hidden="true">←</span> Rooms
+            </a>
+          ) : (
+            <span className="brand">Chat</span>
+          )}
+          <span className="whoami" data-testid="current-user">
+            {user.username}
+          </span>
+          <button type="button" className="secondary" onClick={logOut}>
+            Log out
+          </button>
+        </header>
+        <div className="workspace">
+          <Sidebar client={client} current={room} meId={user.id} />
+          <main className={room !== null ? 'chat-main' : 'picker-main'}>{screen}</main>
+        </div>
+      </div>
+    </ApiContext.Provider>
   );
 }

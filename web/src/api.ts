@@ -3,7 +3,18 @@
  * gateway forwards them). Every failure becomes an `ApiError` carrying the
  * server's error code, so screens can choose what to say per code.
  */
-import { parseHistoryPage, parseUser, type HistoryPage, type UserRef } from './protocol';
+import {
+  parseHistoryPage,
+  parseMember,
+  parseRoomView,
+  parseRoomViews,
+  parseUser,
+  type HistoryPage,
+  type Member,
+  type Role,
+  type RoomView,
+  type UserRef,
+} from './protocol';
 
 export interface User extends UserRef {
   email: string;
@@ -67,7 +78,7 @@ function errorFromBody(status: number, body: unknown, retryAfter: number | null)
 }
 
 interface RequestOptions {
-  method?: 'GET' | 'POST';
+  method?: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   body?: unknown;
   token?: string;
   signal?: AbortSignal;
@@ -170,6 +181,126 @@ export async function fetchHistory(token: string, room: string, cursor: HistoryC
   const page = parseHistoryPage(body, room);
   if (page === null) throw new ApiError(500, 'bad_response', 'Unexpected answer from the server');
   return page;
+}
+
+// ---- rooms (docs/rooms.md) ----------------------------------------------------
+
+function badResponse(): ApiError {
+  return new ApiError(500, 'bad_response', 'Unexpected answer from the server');
+}
+
+function roomPath(room: string, rest = ''): string {
+  return `/api/rooms/${encodeURIComponent(room)}${rest}`;
+}
+
+function expectView(body: unknown): RoomView {
+  const view = parseRoomView(body);
+  if (view === null) throw badResponse();
+  return view;
+}
+
+/** The user's rooms and visible DMs, most recent activity first. */
+export async function listRooms(token: string): Promise<RoomView[]> {
+  const rooms = parseRoomViews(asRecord(await request('/api/rooms', { token }))?.rooms);
+  if (rooms === null) throw badResponse();
+  return rooms;
+}
+
+export interface DirectoryPage {
+  rooms: RoomView[];
+  nextCursor: string | null;
+}
+
+/** Public rooms whose id or name contains `q`, most members first. */
+export async function searchDirectory(token: string, q: string, cursor: string | null = null): Promise<DirectoryPage> {
+  const query = new URLSearchParams({ q });
+  if (cursor !== null) query.set('cursor', cursor);
+  const body = asRecord(await request(`/api/rooms/directory?${query}`, { token }));
+  const rooms = parseRoomViews(body?.rooms);
+  if (rooms === null) throw badResponse();
+  return { rooms, nextCursor: typeof body?.next_cursor === 'string' ? body.next_cursor : null };
+}
+
+export interface NewRoom {
+  kind: 'public' | 'private';
+  name: string;
+  topic: string;
+  /** The room id; the server picks one when absent. */
+  id?: string;
+}
+
+export async function createRoom(token: string, room: NewRoom): Promise<RoomView> {
+  return expectView(await request('/api/rooms', { method: 'POST', token, body: room }));
+}
+
+export async function getRoom(token: string, room: string): Promise<RoomView> {
+  return expectView(await request(roomPath(room), { token }));
+}
+
+export interface RoomChanges {
+  name?: string;
+  topic?: string;
+  kind?: 'public' | 'private';
+}
+
+export async function updateRoom(token: string, room: string, changes: RoomChanges): Promise<RoomView> {
+  return expectView(await request(roomPath(room), { method: 'PATCH', token, body: changes }));
+}
+
+export async function archiveRoom(token: string, room: string): Promise<void> {
+  await request(roomPath(room), { method: 'DELETE', token });
+}
+
+/** Joins a public room (or finds the user already in it). */
+export async function joinRoom(token: string, room: string): Promise<RoomView> {
+  return expectView(await request(roomPath(room, '/join'), { method: 'POST', token }));
+}
+
+export interface MembersPage {
+  members: Member[];
+  nextCursor: string | null;
+}
+
+export async function listMembers(token: string, room: string, cursor: string | null = null): Promise<MembersPage> {
+  const query = cursor === null ? '' : `?${new URLSearchParams({ cursor })}`;
+  const body = asRecord(await request(roomPath(room, `/members${query}`), { token }));
+  if (!Array.isArray(body?.members)) throw badResponse();
+  const members = body.members.map(parseMember).filter((m): m is Member => m !== null);
+  return { members, nextCursor: typeof body.next_cursor === 'string' ? body.next_cursor : null };
+}
+
+/** Adds a member by username (`404 user_not_found` for an unknown one). */
+export async function addMember(token: string, room: string, username: string): Promise<void> {
+  await request(roomPath(room, '/members'), { method: 'POST', token, body: { username } });
+}
+
+/** Kicks a member, or leaves the room when `userId` is the caller's own. */
+export async function removeMember(token: string, room: string, userId: string): Promise<void> {
+  await request(roomPath(room, `/members/${encodeURIComponent(userId)}`), { method: 'DELETE', token });
+}
+
+export async function setRole(token: string, room: string, userId: string, role: Role): Promise<void> {
+  await request(roomPath(room, `/members/${encodeURIComponent(userId)}`), { method: 'PUT', token, body: { role } });
+}
+
+export async function banMember(token: string, room: string, userId: string): Promise<void> {
+  await request(roomPath(room, `/bans/${encodeURIComponent(userId)}`), { method: 'POST', token });
+}
+
+export async function unbanMember(token: string, room: string, userId: string): Promise<void> {
+  await request(roomPath(room, `/bans/${encodeURIComponent(userId)}`), { method: 'DELETE', token });
+}
+
+/** Opens (or finds) the direct message room with `username`. */
+export async function openDm(token: string, username: string): Promise<RoomView> {
+  return expectView(await request('/api/dms', { method: 'POST', token, body: { username } }));
+}
+
+/** Users whose name starts with `q` (at most 20). */
+export async function searchUsers(token: string, q: string): Promise<UserRef[]> {
+  const body = asRecord(await request(`/api/users?${new URLSearchParams({ q })}`, { token }));
+  if (!Array.isArray(body?.users)) throw badResponse();
+  return body.users.map(parseUser).filter((u): u is UserRef => u !== null);
 }
 
 /** The WebSocket address on this page's host, `wss:` when the page itself is secure. */

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
 import { ChatClient, type SocketLike } from './connection';
-import type { ClientFrame, HistoryPage, UserRef, WireMessage } from './protocol';
+import type { ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
@@ -51,6 +51,9 @@ function setup(
     history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>;
     checkToken?: () => Promise<boolean>;
     renewToken?: () => Promise<unknown>;
+    fetchRooms?: () => Promise<RoomView[]>;
+    joinsPerSecond?: number;
+    maxBackgroundRooms?: number;
   } = {},
 ) {
   const sockets: FakeSocket[] = [];
@@ -72,6 +75,10 @@ function setup(
     onUnauthorized,
     backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
     newClientId: () => `c${++n}`,
+    fetchRooms: options.fetchRooms,
+    readDelayMs: 500,
+    joinsPerSecond: options.joinsPerSecond ?? 10,
+    maxBackgroundRooms: options.maxBackgroundRooms ?? 90,
   });
   const latest = () => sockets[sockets.length - 1]!;
   return { client, sockets, latest, fetchHistory, onUnauthorized, token };
@@ -480,5 +487,237 @@ describe('ChatClient', () => {
     expect(sockets[0]!.closed).toBe(true);
     vi.advanceTimersByTime(60_000);
     expect(sockets).toHaveLength(1);
+  });
+});
+
+function roomView(id: string, extra: Partial<RoomView> = {}): RoomView {
+  return {
+    id,
+    kind: 'private',
+    name: id,
+    topic: '',
+    created_by: 'u-me',
+    created_at: '2024-06-01T00:00:00Z',
+    archived: false,
+    member_count: 2,
+    last_message: null,
+    last_activity: null,
+    role: 'member',
+    unread: 0,
+    unread_capped: false,
+    read_id: null,
+    dm_user: null,
+    ...extra,
+  };
+}
+
+function inRoom(room: string, id: string, author: UserRef = bob): WireMessage {
+  return { ...msg(id, author), room };
+}
+
+describe('ChatClient rooms', () => {
+  it('fetches the room list when connected and joins each room in the background from its last message', async () => {
+    const last = { id: '05', author: bob, preview: 'x', sent_at: '2024-06-01T00:00:00Z' };
+    const fetchRooms = vi.fn(async () => [roomView('a', { last_message: last }), roomView('b')]);
+    const { client, latest } = setup({ fetchRooms });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'a', since: '05' }, { type: 'join', room: 'b' }]);
+  });
+
+  it('paces background joins under the server’s frame rate', async () => {
+    const rooms = Array.from({ length: 5 }, (_, i) => roomView(`r${i}`));
+    const { client, latest } = setup({ fetchRooms: async () => rooms, joinsPerSecond: 2 });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
+    vi.advanceTimersByTime(1000);
+    expect(latest().framesOf('join')).toHaveLength(4);
+    vi.advanceTimersByTime(1000);
+    expect(latest().framesOf('join')).toHaveLength(5);
+  });
+
+  it('joins at most the background limit, the most active rooms first', async () => {
+    const rooms = [
+      roomView('quiet', { created_at: '2024-01-01T00:00:00Z' }),
+      roomView('busy', { last_activity: '2024-06-09T00:00:00Z' }),
+    ];
+    const { client, latest } = setup({ fetchRooms: async () => rooms, maxBackgroundRooms: 1 });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'busy' }]));
+  });
+
+  it('fetches the list again after a reconnect, drops rooms left meanwhile and joins new ones', async () => {
+    let rooms = [roomView('a'), roomView('b')];
+    const { client, latest, sockets } = setup({ fetchRooms: async () => rooms });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
+    latest().drop();
+    rooms = [roomView('b'), roomView('c')];
+    vi.advanceTimersByTime(1000);
+    expect(sockets).toHaveLength(2);
+    latest().open();
+    await vi.waitFor(() => expect(Object.keys(client.getSnapshot().list.rooms).sort()).toEqual(['b', 'c']));
+    vi.advanceTimersByTime(1000);
+    expect(latest().framesOf('join').map((f) => f.room)).toEqual(['b', 'c']);
+    expect(client.getSnapshot().rooms.a).toBeUndefined();
+  });
+
+  it('counts a message in a room not on screen as unread and moves that room up', async () => {
+    const { client, latest } = setup({
+      fetchRooms: async () => [roomView('a', { last_activity: '2024-06-09T00:00:00Z' }), roomView('b')],
+    });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
+    latest().receive({ type: 'joined', room: 'b', members: [], messages: [] });
+    latest().receive({ type: 'message', ...inRoom('b', '07') });
+    expect(client.getSnapshot().list.rooms.b).toMatchObject({ unread: 1, last_message: { id: '07' } });
+  });
+
+  it('writes the read marker once the newest message of the room on screen has been shown, and clears the badge', async () => {
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { unread: 2, read_id: '01' })] });
+    client.start();
+    client.open('a');
+    latest().open();
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [inRoom('a', '01'), inRoom('a', '02'), inRoom('a', '03')] });
+    expect(latest().framesOf('read')).toEqual([]);
+    vi.advanceTimersByTime(500);
+    expect(latest().framesOf('read')).toEqual([{ type: 'read', room: 'a', id: '03' }]);
+    expect(client.getSnapshot().list.rooms.a).toMatchObject({ unread: 0, read_id: '03' });
+    // A new message while the room is on screen is read too, once.
+    latest().receive({ type: 'message', ...inRoom('a', '04') });
+    expect(client.getSnapshot().list.rooms.a!.unread).toBe(0);
+    vi.advanceTimersByTime(500);
+    vi.advanceTimersByTime(500);
+    expect(latest().framesOf('read')).toEqual([
+      { type: 'read', room: 'a', id: '03' },
+      { type: 'read', room: 'a', id: '04' },
+    ]);
+  });
+
+  it('does not mark anything read while the page is hidden', async () => {
+    const first = { id: '01', author: bob, preview: '', sent_at: '' };
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { last_message: first })] });
+    client.start();
+    client.setVisible(false);
+    client.open('a');
+    latest().open();
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [inRoom('a', '01')] });
+    latest().receive({ type: 'message', ...inRoom('a', '02') });
+    vi.advanceTimersByTime(2000);
+    expect(latest().framesOf('read')).toEqual([]);
+    expect(client.getSnapshot().list.rooms.a!.unread).toBe(1);
+    client.setVisible(true);
+    vi.advanceTimersByTime(500);
+    expect(latest().framesOf('read')).toEqual([{ type: 'read', room: 'a', id: '02' }]);
+  });
+
+  it('clears the badge when another tab read the room', async () => {
+    const { client, latest } = setup({
+      fetchRooms: async () => [roomView('a', { unread: 3, last_message: { id: '09', author: bob, preview: '', sent_at: '' } })],
+    });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    latest().receive({ type: 'read', room: 'a', id: '09' });
+    expect(client.getSnapshot().list.rooms.a).toMatchObject({ unread: 0, read_id: '09' });
+  });
+
+  it('loads the latest history of a room joined in the background when it is opened', async () => {
+    const last = { id: '05', author: bob, preview: 'x', sent_at: '' };
+    const history = vi.fn(async () => ({ messages: [inRoom('a', '04'), inRoom('a', '05')], has_more: true }));
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { last_message: last })], history });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'a', since: '05' }]));
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [] });
+    expect(history).not.toHaveBeenCalled();
+    client.open('a');
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.a).toMatchObject({ historyLoaded: true, hasMore: true }));
+    expect(history).toHaveBeenCalledWith('a', { before: null }, 50);
+    expect(client.getSnapshot().rooms.a!.messages.map((m) => m.id)).toEqual(['04', '05']);
+    // Closing keeps a listed room joined.
+    client.close('a');
+    expect(latest().framesOf('leave')).toEqual([]);
+    expect(client.getSnapshot().viewing).toBeNull();
+  });
+
+  it('adds a room on room_added and joins it; renames it on room_updated', async () => {
+    const { client, latest } = setup({ fetchRooms: async () => [] });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    latest().receive({ type: 'room_added', room: roomView('new') });
+    expect(client.getSnapshot().list.rooms.new).toBeDefined();
+    expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'new' }]);
+    latest().receive({ type: 'room_updated', room: { ...roomView('new', { name: 'Renamed' }), role: null } });
+    expect(client.getSnapshot().list.rooms.new).toMatchObject({ name: 'Renamed', role: 'member' });
+  });
+
+  it('on removed drops the room, keeps the notice for the room on screen, fails waiting messages and does not rejoin', async () => {
+    const { client, latest, sockets } = setup({ fetchRooms: async () => [roomView('a')] });
+    client.start();
+    client.open('a');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [] });
+    await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
+    latest().drop();
+    client.send('a', 'written while away');
+    vi.advanceTimersByTime(1000);
+    expect(sockets).toHaveLength(2);
+    latest().open();
+    latest().receive({ type: 'removed', room: 'a', reason: 'kicked' });
+    const s = client.getSnapshot();
+    expect(s.list.rooms.a).toBeUndefined();
+    expect(s.rooms.a).toMatchObject({ removed: 'kicked', joined: false });
+    expect(s.rooms.a!.outbox[0]).toMatchObject({ status: 'failed' });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().framesOf('join')).toEqual([]);
+  });
+
+  it('shows a refused join in the room, not as a banner, and does not retry it', () => {
+    const { client, latest, sockets } = setup();
+    client.start();
+    client.open('secret');
+    latest().open();
+    latest().receive({ type: 'error', code: 'not_found', message: 'no such room', room: 'secret' });
+    expect(client.getSnapshot().rooms.secret).toMatchObject({ denied: { code: 'not_found' }, error: null });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    expect(sockets).toHaveLength(2);
+    latest().open();
+    expect(latest().framesOf('join')).toEqual([]);
+  });
+
+  it('pins a refusal that names no room on the oldest unanswered join', async () => {
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('listed')] });
+    client.start();
+    client.open('x');
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
+    latest().receive({ type: 'error', code: 'forbidden', message: 'you may not' });
+    expect(client.getSnapshot().rooms.x!.denied).toMatchObject({ code: 'forbidden' });
+    expect(client.getSnapshot().rooms.listed!.denied).toBeNull();
+  });
+});
+
+describe('ChatClient rooms, background removal', () => {
+  it('forgets a room removed while not on screen', async () => {
+    const { client, latest } = setup({ fetchRooms: async () => [roomView('a')] });
+    client.start();
+    latest().open();
+    await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(1));
+    latest().receive({ type: 'joined', room: 'a', members: [], messages: [] });
+    latest().receive({ type: 'removed', room: 'a', reason: 'banned' });
+    expect(client.getSnapshot().rooms.a).toBeUndefined();
+    expect(client.getSnapshot().list.rooms.a).toBeUndefined();
   });
 });

@@ -13,6 +13,15 @@
  * `subscribe`/`getSnapshot` (the `useSyncExternalStore` contract) and never
  * touch the socket.
  *
+ * Rooms: the client keeps the user's room list (`fetchRooms`, fetched again
+ * after every reconnect, since membership changes sent while away are lost)
+ * and joins every listed room on the socket in the background, paced under
+ * the server's frame rate limit, so that messages in rooms not on screen
+ * still update the list's order and unread counts. The room on screen
+ * (`open`) is joined first; when its newest message is shown in a visible
+ * page the client moves the read marker (`read` frame, debounced), and the
+ * server tells the user's other connections, which clear their badge.
+ *
  * Nothing here needs a browser: the socket and the history call are passed
  * in, so tests drive it with a fake socket and fake timers.
  */
@@ -23,11 +32,21 @@ import {
   newClientId,
   type ClientFrame,
   type HistoryPage,
+  type RemovalReason,
+  type RoomView,
   type ServerEvent,
   type UserRef,
   parseServerEvent,
 } from './protocol';
-import { chatReducer, initialChatState, lastSeenId, oldestId, type ChatAction, type ChatState } from './store';
+import {
+  activityOf,
+  chatReducer,
+  initialChatState,
+  lastSeenId,
+  oldestId,
+  type ChatAction,
+  type ChatState,
+} from './store';
 
 /** The part of the browser's `WebSocket` that the client uses. */
 export interface SocketLike {
@@ -79,10 +98,21 @@ export interface ChatClientOptions {
   typingThrottleMs?: number;
   historyPageSize?: number;
   newClientId?: () => string;
+  /** The user's rooms (`GET /api/rooms`); without it the client keeps no room list. */
+  fetchRooms?: () => Promise<RoomView[]>;
+  /** How long the newest message of the room on screen must stay shown before it counts as read. */
+  readDelayMs?: number;
+  /** Background joins written per second, well under the server's frame rate limit. */
+  joinsPerSecond?: number;
+  /** Most rooms joined in the background; the server allows 100 per connection, some are kept for rooms opened by hand. */
+  maxBackgroundRooms?: number;
 }
 
 /** Connection-level error codes that say nothing about the rooms being joined. */
-const IGNORED_ERRORS = new Set(['unauthorized', 'invalid_token', 'rate_limited']);
+const IGNORED_ERRORS = new Set(['unauthorized', 'invalid_token', 'rate_limited', 'invalid_marker']);
+
+/** Join refusals that will not change by retrying: the room view says why instead of a banner. */
+export const DENIAL_CODES = new Set(['not_found', 'forbidden', 'banned', 'archived']);
 
 /** Upper bound on history pages fetched by one catch-up. */
 const MAX_CATCH_UP_PAGES = 20;
@@ -107,8 +137,32 @@ export class ChatClient {
   private readonly backoff: Backoff;
   /** A token handed over while the socket was still opening; sent once it is open. */
   private pendingAuth: string | null = null;
-  private readonly opts: Required<Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'backoff'>> &
-    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken'>;
+  /** Rooms joined because the user asked (opened them), written at once rather than paced. */
+  private readonly foreground = new Set<string>();
+  /** Rooms from the list waiting for their paced `join`. */
+  private joinQueue: string[] = [];
+  private joinTimer: ReturnType<typeof setInterval> | null = null;
+  /**
+   * Joins written on this socket and not yet answered, oldest first: a refusal
+   * that does not name its room is about the oldest (the server answers a
+   * connection's frames in order).
+   */
+  private pendingJoins: string[] = [];
+  /** The `since` of each join written on this socket: without one, `joined` carries the room's recent history. */
+  private readonly joinSince = new Map<string, string | null>();
+  /** The read marker the client last wrote per room, so that each is written once. */
+  private readonly readWritten = new Map<string, string>();
+  private readTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The message id the read timer is for. */
+  private readCandidate: string | null = null;
+  /** Rooms whose latest page of history is being loaded. */
+  private readonly loadingLatest = new Set<string>();
+  /** Counts list fetches, so that only the newest answer is applied. */
+  private listGeneration = 0;
+  private readonly opts: Required<
+    Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'backoff' | 'fetchRooms'>
+  > &
+    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'fetchRooms'>;
 
   constructor(options: ChatClientOptions) {
     this.backoff = options.backoff ?? new Backoff();
@@ -120,6 +174,9 @@ export class ChatClient {
       typingThrottleMs: 2_500,
       historyPageSize: 50,
       newClientId,
+      readDelayMs: 500,
+      joinsPerSecond: 10,
+      maxBackgroundRooms: 90,
       ...options,
     };
   }
@@ -137,6 +194,7 @@ export class ChatClient {
     const next = chatReducer(this.state, action);
     if (next === this.state) return;
     this.state = next;
+    this.scheduleRead();
     for (const l of this.listeners) l();
   }
 
@@ -157,6 +215,9 @@ export class ChatClient {
     this.stopHeartbeat();
     if (this.typingTimer !== null) clearInterval(this.typingTimer);
     this.typingTimer = null;
+    this.stopJoinPump();
+    if (this.readTimer !== null) clearTimeout(this.readTimer);
+    this.readTimer = null;
     this.clearAllAckTimers();
     const socket = this.socket;
     this.socket = null;
@@ -201,6 +262,10 @@ export class ChatClient {
     }
     this.socket = socket;
     this.sentOnSocket = new Set();
+    this.pendingJoins = [];
+    this.joinSince.clear();
+    this.readWritten.clear();
+    this.stopJoinPump();
     let opened = false;
     socket.onopen = () => {
       opened = true;
@@ -209,7 +274,15 @@ export class ChatClient {
       this.startHeartbeat();
       if (this.pendingAuth !== null) this.write({ type: 'auth', token: this.pendingAuth });
       this.pendingAuth = null;
-      for (const room of this.wanted) this.sendJoin(room);
+      // The room on screen first, then the others at a pace the server accepts, once the list
+      // (which says what changed while the connection was away) has told which are still the user's.
+      this.joinQueue = [];
+      for (const room of this.wanted) {
+        if (this.foreground.has(room)) this.sendJoin(room);
+        else this.joinQueue.push(room);
+      }
+      if (this.opts.fetchRooms === undefined) this.startJoinPump();
+      else void this.refreshRooms();
     };
     socket.onmessage = (ev) => {
       this.heardFromServer();
@@ -225,6 +298,7 @@ export class ChatClient {
       this.socket = null;
       detach(socket);
       this.stopHeartbeat();
+      this.stopJoinPump();
       if (ev.code === CLOSE_ACCOUNT_REVOKED) {
         // Every token of this account is refused from now on: retrying would only fail.
         this.unauthorized();
@@ -319,22 +393,207 @@ export class ChatClient {
 
   // ---- rooms -------------------------------------------------------------
 
+  /** Joins a room now (not paced), e.g. one the user opened. */
   join(room: string): void {
-    this.wanted.add(room);
+    const r = this.state.rooms[room];
+    const again = r !== undefined && (r.denied !== null || r.removed !== null);
+    this.foreground.add(room);
+    this.joinQueue = this.joinQueue.filter((q) => q !== room);
     this.dispatch({ type: 'joinRequested', room });
+    if (this.wanted.has(room) && !again) {
+      // Already joined, or its join is on the way.
+      if (r?.joined !== true && !this.pendingJoins.includes(room)) this.sendJoin(room);
+      return;
+    }
+    this.wanted.add(room);
     this.sendJoin(room);
   }
 
   leave(room: string): void {
-    if (!this.wanted.delete(room)) return;
-    this.write({ type: 'leave', room });
+    this.foreground.delete(room);
+    this.joinQueue = this.joinQueue.filter((q) => q !== room);
+    if (!this.wanted.delete(room)) {
+      if (this.state.rooms[room] !== undefined) this.dispatch({ type: 'left', room });
+      return;
+    }
+    // A join still on its way is answered first (frames are handled in order), so it is left too.
+    if (this.state.rooms[room]?.joined === true || this.pendingJoins.includes(room)) this.write({ type: 'leave', room });
+    this.pendingJoins = this.pendingJoins.filter((r) => r !== room);
     for (const entry of this.state.rooms[room]?.outbox ?? []) this.clearAckTimer(entry.clientId);
     this.dispatch({ type: 'left', room });
   }
 
+  /**
+   * Shows a room: joins it first if needed, loads its latest history if it
+   * was joined in the background, and from then on reads what arrives in it.
+   */
+  open(room: string): void {
+    this.dispatch({ type: 'viewing', room });
+    this.join(room);
+    const r = this.state.rooms[room];
+    if (r?.joined === true && !r.historyLoaded) void this.loadLatest(room);
+  }
+
+  /** The room is no longer on screen; it stays joined if it is in the user's list. */
+  close(room: string): void {
+    if (this.state.viewing === room) this.dispatch({ type: 'viewing', room: null });
+    this.foreground.delete(room);
+    if (this.state.list.rooms[room] === undefined) this.leave(room);
+  }
+
+  /** The user left `room` (or hid a DM): it goes from the list at once, before the server's `removed` arrives. */
+  forget(room: string): void {
+    this.removed(room, 'left');
+  }
+
+  /** Whether the page is visible; messages in a hidden page's open room stay unread. */
+  setVisible(visible: boolean): void {
+    this.dispatch({ type: 'visibility', visible });
+  }
+
+  /** Fetches the room list again (the source of truth) and joins rooms not joined yet. */
+  async refreshRooms(): Promise<void> {
+    const fetchRooms = this.opts.fetchRooms;
+    if (fetchRooms === undefined || this.stopped) return;
+    const generation = ++this.listGeneration;
+    try {
+      const rooms = await fetchRooms();
+      if (generation !== this.listGeneration || this.stopped) return;
+      this.dispatch({ type: 'roomsLoaded', rooms });
+      this.syncSubscriptions();
+    } catch (e) {
+      if (generation !== this.listGeneration) return;
+      if (e instanceof ApiError && e.status === 401) {
+        this.unauthorized();
+        return;
+      }
+      this.dispatch({ type: 'roomsFailed', error: `Could not load your rooms: ${errorText(e, 'no answer')}` });
+      // Rejoin the rooms known from before rather than none.
+      this.startJoinPump();
+    }
+  }
+
+  /** Records a room the user just created, joined or opened a DM to, without waiting for the server's event. */
+  addRoom(view: RoomView): void {
+    this.dispatch({ type: 'roomAdded', room: view });
+    this.syncSubscriptions();
+  }
+
+  /**
+   * Joins the listed rooms not joined yet (the most active first, up to the
+   * background limit) and forgets rooms that left the list, unless on screen.
+   */
+  private syncSubscriptions(): void {
+    const listed = this.state.list.rooms;
+    for (const room of [...this.wanted]) {
+      if (listed[room] === undefined && !this.foreground.has(room) && this.state.viewing !== room) this.leave(room);
+    }
+    const byActivity = Object.values(listed)
+      .filter((v) => !v.archived)
+      .sort((a, b) => activityOf(b) - activityOf(a));
+    let background = [...this.wanted].filter((r) => !this.foreground.has(r)).length;
+    for (const view of byActivity) {
+      if (this.wanted.has(view.id)) continue;
+      if (background >= this.opts.maxBackgroundRooms) break;
+      background += 1;
+      this.wanted.add(view.id);
+      this.dispatch({ type: 'joinRequested', room: view.id });
+      this.joinQueue.push(view.id);
+    }
+    this.startJoinPump();
+  }
+
+  private startJoinPump(): void {
+    if (this.joinTimer !== null || this.joinQueue.length === 0) return;
+    if (this.socket === null || this.socket.readyState !== OPEN) return;
+    this.pumpJoins();
+    if (this.joinQueue.length > 0) this.joinTimer = setInterval(() => this.pumpJoins(), 1000);
+  }
+
+  private pumpJoins(): void {
+    for (let n = 0; n < this.opts.joinsPerSecond && this.joinQueue.length > 0; ) {
+      const room = this.joinQueue.shift()!;
+      if (!this.wanted.has(room) || this.state.rooms[room]?.joined === true) continue;
+      this.sendJoin(room);
+      n += 1;
+    }
+    if (this.joinQueue.length === 0) this.stopJoinPump();
+  }
+
+  private stopJoinPump(): void {
+    if (this.joinTimer !== null) clearInterval(this.joinTimer);
+    this.joinTimer = null;
+  }
+
   private sendJoin(room: string): void {
-    const since = lastSeenId(this.state.rooms[room]);
-    this.write(since === null ? { type: 'join', room } : { type: 'join', room, since });
+    // A room joined in the background needs only what came after the list's last message;
+    // a room opened without any messages yet asks for its recent ones.
+    const listed = this.state.list.rooms[room]?.last_message?.id ?? null;
+    const since = lastSeenId(this.state.rooms[room]) ?? (this.foreground.has(room) ? null : listed);
+    if (this.write(since === null ? { type: 'join', room } : { type: 'join', room, since })) {
+      this.pendingJoins.push(room);
+      this.joinSince.set(room, since);
+    }
+  }
+
+  /** Loads the latest page of a room that was joined from its last known message only. */
+  private async loadLatest(room: string): Promise<void> {
+    if (this.loadingLatest.has(room)) return;
+    this.loadingLatest.add(room);
+    try {
+      const page = await this.opts.fetchHistory(room, { before: null }, this.opts.historyPageSize);
+      if (this.wanted.has(room)) this.dispatch({ type: 'latestLoaded', room, messages: page.messages, hasMore: page.has_more });
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        this.unauthorized();
+        return;
+      }
+      this.dispatch({ type: 'roomError', room, error: errorText(e, 'Could not load the conversation') });
+    } finally {
+      this.loadingLatest.delete(room);
+    }
+  }
+
+  // ---- read markers ------------------------------------------------------
+
+  /**
+   * The newest message of the room on screen is shown in a visible page and
+   * is newer than the read marker: after a short delay (so that scrolling
+   * through rooms does not write a marker for each), move the marker there.
+   */
+  private scheduleRead(): void {
+    const candidate = this.readTarget();
+    if (candidate === this.readCandidate) return;
+    if (this.readTimer !== null) clearTimeout(this.readTimer);
+    this.readTimer = null;
+    this.readCandidate = candidate;
+    if (candidate === null) return;
+    this.readTimer = setTimeout(() => {
+      this.readTimer = null;
+      this.readCandidate = null;
+      const room = this.state.viewing;
+      const id = this.readTarget();
+      if (room === null || id === null) return;
+      if (this.write({ type: 'read', room, id })) {
+        this.readWritten.set(room, id);
+        this.dispatch({ type: 'readMoved', room, id, me: this.opts.me.id });
+      }
+    }, this.opts.readDelayMs);
+  }
+
+  /** The message id to mark read in the room on screen, or `null` when there is nothing to do. */
+  private readTarget(): string | null {
+    const { viewing, visible, rooms, list } = this.state;
+    if (viewing === null || !visible) return null;
+    const r = rooms[viewing];
+    const view = list.rooms[viewing];
+    // Without a role the server did not say the user is a member (a gateway that knows no rooms).
+    if (r === undefined || view === undefined || view.role === null || !r.joined || !r.historyLoaded) return null;
+    const newest = lastSeenId(r);
+    if (newest === null) return null;
+    if (view.read_id !== null && newest <= view.read_id) return null;
+    if (this.readWritten.get(viewing) === newest) return null;
+    return newest;
   }
 
   // ---- messages ----------------------------------------------------------
@@ -422,8 +681,19 @@ export class ChatClient {
     const me = this.opts.me;
     switch (event.type) {
       case 'joined': {
+        this.pendingJoins = this.pendingJoins.filter((r) => r !== event.room);
         if (!this.wanted.has(event.room)) return;
-        this.dispatch({ type: 'joined', room: event.room, members: event.members, messages: event.messages, me: me.id });
+        this.dispatch({
+          type: 'joined',
+          room: event.room,
+          members: event.members,
+          messages: event.messages,
+          me: me.id,
+          view: event.view,
+          fresh: this.joinSince.get(event.room) === null,
+        });
+        const after = this.state.rooms[event.room];
+        if (this.state.viewing === event.room && after !== undefined && !after.historyLoaded) void this.loadLatest(event.room);
         for (const m of event.messages) if (m.author.id === me.id && m.client_id !== null) this.clearAckTimer(m.client_id);
         // Messages written before the room was (re)joined go out now.
         for (const entry of this.state.rooms[event.room]?.outbox ?? []) {
@@ -452,6 +722,18 @@ export class ChatClient {
       case 'pong':
       case 'authenticated':
         return;
+      case 'removed':
+        this.removed(event.room, event.reason);
+        return;
+      case 'room_added':
+        this.addRoom(event.room);
+        return;
+      case 'room_updated':
+        this.dispatch({ type: 'roomUpdated', room: event.room });
+        return;
+      case 'read':
+        this.dispatch({ type: 'readMoved', room: event.room, id: event.id, me: me.id });
+        return;
       case 'lagged': {
         const from = lastSeenId(this.state.rooms[event.room]) ?? event.last_id;
         if (from !== null && this.wanted.has(event.room)) void this.catchUp(event.room, from);
@@ -467,14 +749,61 @@ export class ChatClient {
           this.clearAckTimer(event.client_id);
           const text = event.code === 'unavailable' ? 'Chat is busy right now; retry in a moment' : event.message;
           this.dispatch({ type: 'failed', clientId: event.client_id, error: text });
-        } else if (event.room !== undefined) {
-          this.dispatch({ type: 'roomError', room: event.room, error: event.message });
-        } else {
-          for (const room of this.wanted) {
-            if (this.state.rooms[room]?.joined !== true) this.dispatch({ type: 'roomError', room, error: event.message });
+          return;
+        }
+        {
+          const room = event.room ?? this.pendingJoins[0];
+          if (room !== undefined) {
+            this.pendingJoins = this.pendingJoins.filter((r) => r !== room);
+            this.joinRefused(room, event.code, event.message);
+          } else {
+            for (const r of this.wanted) {
+              if (this.state.rooms[r]?.joined !== true) this.dispatch({ type: 'roomError', room: r, error: event.message });
+            }
           }
         }
         return;
+    }
+  }
+
+  /**
+   * A join was refused. For good (no such room, not allowed, banned, archived):
+   * the room is no longer wanted and its view says why. A room joined only in
+   * the background is dropped quietly when the connection holds too many.
+   */
+  private joinRefused(room: string, code: string, message: string): void {
+    if (DENIAL_CODES.has(code)) {
+      this.wanted.delete(room);
+      this.joinQueue = this.joinQueue.filter((q) => q !== room);
+      this.failOutbox(room, message);
+      this.dispatch({ type: 'denied', room, code, message });
+      return;
+    }
+    if (code === 'too_many_rooms' && !this.foreground.has(room)) {
+      this.wanted.delete(room);
+      this.dispatch({ type: 'left', room });
+      return;
+    }
+    if (code === 'already_joined') return;
+    this.dispatch({ type: 'roomError', room, error: message });
+  }
+
+  /** The server took this connection out of `room`; own messages still waiting there will not go out. */
+  private removed(room: string, reason: RemovalReason): void {
+    this.wanted.delete(room);
+    this.foreground.delete(room);
+    this.joinQueue = this.joinQueue.filter((q) => q !== room);
+    this.pendingJoins = this.pendingJoins.filter((r) => r !== room);
+    this.failOutbox(room, 'You are no longer in this room');
+    this.dispatch({ type: 'roomRemoved', room, reason });
+    // Only the room on screen keeps its state, for the notice.
+    if (this.state.viewing !== room) this.dispatch({ type: 'left', room });
+  }
+
+  private failOutbox(room: string, error: string): void {
+    for (const entry of this.state.rooms[room]?.outbox ?? []) {
+      this.clearAckTimer(entry.clientId);
+      if (entry.status === 'pending') this.dispatch({ type: 'failed', clientId: entry.clientId, error });
     }
   }
 

@@ -29,7 +29,7 @@ describe('parseServerEvent', () => {
     const event = parseServerEvent(
       JSON.stringify({ type: 'joined', room: 'general', members: [alice], messages: [withoutRoom] }),
     );
-    expect(event).toEqual({ type: 'joined', room: 'general', members: [alice], messages: [message], truncated: false });
+    expect(event).toEqual({ type: 'joined', room: 'general', members: [alice], messages: [message], truncated: false, view: null });
   });
 
   it('reads the truncated flag of a catch-up snapshot', () => {
@@ -151,5 +151,54 @@ describe('validation', () => {
     const a = newClientId();
     expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(newClientId()).not.toBe(a);
+  });
+});
+
+describe('rooms frames', () => {
+  const view = {
+    id: 'r1',
+    kind: 'private',
+    name: 'Team',
+    topic: 'plans',
+    created_by: 'u1',
+    created_at: '2024-06-01T12:00:00Z',
+    archived: false,
+    member_count: 3,
+    last_message: { id: '01B', author: alice, preview: 'hi', sent_at: '2024-06-01T12:01:00Z' },
+    role: 'owner',
+    unread: 4,
+    unread_capped: false,
+    read_id: '01A',
+  };
+
+  it('parses the room view of joined, room_added and room_updated', () => {
+    const joined = parseServerEvent(JSON.stringify({ type: 'joined', room: 'r1', members: [], messages: [], view }));
+    expect(joined).toMatchObject({ type: 'joined', view: { id: 'r1', kind: 'private', role: 'owner', unread: 4, dm_user: null } });
+    expect(parseServerEvent(JSON.stringify({ type: 'room_added', room: view }))).toMatchObject({
+      type: 'room_added',
+      room: { name: 'Team', last_message: { id: '01B', preview: 'hi' } },
+    });
+    // A view sent to every member alike has no caller fields.
+    const { role: _r, unread: _u, read_id: _i, ...shared } = view;
+    expect(parseServerEvent(JSON.stringify({ type: 'room_updated', room: { ...shared, name: 'New' } }))).toMatchObject({
+      type: 'room_updated',
+      room: { name: 'New', role: null, unread: null, read_id: null },
+    });
+  });
+
+  it('rejects a room view without an id or with an unknown kind', () => {
+    expect(parseServerEvent(JSON.stringify({ type: 'room_added', room: { ...view, kind: 'secret' } }))).toBeNull();
+    expect(parseServerEvent(JSON.stringify({ type: 'room_added', room: { kind: 'public' } }))).toBeNull();
+  });
+
+  it('parses removed and read', () => {
+    expect(parseServerEvent('{"type":"removed","room":"r1","reason":"banned"}')).toEqual({ type: 'removed', room: 'r1', reason: 'banned' });
+    expect(parseServerEvent('{"type":"removed","room":"r1","reason":"something-new"}')).toMatchObject({ reason: 'kicked' });
+    expect(parseServerEvent('{"type":"read","room":"r1","id":"01C"}')).toEqual({ type: 'read', room: 'r1', id: '01C' });
+    expect(parseServerEvent('{"type":"read","room":"r1"}')).toBeNull();
+  });
+
+  it('encodes the read frame', () => {
+    expect(encodeClientFrame({ type: 'read', room: 'r1', id: '01C' })).toBe('{"type":"read","room":"r1","id":"01C"}');
   });
 });

@@ -27,8 +27,59 @@ export interface WireMessage {
   sent_at: string;
 }
 
+export type RoomKind = 'public' | 'private' | 'dm';
+export type Role = 'owner' | 'admin' | 'member';
+/** Why the server took this connection out of a room (`removed`). */
+export type RemovalReason = 'kicked' | 'banned' | 'left' | 'archived';
+
+/** The newest message of a room, as the room list shows it. */
+export interface LastMessage {
+  id: string;
+  author: UserRef;
+  /** The first 100 characters of the body. */
+  preview: string;
+  sent_at: string;
+}
+
+/**
+ * A room as the signed-in user sees it (docs/rooms.md, "room view"). `role`,
+ * `unread`, `unread_capped` and `read_id` are the user's own and are absent
+ * (null here) when the user is not a member, e.g. in the directory or in a
+ * `room_updated` that goes to every member alike.
+ */
+export interface RoomView {
+  id: string;
+  kind: RoomKind;
+  name: string;
+  topic: string;
+  created_by: string | null;
+  created_at: string | null;
+  archived: boolean;
+  member_count: number;
+  last_message: LastMessage | null;
+  /** When anything last happened in the room (RFC 3339), when the server says. */
+  last_activity: string | null;
+  role: Role | null;
+  unread: number | null;
+  unread_capped: boolean;
+  read_id: string | null;
+  /** The other side of a direct message. */
+  dm_user: UserRef | null;
+}
+
+/** A room member, as `GET /api/rooms/{room}/members` lists them. */
+export interface Member {
+  user: UserRef;
+  role: Role;
+  joined_at: string | null;
+  /** Added by the gateway; the live presence events keep it current once the room is joined. */
+  online: boolean;
+}
+
 export type ClientFrame =
   | { type: 'join'; room: string; since?: string }
+  /** Moves the read marker of a joined room forward to message `id`. */
+  | { type: 'read'; room: string; id: string }
   | { type: 'leave'; room: string }
   | { type: 'send'; room: string; client_id: string; body: string }
   | { type: 'typing'; room: string }
@@ -48,8 +99,18 @@ export type ServerEvent =
        * the history API with `after` = the last of them.
        */
       truncated: boolean;
+      /** The room as this user sees it (role, unread count), from gateways that know rooms. */
+      view: RoomView | null;
     }
   | ({ type: 'message' } & WireMessage)
+  /** This connection is no longer in `room`; no `message` of it follows. */
+  | { type: 'removed'; room: string; reason: RemovalReason }
+  /** The user was added to a room (or opened a DM). */
+  | { type: 'room_added'; room: RoomView }
+  /** A joined room was renamed, or its topic or visibility changed. */
+  | { type: 'room_updated'; room: RoomView }
+  /** The user's read marker in `room` moved to `id` (on another connection, or through the HTTP API). */
+  | { type: 'read'; room: string; id: string }
   | { type: 'ack'; client_id: string; id: string; sent_at: string }
   | { type: 'presence'; room: string; user: UserRef; state: 'online' | 'offline' }
   | { type: 'typing'; room: string; user: UserRef }
@@ -146,7 +207,25 @@ export function parseServerEvent(text: string): ServerEvent | null {
       const members = parseList(raw.members ?? [], parseUser);
       const messages = parseList(raw.messages ?? [], (m) => parseMessage(m, room));
       if (members === null || messages === null) return null;
-      return { type: 'joined', room, members, messages, truncated: raw.truncated === true };
+      const view = raw.view === undefined ? null : parseRoomView(raw.view);
+      return { type: 'joined', room, members, messages, truncated: raw.truncated === true, view };
+    }
+    case 'removed': {
+      const room = str(raw.room);
+      const reason = raw.reason;
+      if (room === null) return null;
+      // A reason this client does not know yet still means the room is gone.
+      return { type: 'removed', room, reason: isRemovalReason(reason) ? reason : 'kicked' };
+    }
+    case 'room_added':
+    case 'room_updated': {
+      const view = parseRoomView(raw.room);
+      return view === null ? null : { type: raw.type, room: view };
+    }
+    case 'read': {
+      const room = str(raw.room);
+      const id = str(raw.id);
+      return room === null || id === null ? null : { type: 'read', room, id };
     }
     case 'message': {
       const message = parseMessage(raw);
@@ -195,6 +274,64 @@ export function parseServerEvent(text: string): ServerEvent | null {
     default:
       return null;
   }
+}
+
+const ROOM_KINDS: readonly string[] = ['public', 'private', 'dm'];
+const ROLES: readonly string[] = ['owner', 'admin', 'member'];
+const REMOVAL_REASONS: readonly string[] = ['kicked', 'banned', 'left', 'archived'];
+
+export function isRole(v: unknown): v is Role {
+  return typeof v === 'string' && ROLES.includes(v);
+}
+
+function isRemovalReason(v: unknown): v is RemovalReason {
+  return typeof v === 'string' && REMOVAL_REASONS.includes(v);
+}
+
+function parseLastMessage(v: unknown): LastMessage | null {
+  if (!isObject(v)) return null;
+  const id = str(v.id);
+  const author = parseUser(v.author);
+  if (id === null || author === null) return null;
+  return { id, author, preview: str(v.preview) ?? '', sent_at: str(v.sent_at) ?? '' };
+}
+
+/** Parses a room view; `null` when the fields the client relies on (id, kind) are missing. */
+export function parseRoomView(v: unknown): RoomView | null {
+  if (!isObject(v)) return null;
+  const id = str(v.id);
+  const kind = str(v.kind);
+  if (id === null || kind === null || !ROOM_KINDS.includes(kind)) return null;
+  return {
+    id,
+    kind: kind as RoomKind,
+    name: str(v.name) ?? id,
+    topic: str(v.topic) ?? '',
+    created_by: str(v.created_by),
+    created_at: str(v.created_at),
+    archived: v.archived === true,
+    member_count: typeof v.member_count === 'number' ? v.member_count : 0,
+    last_message: parseLastMessage(v.last_message),
+    last_activity: str(v.last_activity),
+    role: isRole(v.role) ? v.role : null,
+    unread: typeof v.unread === 'number' && v.unread >= 0 ? v.unread : null,
+    unread_capped: v.unread_capped === true,
+    read_id: str(v.read_id),
+    dm_user: parseUser(v.dm_user),
+  };
+}
+
+/** Parses a list of room views (`GET /api/rooms`, the directory), skipping malformed entries. */
+export function parseRoomViews(v: unknown): RoomView[] | null {
+  if (!Array.isArray(v)) return null;
+  return v.map(parseRoomView).filter((r): r is RoomView => r !== null);
+}
+
+export function parseMember(v: unknown): Member | null {
+  if (!isObject(v)) return null;
+  const user = parseUser(v.user);
+  if (user === null) return null;
+  return { user, role: isRole(v.role) ? v.role : 'member', joined_at: str(v.joined_at), online: v.online === true };
 }
 
 /** A page of the history API: `GET /api/rooms/{room}/messages`. */

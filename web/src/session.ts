@@ -1,5 +1,5 @@
 /**
- * Where the signed-in user's tokens live, and the remembered rooms.
+ * Where the signed-in user's tokens live.
  *
  * The session (user, access token, refresh token) is kept in
  * `sessionStorage`, not `localStorage`: it survives a reload of the tab (so a
@@ -13,8 +13,7 @@
  * outlives the tab would also be one more thing for an injected script or the
  * next user of a shared computer to find.
  *
- * Recent rooms are not secret and are useful across sessions, so they go to
- * `localStorage`, keyed by user id.
+ * The user's rooms are not kept here: the server lists them (`GET /api/rooms`).
  */
 import type { TokenPair, User } from './api';
 
@@ -48,12 +47,10 @@ export function tokensFromPair(pair: TokenPair, now = Date.now()): Tokens {
 }
 
 const SESSION_KEY = 'chat.session';
-const RECENT_PREFIX = 'chat.recentRooms.';
-const MAX_RECENT = 8;
 
-function storage(kind: 'session' | 'local'): Storage | null {
+function storage(): Storage | null {
   try {
-    return kind === 'session' ? window.sessionStorage : window.localStorage;
+    return window.sessionStorage;
   } catch {
     // Storage can be disabled by browser settings; the app then works without remembering.
     return null;
@@ -77,7 +74,7 @@ function isTokens(v: unknown): v is Tokens {
  * fine (it is refreshed before use); an expired refresh token is not.
  */
 export function loadSession(now = Date.now()): Session | null {
-  const raw = storage('session')?.getItem(SESSION_KEY);
+  const raw = storage()?.getItem(SESSION_KEY);
   if (raw == null) return null;
   try {
     const s = JSON.parse(raw) as Partial<Session>;
@@ -96,33 +93,9 @@ export function loadSession(now = Date.now()): Session | null {
 }
 
 export function saveSession(session: Session): void {
-  storage('session')?.setItem(SESSION_KEY, JSON.stringify(session));
+  storage()?.setItem(SESSION_KEY, JSON.stringify(session));
 }
 
 export function clearSession(): void {
-  storage('session')?.removeItem(SESSION_KEY);
-}
-
-export function recentRooms(userId: string): string[] {
-  const raw = storage('local')?.getItem(RECENT_PREFIX + userId);
-  if (raw == null) return [];
-  try {
-    const list: unknown = JSON.parse(raw);
-    return Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string').slice(0, MAX_RECENT) : [];
-  } catch {
-    return [];
-  }
-}
-
-/** Moves `room` to the front of the user's recent rooms. */
-export function rememberRoom(userId: string, room: string): string[] {
-  const list = [room, ...recentRooms(userId).filter((r) => r !== room)].slice(0, MAX_RECENT);
-  storage('local')?.setItem(RECENT_PREFIX + userId, JSON.stringify(list));
-  return list;
-}
-
-export function forgetRoom(userId: string, room: string): string[] {
-  const list = recentRooms(userId).filter((r) => r !== room);
-  storage('local')?.setItem(RECENT_PREFIX + userId, JSON.stringify(list));
-  return list;
+  storage()?.removeItem(SESSION_KEY);
 }

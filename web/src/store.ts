@@ -13,8 +13,16 @@
  *
  * A message leaves the outbox when either its `ack` or its own `message` event
  * arrives, whichever is first; the other one then finds it already stored.
+ *
+ * Beside the rooms' conversations the state keeps the user's room list (the
+ * sidebar): one room view per room or DM the user is in, as `GET /api/rooms`
+ * last answered it, kept current by live frames. A message newer than a
+ * room's last known one moves the room up and, unless the room is open in a
+ * visible tab, counts as unread; `read` clears the count, `room_added`,
+ * `removed` and `room_updated` add, drop and rename rooms. Every reconnect
+ * fetches the list again, since frames sent while away were lost.
  */
-import type { UserRef, WireMessage } from './protocol';
+import type { RemovalReason, RoomView, UserRef, WireMessage } from './protocol';
 
 export type OutboxStatus = 'pending' | 'failed';
 
@@ -47,6 +55,30 @@ export interface RoomState {
   loadingOlder: boolean;
   /** The last problem reported for this room (failed join, failed history load). */
   error: string | null;
+  /**
+   * Whether `messages` reach back to the room's recent history. A room joined
+   * in the background from its last known message holds only what came after
+   * it, and loads the latest page when it is opened.
+   */
+  historyLoaded: boolean;
+  /** Why the server took the user out of this room, while the room is still on screen. */
+  removed: RemovalReason | null;
+  /** The server refused to let the user in (`not_found`, `forbidden`, `banned`, `archived`). */
+  denied: RoomDenial | null;
+}
+
+export interface RoomDenial {
+  code: string;
+  message: string;
+}
+
+export interface RoomListState {
+  /** The user's rooms and DMs by id. */
+  rooms: Readonly<Record<string, RoomView>>;
+  /** Whether `GET /api/rooms` has answered at least once. */
+  loaded: boolean;
+  /** Why the last fetch of the list failed, until one succeeds. */
+  error: string | null;
 }
 
 export type ConnectionStatus = 'connecting' | 'open' | 'disconnected' | 'stopped';
@@ -62,6 +94,11 @@ export interface ConnectionState {
 export interface ChatState {
   connection: ConnectionState;
   rooms: Readonly<Record<string, RoomState>>;
+  list: RoomListState;
+  /** The room on screen, if any. */
+  viewing: string | null;
+  /** Whether the page is visible; messages in the room on screen of a hidden tab count as unread. */
+  visible: boolean;
 }
 
 /** How long a typing indicator stays up without a new `typing` event. */
@@ -70,7 +107,15 @@ export const TYPING_TTL_MS = 5000;
 export const initialChatState: ChatState = {
   connection: { status: 'connecting', retryAt: null, everOpened: false },
   rooms: {},
+  list: { rooms: {}, loaded: false, error: null },
+  viewing: null,
+  visible: true,
 };
+
+/** Unread counts are exact up to this number (docs/rooms.md). */
+export const UNREAD_EXACT_LIMIT = 100;
+/** Characters of a message kept as the room list's preview. */
+export const PREVIEW_CHARS = 100;
 
 export function emptyRoom(room: string): RoomState {
   return {
@@ -83,6 +128,9 @@ export function emptyRoom(room: string): RoomState {
     hasMore: false,
     loadingOlder: false,
     error: null,
+    historyLoaded: false,
+    removed: null,
+    denied: null,
   };
 }
 
@@ -131,7 +179,8 @@ export type ChatAction =
   | { type: 'stopped' }
   | { type: 'joinRequested'; room: string }
   | { type: 'left'; room: string }
-  | { type: 'joined'; room: string; members: UserRef[]; messages: WireMessage[]; me: string }
+  /** `fresh`: joined without `since`, so `messages` are the room's recent ones. */
+  | { type: 'joined'; room: string; members: UserRef[]; messages: WireMessage[]; me: string; view?: RoomView | null; fresh?: boolean }
   | { type: 'messages'; room: string; messages: WireMessage[]; me: string }
   | { type: 'ack'; clientId: string; id: string; sentAt: string; me: UserRef }
   | { type: 'presence'; room: string; user: UserRef; online: boolean }
@@ -143,7 +192,17 @@ export type ChatAction =
   | { type: 'olderLoading'; room: string }
   | { type: 'olderLoaded'; room: string; messages: WireMessage[]; hasMore: boolean }
   | { type: 'olderFailed'; room: string; error: string }
-  | { type: 'roomError'; room: string; error: string };
+  | { type: 'roomError'; room: string; error: string }
+  | { type: 'denied'; room: string; code: string; message: string }
+  | { type: 'latestLoaded'; room: string; messages: WireMessage[]; hasMore: boolean }
+  | { type: 'roomsLoaded'; rooms: RoomView[] }
+  | { type: 'roomsFailed'; error: string }
+  | { type: 'roomAdded'; room: RoomView }
+  | { type: 'roomUpdated'; room: RoomView }
+  | { type: 'roomRemoved'; room: string; reason: RemovalReason }
+  | { type: 'readMoved'; room: string; id: string; me: string }
+  | { type: 'viewing'; room: string | null }
+  | { type: 'visibility'; visible: boolean };
 
 function updateRoom(state: ChatState, room: string, f: (r: RoomState) => RoomState): ChatState {
   const current = state.rooms[room];
@@ -188,6 +247,155 @@ function setOutboxStatus(r: RoomState, clientId: string, status: OutboxStatus, e
   return { ...r, outbox };
 }
 
+// ---- the room list ------------------------------------------------------------
+
+function newerId(a: string | null, b: string | null): string | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return compareIds(a, b) >= 0 ? a : b;
+}
+
+/** The first `PREVIEW_CHARS` characters (code points) of a body. */
+export function previewOf(body: string): string {
+  return Array.from(body).slice(0, PREVIEW_CHARS).join('');
+}
+
+/**
+ * Combines what the client knew of a room with a newer view of it from the
+ * server. The server's view wins, except that a `room_updated` (sent to every
+ * member alike) carries no caller fields, and a last message the client saw
+ * live after the server answered is kept along with its unread count.
+ */
+export function mergeView(local: RoomView | undefined, incoming: RoomView): RoomView {
+  if (local === undefined) return incoming;
+  const merged: RoomView = { ...incoming };
+  if (incoming.role === null) {
+    merged.role = local.role;
+    merged.unread = local.unread;
+    merged.unread_capped = local.unread_capped;
+  }
+  merged.read_id = newerId(local.read_id, incoming.read_id);
+  if (incoming.dm_user === null) merged.dm_user = local.dm_user;
+  const localLast = local.last_message;
+  if (localLast !== null && (incoming.last_message === null || compareIds(localLast.id, incoming.last_message.id) > 0)) {
+    merged.last_message = localLast;
+    merged.last_activity = local.last_activity;
+    if (incoming.role !== null) {
+      merged.unread = Math.max(local.unread ?? 0, incoming.unread ?? 0);
+      merged.unread_capped = local.unread_capped || incoming.unread_capped;
+    }
+  }
+  return merged;
+}
+
+/** A room the server said nothing about but that the user is in: public, named by its id. */
+function unknownRoom(id: string, members: number): RoomView {
+  return {
+    id,
+    kind: 'public',
+    name: id,
+    topic: '',
+    created_by: null,
+    created_at: null,
+    archived: false,
+    member_count: members,
+    last_message: null,
+    last_activity: null,
+    role: null,
+    unread: 0,
+    unread_capped: false,
+    read_id: null,
+    dm_user: null,
+  };
+}
+
+function setListRoom(state: ChatState, view: RoomView): ChatState {
+  return { ...state, list: { ...state.list, rooms: { ...state.list.rooms, [view.id]: view } } };
+}
+
+/**
+ * A room's messages that are newer than the list knows of: the room moves up
+ * and, unless it is on screen in a visible tab, each one from someone else
+ * after the read marker counts as unread.
+ */
+function bumpList(state: ChatState, room: string, messages: readonly WireMessage[], me: string): ChatState {
+  const view = state.list.rooms[room];
+  if (view === undefined || messages.length === 0) return state;
+  const lastId = view.last_message?.id ?? null;
+  const fresh = messages.filter((m) => lastId === null || compareIds(m.id, lastId) > 0);
+  if (fresh.length === 0) return state;
+  const newest = fresh.reduce((a, b) => (compareIds(a.id, b.id) >= 0 ? a : b));
+  const onScreen = state.viewing === room && state.visible;
+  const counted = onScreen
+    ? 0
+    : fresh.filter((m) => m.author.id !== me && (view.read_id === null || compareIds(m.id, view.read_id) > 0)).length;
+  const total = (view.unread ?? 0) + counted;
+  return setListRoom(state, {
+    ...view,
+    last_message: { id: newest.id, author: newest.author, preview: previewOf(newest.body), sent_at: newest.sent_at },
+    last_activity: newest.sent_at,
+    unread: Math.min(total, UNREAD_EXACT_LIMIT),
+    unread_capped: view.unread_capped || total > UNREAD_EXACT_LIMIT,
+  });
+}
+
+/**
+ * The read marker moved to `id`. Read up to the last message: nothing is
+ * unread. Read up to an earlier one: the count is what the client holds after
+ * it, when it holds the messages from the marker on; otherwise unchanged
+ * until the next fetch of the list.
+ */
+function moveReadMarker(state: ChatState, room: string, id: string, me: string): ChatState {
+  const view = state.list.rooms[room];
+  if (view === undefined) return state;
+  if (view.read_id !== null && compareIds(id, view.read_id) <= 0) return state;
+  const last = view.last_message?.id ?? null;
+  let unread = view.unread;
+  let capped = view.unread_capped;
+  if (last === null || compareIds(id, last) >= 0) {
+    unread = 0;
+    capped = false;
+  } else {
+    const messages = state.rooms[room]?.messages ?? [];
+    if (messages.some((m) => m.id === id)) {
+      unread = messages.filter((m) => compareIds(m.id, id) > 0 && m.author.id !== me).length;
+      capped = false;
+    }
+  }
+  return setListRoom(state, { ...view, read_id: id, unread, unread_capped: capped });
+}
+
+function parseTime(t: string | null | undefined): number {
+  if (t == null) return 0;
+  const ms = Date.parse(t);
+  return Number.isNaN(ms) ? 0 : ms;
+}
+
+/** When anything last happened in a room, for ordering the list (epoch ms). */
+export function activityOf(view: RoomView): number {
+  return Math.max(parseTime(view.last_activity), parseTime(view.last_message?.sent_at), parseTime(view.created_at));
+}
+
+/** The list's rooms of the given kinds, most recent activity first. */
+export function sortedRooms(list: RoomListState, kinds: readonly RoomView['kind'][]): RoomView[] {
+  return Object.values(list.rooms)
+    .filter((r) => kinds.includes(r.kind))
+    .sort((a, b) => activityOf(b) - activityOf(a) || displayName(a).localeCompare(displayName(b)));
+}
+
+/** How a room is called on screen: a DM by the other person's name. */
+export function displayName(view: RoomView): string {
+  if (view.kind === 'dm') return view.dm_user?.username ?? view.name;
+  return view.name.length > 0 ? view.name : view.id;
+}
+
+/** The badge text: the exact count up to 99, "99+" beyond (or when the server stopped counting). */
+export function unreadBadge(view: RoomView): string | null {
+  const n = view.unread ?? 0;
+  if (view.unread_capped || n > 99) return '99+';
+  return n > 0 ? String(n) : null;
+}
+
 export function chatReducer(state: ChatState, action: ChatAction): ChatState {
   switch (action.type) {
     case 'connecting':
@@ -202,7 +410,11 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
     case 'stopped':
       return { ...state, connection: { ...state.connection, status: 'stopped', retryAt: null } };
     case 'joinRequested':
-      if (state.rooms[action.room] !== undefined) return updateRoom(state, action.room, (r) => (r.error === null ? r : { ...r, error: null }));
+      if (state.rooms[action.room] !== undefined) {
+        return updateRoom(state, action.room, (r) =>
+          r.error === null && r.denied === null && r.removed === null ? r : { ...r, error: null, denied: null, removed: null },
+        );
+      }
       return { ...state, rooms: { ...state.rooms, [action.room]: emptyRoom(action.room) } };
     case 'left': {
       if (state.rooms[action.room] === undefined) return state;
@@ -210,25 +422,42 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
       delete rooms[action.room];
       return { ...state, rooms };
     }
-    case 'joined':
-      return updateRoom(state, action.room, (r) => {
+    case 'joined': {
+      let withView = state;
+      if (action.view != null) withView = setListRoom(state, mergeView(state.list.rooms[action.room], action.view));
+      else if (!state.list.loaded && state.list.rooms[action.room] === undefined && state.rooms[action.room] !== undefined) {
+        // A gateway that knows no rooms (no view, no room list): list the rooms joined in this session.
+        withView = setListRoom(state, unknownRoom(action.room, action.members.length));
+      }
+      const next = updateRoom(withView, action.room, (r) => {
         const stored = storeMessages(r, action.messages, action.me);
         return {
           ...stored,
           joined: true,
           error: null,
+          removed: null,
+          denied: null,
           members: sortMembers(action.members),
+          historyLoaded: r.historyLoaded || action.fresh !== false,
           // Until the history API says otherwise, assume a non-empty room has older messages.
           hasMore: r.messages.length === 0 ? stored.messages.length > 0 : r.hasMore,
         };
       });
+      return bumpList(next, action.room, action.messages, action.me);
+    }
     case 'messages':
-      return updateRoom(state, action.room, (r) => storeMessages(r, action.messages, action.me));
-    case 'ack':
-      return updateAllRooms(state, (r) => {
+      return bumpList(
+        updateRoom(state, action.room, (r) => storeMessages(r, action.messages, action.me)),
+        action.room,
+        action.messages,
+        action.me,
+      );
+    case 'ack': {
+      let stored: WireMessage | null = null;
+      const next = updateAllRooms(state, (r) => {
         const entry = r.outbox.find((o) => o.clientId === action.clientId);
         if (entry === undefined) return r;
-        const stored: WireMessage = {
+        stored = {
           room: r.room,
           id: action.id,
           client_id: action.clientId,
@@ -238,6 +467,9 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
         };
         return { ...r, messages: mergeMessages(r.messages, [stored]), outbox: r.outbox.filter((o) => o !== entry) };
       });
+      const own = stored as WireMessage | null;
+      return own === null ? next : bumpList(next, own.room, [own], action.me.id);
+    }
     case 'presence':
       return updateRoom(state, action.room, (r) => {
         const others = r.members.filter((m) => m.id !== action.user.id);
@@ -275,6 +507,49 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
       return updateRoom(state, action.room, (r) => ({ ...r, loadingOlder: false, error: action.error }));
     case 'roomError':
       return updateRoom(state, action.room, (r) => ({ ...r, error: action.error }));
+    case 'denied':
+      return updateRoom(state, action.room, (r) => ({
+        ...r,
+        joined: false,
+        error: null,
+        denied: { code: action.code, message: action.message },
+      }));
+    case 'latestLoaded':
+      return updateRoom(state, action.room, (r) => ({
+        ...r,
+        messages: mergeMessages(r.messages, action.messages),
+        hasMore: action.hasMore,
+        historyLoaded: true,
+      }));
+    case 'roomsLoaded': {
+      const rooms: Record<string, RoomView> = {};
+      // Rooms missing from the answer were left or lost while the client was away.
+      for (const view of action.rooms) rooms[view.id] = mergeView(state.list.rooms[view.id], view);
+      return { ...state, list: { rooms, loaded: true, error: null } };
+    }
+    case 'roomsFailed':
+      return { ...state, list: { ...state.list, error: action.error } };
+    case 'roomAdded':
+      return setListRoom(state, mergeView(state.list.rooms[action.room.id], action.room));
+    case 'roomUpdated': {
+      const local = state.list.rooms[action.room.id];
+      return local === undefined ? state : setListRoom(state, mergeView(local, action.room));
+    }
+    case 'roomRemoved': {
+      let next = state;
+      if (state.list.rooms[action.room] !== undefined) {
+        const rooms = { ...state.list.rooms };
+        delete rooms[action.room];
+        next = { ...state, list: { ...state.list, rooms } };
+      }
+      return updateRoom(next, action.room, (r) => ({ ...r, joined: false, typing: [], removed: action.reason }));
+    }
+    case 'readMoved':
+      return moveReadMarker(state, action.room, action.id, action.me);
+    case 'viewing':
+      return state.viewing === action.room ? state : { ...state, viewing: action.room };
+    case 'visibility':
+      return state.visible === action.visible ? state : { ...state, visible: action.visible };
   }
 }
 

@@ -6,7 +6,10 @@ import { useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'rea
 import { MAX_BODY_CHARS, bodyLength, bodyProblem } from '../protocol';
 
 interface ComposerProps {
+  /** The room's name as shown, for the label. */
   room: string;
+  /** `#` for a room, `@` for a direct message. */
+  sigil?: string;
   onSend: (body: string) => void;
   onTyping: () => void;
 }
@@ -14,7 +17,7 @@ interface ComposerProps {
 /** The character count is shown once a message gets this close to the limit. */
 const COUNTER_FROM = MAX_BODY_CHARS - 500;
 
-export function Composer({ room, onSend, onTyping }: ComposerProps) {
+export function Composer({ room, sigil = '#', onSend, onTyping }: ComposerProps) {
   const [body, setBody] = useState('');
   const [error, setError] = useState<string | null>(null);
   const input = useRef<HTMLTextAreaElement>(null);
@@ -45,14 +48,15 @@ export function Composer({ room, onSend, onTyping }: ComposerProps) {
   return (
     <form className="composer" onSubmit={submit}>
       <label htmlFor={id} className="visually-hidden">
-        Message #{room}
+        Message {sigil}
+        {room}
       </label>
       <textarea
         id={id}
         ref={input}
         name="message"
         rows={1}
-        placeholder={`Message #${room}`}
+        placeholder={`Message ${sigil}${room}`}
         value={body}
         onChange={(e) => {
           setBody(e.target.value);

@@ -2,6 +2,7 @@
 import { useState, type FormEvent } from 'react';
 import { describeAuthError, signIn, type FormProblem } from '../auth';
 import type { Session } from '../session';
+import { linkTo } from '../routes';
 import { Field } from './Field';
 
 interface LoginFormProps {
@@ -71,7 +72,7 @@ export function LoginForm({ onSignedIn, notice }: LoginFormProps) {
         {busy ? 'Logging in…' : 'Log in'}
       </button>
       <p className="switch">
-        No account yet? <a href="#/signup">Sign up</a>
+        No account yet? <a {...linkTo('/signup')}>Sign up</a>
       </p>
     </form>
   );

@@ -15,6 +15,8 @@ import type { OutboxEntry, RoomState } from '../store';
 
 interface MessageListProps {
   room: RoomState;
+  /** The room's name as shown; its id when absent. */
+  title?: string;
   /** Whether the live connection is up; pending messages say they are waiting when it is not. */
   connected: boolean;
   meId: string;
@@ -28,7 +30,7 @@ const LOAD_OLDER_THRESHOLD = 120;
 /** How close to the bottom (px) still counts as "at the bottom". */
 const STICK_THRESHOLD = 48;
 
-export function MessageList({ room, connected, meId, meName, onLoadOlder, onRetry }: MessageListProps) {
+export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry }: MessageListProps) {
   const scroller = useRef<HTMLDivElement>(null);
   const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null });
   const { messages, outbox, hasMore, loadingOlder } = room;
@@ -83,7 +85,7 @@ export function MessageList({ room, connected, meId, meName, onLoadOlder, onRetr
         maybeLoadOlder();
       }}
       role="log"
-      aria-label={`Messages in ${room.room}`}
+      aria-label={`Messages in ${title ?? room.room}`}
       aria-busy={loadingOlder}
       tabIndex={0}
       data-testid="message-list"

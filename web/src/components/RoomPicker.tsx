@@ -1,16 +1,14 @@
-/** Choosing a room: type a room id, or pick one of the recently used rooms. */
+/** The home screen: enter a room by its id (a public room is joined, an unknown id creates one). */
 import { useState, type FormEvent } from 'react';
 import { isValidRoomId } from '../protocol';
-import { roomHref } from '../routes';
+import { linkTo } from '../routes';
 import { Field } from './Field';
 
 interface RoomPickerProps {
-  recent: string[];
   onOpen: (room: string) => void;
-  onForget: (room: string) => void;
 }
 
-export function RoomPicker({ recent, onOpen, onForget }: RoomPickerProps) {
+export function RoomPicker({ onOpen }: RoomPickerProps) {
   const [room, setRoom] = useState('');
   const [error, setError] = useState<string | undefined>(undefined);
 
@@ -45,21 +43,10 @@ export function RoomPicker({ recent, onOpen, onForget }: RoomPickerProps) {
           Join
         </button>
       </form>
-      {recent.length > 0 && (
-        <section aria-labelledby="recent-title">
-          <h2 id="recent-title">Recent rooms</h2>
-          <ul className="recent-rooms">
-            {recent.map((r) => (
-              <li key={r}>
-                <a href={roomHref(r)}>#{r}</a>
-                <button type="button" className="link" aria-label={`Forget room ${r}`} onClick={() => onForget(r)}>
-                  Forget
-                </button>
-              </li>
-            ))}
-          </ul>
-        </section>
-      )}
+      <p className="muted picker-more">
+        Or <a {...linkTo('/browse')}>browse public ones</a>, <a {...linkTo('/new')}>create one</a>, or{' '}
+        <a {...linkTo('/dm')}>message someone</a>.
+      </p>
     </div>
   );
 }

@@ -3,6 +3,7 @@ import { useState, type FormEvent } from 'react';
 import { checkSignup, describeAuthError, signIn, type FormProblem } from '../auth';
 import { signup } from '../api';
 import type { Session } from '../session';
+import { linkTo } from '../routes';
 import { Field } from './Field';
 
 interface SignupFormProps {
@@ -80,7 +81,7 @@ export function SignupForm({ onSignedIn }: SignupFormProps) {
         {busy ? 'Creating account…' : 'Sign up'}
       </button>
       <p className="switch">
-        Already have an account? <a href="#/login">Log in</a>
+        Already have an account? <a {...linkTo('/login')}>Log in</a>
       </p>
     </form>
   );
