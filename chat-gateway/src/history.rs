@@ -11,8 +11,8 @@
 //! room's last message). A storm of joins then costs history-service about one read per room,
 //! not one per user. A read is shared only within one binding of the room (see
 //! [`crate::rooms::Rooms::binding`]): what was published while the room was unbound here is
-//! in no read from before. Any valid token may read any room's history, so one joiner's token
-//! serves all of them.
+//! in no read from before. Every join is authorized before it reads, so the token of any joiner
+//! of the room serves all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
