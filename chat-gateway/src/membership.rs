@@ -38,7 +38,8 @@ use crate::outbox::{self, Outbound};
 use crate::protocol::ServerFrame;
 use crate::rooms::{Member, Rooms};
 
-/// An allowed (user, room) and until when it is trusted.
+/// An allowed (user, room) and until when it is trusted. Expired ones stay until the cache
+/// is full (a lookup ignores them).
 struct Decision {
     /// The room view of the answer, as JSON text (sent in `joined`).
     view: Arc<str>,
@@ -175,11 +176,14 @@ impl Membership {
         }
         let now = Instant::now();
         if decisions.entries.len() >= self.capacity {
+            // Full: drop the expired decisions, then arbitrary live ones (asked again when
+            // needed) down to seven eighths, so the scan is paid once per many inserts.
             decisions.entries.retain(|_, decision| decision.until > now);
-        }
-        if decisions.entries.len() >= self.capacity {
-            // Still full of live decisions: drop an arbitrary one; it is asked again if needed.
-            if let Some(key) = decisions.entries.keys().next().cloned() {
+            let keep = self.capacity - self.capacity / 8;
+            let excess = decisions.entries.len().saturating_sub(keep.max(1) - 1);
+            let victims: Vec<(UserId, RoomId)> =
+                decisions.entries.keys().take(excess).cloned().collect();
+            for key in victims {
                 decisions.entries.remove(&key);
             }
         }
@@ -283,5 +287,60 @@ fn tell_removed(removed: &[Member], room: &RoomId, reason: RemovalReason) {
 fn gone_offline(broker: &Broker, room: &RoomId, users: impl IntoIterator<Item = UserRef>) {
     for user in users {
         broker.presence(room, &user, PresenceState::Offline, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::HistorySettings;
+
+    fn membership(capacity: usize) -> Membership {
+        let metrics = Arc::new(GatewayMetrics::new());
+        let history = HistoryClient::new(
+            &HistorySettings {
+                url: "http://127.0.0.1:9".into(),
+                recent_on_join: 50,
+                catch_up_limit: 100,
+                late_window_ms: 1000,
+                timeout_ms: 100,
+                memory_grace_ms: 0,
+            },
+            metrics.clone(),
+        )
+        .expect("client");
+        Membership::new(history, Duration::from_secs(60), capacity, metrics)
+    }
+
+    fn key(n: usize) -> (UserId, RoomId) {
+        (
+            UserId::parse(format!("u-{n}")).expect("user"),
+            RoomId::parse(format!("r-{n}")).expect("room"),
+        )
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound_and_keeps_the_newest_decision() {
+        let membership = membership(64);
+        for n in 0..1000 {
+            let (user, room) = key(n);
+            membership.remember(&user, &room, Arc::from("{}"), membership.revision());
+            assert!(membership.cached_decisions() <= 64);
+            assert!(membership.cached(&user, &room).0.is_some(), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_decision_made_across_a_revocation_is_not_kept() {
+        let membership = membership(64);
+        let (user, room) = key(1);
+        let before = membership.revision();
+        membership.revoke(&user, &room);
+        membership.remember(&user, &room, Arc::from("{}"), before);
+        assert!(membership.cached(&user, &room).0.is_none());
+        membership.remember(&user, &room, Arc::from("{}"), membership.revision());
+        assert!(membership.cached(&user, &room).0.is_some());
+        membership.revoke_room(&room);
+        assert!(membership.cached(&user, &room).0.is_none());
     }
 }
