@@ -5,7 +5,8 @@
 //! decision per (user, room), shared by the user's connections, for `rooms.decision_ttl_s`, so
 //! repeat joins and every `send` and `typing` within it ask nothing. A `send` or `typing` whose
 //! decision expired asks again (`GET /api/rooms/{room}`: still a member?) before it is
-//! published.
+//! published; when history-service cannot answer, a decision that merely expired is extended
+//! (live chat goes on while history-service is away; events still revoke it).
 //!
 //! Decisions are dropped early when they may have been revoked: a `member.<user>` event
 //! `removed` or `role` for the room, a room's archival, and every change of the broker
@@ -160,11 +161,29 @@ impl Membership {
         token: &str,
     ) -> Authorized {
         let revision = self.revision();
-        let answer = self.history.authorize(kind, user, room, token).await;
+        let mut answer = self.history.authorize(kind, user, room, token).await;
+        if kind == AuthorizationKind::Check
+            && answer == Err(Refusal::Unavailable)
+            && let Some(view) = self.expired_view(user, room)
+        {
+            // history-service cannot answer: a decision that merely expired (nothing revoked
+            // it: that would have dropped it) is extended, so live chat in joined rooms goes on
+            // while history-service is away; membership events still revoke it.
+            answer = Ok(view);
+        }
         if let Ok(view) = &answer {
             self.remember(user, room, view.clone(), revision);
         }
         Authorized { answer, revision }
+    }
+
+    /// The view of the (user, room) decision if one is kept, expired or not.
+    fn expired_view(&self, user: &UserId, room: &RoomId) -> Option<Arc<str>> {
+        let decisions = self.lock();
+        decisions
+            .entries
+            .get(&(user.clone(), room.clone()))
+            .map(|decision| decision.view.clone())
     }
 
     /// Keeps an allowed decision made at `revision`, unless decisions were dropped since (it

@@ -458,3 +458,48 @@ async fn a_broker_reconnect_drops_every_cached_decision() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn sends_go_on_while_history_service_is_away_unless_the_decision_was_revoked() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|settings| settings.rooms.decision_ttl_s = 0)
+        .await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    alice.join("lobby").await;
+
+    // The decision expired and history-service cannot answer: live chat goes on.
+    cluster
+        .history
+        .refuse("u-alice", "lobby", 503, "unavailable");
+    alice.send_message("lobby", "c-1", "history is away").await;
+    assert_eq!(alice.next_of("ack").await["client_id"], "c-1");
+
+    // A revoked decision is not extended.
+    member_event(
+        &cluster,
+        "u-alice",
+        "lobby",
+        MemberChange::Role { role: Role::Member },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for n in 2.. {
+        let client_id = format!("c-{n}");
+        alice.send_message("lobby", &client_id, "and now?").await;
+        let answer = loop {
+            let frame = alice.next_json().await;
+            if frame["client_id"] == client_id.as_str() {
+                break frame;
+            }
+        };
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], "unavailable");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the decision was extended"
+        );
+    }
+}
