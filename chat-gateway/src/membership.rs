@@ -256,7 +256,8 @@ pub fn apply_member_event(
             membership.revoke(&event.user, room);
             let removed = rooms.remove_user(room, &event.user);
             if let Some(user) = removed.first().map(|member| member.user.clone()) {
-                tracing::debug!(%room, user = %user.id, ?reason, connections = removed.len(), "removed from a room");
+                let connections = removed.len();
+                tracing::debug!(%room, user = %user.id, ?reason, connections, "removed from a room");
                 tell_removed(&removed, room, *reason);
                 gone_offline(broker, room, std::iter::once(user));
             }

@@ -1,6 +1,6 @@
 //! Forwards `/api/auth/*` and `/api/users[/*]` to auth-service and `/api/rooms[/*]` and
-//! `/api/dms[/*]` to history-service, so browsers talk to one origin. An upstream that is down or slow is a 502/504 with the JSON error body,
-//! never a hang.
+//! `/api/dms[/*]` to history-service, so browsers talk to one origin. An upstream that is down
+//! or slow is a 502/504 with the JSON error body, never a hang.
 //!
 //! Only paths under the route's own prefix are forwarded: the path is checked segment by
 //! segment before any URL is built (see [`Upstream::url`]), because URL libraries resolve

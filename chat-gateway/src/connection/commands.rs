@@ -3,8 +3,8 @@
 //! history-service (or the cached decision) whether the user may be in the room, makes the
 //! connection a member and sends the room's history, `leave` ends that, `typing` is passed on
 //! to the room, `read` records a read marker, `ping` is answered. `send` and `typing` check
-//! the room registry (a removal takes connections out of it) and the cached decision. Replies go to the writer through the connection's outbox
-//! like everything else for the client.
+//! the room registry (a removal takes connections out of it) and the cached decision. Replies
+//! go to the writer through the connection's outbox like everything else for the client.
 //!
 //! A handler answers `Result<Result<(), FrameError>, Gone>`: the inner error is a refusal,
 //! answered to the client with an `error` frame; the outer one means the writer is gone and

@@ -1,6 +1,7 @@
 //! What every connection of this gateway shares: the [`Hub`] (rooms, broker, history client,
-//! room authorization, read markers, receipts, limits, token verifier, shutdown signal), the per-user connection limit
-//! ([`ConnectionSlot`]) and the ids of the messages sent through this gateway.
+//! room authorization, read markers, receipts, limits, token verifier, shutdown signal), the
+//! per-user connection limit ([`ConnectionSlot`]) and the ids of the messages sent through
+//! this gateway.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
