@@ -174,7 +174,8 @@ wait_http auth-slow "http://127.0.0.1:$AUTH_SLOW_PORT/health/live" 60 "$AUTH_SLO
 start history env HISTORY__HTTP__PORT="$HISTORY_PORT" HISTORY__METRICS__PORT="$HISTORY_METRICS_PORT" \
 	HISTORY__MONGODB__DATABASE="${RUN_ID}_history" \
 	HISTORY__AMQP__EXCHANGE="$EXCHANGE" HISTORY__AMQP__QUEUE="$RUN_ID.history" \
-	HISTORY__AUTH__URL="http://127.0.0.1:$AUTH_PORT" "$BIN/history-service"
+	HISTORY__AUTH__URL="http://127.0.0.1:$AUTH_PORT" HISTORY__ROOMS__CREATE_PER_HOUR=100000 \
+	"$BIN/history-service"
 HISTORY_PID=$LAST_PID
 wait_http history "http://127.0.0.1:$HISTORY_PORT/health/ready" 60 "$HISTORY_PID"
 

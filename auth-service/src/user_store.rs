@@ -5,6 +5,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{Email, Username};
+use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
 use mongodb::{Collection, Database};
 use serde::{Deserialize, Serialize};
@@ -181,6 +182,34 @@ impl UserStore {
                 user: d.to_user(),
                 password_hash: d.password_hash,
             }))
+    }
+
+    /// Enabled users whose case-folded username starts with `prefix` (already case-folded),
+    /// in username order, at most `limit`. A range over the unique `username_key` index on
+    /// MongoDB; bounded in time like every other read.
+    pub async fn search_by_username_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> anyhow::Result<Vec<User>> {
+        // Every key with this prefix sorts between the prefix and the prefix followed by the
+        // highest character there is.
+        let upper = format!("{prefix}{}", char::MAX);
+        let documents: Vec<UserDocument> = self
+            .users
+            .find(doc! {
+                "username_key": {"$gte": prefix, "$lt": upper},
+                "disabled_at": {"$exists": false},
+            })
+            .sort(doc! {"username_key": 1})
+            .limit(limit)
+            .max_time(std::time::Duration::from_secs(2))
+            .await
+            .context("searching users")?
+            .try_collect()
+            .await
+            .context("searching users")?;
+        Ok(documents.iter().map(UserDocument::to_user).collect())
     }
 
     /// Marks the account disabled since `at`, or enabled (`None`). Returns whether the user

@@ -49,6 +49,7 @@ pub enum Scenario {
     Fanout,
     Persistence,
     Auth,
+    Rooms,
     Storm,
 }
 
@@ -63,7 +64,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "idle,connect,fanout,persistence,auth,storm"
+        default_value = "idle,connect,fanout,persistence,auth,rooms,storm"
     )]
     pub scenarios: Vec<Scenario>,
     /// Prefix of the usernames created on both targets (unique per run).

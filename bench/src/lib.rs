@@ -82,6 +82,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Outcome> {
             Scenario::Persistence => scenario::persistence::run(&mut ctx, &list).await,
             Scenario::Fanout => scenario::fanout::run(&mut ctx, &list).await,
             Scenario::Auth => scenario::auth::run(&mut ctx, &list).await,
+            Scenario::Rooms => scenario::rooms::run(&mut ctx, &list).await,
             Scenario::Storm => scenario::storm::run(&mut ctx, &list).await,
         };
         match result {

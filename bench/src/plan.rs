@@ -18,6 +18,7 @@ pub struct Plan {
     pub fanout: FanoutPlan,
     pub auth: AuthPlan,
     pub storm: StormPlan,
+    pub rooms: RoomsPlan,
 }
 
 pub struct IdlePlan {
@@ -102,6 +103,19 @@ pub struct StormPlan {
     pub settle: Duration,
 }
 
+/// The room list scenario.
+#[derive(Debug, Clone)]
+pub struct RoomsPlan {
+    /// Rooms the listed user is a member of.
+    pub rooms: usize,
+    /// Older messages stored in each of those rooms before the lists are measured.
+    pub messages_per_room: usize,
+    /// Documents per `insert_many` while filling.
+    pub insert_batch: usize,
+    /// Lists measured per user.
+    pub requests: usize,
+}
+
 /// Spare descriptors for everything besides the connections (HTTP pools, MongoDB, stdio).
 const SPARE_FILES: u64 = 1_000;
 
@@ -158,6 +172,12 @@ impl Plan {
                     ready_poll: Duration::from_millis(200),
                     settle: Duration::from_secs(30),
                 },
+                rooms: RoomsPlan {
+                    rooms: 20,
+                    messages_per_room: 100,
+                    insert_batch: 1_000,
+                    requests: 100,
+                },
             },
             Profile::Full => Self {
                 users: 2_000,
@@ -211,6 +231,12 @@ impl Plan {
                     deadline: Duration::from_secs(10),
                     ready_poll: Duration::from_millis(200),
                     settle: Duration::from_secs(120),
+                },
+                rooms: RoomsPlan {
+                    rooms: 500,
+                    messages_per_room: 10_000,
+                    insert_batch: 2_000,
+                    requests: 1_000,
                 },
             },
         }

@@ -9,7 +9,8 @@
 //! - [`error`]: the JSON error body every HTTP API answers with;
 //! - [`settings`]: layered configuration (compiled-in defaults, optional file, environment);
 //! - [`telemetry`]: tracing set-up;
-//! - `amqp` (feature `amqp`): guards for the services' broker connection supervisors.
+//! - `amqp` (feature `amqp`): guards for the services' broker connection supervisors;
+//! - `outbox` (feature `amqp`): a bounded outbox of events and the task that publishes it.
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -18,6 +19,8 @@ pub mod error;
 pub mod event;
 pub mod metrics;
 pub mod mongo;
+#[cfg(feature = "amqp")]
+pub mod outbox;
 pub mod revocation;
 pub mod settings;
 pub mod telemetry;

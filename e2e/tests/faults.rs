@@ -201,7 +201,18 @@ impl Scenario {
         let url = self.system.history.url();
         let mut last = 0;
         let mut changed = Instant::now();
+        let mut member = false;
         loop {
+            // Only members read a room's history: the reader joins first (idempotent; retried
+            // while history-service is away).
+            if !member {
+                member = reqwest::Client::new()
+                    .post(format!("{url}/api/rooms/{room}/join"))
+                    .bearer_auth(&self.reader)
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status().is_success());
+            }
             let stored = try_all_messages(&url, &self.reader, room)
                 .await
                 .unwrap_or_default();

@@ -6,6 +6,11 @@
 //! retries it with backoff (MongoDB restarting); a lost broker connection is rebuilt by
 //! [`run`]'s supervisor loop, which declares the topology again each time.
 //!
+//! Before a batch is written its messages are numbered within their rooms (one `$inc` of
+//! each room document's `seq`), and after it the rooms' `last_message` is moved forward: the
+//! room list's unread counts and previews. A message redelivered after it was stored takes a
+//! number again without being stored again (a count one too high until the next read).
+//!
 //! The same connection also consumes account events (`account.*`) from a queue of this
 //! instance's own (server-named, exclusive): every instance must learn of a deleted or disabled
 //! account, to refuse that user's earlier tokens on its HTTP API.
@@ -245,8 +250,19 @@ async fn process_batch(
     }
     let mut backoff = Backoff::new();
     let started = std::time::Instant::now();
+    // Numbered once: a retried write keeps its numbers instead of taking new ones.
+    let mut numbers: Option<Vec<i64>> = None;
     let outcome = loop {
-        match store.insert_batch(&messages).await {
+        let written = async {
+            let numbers = match &numbers {
+                Some(numbers) => numbers,
+                None => numbers.insert(store.number(&messages).await?),
+            };
+            let outcome = store.insert_numbered(&messages, Some(numbers)).await?;
+            store.record_last_messages(&messages).await?;
+            anyhow::Ok(outcome)
+        };
+        match written.await {
             Ok(outcome) => break outcome,
             Err(error) => {
                 if shutdown.is_cancelled() {

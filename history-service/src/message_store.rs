@@ -2,13 +2,19 @@
 //! a redelivered message collides with its stored copy instead of being stored twice), with an
 //! index on `(room, _id)` for paging a room's history, and one on `(room, published_at)` for
 //! catch-ups that look for messages published late (see [`MessageStore::page_after`]).
+//!
+//! Each stored message also carries its number in its room (`seq`), allocated per batch with
+//! one `$inc` on the room document, which unread counts are computed from.
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username};
 use common::event::{ChatMessage, MessageEvent};
 use futures_util::TryStreamExt;
-use mongodb::bson::{self, doc};
+use mongodb::bson::{self, Document, doc};
+use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,10 @@ struct MessageDocument {
     /// When the stored copy was published (absent on messages from older gateways).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     published_at: Option<bson::DateTime>,
+    /// The message's number in its room (1, 2, …; see [`MessageStore::number`]); absent on
+    /// messages stored before rooms counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
 }
 
 impl From<&MessageEvent> for MessageDocument {
@@ -43,6 +53,7 @@ impl From<&MessageEvent> for MessageDocument {
             published_at: event
                 .published_at
                 .map(|at| bson::DateTime::from_millis(at.timestamp_millis())),
+            seq: None,
         }
     }
 }
@@ -86,7 +97,13 @@ pub struct Page {
 #[derive(Clone)]
 pub struct MessageStore {
     messages: Collection<MessageDocument>,
+    /// The room documents, whose message counter (`seq`), `last_message` and
+    /// `last_activity` the consumer keeps (see [`crate::rooms::store`]).
+    rooms: Collection<Document>,
 }
+
+/// How many characters of a message the room list shows.
+const PREVIEW_CHARS: usize = 100;
 
 impl MessageStore {
     pub async fn open(db: &Database) -> anyhow::Result<Self> {
@@ -104,16 +121,116 @@ impl MessageStore {
                 .await
                 .with_context(|| format!("creating the messages index {name}"))?;
         }
-        Ok(Self { messages })
+        Ok(Self {
+            messages,
+            rooms: db.collection("rooms"),
+        })
     }
 
-    /// Stores a batch with one unordered `insert_many`. Messages already stored (same `_id`)
-    /// count as done; any other failure fails the whole call so the caller retries the batch.
+    /// Numbers a batch's messages within their rooms: one `$inc` of the room document's
+    /// `seq` per room (upserted, so that rooms nobody created get numbered too), the numbers
+    /// taken in id order. Also moves the rooms' `last_activity` forward. Returns one number
+    /// per message, in batch order.
+    pub async fn number(&self, batch: &[MessageEvent]) -> anyhow::Result<Vec<i64>> {
+        let mut by_room: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, event) in batch.iter().enumerate() {
+            by_room
+                .entry(event.message.room.as_str())
+                .or_default()
+                .push(index);
+        }
+        let mut numbers = vec![0_i64; batch.len()];
+        for (room, mut indexes) in by_room {
+            indexes.sort_by_key(|&i| batch[i].message.id);
+            let latest = indexes
+                .iter()
+                .map(|&i| batch[i].message.sent_at)
+                .max()
+                .unwrap_or_else(Utc::now);
+            let count = indexes.len() as i64;
+            let updated = self
+                .rooms
+                .find_one_and_update(
+                    doc! {"_id": room},
+                    doc! {
+                        "$inc": {"seq": count},
+                        "$max": {"last_activity": bson::DateTime::from_millis(latest.timestamp_millis())},
+                    },
+                )
+                .upsert(true)
+                // No projection: FerretDB does not implement it on findAndModify.
+                .return_document(ReturnDocument::After)
+                .await
+                .context("numbering a room's messages")?
+                .context("an upserted room came back empty")?;
+            let last = updated
+                .get_i64("seq")
+                .or_else(|_| updated.get_i32("seq").map(i64::from))
+                .context("a room's seq is not a number")?;
+            for (offset, index) in indexes.into_iter().enumerate() {
+                numbers[index] = last - count + 1 + offset as i64;
+            }
+        }
+        Ok(numbers)
+    }
+
+    /// Sets each room's `last_message` to the batch's latest message of that room, unless the
+    /// room already shows a later one.
+    pub async fn record_last_messages(&self, batch: &[MessageEvent]) -> anyhow::Result<()> {
+        let mut latest: HashMap<&str, &ChatMessage> = HashMap::new();
+        for event in batch {
+            let m = &event.message;
+            let entry = latest.entry(m.room.as_str()).or_insert(m);
+            if m.id > entry.id {
+                *entry = m;
+            }
+        }
+        for (room, m) in latest {
+            let id = m.id.to_string();
+            let preview: String = m.body.as_str().chars().take(PREVIEW_CHARS).collect();
+            self.rooms
+                .update_one(
+                    doc! {"_id": room, "$or": [
+                        {"last_message.id": {"$exists": false}},
+                        {"last_message.id": {"$lt": id.as_str()}},
+                    ]},
+                    doc! {"$set": {"last_message": {
+                        "id": id.as_str(),
+                        "author": {"id": m.author.id.as_str(), "username": m.author.username.as_str()},
+                        "preview": preview,
+                        "sent_at": bson::DateTime::from_millis(m.sent_at.timestamp_millis()),
+                    }}},
+                )
+                .await
+                .context("recording a room's last message")?;
+        }
+        Ok(())
+    }
+
+    /// Stores a batch with one unordered `insert_many`, unnumbered (tests fill rooms so).
     pub async fn insert_batch(&self, batch: &[MessageEvent]) -> anyhow::Result<InsertOutcome> {
+        self.insert_numbered(batch, None).await
+    }
+
+    /// Stores a batch with one unordered `insert_many`, each message with its number from
+    /// [`MessageStore::number`] when given. Messages already stored (same `_id`) count as
+    /// done; any other failure fails the whole call so the caller retries the batch.
+    pub async fn insert_numbered(
+        &self,
+        batch: &[MessageEvent],
+        numbers: Option<&[i64]>,
+    ) -> anyhow::Result<InsertOutcome> {
         if batch.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        let documents: Vec<MessageDocument> = batch.iter().map(MessageDocument::from).collect();
+        let documents: Vec<MessageDocument> = batch
+            .iter()
+            .enumerate()
+            .map(|(index, event)| MessageDocument {
+                seq: numbers.and_then(|numbers| numbers.get(index).copied()),
+                ..MessageDocument::from(event)
+            })
+            .collect();
         match self.messages.insert_many(&documents).ordered(false).await {
             Ok(result) => Ok(InsertOutcome {
                 inserted: result.inserted_ids.len(),
@@ -133,6 +250,21 @@ impl MessageStore {
                 Err(anyhow::Error::from(error).context("inserting a batch of messages"))
             }
         }
+    }
+
+    /// The room and number of the stored message `id` (by `_id`), if stored.
+    pub async fn locate(
+        &self,
+        id: MessageId,
+        deadline: Deadline,
+    ) -> anyhow::Result<Option<(String, Option<i64>)>> {
+        let stored = self
+            .messages
+            .find_one(doc! {"_id": id.to_string()})
+            .max_time(deadline.max_time())
+            .await
+            .context("reading a message")?;
+        Ok(stored.map(|m| (m.room, m.seq)))
     }
 
     /// The `limit` messages of `room` just before `before` (or the latest), oldest first.

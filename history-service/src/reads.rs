@@ -13,7 +13,7 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use crate::settings::PageSettings;
+use crate::settings::Limits;
 
 /// Readiness pings running at once (`GET /health/ready`); more wait for their turn.
 pub const READY_PINGS: usize = 2;
@@ -90,26 +90,31 @@ struct ReadMetrics {
 }
 
 impl ReadLimiter {
-    pub fn new(settings: &PageSettings, registry: &Registry) -> anyhow::Result<Self> {
+    /// A limiter whose metrics are `history_<name>_shed_total{reason}` and
+    /// `history_<name>_running` (`reads` for history reads).
+    pub fn new(limits: &Limits, name: &str, registry: &Registry) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            settings.max_concurrent_reads > 0,
-            "history.max_concurrent_reads must be at least 1"
+            limits.max_concurrent > 0,
+            "{name}: at least 1 must run at once"
         );
-        let slots = settings.max_concurrent_reads as usize;
+        let slots = limits.max_concurrent as usize;
         let shed = IntCounterVec::new(
             Opts::new(
-                "history_reads_shed_total",
-                "History reads answered 503 instead of served, by reason (busy, deadline)",
+                format!("history_{name}_shed_total"),
+                format!("{name} answered 503 instead of served, by reason (busy, deadline)"),
             ),
             &["reason"],
         )?;
-        let running = IntGauge::new("history_reads_running", "History reads holding a slot")?;
+        let running = IntGauge::new(
+            format!("history_{name}_running"),
+            format!("{name} holding a slot"),
+        )?;
         Ok(Self {
-            admitted: Semaphore::new(slots + settings.max_queued_reads as usize),
+            admitted: Semaphore::new(slots + limits.max_queued as usize),
             running: Semaphore::new(slots),
-            queue_wait: Duration::from_millis(settings.read_queue_wait_ms),
-            timeout: Duration::from_millis(settings.read_timeout_ms),
-            retry_after_s: settings.retry_after_s,
+            queue_wait: Duration::from_millis(limits.queue_wait_ms),
+            timeout: Duration::from_millis(limits.timeout_ms),
+            retry_after_s: limits.retry_after_s,
             metrics: ReadMetrics {
                 shed: common::metrics::register(registry, shed),
                 running: common::metrics::register(registry, running),

@@ -1,70 +1,19 @@
-//! HTTP routes: room history and health.
+//! HTTP routes: room history (members only, see [`crate::rooms::policy`]) and health; the
+//! rooms API is in [`crate::rooms::routes`].
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use common::domain::{MessageId, RoomId};
-use common::error::ErrorBody;
-use common::token::{TokenError, request_bearer_token};
 use mongodb::bson::doc;
 use serde::Deserialize;
 
+use crate::caller::authenticate;
+pub use crate::error::ApiError;
 use crate::message_store::Page;
-use crate::reads::{Deadline, Shed};
+use crate::reads::Deadline;
+use crate::rooms::routes::may_read;
 use crate::startup::AppState;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    Validation(String),
-    #[error("missing or invalid access token")]
-    Unauthorized,
-    #[error("not found")]
-    NotFound,
-    #[error("history is temporarily unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// Refused or abandoned by load shedding (see [`crate::reads`]).
-    #[error(transparent)]
-    Shed(#[from] Shed),
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) | ApiError::Shed(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let code = match self {
-            ApiError::Validation(_) => "validation_failed",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound => "not_found",
-            ApiError::Unavailable(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "history request failed");
-                "unavailable"
-            }
-            // Counted in `history_reads_shed_total`; one log line each would let a flood
-            // flood the logs too.
-            ApiError::Shed(_) => "unavailable",
-        };
-        let mut response = HttpResponse::build(self.status_code());
-        match self {
-            ApiError::Unauthorized => {
-                response.insert_header(("WWW-Authenticate", "Bearer"));
-            }
-            ApiError::Shed(shed) => {
-                response.insert_header(("Retry-After", shed.retry_after_s.to_string()));
-            }
-            _ => {}
-        }
-        response.json(ErrorBody::new(code, self.to_string()))
-    }
-}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/rooms/{room}/messages", web::get().to(room_messages))
@@ -87,7 +36,7 @@ pub struct PageQuery {
     limit: Option<String>,
 }
 
-/// `GET /api/rooms/{room}/messages?before=<id>&limit=<n>`: the page of messages just before
+/// `GET /api/rooms/{room}/messages?before=<id>&limit=<n>` (members only): the page of messages just before
 /// `before` (the latest without it), oldest first. `after=<id>` instead pages forward, which
 /// gateways use to catch a reconnecting client up. With `published_after=<unix ms>` (or
 /// `late_window_ms=<ms>`: the publish time of `after` minus that), the page also starts with
@@ -102,7 +51,7 @@ pub async fn room_messages(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let read = state.reads.admit()?;
-    authenticate(&state, &request).await?;
+    let caller = authenticate(&state, &request).await?;
     let room = RoomId::parse(path.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
     let query = query.into_inner();
     let limit = match query.limit.as_deref() {
@@ -150,10 +99,13 @@ pub async fn room_messages(
             "give either before or after, not both".to_string(),
         ));
     }
-    let (state, room) = (&state, &room);
+    let (state, room, user) = (&state, &room, &caller.user.id);
     let (page, published_after) = read
         .run(|deadline| async move {
-            match after {
+            if let Err(refusal) = may_read(state, room, user).await? {
+                return Ok(Err(refusal));
+            }
+            let page = match after {
                 Some(after) => {
                     let late = LateFrom::new(published_after, late_window);
                     catch_up(state, room, after, late, limit, deadline)
@@ -165,10 +117,11 @@ pub async fn room_messages(
                     .page_before(room, before, limit, deadline)
                     .await
                     .map(|page| (page, None)),
-            }
+            };
+            page.map(Ok)
         })
         .await?
-        .map_err(ApiError::Unavailable)?;
+        .map_err(ApiError::Unavailable)??;
     let mut body = serde_json::json!({
         "messages": page.messages,
         "has_more": page.has_more,
@@ -198,19 +151,6 @@ fn milliseconds<T>(
         .ok_or_else(|| ApiError::Validation(format!("{name} is out of range")))
 }
 
-/// Any valid access token may read history.
-async fn authenticate(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
-    let token = request_bearer_token(request).ok_or(ApiError::Unauthorized)?;
-    state.verifier.verify(token).await.map_err(|e| match e {
-        TokenError::KeysUnavailable(_) => ApiError::Unavailable(e.into()),
-        e => {
-            tracing::debug!(error = %e, "token refused");
-            ApiError::Unauthorized
-        }
-    })?;
-    Ok(())
-}
-
 /// `GET /api/rooms/{room}/messages/{id}`: one stored message, or 404 while it is not stored
 /// (gateways ask before publishing a retried send again).
 #[tracing::instrument(skip_all)]
@@ -220,15 +160,21 @@ pub async fn room_message(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let read = state.reads.admit()?;
-    authenticate(&state, &request).await?;
+    let caller = authenticate(&state, &request).await?;
     let (room, id) = path.into_inner();
     let room = RoomId::parse(room).map_err(|e| ApiError::Validation(e.0))?;
     let id =
         MessageId::parse(&id).map_err(|_| ApiError::Validation("not a message id".to_string()))?;
+    let (state, room, user) = (&state, &room, &caller.user.id);
     let message = read
-        .run(|deadline| state.store.find(&room, id, deadline))
+        .run(|deadline| async move {
+            if let Err(refusal) = may_read(state, room, user).await? {
+                return Ok(Err(refusal));
+            }
+            state.store.find(room, id, deadline).await.map(Ok)
+        })
         .await?
-        .map_err(ApiError::Unavailable)?
+        .map_err(ApiError::Unavailable)??
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(message))
 }

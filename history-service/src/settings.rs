@@ -13,6 +13,7 @@ pub struct Settings {
     pub amqp: HistoryAmqpSettings,
     pub auth: AuthServerSettings,
     pub history: PageSettings,
+    pub rooms: RoomsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +49,47 @@ pub struct PageSettings {
     pub read_timeout_ms: u64,
     /// `Retry-After` of a read answered 503 because it was shed, in seconds.
     pub retry_after_s: u32,
+}
+
+/// Rooms, memberships and their routes (docs/rooms.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoomsSettings {
+    /// A join of a room id that has no room creates it, public, owned by the joiner.
+    pub create_on_join: bool,
+    /// Rooms one user may create per hour (per instance).
+    pub create_per_hour: u32,
+    /// Joins and read markers (the gateway's hot paths) admitted as `joins`.
+    pub joins: Limits,
+    /// The other room routes, admitted as `ops`.
+    pub ops: Limits,
+    /// Member and room events waiting for the broker; beyond, events are dropped.
+    pub outbox_capacity: usize,
+    /// Longest a publication waits for the broker's confirm.
+    pub confirm_timeout_ms: u64,
+    /// Longest a username lookup at auth-service may take.
+    pub users_timeout_ms: u64,
+}
+
+/// One admission bound (see [`crate::reads`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Limits {
+    pub max_concurrent: u32,
+    pub max_queued: u32,
+    pub queue_wait_ms: u64,
+    pub timeout_ms: u64,
+    pub retry_after_s: u32,
+}
+
+impl From<&PageSettings> for Limits {
+    fn from(pages: &PageSettings) -> Self {
+        Self {
+            max_concurrent: pages.max_concurrent_reads,
+            max_queued: pages.max_queued_reads,
+            queue_wait_ms: pages.read_queue_wait_ms,
+            timeout_ms: pages.read_timeout_ms,
+            retry_after_s: pages.retry_after_s,
+        }
+    }
 }
 
 impl Settings {

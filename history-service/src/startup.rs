@@ -1,4 +1,5 @@
-//! Builds the application: MongoDB, the queue consumer task, the JWKS verifier, the HTTP
+//! Builds the application: MongoDB, the queue consumer task, the room event publisher, the
+//! JWKS verifier, the HTTP
 //! server bound to its listener and the metrics server bound to its own (port 0 picks a free
 //! port for either).
 
@@ -19,8 +20,13 @@ use crate::consumer::{self, ConsumerStatus};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
 use crate::reads::{self, ReadLimiter};
+use crate::rooms::events::RoomEvents;
+use crate::rooms::rate_limit::CreationLimit;
+use crate::rooms::store::RoomStore;
+use crate::rooms::users::UserDirectory;
+use crate::rooms::{self, Rooms};
 use crate::routes;
-use crate::settings::{PageSettings, Settings};
+use crate::settings::{Limits, PageSettings, Settings};
 
 pub struct AppState {
     pub db: Database,
@@ -32,6 +38,7 @@ pub struct AppState {
     pub reads: ReadLimiter,
     /// Turns for readiness pings, so that they fit in the pool's headroom.
     pub ready_pings: tokio::sync::Semaphore,
+    pub rooms: Rooms,
 }
 
 pub struct Application {
@@ -40,6 +47,7 @@ pub struct Application {
     server: Server,
     metrics_server: Server,
     consumer: JoinHandle<()>,
+    publisher: JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
@@ -58,6 +66,22 @@ impl Application {
         let store = MessageStore::open(&db).await?;
         let verifier = settings.auth.verifier().await?;
 
+        // Rooms have a pool of their own, sized so that every admitted join (four reads at
+        // once) and operation (at most four) finds its connections, apart from the reads'
+        // pool and the consumer's headroom.
+        let rooms_settings = &settings.rooms;
+        let mut rooms_options = settings.mongodb.options("history-service-rooms").await?;
+        rooms_options.max_pool_size = Some(
+            rooms_settings
+                .joins
+                .max_concurrent
+                .saturating_add(rooms_settings.ops.max_concurrent)
+                .saturating_mul(4),
+        );
+        let rooms_db =
+            mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);
+        let room_store = RoomStore::open(&rooms_db).await?;
+
         // Both listeners before the consumer starts, so that a port in use fails the start.
         let listener = TcpListener::bind(settings.http.address())
             .with_context(|| format!("binding {}", settings.http.address()))?;
@@ -70,13 +94,34 @@ impl Application {
         let shutdown = CancellationToken::new();
         let registry = prometheus::Registry::new();
         let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
-        let read_limiter = ReadLimiter::new(&settings.history, &registry)?;
+        let read_limiter = ReadLimiter::new(&Limits::from(&settings.history), "reads", &registry)?;
+        let (events, outbox) = RoomEvents::new(settings.rooms.outbox_capacity, &registry)?;
+        let rooms = Rooms {
+            store: room_store,
+            events: events.clone(),
+            users: UserDirectory::new(
+                &settings.auth.url,
+                Duration::from_millis(settings.rooms.users_timeout_ms),
+            )?,
+            creation: CreationLimit::per_hour(settings.rooms.create_per_hour),
+            joins: ReadLimiter::new(&settings.rooms.joins, "joins", &registry)?,
+            ops: ReadLimiter::new(&settings.rooms.ops, "room_ops", &registry)?,
+            settings: settings.rooms.clone(),
+        };
         let consumer = tokio::spawn(consumer::run(
             settings.amqp.clone(),
             store.clone(),
             status.clone(),
             ConsumerMetrics::new(&registry),
             verifier.revocations().clone(),
+            shutdown.clone(),
+        ));
+        let publisher = tokio::spawn(common::outbox::run(
+            "room-events",
+            settings.amqp.connection.clone(),
+            Duration::from_millis(settings.rooms.confirm_timeout_ms),
+            outbox,
+            events.metrics().clone(),
             shutdown.clone(),
         ));
 
@@ -88,25 +133,32 @@ impl Application {
             pages: settings.history.clone(),
             reads: read_limiter,
             ready_pings: tokio::sync::Semaphore::new(reads::READY_PINGS),
+            rooms,
         });
+        let max_body = settings.http.max_body_bytes;
         let metrics_data = http_metrics.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(http_metrics.clone())
-                .app_data(web::QueryConfig::default().error_handler(|err, _req| {
-                    routes::ApiError::Validation(err.to_string()).into()
-                }))
-                .wrap(actix_web::middleware::from_fn(
-                    common::metrics::actix::observe,
-                ))
-                .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
-                .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
-        })
-        .listen(listener)?
-        .shutdown_timeout(10)
-        .run();
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(http_metrics.clone())
+                    .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+                        routes::ApiError::Validation(err.to_string()).into()
+                    }))
+                    .app_data(web::JsonConfig::default().limit(max_body).error_handler(
+                        |err, _req| routes::ApiError::Validation(err.to_string()).into(),
+                    ))
+                    .wrap(actix_web::middleware::from_fn(
+                        common::metrics::actix::observe,
+                    ))
+                    .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("http"))
+                    .configure(routes::configure)
+                    .configure(rooms::routes::configure)
+                    .default_service(web::to(routes::not_found))
+            })
+            .listen(listener)?
+            .shutdown_timeout(10)
+            .run();
         tracing::info!(port, "history-service listening");
 
         // Stopped with the public server (`run_until_stopped`), not by signals of its own.
@@ -128,6 +180,7 @@ impl Application {
             server,
             metrics_server,
             consumer,
+            publisher,
             shutdown,
         })
     }
@@ -162,6 +215,13 @@ impl Application {
             .is_err()
         {
             tracing::warn!("the consumer did not stop within 20 s");
+        }
+        let patience = common::outbox::DRAIN_LIMIT + Duration::from_secs(5);
+        if tokio::time::timeout(patience, self.publisher)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the room event publisher did not stop within {patience:?}");
         }
         Ok(served?)
     }

@@ -7,6 +7,7 @@ mod logout;
 mod me;
 mod refresh;
 mod signup;
+mod users;
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/auth/users/{user_id}/enable",
             web::post().to(account::enable),
+        )
+        .route("/api/users", web::get().to(users::search))
+        .route(
+            "/api/users/by-name/{username}",
+            web::get().to(users::by_name),
         )
         .route("/.well-known/jwks.json", web::get().to(me::jwks))
         .route("/health/live", web::get().to(health::live))

@@ -7,3 +7,4 @@ mod login;
 mod refresh;
 mod signing_key;
 mod signup;
+mod users;

@@ -6,6 +6,7 @@ pub mod connect;
 pub mod fanout;
 pub mod idle;
 pub mod persistence;
+pub mod rooms;
 pub mod storm;
 
 use std::time::{Duration, Instant};

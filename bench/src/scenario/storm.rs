@@ -56,7 +56,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The route label of history-service's page-of-messages requests (joins' reads).
 const MESSAGES_ROUTE: &str = "/api/rooms/{room}/messages";
 
-/// The room storm client `k` joins.
+/// The room storm client `k` joins (rooms of [`Fill::new`]).
 pub fn room_name(room: usize) -> String {
     format!("storm-{room}")
 }
@@ -69,6 +69,8 @@ pub struct Fill {
     now_ms: i64,
     /// Makes our ids differ between runs (the random part of a ULID).
     salt: u16,
+    /// Room `k` is `<room_prefix><k>`.
+    room_prefix: String,
 }
 
 impl Fill {
@@ -78,7 +80,19 @@ impl Fill {
             per_room,
             now_ms,
             salt,
+            room_prefix: "storm-".to_string(),
         }
+    }
+
+    /// The same fill for rooms named `<prefix><k>` instead of the storm's.
+    pub fn with_room_prefix(mut self, prefix: &str) -> Self {
+        self.room_prefix = prefix.to_string();
+        self
+    }
+
+    /// The id of room `room` of this fill.
+    pub fn room(&self, room: usize) -> String {
+        format!("{}{room}", self.room_prefix)
     }
 
     /// A fill ending now.
@@ -129,7 +143,7 @@ impl Fill {
         let sent = self.sent_ms(index);
         doc! {
             "_id": self.ours_id(room, index),
-            "room": room_name(room),
+            "room": self.room(room),
             "client_id": format!("storm_{room}_{index}"),
             "author_id": format!("storm-author-{author}"),
             "author_name": author,
@@ -149,7 +163,7 @@ impl Fill {
         id[8..].copy_from_slice(&(index as u32).to_be_bytes());
         doc! {
             "_id": ObjectId::from_bytes(id),
-            "room": room_name(room),
+            "room": self.room(room),
             "clientId": format!("storm_{room}_{index}"),
             "author": {"id": format!("storm-author-{author}"), "username": author},
             "body": Self::body(room, index),

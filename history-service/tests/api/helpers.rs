@@ -15,6 +15,8 @@ use secrecy::ExposeSecret;
 
 pub struct TestApp {
     pub address: String,
+    /// The `(token, room)` pairs [`TestApp::get_history`] has joined already.
+    joined: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// Base URL of the metrics listener.
     pub metrics_address: String,
     pub db: Database,
@@ -42,7 +44,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     settings.amqp.connection.exchange = format!("test.{suffix}");
     settings.amqp.queue = format!("test.{suffix}.history");
     settings.amqp.queue_expires_ms = Some(60_000);
-    settings.auth.url = common::testing::serve_jwks().await;
+    settings.auth.url = serve_auth().await;
     let db = settings
         .mongodb
         .client("history-tests")
@@ -71,6 +73,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     tokio::spawn(app.run_until_stopped());
     let test_app = TestApp {
         address,
+        joined: Default::default(),
         metrics_address,
         db,
         http: reqwest::Client::new(),
@@ -80,6 +83,53 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     };
     test_app.wait_until_ready().await;
     test_app
+}
+
+/// A stand-in for auth-service on a free loopback port: its JWKS (the test key), and
+/// `GET /api/users/by-name/{username}`, which knows every user `<name>` as id `u-<name>`,
+/// except names starting with `ghost`, and wants a Bearer token like the real one.
+pub async fn serve_auth() -> String {
+    use axum::extract::Path;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+
+    async fn by_name(
+        Path(username): Path<String>,
+        headers: HeaderMap,
+    ) -> (StatusCode, axum::Json<serde_json::Value>) {
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7);
+        if !bearer {
+            let body =
+                serde_json::json!({"error": {"code": "unauthorized", "message": "no token"}});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body));
+        }
+        if username.starts_with("ghost") {
+            let body =
+                serde_json::json!({"error": {"code": "user_not_found", "message": "no such user"}});
+            return (StatusCode::NOT_FOUND, axum::Json(body));
+        }
+        let body = serde_json::json!({"id": format!("u-{username}"), "username": username});
+        (StatusCode::OK, axum::Json(body))
+    }
+
+    let jwks = serde_json::to_value(common::testing::jwks()).expect("jwks serializes");
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/jwks.json",
+            get(move || async move { axum::Json(jwks) }),
+        )
+        .route("/api/users/by-name/{username}", get(by_name));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the auth stub");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{address}")
 }
 
 pub fn message(room: &str, body: &str) -> ChatMessage {
@@ -183,7 +233,39 @@ impl TestApp {
         );
     }
 
+    /// `POST /api/rooms/{room}/join` with `token`.
+    pub async fn join(&self, room: &str, token: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/rooms/{room}/join", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// History is for members: the first read of a room with a token joins it first (the
+    /// gateway does the same on a WebSocket `join`); the join's answer is not checked here.
     pub async fn get_history(
+        &self,
+        room: &str,
+        query: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        if let Some(token) = token {
+            let first = self
+                .joined
+                .lock()
+                .expect("not poisoned")
+                .insert((token.to_string(), room.to_string()));
+            if first {
+                self.join(room, token).await;
+            }
+        }
+        self.read_history(room, query, token).await
+    }
+
+    /// `GET /api/rooms/{room}/messages{query}` as is, without joining first.
+    pub async fn read_history(
         &self,
         room: &str,
         query: &str,
@@ -196,5 +278,103 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         request.send().await.expect("request sent")
+    }
+}
+
+/// A token of user `u-<name>` named `name`, as the auth stub knows them.
+pub fn user_token(name: &str) -> String {
+    common::testing::token(&format!("u-{name}"), name)
+}
+
+/// A queue of the test's own bound to `member.*` and `evt.*` of the app's exchange; events it
+/// skips while looking for one stay queued for later expectations.
+pub struct EventListener {
+    consumer: lapin::Consumer,
+    skipped: Vec<(String, serde_json::Value)>,
+    _channel: lapin::Channel,
+}
+
+impl TestApp {
+    pub async fn listen_to_room_events(&self) -> EventListener {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let channel = self._connection.create_channel().await.expect("channel");
+        topology::declare_exchange(&channel, &self.exchange)
+            .await
+            .expect("exchange");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        for binding in [topology::ALL_MEMBERS_BINDING, "evt.*"] {
+            channel
+                .queue_bind(
+                    queue.name().as_str().into(),
+                    self.exchange.as_str().into(),
+                    binding.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("bound");
+        }
+        let consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "room-events-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consuming");
+        EventListener {
+            consumer,
+            skipped: Vec::new(),
+            _channel: channel,
+        }
+    }
+}
+
+impl EventListener {
+    /// The first event with routing key `key` for which `matches` holds, waiting at most 5 s
+    /// (events arrive within milliseconds; the bound only keeps a failing test from hanging).
+    pub async fn expect(
+        &mut self,
+        key: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        use futures_util::StreamExt;
+        if let Some(index) = self
+            .skipped
+            .iter()
+            .position(|(k, v)| k == key && matches(v))
+        {
+            return self.skipped.remove(index).1;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.consumer.next()).await;
+            let Ok(Some(Ok(delivery))) = next else {
+                panic!("no matching {key} event; seen: {:?}", self.skipped);
+            };
+            let routing_key = delivery.routing_key.as_str().to_string();
+            let value: serde_json::Value =
+                serde_json::from_slice(&delivery.data).expect("events are JSON");
+            if routing_key == key && matches(&value) {
+                return value;
+            }
+            self.skipped.push((routing_key, value));
+        }
     }
 }

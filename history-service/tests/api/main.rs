@@ -2,3 +2,5 @@ mod accounts;
 mod helpers;
 mod history;
 mod load;
+mod room_list;
+mod rooms;

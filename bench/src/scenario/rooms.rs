@@ -1,0 +1,287 @@
+//! Room list: how long `GET /api/rooms` takes for a user in many rooms whose rooms already
+//! hold history, against a user in one room on the same store at the same time.
+//!
+//! Ours only: the socket.io peer has no rooms to list. Per target:
+//! 1. **Rooms** (not timed): the *member* creates `rooms` public rooms through the gateway's
+//!    HTTP API; the *reference* user creates one.
+//! 2. **Activity** (not timed): a third user joins every room over the WebSocket and sends one
+//!    message, acknowledged, so each room has a last message and the member an unread count;
+//!    then the member's list is polled until history-service has stored them all.
+//! 3. **History** (not timed): `messages_per_room` older messages per room are inserted
+//!    straight into the `messages` collection (as in the storm), so the store is as large as
+//!    a busy deployment's. They bypass the consumer, so they move no unread counter: the list
+//!    reads room documents, not messages, and this shows that a large store does not slow it.
+//! 4. **Lists**: `requests` lists of the member and of the reference user, alternating, one at
+//!    a time; the latency of each from request to the whole body read.
+//! 5. The inserted history is removed again.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt, TryStreamExt, stream};
+use mongodb::bson::Document;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Ws};
+use crate::measure::{Latency, histogram, record};
+use crate::report::{Table, num, ratio};
+use crate::scenario::storm::Fill;
+use crate::scenario::{Ctx, clear, messages};
+use crate::target::Target;
+use crate::wire::Protocol;
+
+/// Longest wait for history-service to store the activity messages.
+const STORED_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for one frame while sending the activity messages.
+const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
+    let plan = ctx.plan.rooms.clone();
+    let mut table = Table::new(
+        "rooms",
+        "Room list: GET /api/rooms for a user in many rooms and for a user in one",
+        &[
+            "target",
+            "user",
+            "rooms listed",
+            "messages stored",
+            "requests",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "p99 / reference p99",
+        ],
+    );
+    for target in targets.iter().filter(|t| t.protocol == Protocol::Ours) {
+        let outcome = run_target(ctx, target).await?;
+        let stored = num((plan.rooms * plan.messages_per_room) as f64, 0);
+        table.push(vec![
+            target.name.clone(),
+            format!("member of {}", plan.rooms),
+            outcome.member_rooms.to_string(),
+            stored.clone(),
+            outcome.member.count.to_string(),
+            num(outcome.member.p50, 2),
+            num(outcome.member.p99, 2),
+            num(outcome.member.max, 2),
+            ratio(outcome.member.p99, outcome.reference.p99),
+        ]);
+        table.push(vec![
+            target.name.clone(),
+            "reference: member of 1".to_string(),
+            outcome.reference_rooms.to_string(),
+            stored,
+            outcome.reference.count.to_string(),
+            num(outcome.reference.p50, 2),
+            num(outcome.reference.p99, 2),
+            num(outcome.reference.max, 2),
+            "1.00".to_string(),
+        ]);
+    }
+    ctx.reporter.emit(&table)?;
+    ctx.reporter.note(
+        "Room list: the socket.io peer has no room list, so only ours is measured; the \
+         reference is a user in one room, listed alternately with the member on the same store.",
+    )?;
+    Ok(())
+}
+
+struct Outcome {
+    member: Latency,
+    reference: Latency,
+    member_rooms: usize,
+    reference_rooms: usize,
+}
+
+/// Room ids of this run: `[A-Za-z0-9_-]`, short enough for the room id's 64 characters.
+fn room_prefix(run_prefix: &str) -> String {
+    let clean: String = run_prefix
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .take(40)
+        .collect();
+    format!("{clean}-list-")
+}
+
+async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
+    let plan = &ctx.plan.rooms;
+    let [member, reference, writer] = match ctx.usernames.as_slice() {
+        [a, b, c, ..] => [a, b, c],
+        _ => bail!("the room list needs three users"),
+    };
+    let log_in = crate::accounts::log_in;
+    let (member, reference, writer) = (
+        log_in(&ctx.http, &target.auth, member).await?,
+        log_in(&ctx.http, &target.auth, reference).await?,
+        log_in(&ctx.http, &target.auth, writer).await?,
+    );
+    let base = format!("http://{}", target.gateway(0));
+    let prefix = room_prefix(&ctx.prefix);
+    let fill = Fill::now(plan.rooms, plan.messages_per_room).with_room_prefix(&prefix);
+    let reference_room = format!("{prefix}ref");
+
+    let start = Instant::now();
+    stream::iter(0..plan.rooms)
+        .map(|k| create_room(ctx, &base, &member, fill.room(k)))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    create_room(ctx, &base, &reference, reference_room.clone()).await?;
+    println!(
+        "chat-bench: {}: {} rooms created in {:.1} s",
+        target.name,
+        plan.rooms + 1,
+        start.elapsed().as_secs_f64()
+    );
+
+    let start = Instant::now();
+    let mut ws = client::open(Protocol::Ours, target.gateway(0), &writer)
+        .await?
+        .ws;
+    let rooms: Vec<String> = (0..plan.rooms)
+        .map(|k| fill.room(k))
+        .chain([reference_room])
+        .collect();
+    for (k, room) in rooms.iter().enumerate() {
+        say_once(&mut ws, room, &format!("list-{k}")).await?;
+    }
+    let _ = ws.close(None).await;
+    wait_until_listed(ctx, &base, &member, plan.rooms).await?;
+    println!(
+        "chat-bench: {}: a message in each room sent and stored in {:.1} s",
+        target.name,
+        start.elapsed().as_secs_f64()
+    );
+
+    let messages = messages(ctx, target);
+    let start = Instant::now();
+    let mut documents = fill
+        .documents(target.protocol, &ctx.usernames[..3])
+        .peekable();
+    while documents.peek().is_some() {
+        let batch: Vec<Document> = documents.by_ref().take(plan.insert_batch.max(1)).collect();
+        messages
+            .insert_many(batch)
+            .ordered(false)
+            .await
+            .with_context(|| format!("{}: filling the rooms", target.name))?;
+    }
+    println!(
+        "chat-bench: {}: {} older messages stored in {:.1} s",
+        target.name,
+        fill.total(),
+        start.elapsed().as_secs_f64()
+    );
+
+    let (mut member_latency, mut reference_latency) = (histogram(), histogram());
+    let (mut member_rooms, mut reference_rooms) = (0, 0);
+    for _ in 0..plan.requests {
+        let (latency, rooms) = list(ctx, &base, &member).await?;
+        record(&mut member_latency, latency);
+        member_rooms = rooms.len();
+        let (latency, rooms) = list(ctx, &base, &reference).await?;
+        record(&mut reference_latency, latency);
+        reference_rooms = rooms.len();
+    }
+    clear(&messages).await?;
+    Ok(Outcome {
+        member: Latency::of(&member_latency),
+        reference: Latency::of(&reference_latency),
+        member_rooms,
+        reference_rooms,
+    })
+}
+
+/// Creates public room `id` (already there from an earlier attempt is fine).
+async fn create_room(ctx: &Ctx, base: &str, token: &str, id: String) -> anyhow::Result<()> {
+    let response = ctx
+        .http
+        .post(format!("{base}/api/rooms"))
+        .bearer_auth(token)
+        .json(&json!({"id": id, "kind": "public", "name": format!("Room {id}")}))
+        .send()
+        .await
+        .context("creating a room")?;
+    let status = response.status();
+    if status.as_u16() == 201 || status.as_u16() == 409 {
+        return Ok(());
+    }
+    let body = response.text().await.unwrap_or_default();
+    bail!("creating room {id}: {status} {body}")
+}
+
+/// Joins `room`, sends one message, waits for its acknowledgement, and leaves.
+async fn say_once(ws: &mut Ws, room: &str, client_id: &str) -> anyhow::Result<()> {
+    client::join(ws, Protocol::Ours, room).await?;
+    ws.send(Message::text(Protocol::Ours.send(
+        room,
+        client_id,
+        "the latest message of this room",
+    )))
+    .await?;
+    let acked = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap_or_default();
+                    match frame["type"].as_str() {
+                        Some("ack") if frame["client_id"] == client_id => return anyhow::Ok(()),
+                        Some("error") => bail!("send refused: {text}"),
+                        _ => {}
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error.into()),
+                None => bail!("connection ended"),
+            }
+        }
+    };
+    tokio::time::timeout(FRAME_TIMEOUT, acked)
+        .await
+        .context("no ack")??;
+    ws.send(Message::text(
+        json!({"type": "leave", "room": room}).to_string(),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Polls the member's list until `rooms` rooms show a last message.
+async fn wait_until_listed(ctx: &Ctx, base: &str, token: &str, rooms: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STORED_TIMEOUT;
+    loop {
+        let (_, listed) = list(ctx, base, token).await?;
+        let with_message = listed
+            .iter()
+            .filter(|room| room.get("last_message").is_some_and(|m| !m.is_null()))
+            .count();
+        if with_message >= rooms {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("after {STORED_TIMEOUT:?}, {with_message} of {rooms} rooms show their message");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One `GET /api/rooms`: its latency and the rooms it listed.
+async fn list(ctx: &Ctx, base: &str, token: &str) -> anyhow::Result<(Duration, Vec<Value>)> {
+    let start = Instant::now();
+    let response = ctx
+        .http
+        .get(format!("{base}/api/rooms"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("listing rooms")?;
+    let status = response.status();
+    let body: Value = response.json().await.context("reading the room list")?;
+    let latency = start.elapsed();
+    if !status.is_success() {
+        bail!("listing rooms: {status} {body}");
+    }
+    let rooms = body["rooms"].as_array().cloned().unwrap_or_default();
+    Ok((latency, rooms))
+}
