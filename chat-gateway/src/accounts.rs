@@ -1,4 +1,5 @@
-//! Account changes applied to this gateway's connections.
+//! Account changes applied to this gateway's connections, and frames for all of a user's
+//! connections (membership events: `room_added`, `read`).
 //!
 //! auth-service publishes `account.<user_id>` when a user deletes their account or an
 //! administrator disables it. [`crate::broker`] hands those events to [`Accounts::apply`],
@@ -9,9 +10,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use common::domain::UserId;
+use common::domain::{RoomId, UserId};
 use common::event::AccountEvent;
 use common::revocation::Revocations;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -66,6 +68,30 @@ impl Accounts {
             if connections.is_empty() {
                 open.remove(user);
             }
+        }
+    }
+
+    /// Queues `frame` for every open connection of `user` without waiting; a connection whose
+    /// queue is full is stopped as lagging (it reconnects and reads the room list).
+    pub fn send_to_user(&self, user: &UserId, room: &RoomId, frame: Arc<Utf8Bytes>) {
+        let open = self.lock();
+        for (_, tx) in open.get(user).into_iter().flatten() {
+            if tx.try_send(Outbound::Frame(frame.clone())) == Err(outbox::TrySendError::Full) {
+                tx.stop(Outbound::Lagged(Box::new(room.clone())));
+            }
+        }
+    }
+
+    /// Queues `frame` for one connection of `user`, if it is still open and has room.
+    pub fn send_to_conn(&self, user: &UserId, conn: ConnId, frame: Arc<Utf8Bytes>) {
+        let open = self.lock();
+        if let Some((_, tx)) = open
+            .get(user)
+            .into_iter()
+            .flatten()
+            .find(|(id, _)| *id == conn)
+        {
+            let _ = tx.try_send(Outbound::Frame(frame));
         }
     }
 

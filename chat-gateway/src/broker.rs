@@ -4,7 +4,9 @@
 //! acknowledged to its client only after the broker confirmed it; room events (presence,
 //! typing) are published fire-and-forget. In: this instance's own queue, bound to the rooms
 //! its connections are in, feeds [`Rooms::deliver`]; it is also bound to every account event,
-//! which [`Accounts::apply`] acts on.
+//! which [`Accounts::apply`] acts on, and to every membership event (`member.*`), which
+//! [`crate::membership`] applies. Every change of the broker connection drops the cached room
+//! decisions: membership events may have been missed meanwhile.
 //!
 //! [`run`] supervises the connection: on any failure it reconnects with backoff and rebuilds
 //! everything from application state (exchange, queue, one binding per local room, consumer,
@@ -22,7 +24,9 @@ use std::time::Duration;
 
 use common::amqp;
 use common::domain::RoomId;
-use common::event::{AccountEvent, ChatMessage, MessageEvent, PresenceState, RoomEvent, topology};
+use common::event::{
+    AccountEvent, ChatMessage, MemberEvent, MessageEvent, PresenceState, RoomEvent, topology,
+};
 use futures_util::StreamExt;
 use lapin::Acker;
 use lapin::options::{
@@ -37,6 +41,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::Accounts;
+use crate::membership::{self, Membership};
 use crate::outbox::{LiveMessage, Outbound};
 use crate::protocol::ServerFrame;
 use crate::rooms::{Rooms, TopologyCommand};
@@ -177,14 +182,25 @@ impl Broker {
 /// published while this gateway is still reconnecting wait in it instead of being lost. The
 /// first connection of a process deletes any queue a previous process of the same
 /// `instance_id` left, so it starts clean.
+/// What the instance queue's deliveries are applied to.
+pub struct Inbound {
+    pub broker: Broker,
+    pub rooms: Arc<Rooms>,
+    pub accounts: Arc<Accounts>,
+    pub membership: Arc<Membership>,
+}
+
 pub async fn run(
     settings: GatewayAmqpSettings,
-    broker: Broker,
-    rooms: Arc<Rooms>,
-    accounts: Arc<Accounts>,
+    inbound: Inbound,
     mut commands: mpsc::UnboundedReceiver<TopologyCommand>,
     shutdown: CancellationToken,
 ) {
+    let Inbound {
+        ref broker,
+        ref rooms,
+        ..
+    } = inbound;
     let queue = topology::gateway_queue(&settings.connection.exchange, &settings.instance_id);
     let mut delay = Duration::from_millis(100);
     let mut fresh = true;
@@ -194,24 +210,20 @@ pub async fn run(
     loop {
         let session = settings
             .connection
-            .within_setup_timeout(Session::open(&settings, &queue, &rooms, fresh, &mut stale))
+            .within_setup_timeout(Session::open(&settings, &queue, rooms, fresh, &mut stale))
             .await;
         match session {
             Ok(session) => {
                 fresh = false;
                 delay = Duration::from_millis(100);
+                // Decisions made before this session may predate events it will never see.
+                inbound.membership.revoke_all();
                 let outcome = session
-                    .serve(
-                        &broker,
-                        &rooms,
-                        &accounts,
-                        &mut commands,
-                        &mut stale,
-                        &shutdown,
-                    )
+                    .serve(&inbound, &mut commands, &mut stale, &shutdown)
                     .await;
                 broker.set_channel(None);
                 rooms.connection_lost();
+                inbound.membership.revoke_all();
                 match outcome {
                     Ok(()) => break,
                     Err(error) => {
@@ -327,6 +339,16 @@ impl Session {
                 FieldTable::default(),
             )
             .await?;
+        session
+            .topology
+            .queue_bind(
+                queue.into(),
+                session.exchange.as_str().into(),
+                topology::ALL_MEMBERS_BINDING.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         for room in &session_rooms {
             session.bind(room).await?;
         }
@@ -378,9 +400,7 @@ impl Session {
 
     async fn serve(
         mut self,
-        broker: &Broker,
-        rooms: &Rooms,
-        accounts: &Accounts,
+        inbound: &Inbound,
         commands: &mut mpsc::UnboundedReceiver<TopologyCommand>,
         stale: &mut HashSet<RoomId>,
         shutdown: &CancellationToken,
@@ -388,6 +408,7 @@ impl Session {
         // Connection-level errors end the session even when the consumer stream does not
         // end with them (it can stay pending after the socket closed).
         let mut events = amqp::failure_events(&self.connection)?;
+        let broker = &inbound.broker;
         broker.set_channel(Some(self.publisher.clone()));
         // The latest delivery handed on but not yet acknowledged, and how many it covers.
         let mut unacked: Option<Acker> = None;
@@ -435,7 +456,7 @@ impl Session {
                         anyhow::bail!("the broker cancelled the consumer");
                     };
                     let delivery = delivery?;
-                    dispatch(broker, rooms, accounts, delivery.routing_key.as_str(), &delivery.data);
+                    dispatch(inbound, delivery.routing_key.as_str(), &delivery.data);
                     pending += 1;
                     if pending >= ACK_BATCH {
                         pending = 0;
@@ -461,9 +482,24 @@ async fn acknowledge_all(
     }
 }
 
-/// Routes one delivery of the instance queue to the local members of its room, or an account
-/// event to [`Accounts::apply`].
-fn dispatch(broker: &Broker, rooms: &Rooms, accounts: &Accounts, routing_key: &str, data: &[u8]) {
+/// Routes one delivery of the instance queue to the local members of its room, an account
+/// event to [`Accounts::apply`], a membership event to [`membership::apply_member_event`].
+fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
+    let Inbound {
+        broker,
+        rooms,
+        accounts,
+        membership,
+    } = inbound;
+    if routing_key.starts_with("member.") {
+        match serde_json::from_slice::<MemberEvent>(data) {
+            Ok(event) => {
+                membership::apply_member_event(&event, membership, rooms, accounts, broker)
+            }
+            Err(error) => tracing::warn!(%error, "ignoring an unreadable membership event"),
+        }
+        return;
+    }
     if routing_key.starts_with("account.") {
         match serde_json::from_slice::<AccountEvent>(data) {
             Ok(event) => accounts.apply(&event),
@@ -546,7 +582,14 @@ fn dispatch(broker: &Broker, rooms: &Rooms, accounts: &Accounts, routing_key: &s
                 }
             }
         }
-        // Room changes are applied once membership events are consumed here (docs/rooms.md).
-        RoomEvent::RoomUpdated { .. } | RoomEvent::RoomArchived { .. } => {}
+        RoomEvent::RoomUpdated { room, view, .. } => {
+            let frame = Arc::new(Utf8Bytes::from(
+                ServerFrame::RoomUpdated { room: view }.to_text(),
+            ));
+            rooms.deliver(room, || Outbound::Frame(frame.clone()));
+        }
+        RoomEvent::RoomArchived { room, .. } => {
+            membership::apply_archived(room, membership, rooms, broker);
+        }
     }
 }

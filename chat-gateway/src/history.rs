@@ -1,5 +1,9 @@
 //! Client of history-service: a room's recent messages for `joined`, and the messages after a
-//! cursor for a `join` with `since`. The user's own token authorizes the request.
+//! cursor for a `join` with `since`; the authorization of a join (and of a `send` whose decision
+//! expired) and the writing of read markers. The user's own token authorizes every request.
+//!
+//! Authorizations are shared like reads: concurrent identical ones for one (user, room) make
+//! one request (a user's tabs all rejoining after a reconnect).
 //!
 //! Reads are shared: while one is in flight, joins that need the same answer wait for it
 //! instead of asking again — plain joins of a room, and catch-ups of a room from the same
@@ -7,15 +11,15 @@
 //! room's last message). A storm of joins then costs history-service about one read per room,
 //! not one per user. A read is shared only within one binding of the room (see
 //! [`crate::rooms::Rooms::binding`]): what was published while the room was unbound here is
-//! in no read from before. Any valid token may read any room's history, so one joiner's token
-//! serves all of them.
+//! in no read from before. Every join is authorized before it reads, so the token of any joiner
+//! of the room serves all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::domain::{MessageId, RoomId};
+use common::domain::{MessageId, RoomId, UserId};
 use common::event::ChatMessage;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -33,6 +37,39 @@ pub type SharedAnswer = Result<(Arc<HistoryPage>, Option<ReadTicket>), ReadError
 
 /// A catch-up page, shared by the joins that asked for it.
 pub type SharedPage = Result<Arc<HistoryPage>, ReadError>;
+
+/// Why history-service did not allow a room action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A refusal of docs/rooms.md, by its error code: `not_found`, `forbidden`, `banned`,
+    /// `archived` (or `unauthorized` for a token history-service no longer honours).
+    Denied(&'static str),
+    /// No answer, a 5xx, or an answer that is none of the above: retry later.
+    Unavailable,
+}
+
+/// An authorization: the room view (as JSON text) when allowed.
+pub type Authorization = Result<Arc<str>, Refusal>;
+
+/// What an authorization asks: a join (`POST …/join`) or whether the user is still a member
+/// (`GET /api/rooms/{room}`, which changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthorizationKind {
+    Join,
+    Check,
+}
+
+/// What writing a read marker came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerWrite {
+    Written,
+    /// `422 invalid_marker`: the id is not a message of the room.
+    Invalid,
+    /// Refused for good (no longer a member, token no longer honoured): dropped.
+    Refused,
+    /// No answer or a 5xx: worth writing again.
+    Unavailable,
+}
 
 /// The reads in flight, by what they ask; each is removed when it completes, so a join that
 /// arrives later reads again (it may need newer messages).
@@ -92,6 +129,8 @@ pub struct HistoryClient {
     recent_reads: Arc<Flights<(RoomId, Instant), SharedAnswer>>,
     /// The catch-up reads in flight.
     catch_up_reads: Arc<Flights<CatchUpKey, SharedPage>>,
+    /// The authorizations in flight.
+    authorizations: Arc<Flights<(UserId, RoomId, AuthorizationKind), Authorization>>,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -119,6 +158,7 @@ impl HistoryClient {
             ),
             recent_reads: Flights::new(),
             catch_up_reads: Flights::new(),
+            authorizations: Flights::new(),
             metrics,
         })
     }
@@ -160,6 +200,89 @@ impl HistoryClient {
             reqwest::StatusCode::OK => Ok(true),
             reqwest::StatusCode::NOT_FOUND => Ok(false),
             status => anyhow::bail!("history-service answered {status}"),
+        }
+    }
+
+    /// Asks history-service whether `user` may be in `room` (see [`AuthorizationKind`]); the
+    /// answer of the identical request in flight if there is one.
+    pub async fn authorize(
+        &self,
+        kind: AuthorizationKind,
+        user: &UserId,
+        room: &RoomId,
+        token: &str,
+    ) -> Authorization {
+        let client = self.clone();
+        let key = (user.clone(), room.clone(), kind);
+        let (room, token) = (room.clone(), token.to_string());
+        self.authorizations
+            .share(key, move || {
+                async move {
+                    client.metrics.room_authorizations.inc();
+                    let request = match kind {
+                        AuthorizationKind::Join => client
+                            .http
+                            .post(format!("{}/api/rooms/{room}/join", client.base)),
+                        AuthorizationKind::Check => {
+                            client.http.get(format!("{}/api/rooms/{room}", client.base))
+                        }
+                    };
+                    let answer = client.authorization(request.bearer_auth(&token)).await;
+                    if kind == AuthorizationKind::Check {
+                        answer.and_then(member_of)
+                    } else {
+                        answer
+                    }
+                    .map(|view| Arc::from(view.to_string()))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn authorization(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, Refusal> {
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(%error, "room authorization unavailable");
+                return Err(Refusal::Unavailable);
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return response.json().await.map_err(|error| {
+                tracing::warn!(%error, "unreadable room view");
+                Refusal::Unavailable
+            });
+        }
+        let code = response
+            .json::<common::error::ErrorBody>()
+            .await
+            .map(|body| body.error.code)
+            .unwrap_or_default();
+        Err(refusal(status, &code).unwrap_or_else(|| {
+            tracing::warn!(%status, code, "unexpected answer to a room authorization");
+            Refusal::Unavailable
+        }))
+    }
+
+    /// `PUT /api/rooms/{room}/read {"id":ID}` with the user's token.
+    pub async fn write_marker(&self, room: &RoomId, id: MessageId, token: &str) -> MarkerWrite {
+        let response = self
+            .http
+            .put(format!("{}/api/rooms/{room}/read", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "id": id }))
+            .send()
+            .await;
+        match response.map(|r| r.status()) {
+            Ok(status) if status.is_success() => MarkerWrite::Written,
+            Ok(reqwest::StatusCode::UNPROCESSABLE_ENTITY) => MarkerWrite::Invalid,
+            Ok(status) if status.is_client_error() => MarkerWrite::Refused,
+            Ok(_) | Err(_) => MarkerWrite::Unavailable,
         }
     }
 
@@ -249,5 +372,74 @@ impl HistoryClient {
         published
             .checked_sub_signed(self.late_window)
             .unwrap_or(DateTime::UNIX_EPOCH)
+    }
+}
+
+/// The refusal a status and error code of history-service stand for, if any.
+fn refusal(status: reqwest::StatusCode, code: &str) -> Option<Refusal> {
+    use reqwest::StatusCode;
+    let known = ["not_found", "forbidden", "banned", "archived"]
+        .into_iter()
+        .find(|known| *known == code);
+    match status {
+        StatusCode::NOT_FOUND => Some(Refusal::Denied("not_found")),
+        StatusCode::FORBIDDEN => Some(Refusal::Denied(known.unwrap_or("forbidden"))),
+        StatusCode::CONFLICT if code == "archived" => Some(Refusal::Denied("archived")),
+        StatusCode::UNAUTHORIZED => Some(Refusal::Denied("unauthorized")),
+        _ => None,
+    }
+}
+
+/// A room view allows staying in the room when it carries the caller's role (they are a
+/// member) and the room is not archived.
+fn member_of(view: serde_json::Value) -> Result<serde_json::Value, Refusal> {
+    if view.get("archived").and_then(serde_json::Value::as_bool) == Some(true) {
+        return Err(Refusal::Denied("archived"));
+    }
+    if view.get("role").is_none_or(serde_json::Value::is_null) {
+        return Err(Refusal::Denied("forbidden"));
+    }
+    Ok(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn refusals_keep_their_code_and_anything_unexpected_is_unavailable() {
+        assert_eq!(
+            refusal(StatusCode::NOT_FOUND, ""),
+            Some(Refusal::Denied("not_found"))
+        );
+        assert_eq!(
+            refusal(StatusCode::FORBIDDEN, "banned"),
+            Some(Refusal::Denied("banned"))
+        );
+        assert_eq!(
+            refusal(StatusCode::FORBIDDEN, "whatever"),
+            Some(Refusal::Denied("forbidden"))
+        );
+        assert_eq!(
+            refusal(StatusCode::CONFLICT, "archived"),
+            Some(Refusal::Denied("archived"))
+        );
+        assert_eq!(refusal(StatusCode::CONFLICT, "room_exists"), None);
+        assert_eq!(refusal(StatusCode::INTERNAL_SERVER_ERROR, ""), None);
+    }
+
+    #[test]
+    fn a_view_without_the_callers_role_or_of_an_archived_room_does_not_allow_staying() {
+        let view = |v: serde_json::Value| member_of(v).map(|_| ());
+        assert_eq!(view(serde_json::json!({"role": "member"})), Ok(()));
+        assert_eq!(
+            view(serde_json::json!({"kind": "public"})),
+            Err(Refusal::Denied("forbidden"))
+        );
+        assert_eq!(
+            view(serde_json::json!({"role": "owner", "archived": true})),
+            Err(Refusal::Denied("archived"))
+        );
     }
 }

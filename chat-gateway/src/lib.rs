@@ -10,15 +10,20 @@
 //! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent
 //! messages on join; [`proxy`] forwards the HTTP APIs so the web client needs one origin;
 //! [`accounts`] closes the connections of users whose account was deleted or disabled.
+//! [`membership`] asks history-service whether a user may join a room, caches the decisions
+//! and applies membership events (removals, room changes) to the connections; [`read_markers`]
+//! coalesces the clients' read markers before writing them to history-service.
 
 pub mod accounts;
 pub mod broker;
 pub mod connection;
 pub mod history;
+pub mod membership;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod proxy;
+pub mod read_markers;
 pub mod receipts;
 pub mod rooms;
 pub mod server;

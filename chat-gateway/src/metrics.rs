@@ -12,6 +12,15 @@ pub struct GatewayMetrics {
     pub history_reads: IntCounter,
     /// Plain joins answered from the room's messages in this gateway's memory, no read.
     pub joins_from_memory: IntCounter,
+    /// Room authorizations asked of history-service (joins, and sends or typing whose
+    /// decision expired); concurrent identical ones count once.
+    pub room_authorizations: IntCounter,
+    /// Joins, sends and typing allowed by a cached decision without asking.
+    pub room_decisions_cached: IntCounter,
+    /// Coalesced read markers written to history-service.
+    pub read_markers_written: IntCounter,
+    /// `read` frames refused because too many markers were waiting.
+    pub read_markers_refused: IntCounter,
     pub frames_received: IntCounter,
     pub messages_published: IntCounter,
     pub publish_failures: IntCounter,
@@ -49,6 +58,26 @@ impl GatewayMetrics {
                 &registry,
                 "gateway_joins_from_memory_total",
                 "Plain joins answered from the gateway's complete memory of the room",
+            ),
+            room_authorizations: counter(
+                &registry,
+                "gateway_room_authorizations_total",
+                "Room authorizations asked of history-service",
+            ),
+            room_decisions_cached: counter(
+                &registry,
+                "gateway_room_decisions_cached_total",
+                "Joins, sends and typing allowed by a cached decision",
+            ),
+            read_markers_written: counter(
+                &registry,
+                "gateway_read_markers_written_total",
+                "Coalesced read markers written to history-service",
+            ),
+            read_markers_refused: counter(
+                &registry,
+                "gateway_read_markers_refused_total",
+                "read frames refused because too many markers were waiting",
             ),
             frames_received: counter(
                 &registry,

@@ -3,7 +3,7 @@
 //! Client frames are parsed in two steps, JSON first and then each field through its domain
 //! type, so every failure maps to a precise `error` code instead of one generic parse error.
 
-use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserRef};
+use common::domain::{ClientMessageId, MessageBody, MessageId, RemovalReason, RoomId, UserRef};
 use common::event::{ChatMessage, PresenceState};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -25,6 +25,11 @@ pub enum ClientFrame {
     },
     Typing {
         room: RoomId,
+    },
+    /// Move the user's read marker in a joined room to message `id` (forward only).
+    Read {
+        room: RoomId,
+        id: MessageId,
     },
     Ping,
     /// A fresh access token for this connection, sent before the current one expires.
@@ -110,6 +115,16 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         "typing" => Ok(ClientFrame::Typing {
             room: room(&object)?,
         }),
+        "read" => {
+            let id = field(&object, "id").and_then(|id| {
+                MessageId::parse(id)
+                    .map_err(|_| FrameError::new("invalid_marker", "`id` must be a message id"))
+            })?;
+            Ok(ClientFrame::Read {
+                room: room(&object)?,
+                id,
+            })
+        }
         "ping" => Ok(ClientFrame::Ping),
         "auth" => {
             let token = field(&object, "token")?;
@@ -171,6 +186,24 @@ pub enum ServerFrame<'a> {
     Left {
         room: &'a RoomId,
     },
+    /// This connection is no longer in the room; no `message` of it follows.
+    Removed {
+        room: &'a RoomId,
+        reason: RemovalReason,
+    },
+    /// The user was added to a room (or opened a DM): its room view.
+    RoomAdded {
+        room: &'a serde_json::Value,
+    },
+    /// A joined room's name, topic or kind changed: its room view.
+    RoomUpdated {
+        room: &'a serde_json::Value,
+    },
+    /// The user's read marker in the room moved to `id`.
+    Read {
+        room: &'a RoomId,
+        id: MessageId,
+    },
     Message(&'a ChatMessage),
     Ack {
         client_id: &'a ClientMessageId,
@@ -203,6 +236,20 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
     },
+}
+
+/// A `joined` frame's text with the room view (JSON text as history-service answered it)
+/// added as its `view` field.
+pub fn joined_with_view(frame: &ServerFrame<'_>, view: &str) -> String {
+    let mut text = frame.to_text();
+    // Every frame serializes as a JSON object: its text ends with the closing brace.
+    if text.ends_with('}') {
+        text.pop();
+        text.push_str(",\"view\":");
+        text.push_str(view);
+        text.push('}');
+    }
+    text
 }
 
 impl ServerFrame<'_> {
@@ -301,5 +348,40 @@ mod tests {
         .to_text();
         assert_eq!(text, r#"{"type":"lagged","room":"r"}"#);
         assert_eq!(ServerFrame::Pong.to_text(), r#"{"type":"pong"}"#);
+        let text = ServerFrame::Removed {
+            room: &room,
+            reason: RemovalReason::Kicked,
+        }
+        .to_text();
+        assert_eq!(text, r#"{"type":"removed","room":"r","reason":"kicked"}"#);
+    }
+
+    #[test]
+    fn a_joined_frame_carries_the_room_view_as_sent() {
+        let room = RoomId::parse("r".into()).expect("room");
+        let frame = ServerFrame::Joined {
+            room: &room,
+            members: &[],
+            messages: &[],
+            truncated: false,
+        };
+        let text = joined_with_view(&frame, r#"{"id":"r","role":"member"}"#);
+        let value: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(value["type"], "joined");
+        assert_eq!(value["view"]["role"], "member");
+    }
+
+    #[test]
+    fn a_read_frame_needs_a_message_id() {
+        assert!(matches!(
+            parse(r#"{"type":"read","room":"r","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#),
+            Ok(ClientFrame::Read { .. })
+        ));
+        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code;
+        assert_eq!(
+            code(r#"{"type":"read","room":"r","id":"x"}"#),
+            "invalid_marker"
+        );
+        assert_eq!(code(r#"{"type":"read","room":"r"}"#), "invalid_frame");
     }
 }

@@ -1,6 +1,6 @@
-//! Forwards `/api/auth/*` to auth-service and `/api/rooms/*` to history-service, so browsers
-//! talk to one origin. An upstream that is down or slow is a 502/504 with the JSON error body,
-//! never a hang.
+//! Forwards `/api/auth/*` and `/api/users[/*]` to auth-service and `/api/rooms[/*]` and
+//! `/api/dms[/*]` to history-service, so browsers talk to one origin. An upstream that is down
+//! or slow is a 502/504 with the JSON error body, never a hang.
 //!
 //! Only paths under the route's own prefix are forwarded: the path is checked segment by
 //! segment before any URL is built (see [`Upstream::url`]), because URL libraries resolve
@@ -22,7 +22,9 @@ use crate::server::{ServerState, error_response};
 pub struct Upstreams {
     http: reqwest::Client,
     auth: Upstream,
-    history: Upstream,
+    users: Upstream,
+    rooms: Upstream,
+    dms: Upstream,
     max_body: usize,
     /// Longest wait for a request body, after its headers.
     body_timeout: Duration,
@@ -33,7 +35,8 @@ pub struct Upstreams {
 struct Upstream {
     /// Base URL without a trailing slash.
     base: String,
-    /// The route's prefix (`/api/auth/`): request paths must start with it.
+    /// The route's prefix (`/api/auth`), without a trailing slash: request paths must be it
+    /// or start with it followed by `/`.
     prefix: &'static str,
     /// The prefix as the path of a URL on `base`: forwarded URLs must stay under it.
     allowed: String,
@@ -58,17 +61,24 @@ impl Upstream {
     fn url(&self, uri: &Uri) -> Option<Url> {
         let path = uri.path();
         let rest = path.strip_prefix(self.prefix)?;
-        let last = rest.split('/').count() - 1;
-        if !rest
-            .split('/')
-            .enumerate()
-            .all(|(at, segment)| segment_allowed(segment, at == last))
-        {
-            return None;
+        if !rest.is_empty() {
+            let rest = rest.strip_prefix('/')?;
+            let last = rest.split('/').count() - 1;
+            if !rest
+                .split('/')
+                .enumerate()
+                .all(|(at, segment)| segment_allowed(segment, at == last))
+            {
+                return None;
+            }
         }
         let mut url = Url::parse(&format!("{}{path}", self.base)).ok()?;
         url.set_query(uri.query());
-        url.path().starts_with(&self.allowed).then_some(url)
+        let under = url
+            .path()
+            .strip_prefix(self.allowed.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        under.then_some(url)
     }
 }
 
@@ -98,8 +108,10 @@ impl Upstreams {
                 .timeout(Duration::from_secs(15))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
-            auth: Upstream::new(auth, "/api/auth/")?,
-            history: Upstream::new(history, "/api/rooms/")?,
+            auth: Upstream::new(auth, "/api/auth")?,
+            users: Upstream::new(auth, "/api/users")?,
+            rooms: Upstream::new(history, "/api/rooms")?,
+            dms: Upstream::new(history, "/api/dms")?,
             max_body,
             body_timeout,
         })
@@ -154,8 +166,16 @@ pub async fn to_auth(State(state): State<ServerState>, request: Request) -> Resp
     forward(&state.upstreams, &state.upstreams.auth, request).await
 }
 
-pub async fn to_history(State(state): State<ServerState>, request: Request) -> Response {
-    forward(&state.upstreams, &state.upstreams.history, request).await
+pub async fn to_users(State(state): State<ServerState>, request: Request) -> Response {
+    forward(&state.upstreams, &state.upstreams.users, request).await
+}
+
+pub async fn to_rooms(State(state): State<ServerState>, request: Request) -> Response {
+    forward(&state.upstreams, &state.upstreams.rooms, request).await
+}
+
+pub async fn to_dms(State(state): State<ServerState>, request: Request) -> Response {
+    forward(&state.upstreams, &state.upstreams.dms, request).await
 }
 
 async fn forward(upstreams: &Upstreams, target: &Upstream, request: Request) -> Response {
@@ -263,7 +283,11 @@ mod tests {
     use super::*;
 
     fn forwarded(path: &str) -> Option<String> {
-        let upstream = Upstream::new("http://upstream:8081/", "/api/auth/").expect("upstream");
+        forwarded_to("/api/auth", path)
+    }
+
+    fn forwarded_to(prefix: &'static str, path: &str) -> Option<String> {
+        let upstream = Upstream::new("http://upstream:8081/", prefix).expect("upstream");
         upstream
             .url(&path.parse().expect("uri"))
             .map(|url| url.to_string())
@@ -282,6 +306,8 @@ mod tests {
             "/api/auth/a%7fb",
             "/api/auth//x",
             "/api/rooms/x",
+            "/api/authx",
+            "/api/auth%2f..",
         ] {
             assert_eq!(forwarded(path), None, "{path}");
         }
@@ -297,5 +323,25 @@ mod tests {
             forwarded("/api/auth/a..b/.x/").as_deref(),
             Some("http://upstream:8081/api/auth/a..b/.x/")
         );
+    }
+
+    #[test]
+    fn a_prefix_is_forwarded_with_or_without_a_path_after_it() {
+        assert_eq!(
+            forwarded_to("/api/rooms", "/api/rooms?q=x").as_deref(),
+            Some("http://upstream:8081/api/rooms?q=x")
+        );
+        assert_eq!(
+            forwarded_to("/api/users", "/api/users/by-name/bob").as_deref(),
+            Some("http://upstream:8081/api/users/by-name/bob")
+        );
+        for path in [
+            "/api/dms/..",
+            "/api/dms/%2e%2e/x",
+            "/api/dmsx",
+            "/api/dms//x",
+        ] {
+            assert_eq!(forwarded_to("/api/dms", path), None, "{path}");
+        }
     }
 }

@@ -145,10 +145,55 @@ impl Rooms {
     /// Removes the connection; returns whether it was the user's last local connection there.
     pub fn leave(&self, room: &RoomId, conn: ConnId) -> Option<bool> {
         let mut rooms = self.lock();
-        let entry = rooms.get_mut(room)?;
-        let member = entry.local.remove(&conn)?;
-        let last_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
-        if entry.local.is_empty() {
+        let removed = self.remove_where(&mut rooms, room, |id, _| *id == conn);
+        let member = removed.first()?;
+        let last_for_user = !rooms
+            .get(room)
+            .is_some_and(|entry| entry.local.values().any(|m| m.user.id == member.user.id));
+        Some(last_for_user)
+    }
+
+    /// Whether the connection is in the room: the registry fan-out reads, so a connection that
+    /// a removal took out is no longer in it even before its reader hears of it.
+    pub fn is_member(&self, room: &RoomId, conn: ConnId) -> bool {
+        self.lock()
+            .get(room)
+            .is_some_and(|entry| entry.local.contains_key(&conn))
+    }
+
+    /// Takes every local connection of `user` out of the room; returns them.
+    pub fn remove_user(&self, room: &RoomId, user: &UserId) -> Vec<Member> {
+        let mut rooms = self.lock();
+        self.remove_where(&mut rooms, room, |_, member| member.user.id == *user)
+    }
+
+    /// Takes every local connection out of the room; returns them.
+    pub fn remove_all(&self, room: &RoomId) -> Vec<Member> {
+        let mut rooms = self.lock();
+        self.remove_where(&mut rooms, room, |_, _| true)
+    }
+
+    /// Removes the matching local members, unbinding the room when none is left.
+    fn remove_where(
+        &self,
+        rooms: &mut HashMap<RoomId, Room>,
+        room: &RoomId,
+        matches: impl Fn(&ConnId, &Member) -> bool,
+    ) -> Vec<Member> {
+        let Some(entry) = rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        let conns: Vec<ConnId> = entry
+            .local
+            .iter()
+            .filter(|(id, member)| matches(id, member))
+            .map(|(id, _)| *id)
+            .collect();
+        let removed: Vec<Member> = conns
+            .iter()
+            .filter_map(|id| entry.local.remove(id))
+            .collect();
+        if !removed.is_empty() && entry.local.is_empty() {
             self.command(TopologyCommand::Unbind(room.clone()));
             entry.bound_at = None;
             entry.complete = false;
@@ -156,7 +201,7 @@ impl Rooms {
                 rooms.remove(room);
             }
         }
-        Some(last_for_user)
+        removed
     }
 
     /// Hands `make()` to every local member of the room without waiting: a member whose queue

@@ -1,5 +1,6 @@
 //! HTTP side of the gateway: the WebSocket upgrade (token verified first), health, the
-//! forwarding of `/api/auth/*` and `/api/rooms/*`, and the web client's static files.
+//! forwarding of `/api/auth/*`, `/api/users*` (auth-service), `/api/rooms*` and `/api/dms*`
+//! (history-service), and the web client's static files.
 
 use std::sync::Arc;
 
@@ -50,7 +51,12 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
         .merge(
             Router::new()
                 .route("/api/auth/{*rest}", any(crate::proxy::to_auth))
-                .route("/api/rooms/{*rest}", any(crate::proxy::to_history))
+                .route("/api/users", any(crate::proxy::to_users))
+                .route("/api/users/{*rest}", any(crate::proxy::to_users))
+                .route("/api/rooms", any(crate::proxy::to_rooms))
+                .route("/api/rooms/{*rest}", any(crate::proxy::to_rooms))
+                .route("/api/dms", any(crate::proxy::to_dms))
+                .route("/api/dms/{*rest}", any(crate::proxy::to_dms))
                 .route("/api/{*rest}", any(api_not_found))
                 .layer(cors),
         )
@@ -87,7 +93,13 @@ fn cors_layer(allowed: &[String]) -> tower_http::cors::CorsLayer {
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -13,6 +13,7 @@ pub struct Settings {
     pub receipts: ReceiptSettings,
     pub auth: AuthServerSettings,
     pub history: HistorySettings,
+    pub rooms: RoomSettings,
     pub security: SecuritySettings,
     pub web: WebSettings,
     pub metrics: MetricsSettings,
@@ -45,6 +46,20 @@ pub struct HistorySettings {
     /// A room's memory answers plain joins once a history read started this long after the
     /// room was bound filled it (see [`crate::rooms`]).
     pub memory_grace_ms: u64,
+}
+
+/// Room authorization and read markers (see [`crate::membership`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RoomSettings {
+    /// How long an allowed join is trusted for the user's `send`, `typing` and later joins
+    /// of the room before history-service is asked again.
+    pub decision_ttl_s: u64,
+    /// Most (user, room) decisions kept.
+    pub decision_cache_size: usize,
+    /// How often coalesced read markers are written to history-service.
+    pub read_flush_ms: u64,
+    /// Most (user, room) read markers waiting for the next write.
+    pub read_markers_pending: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,8 +17,10 @@ use crate::accounts::Accounts;
 use crate::broker::{self, Broker};
 use crate::connection::Hub;
 use crate::history::HistoryClient;
+use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
+use crate::read_markers::ReadMarkers;
 use crate::receipts::Receipts;
 use crate::rooms::Rooms;
 use crate::server::{ServerState, metrics_router, router};
@@ -40,6 +42,9 @@ pub struct Application {
     tracker: TaskTracker,
     broker_task: JoinHandle<()>,
     broker_shutdown: CancellationToken,
+    /// Writes the read markers still pending once the connections are closed.
+    markers_task: JoinHandle<()>,
+    markers_shutdown: CancellationToken,
 }
 
 impl Application {
@@ -60,11 +65,32 @@ impl Application {
         let broker = Broker::new(&settings.amqp);
         let broker_shutdown = CancellationToken::new();
         let accounts = Arc::new(Accounts::new(verifier.revocations().clone()));
+        let history = HistoryClient::new(&settings.history, metrics.clone())?;
+        let membership = Arc::new(Membership::new(
+            history.clone(),
+            Duration::from_secs(settings.rooms.decision_ttl_s),
+            settings.rooms.decision_cache_size,
+            metrics.clone(),
+        ));
+        let read_markers = Arc::new(ReadMarkers::new(
+            history.clone(),
+            accounts.clone(),
+            settings.rooms.read_markers_pending,
+            metrics.clone(),
+        ));
+        let markers_shutdown = CancellationToken::new();
+        let markers_task = tokio::spawn(read_markers.clone().run(
+            Duration::from_millis(settings.rooms.read_flush_ms.max(1)),
+            markers_shutdown.clone(),
+        ));
         let broker_task = tokio::spawn(broker::run(
             settings.amqp.clone(),
-            broker.clone(),
-            rooms.clone(),
-            accounts.clone(),
+            broker::Inbound {
+                broker: broker.clone(),
+                rooms: rooms.clone(),
+                accounts: accounts.clone(),
+                membership: membership.clone(),
+            },
             commands,
             broker_shutdown.clone(),
         ));
@@ -72,7 +98,9 @@ impl Application {
             rooms,
             accounts,
             broker,
-            history: HistoryClient::new(&settings.history, metrics.clone())?,
+            history,
+            membership,
+            read_markers,
             receipts: receipts.clone(),
             limits: settings.limits.clone(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
@@ -121,6 +149,8 @@ impl Application {
             tracker,
             broker_task,
             broker_shutdown,
+            markers_task,
+            markers_shutdown,
         })
     }
 
@@ -169,6 +199,8 @@ impl Application {
         {
             tracing::warn!("connections did not close within 10 s");
         }
+        self.markers_shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.markers_task).await;
         self.broker_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -223,6 +223,18 @@ pub async fn publish_account_event(
     settings: &crate::settings::AmqpSettings,
     event: &crate::event::AccountEvent,
 ) {
+    let key = crate::event::topology::account_key(&event.user_id);
+    publish_event(settings, &key, event).await;
+}
+
+/// Publishes `payload` as JSON with `routing_key` on `exchange` (declared if missing), as the
+/// service that owns that routing key would, and waits for the broker's confirm.
+#[cfg(feature = "amqp")]
+pub async fn publish_event(
+    settings: &crate::settings::AmqpSettings,
+    routing_key: &str,
+    payload: &impl serde::Serialize,
+) {
     use secrecy::ExposeSecret;
     let connection = lapin::Connection::connect(
         settings.uri.expose_secret(),
@@ -238,13 +250,11 @@ pub async fn publish_account_event(
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    let payload = serde_json::to_vec(event).expect("event serializes");
+    let payload = serde_json::to_vec(payload).expect("event serializes");
     channel
         .basic_publish(
             settings.exchange.as_str().into(),
-            crate::event::topology::account_key(&event.user_id)
-                .as_str()
-                .into(),
+            routing_key.into(),
             lapin::options::BasicPublishOptions::default(),
             &payload,
             lapin::BasicProperties::default(),

@@ -6,8 +6,8 @@
 //! written out again here rather than calling the domain types, so that a parser which lets a
 //! bad value through is caught:
 //! - an accepted frame matches its `type` and each field obeys its rule (room id and client id
-//!   1–64 of `[A-Za-z0-9_-]`, body 1–4000 characters and not blank, `since` a canonical ULID,
-//!   an `auth` token 1–`MAX_TOKEN_LEN` bytes);
+//!   1–64 of `[A-Za-z0-9_-]`, body 1–4000 characters and not blank, `since` and a `read`'s `id`
+//!   a canonical ULID, an `auth` token 1–`MAX_TOKEN_LEN` bytes);
 //! - a refused frame has one of the documented error codes that concern a frame's content, and
 //!   a refused `send` carries its `client_id` whenever that id is itself valid.
 
@@ -30,6 +30,7 @@ const PARSE_ERROR_CODES: &[&str] = &[
     "invalid_client_id",
     "invalid_since",
     "invalid_token",
+    "invalid_marker",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -105,6 +106,14 @@ fn check_accepted(frame: &ClientFrame, object: Option<&Map<String, Value>>) {
             assert_eq!(room.as_str(), room_field());
             assert_eq!(Some(client_id.as_str()), string(object, "client_id"));
             assert_eq!(Some(body.as_str()), string(object, "body"));
+        }
+        ClientFrame::Read { room, id } => {
+            assert_eq!(kind, "read");
+            assert!(is_id(room.as_str()), "room {room:?} breaks its rule");
+            assert_eq!(room.as_str(), room_field());
+            let raw = string(object, "id").expect("the frame names a message");
+            assert_eq!(&id.to_string(), raw, "`id` is not in canonical form");
+            assert_eq!(raw.len(), 26);
         }
         ClientFrame::Ping => assert_eq!(kind, "ping"),
         ClientFrame::Auth { token } => {

@@ -1,8 +1,10 @@
 //! What the reader does with each client frame: `send` publishes a message and acknowledges
-//! it once the broker confirmed it, `auth` replaces the connection's token, `join` makes the
+//! it once the broker confirmed it, `auth` replaces the connection's token, `join` asks
+//! history-service (or the cached decision) whether the user may be in the room, makes the
 //! connection a member and sends the room's history, `leave` ends that, `typing` is passed on
-//! to the room, `ping` is answered. Replies go to the writer through the connection's outbox
-//! like everything else for the client.
+//! to the room, `read` records a read marker, `ping` is answered. `send` and `typing` check
+//! the room registry (a removal takes connections out of it) and the cached decision. Replies
+//! go to the writer through the connection's outbox like everything else for the client.
 //!
 //! A handler answers `Result<Result<(), FrameError>, Gone>`: the inner error is a refusal,
 //! answered to the client with an `error` frame; the outer one means the writer is gone and
@@ -11,12 +13,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId};
+use common::domain::{ClientMessageId, MessageBody, MessageId, RemovalReason, RoomId};
 use common::event::{ChatMessage, PresenceState, RoomEvent};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::history::HistoryPage;
+use crate::history::{HistoryPage, Refusal};
 use crate::outbox::{self, JoinedFrame, Outbound};
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::Reservation;
@@ -87,32 +89,106 @@ impl Reader {
                 client_id,
                 body,
             } => self.send_message(room, client_id, body).await?,
-            ClientFrame::Typing { room } => {
-                if !self.joined.contains(&room) {
-                    Err(not_joined(&room))
-                } else {
-                    // At most one typing event per room every two seconds per connection.
-                    let now = Instant::now();
-                    let recent = self
-                        .last_typing
-                        .get(&room)
-                        .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(2));
-                    if !recent {
-                        self.last_typing.insert(room.clone(), now);
-                        self.hub.broker.publish_room_event(RoomEvent::Typing {
-                            v: common::event::EVENT_VERSION,
-                            origin: self.hub.broker.origin().to_string(),
-                            room,
-                            user: self.session.user.clone(),
-                        });
-                    }
-                    Ok(())
-                }
-            }
+            ClientFrame::Typing { room } => self.typing(room).await?,
+            ClientFrame::Read { room, id } => self.read_marker(room, id),
         };
         match outcome {
             Ok(()) => Ok(()),
             Err(error) => self.reply_error(&error).await,
+        }
+    }
+
+    /// Tells the room the user is typing, at most once every two seconds per room and
+    /// connection.
+    async fn typing(&mut self, room: RoomId) -> Result<Result<(), FrameError>, Gone> {
+        if !self.in_room(&room) {
+            return Ok(Err(not_joined(&room)));
+        }
+        let now = Instant::now();
+        let recent = self
+            .last_typing
+            .get(&room)
+            .is_some_and(|at| now.duration_since(*at) < Duration::from_secs(2));
+        if recent {
+            return Ok(Ok(()));
+        }
+        if let Err(error) = self.still_allowed(&room).await? {
+            return Ok(Err(error));
+        }
+        self.last_typing.insert(room.clone(), now);
+        self.hub.broker.publish_room_event(RoomEvent::Typing {
+            v: common::event::EVENT_VERSION,
+            origin: self.hub.broker.origin().to_string(),
+            room,
+            user: self.session.user.clone(),
+        });
+        Ok(Ok(()))
+    }
+
+    /// Records a read marker for the next coalesced write (see [`crate::read_markers`]).
+    fn read_marker(&mut self, room: RoomId, id: MessageId) -> Result<(), FrameError> {
+        if !self.in_room(&room) {
+            return Err(not_joined(&room));
+        }
+        self.hub
+            .read_markers
+            .record(
+                &self.session.user.id,
+                &room,
+                id,
+                &self.session.token,
+                self.conn,
+            )
+            .map_err(|_| {
+                FrameError::new(
+                    "unavailable",
+                    "too many read markers are waiting to be written; retry shortly",
+                )
+            })
+    }
+
+    /// Whether this connection is in `room`, by the registry that fan-out reads: a removal
+    /// takes a connection out of it (and tells the writer) before the reader hears of it, so
+    /// the connection's own list is brought in line here.
+    fn in_room(&mut self, room: &RoomId) -> bool {
+        if !self.joined.contains(room) {
+            return false;
+        }
+        if self.hub.rooms.is_member(room, self.conn) {
+            return true;
+        }
+        self.joined.retain(|joined| joined != room);
+        self.last_typing.remove(room);
+        false
+    }
+
+    /// Whether the user may still act in `room`: free while the cached decision holds, else
+    /// history-service is asked. A refusal takes the connection out of the room (events may
+    /// have been missed); `unavailable` leaves it in.
+    async fn still_allowed(&mut self, room: &RoomId) -> Result<Result<(), FrameError>, Gone> {
+        let allowed = self
+            .hub
+            .membership
+            .authorize_stay(&self.session.user.id, room, &self.session.token)
+            .await;
+        match allowed {
+            Ok(()) if self.in_room(room) => Ok(Ok(())),
+            Ok(()) => Ok(Err(not_joined(room))),
+            Err(Refusal::Unavailable) => Ok(Err(refused(room, Refusal::Unavailable))),
+            Err(Refusal::Denied(code)) => {
+                if self.in_room(room) {
+                    self.leave_room(room);
+                    self.enqueue(Outbound::Forget(Box::new(room.clone())))
+                        .await?;
+                    let reason = match code {
+                        "banned" => RemovalReason::Banned,
+                        "archived" => RemovalReason::Archived,
+                        _ => RemovalReason::Kicked,
+                    };
+                    self.send(ServerFrame::Removed { room, reason }).await?;
+                }
+                Ok(Err(refused(room, Refusal::Denied(code))))
+            }
         }
     }
 
@@ -133,8 +209,11 @@ impl Reader {
                 client_id: Some(cid.clone()),
             }))
         };
-        if !self.joined.contains(&room) {
+        if !self.in_room(&room) {
             let error = not_joined(&room);
+            return refuse(error.code, error.message);
+        }
+        if let Err(error) = self.still_allowed(&room).await? {
             return refuse(error.code, error.message);
         }
         let id = self.hub.next_message_id();
@@ -182,6 +261,12 @@ impl Reader {
                 (id, sent_at, !stored.unwrap_or(false))
             }
         };
+        // Checked again after the waits above: a removal handled meanwhile refuses the send
+        // rather than acknowledging a message its sender may no longer post.
+        if !self.in_room(&room) {
+            let error = not_joined(&room);
+            return refuse(error.code, error.message);
+        }
         let message = ChatMessage {
             id,
             room,
@@ -280,22 +365,35 @@ impl Reader {
         room: RoomId,
         since: Option<MessageId>,
     ) -> Result<Result<(), FrameError>, Gone> {
-        if self.joined.contains(&room) {
+        if self.in_room(&room) {
             return Ok(Err(FrameError::new(
                 "already_joined",
                 format!("already in room `{room}`"),
             )));
         }
-        if self.joined.len() >= self.hub.limits.max_rooms_per_connection {
+        let max_rooms = self.hub.limits.max_rooms_per_connection;
+        if self.joined.len() >= max_rooms {
+            // Rooms a removal took this connection out of do not count.
+            let (rooms, conn) = (&self.hub.rooms, self.conn);
+            self.joined.retain(|joined| rooms.is_member(joined, conn));
+        }
+        if self.joined.len() >= max_rooms {
             return Ok(Err(FrameError::new(
                 "too_many_rooms",
-                format!(
-                    "at most {} rooms per connection",
-                    self.hub.limits.max_rooms_per_connection
-                ),
+                format!("at most {max_rooms} rooms per connection"),
             )));
         }
         self.hub.metrics.joins.inc();
+        let user = &self.session.user.id;
+        let authorized = self
+            .hub
+            .membership
+            .authorize_join(user, &room, &self.session.token)
+            .await;
+        let mut view = match authorized.answer {
+            Ok(view) => view,
+            Err(refusal) => return Ok(Err(refused(&room, refusal))),
+        };
         // Hold live messages from the moment this connection is a member.
         self.enqueue(Outbound::BeginJoin(Box::new(room.clone())))
             .await?;
@@ -304,6 +402,24 @@ impl Reader {
             tx: self.tx.clone(),
         };
         let joined = self.hub.rooms.join(&room, self.conn, member);
+        if self.hub.membership.revision() != authorized.revision {
+            // A decision was dropped since the authorization: a removal may have been handled
+            // before this connection was in the registry, where it would have found it.
+            let again = self
+                .hub
+                .membership
+                .reauthorize_join(&self.session.user.id, &room, &self.session.token)
+                .await;
+            match again.answer {
+                Ok(fresh) => view = fresh,
+                Err(refusal) => {
+                    self.hub.rooms.leave(&room, self.conn);
+                    self.enqueue(Outbound::Forget(Box::new(room.clone())))
+                        .await?;
+                    return Ok(Err(refused(&room, refusal)));
+                }
+            }
+        }
         joined.bound.cancelled().await;
         self.joined.push(room.clone());
         if joined.first_local {
@@ -401,14 +517,25 @@ impl Reader {
                 )));
             }
         };
-        let members = self.hub.rooms.members(&room);
-        let frame = ServerFrame::Joined {
-            room: &room,
-            members: &members,
-            messages: &messages,
-            truncated,
+        if !self.in_room(&room) {
+            // Removed while the history was read: the client got `removed` already.
+            self.enqueue(Outbound::Forget(Box::new(room.clone())))
+                .await?;
+            return Ok(Err(FrameError::new(
+                "forbidden",
+                format!("removed from room `{room}` while joining"),
+            )));
         }
-        .to_text();
+        let members = self.hub.rooms.members(&room);
+        let frame = protocol::joined_with_view(
+            &ServerFrame::Joined {
+                room: &room,
+                members: &members,
+                messages: &messages,
+                truncated,
+            },
+            &view,
+        );
         self.enqueue(Outbound::Joined(Box::new(JoinedFrame {
             room,
             frame: frame.into(),
@@ -419,7 +546,7 @@ impl Reader {
     }
 
     async fn leave(&mut self, room: RoomId) -> Result<Result<(), FrameError>, Gone> {
-        if !self.joined.contains(&room) {
+        if !self.in_room(&room) {
             return Ok(Err(not_joined(&room)));
         }
         self.leave_room(&room);
@@ -463,6 +590,33 @@ fn merge_recent(
     }
     let skip = merged.len().saturating_sub(limit);
     merged.into_values().skip(skip).collect()
+}
+
+/// The `error` answering a refused authorization.
+fn refused(room: &RoomId, refusal: Refusal) -> FrameError {
+    match refusal {
+        Refusal::Denied("not_found") => FrameError::new(
+            "not_found",
+            format!("no room `{room}`, or it is private and you are not a member"),
+        ),
+        Refusal::Denied("banned") => {
+            FrameError::new("banned", format!("you are banned from room `{room}`"))
+        }
+        Refusal::Denied("archived") => {
+            FrameError::new("archived", format!("room `{room}` is archived: read only"))
+        }
+        Refusal::Denied("unauthorized") => FrameError::new(
+            "unauthorized",
+            "the token is no longer honoured; sign in again",
+        ),
+        Refusal::Denied(_) => {
+            FrameError::new("forbidden", format!("you may not do this in room `{room}`"))
+        }
+        Refusal::Unavailable => FrameError::new(
+            "unavailable",
+            format!("room `{room}` cannot be authorized right now; retry"),
+        ),
+    }
 }
 
 fn not_joined(room: &RoomId) -> FrameError {

@@ -1,6 +1,7 @@
 //! What every connection of this gateway shares: the [`Hub`] (rooms, broker, history client,
-//! receipts, limits, token verifier, shutdown signal), the per-user connection limit
-//! ([`ConnectionSlot`]) and the ids of the messages sent through this gateway.
+//! room authorization, read markers, receipts, limits, token verifier, shutdown signal), the
+//! per-user connection limit ([`ConnectionSlot`]) and the ids of the messages sent through
+//! this gateway.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::Accounts;
 use crate::broker::Broker;
 use crate::history::HistoryClient;
+use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
+use crate::read_markers::ReadMarkers;
 use crate::receipts::Receipts;
 use crate::rooms::Rooms;
 use crate::settings::Limits;
@@ -24,6 +27,10 @@ pub struct Hub {
     pub accounts: Arc<Accounts>,
     pub broker: Broker,
     pub history: HistoryClient,
+    /// Room authorization: decisions cached per (user, room).
+    pub membership: Arc<Membership>,
+    /// Read markers coalesced before they are written.
+    pub read_markers: Arc<ReadMarkers>,
     pub receipts: Receipts,
     pub limits: Limits,
     /// Monotonic within this instance, so one gateway's ids never go backwards.

@@ -186,7 +186,7 @@ async fn metrics_count_connections_published_messages_and_deliveries() {
 
 #[tokio::test]
 async fn a_join_carries_the_messages_this_gateway_saw_even_before_history_stores_them() {
-    // No history-service runs in these tests: what `joined` carries comes from the gateway.
+    // The history stand-in stores nothing: what `joined` carries comes from the gateway.
     let cluster = Cluster::new().await;
     let gateway = cluster.gateway().await;
     let mut alice = gateway.connect("u-alice", "alice").await;

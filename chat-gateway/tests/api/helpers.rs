@@ -1,6 +1,8 @@
 //! Starts gateways in-process on free ports against the real RabbitMQ, with a unique exchange
 //! per test and tokens from the test-only key; a client that speaks the protocol.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_gateway::settings::Settings;
@@ -23,6 +25,8 @@ pub struct Cluster {
     pub exchange: String,
     pub database: String,
     pub jwks: String,
+    /// The history-service stand-in every gateway of the cluster uses unless told otherwise.
+    pub history: StubHistory,
 }
 
 impl Cluster {
@@ -35,6 +39,7 @@ impl Cluster {
             exchange: format!("test.{tag}"),
             database: format!("gateway_test_{tag}"),
             jwks: common::testing::serve_jwks().await,
+            history: StubHistory::start().await,
         }
     }
 
@@ -51,8 +56,8 @@ impl Cluster {
         settings.amqp.instance_id = ulid::Ulid::new().to_string().to_lowercase();
         settings.amqp.queue_expires_ms = 10_000;
         settings.auth.url = self.jwks.clone();
-        // Nothing listens there: joins proceed without history.
-        settings.history.url = "http://127.0.0.1:9".to_string();
+        // Joins are authorized, pages are empty: joins carry what the gateway saw.
+        settings.history.url = self.history.url.clone();
         settings.history.timeout_ms = 500;
         // Tests send in bursts; the rate limit has tests of its own.
         settings.limits.messages_per_second = 100_000;
@@ -200,6 +205,11 @@ impl Client {
         self.next_of("joined").await
     }
 
+    pub async fn leave(&mut self, room: &str) -> Value {
+        self.send_json(json!({"type": "leave", "room": room})).await;
+        self.next_of("left").await
+    }
+
     pub async fn send_message(&mut self, room: &str, client_id: &str, body: &str) {
         self.send_json(json!({"type": "send", "room": room, "client_id": client_id, "body": body}))
             .await;
@@ -344,5 +354,196 @@ pub async fn raw_request(address: &str, request: &str) -> RawResponse {
         status,
         head: head.to_string(),
         body: body.to_string(),
+    }
+}
+
+/// A history-service stand-in for the gateway's side of rooms: it authorizes every join
+/// (`POST /api/rooms/{room}/join`) and membership check (`GET /api/rooms/{room}`) with a room
+/// view unless told to refuse a (user, room) pair, counts those requests, records the read
+/// markers written (`PUT /api/rooms/{room}/read`), and answers message pages empty and every
+/// message as not stored yet.
+#[derive(Clone, Default)]
+pub struct StubHistory {
+    pub url: String,
+    state: Arc<StubState>,
+}
+
+#[derive(Default)]
+struct StubState {
+    /// (user, room) → (status, error code).
+    refusals: Mutex<HashMap<(String, String), (u16, String)>>,
+    joins: Mutex<HashMap<(String, String), usize>>,
+    checks: Mutex<HashMap<(String, String), usize>>,
+    markers: Mutex<Vec<(String, String, String)>>,
+    invalid_markers: Mutex<HashSet<String>>,
+    /// How long each authorization takes.
+    delay: Mutex<Duration>,
+}
+
+/// The user id (`sub`) of a request's bearer token; the stand-in trusts the gateway to have
+/// verified it.
+fn token_user(headers: &axum::http::HeaderMap) -> String {
+    use base64::Engine;
+    let claims = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| token.split('.').nth(1))
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .expect("a bearer token with claims");
+    claims["sub"].as_str().expect("sub").to_string()
+}
+
+/// The room view the stand-in answers for `room`.
+pub fn room_view(room: &str) -> Value {
+    json!({
+        "id": room, "kind": "public", "name": room, "topic": "", "created_by": "u-owner",
+        "created_at": "2026-01-01T00:00:00Z", "archived": false, "member_count": 2,
+        "role": "member", "unread": 0, "unread_capped": false,
+    })
+}
+
+impl StubHistory {
+    pub async fn start() -> Self {
+        let mut stub = Self::default();
+        let app = stub.routes().merge(
+            axum::Router::new()
+                .route(
+                    "/api/rooms/{room}/messages",
+                    axum::routing::get(|| async {
+                        axum::Json(json!({"messages": [], "has_more": false}))
+                    }),
+                )
+                .route(
+                    "/api/rooms/{room}/messages/{id}",
+                    axum::routing::get(|| async {
+                        let error = json!({"error": {"code": "not_found", "message": "not found"}});
+                        (axum::http::StatusCode::NOT_FOUND, axum::Json(error))
+                    }),
+                ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        stub.url = format!("http://{address}");
+        stub
+    }
+
+    /// The room routes alone, for other stand-ins to merge into theirs.
+    pub fn routes(&self) -> axum::Router {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::{IntoResponse, Response};
+
+        async fn authorize(
+            state: &StubState,
+            counts: &Mutex<HashMap<(String, String), usize>>,
+            headers: &HeaderMap,
+            room: String,
+        ) -> Response {
+            let key = (token_user(headers), room.clone());
+            *counts.lock().expect("lock").entry(key.clone()).or_default() += 1;
+            let delay = *state.delay.lock().expect("lock");
+            tokio::time::sleep(delay).await;
+            let refusal = state.refusals.lock().expect("lock").get(&key).cloned();
+            match refusal {
+                Some((status, code)) => (
+                    StatusCode::from_u16(status).expect("status"),
+                    axum::Json(json!({"error": {"code": code, "message": "refused"}})),
+                )
+                    .into_response(),
+                None => axum::Json(room_view(&room)).into_response(),
+            }
+        }
+
+        axum::Router::new()
+            .route(
+                "/api/rooms/{room}/join",
+                axum::routing::post(
+                    |State(state): State<Arc<StubState>>, headers: HeaderMap, Path(room): Path<String>| async move {
+                        authorize(&state, &state.joins, &headers, room).await
+                    },
+                ),
+            )
+            .route(
+                "/api/rooms/{room}",
+                axum::routing::get(
+                    |State(state): State<Arc<StubState>>, headers: HeaderMap, Path(room): Path<String>| async move {
+                        authorize(&state, &state.checks, &headers, room).await
+                    },
+                ),
+            )
+            .route(
+                "/api/rooms/{room}/read",
+                axum::routing::put(
+                    |State(state): State<Arc<StubState>>,
+                     headers: HeaderMap,
+                     Path(room): Path<String>,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        let id = body["id"].as_str().expect("id").to_string();
+                        if state.invalid_markers.lock().expect("lock").contains(&id) {
+                            let error = json!({"error": {"code": "invalid_marker", "message": "no such message"}});
+                            return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(error)).into_response();
+                        }
+                        state
+                            .markers
+                            .lock()
+                            .expect("lock")
+                            .push((token_user(&headers), room, id));
+                        StatusCode::NO_CONTENT.into_response()
+                    },
+                ),
+            )
+            .with_state(self.state.clone())
+    }
+
+    /// Answers `user`'s joins and checks of `room` with `status` and error `code` from now on.
+    pub fn refuse(&self, user: &str, room: &str, status: u16, code: &str) {
+        self.state
+            .refusals
+            .lock()
+            .expect("lock")
+            .insert((user.into(), room.into()), (status, code.into()));
+    }
+
+    /// How many join authorizations of `user` in `room` were asked.
+    pub fn joins(&self, user: &str, room: &str) -> usize {
+        let joins = self.state.joins.lock().expect("lock");
+        joins.get(&(user.into(), room.into())).copied().unwrap_or(0)
+    }
+
+    /// How many membership checks of `user` in `room` were asked.
+    pub fn checks(&self, user: &str, room: &str) -> usize {
+        let checks = self.state.checks.lock().expect("lock");
+        checks
+            .get(&(user.into(), room.into()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The read markers written so far: (user, room, id).
+    pub fn markers(&self) -> Vec<(String, String, String)> {
+        self.state.markers.lock().expect("lock").clone()
+    }
+
+    /// Answers a marker for message `id` with `422 invalid_marker`.
+    pub fn reject_marker(&self, id: &str) {
+        self.state
+            .invalid_markers
+            .lock()
+            .expect("lock")
+            .insert(id.to_string());
+    }
+
+    /// Makes every authorization take `delay`.
+    pub fn delay(&self, delay: Duration) {
+        *self.state.delay.lock().expect("lock") = delay;
     }
 }

@@ -112,10 +112,13 @@ async fn a_plain_get_with_a_valid_token_is_a_400_not_an_upgrade() {
 async fn forwarded_apis_answer_502_with_the_error_body_when_the_upstream_is_down() {
     let cluster = Cluster::new().await;
     let gateway = cluster
-        .gateway_with(|s| s.auth.url = "http://127.0.0.1:9".to_string())
+        .gateway_with(|s| {
+            s.auth.url = "http://127.0.0.1:9".to_string();
+            s.history.url = "http://127.0.0.1:9".to_string();
+        })
         .await;
     let http = reqwest::Client::new();
-    for path in ["/api/auth/login", "/api/rooms/lobby/messages"] {
+    for path in ["/api/auth/login", "/api/rooms/lobby/messages", "/api/dms"] {
         let response = http
             .post(format!("http://{}{path}", gateway.address))
             .json(&serde_json::json!({}))

@@ -161,7 +161,8 @@ async fn history_where_everything_is_stored(stored: bool) -> String {
                     (StatusCode::NOT_FOUND, axum::Json(error))
                 }
             }),
-        );
+        )
+        .merge(crate::helpers::StubHistory::default().routes());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

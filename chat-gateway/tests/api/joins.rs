@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, Cluster, TestGateway};
+use crate::helpers::{Client, Cluster, StubHistory, TestGateway};
 
 /// A history-service stand-in: counts reads and holds every answer until released.
 #[derive(Clone)]
@@ -41,7 +41,8 @@ impl SlowHistory {
                     },
                 ),
             )
-            .with_state(history.clone());
+            .with_state(history.clone())
+            .merge(StubHistory::default().routes());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

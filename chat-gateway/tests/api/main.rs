@@ -9,4 +9,5 @@ mod joins;
 mod protocol;
 mod proxy;
 mod receipts;
+mod rooms;
 mod security;

@@ -1,4 +1,5 @@
-//! The forwarding of `/api/auth/*` and `/api/rooms/*`, seen on the wire.
+//! The forwarding of `/api/auth/*`, `/api/users*`, `/api/rooms*` and `/api/dms*`, seen on the
+//! wire.
 
 use crate::helpers::{Cluster, EchoUpstream, raw_request};
 
@@ -33,6 +34,10 @@ async fn paths_that_climb_out_of_the_forwarded_prefix_are_refused_before_any_ups
         "/api/rooms//lobby/messages",
         "/api/rooms/lobby%00/messages",
         "/api/rooms/lobby%0d%0aX-Injected:%201/messages",
+        "/api/dms/%2e%2e/%2e%2e/metrics",
+        "/api/dms//x",
+        "/api/users/%2e%2e/%2e%2e/metrics",
+        "/api/users/by-name/a%2fb",
     ] {
         let response = raw_request(&gateway.address, &get(path)).await;
         assert_eq!(response.status, 400, "{path}: {}", response.head);
@@ -52,6 +57,12 @@ async fn paths_that_climb_out_of_the_forwarded_prefix_are_refused_before_any_ups
         "/api/rooms/lobby/messages?limit=5&before=01J0",
         "/api/rooms/caf%C3%A9/messages",
         "/api/auth/trailing/",
+        "/api/rooms",
+        "/api/rooms?cursor=abc",
+        "/api/rooms/directory?q=gen",
+        "/api/dms",
+        "/api/users?q=al",
+        "/api/users/by-name/alice",
     ] {
         let response = raw_request(&gateway.address, &get(path)).await;
         assert_eq!(response.status, 200, "{path}: {}", response.head);
