@@ -48,6 +48,9 @@ pub struct FrameError {
     pub message: String,
     /// The `client_id` of a refused `send`, when it could be read, so the client can match it.
     pub client_id: Option<String>,
+    /// The room of a refused `join`, `leave`, `send`, `typing` or `read`, so a client with
+    /// several frames in flight knows which one was refused.
+    pub room: Option<RoomId>,
 }
 
 impl FrameError {
@@ -56,6 +59,29 @@ impl FrameError {
             code,
             message: message.into(),
             client_id: None,
+            room: None,
+        }
+    }
+
+    /// The same refusal, about `room` (unless it names one already).
+    pub fn about(mut self, room: Option<&RoomId>) -> Self {
+        if self.room.is_none() {
+            self.room = room.cloned();
+        }
+        self
+    }
+}
+
+impl ClientFrame {
+    /// The room the frame is about, if any.
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            ClientFrame::Join { room, .. }
+            | ClientFrame::Leave { room }
+            | ClientFrame::Send { room, .. }
+            | ClientFrame::Typing { room }
+            | ClientFrame::Read { room, .. } => Some(room),
+            ClientFrame::Ping | ClientFrame::Auth { .. } => None,
         }
     }
 }
@@ -235,6 +261,8 @@ pub enum ServerFrame<'a> {
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a RoomId>,
     },
 }
 

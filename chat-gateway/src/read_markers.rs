@@ -137,6 +137,7 @@ impl ReadMarkers {
                             code: "invalid_marker",
                             message: &format!("message {} is not in room `{room}`", marker.id),
                             client_id: None,
+                            room: Some(&room),
                         }
                         .to_text();
                         self.accounts.send_to_conn(

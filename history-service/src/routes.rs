@@ -255,9 +255,9 @@ async fn live() -> HttpResponse {
 /// Longest the readiness check waits for its turn and MongoDB's answer to a ping.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Ready when MongoDB answers and the queue consumer is connected. The ping does not queue
-/// behind reads: reads hold at most their slots of the MongoDB pool, and at most
-/// [`crate::reads::READY_PINGS`] pings run at once, within the rest.
+/// Ready when MongoDB answers, the queue consumer is connected and the token keys are loaded. The
+/// ping does not queue behind reads: reads hold at most their slots of the MongoDB pool, and at
+/// most [`crate::reads::READY_PINGS`] pings run at once, within the rest.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let ping = async {
         let _turn = state.ready_pings.acquire().await?;
@@ -269,12 +269,16 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Ok(Ok(()))
     );
     let consumer = state.consumer.is_connected();
+    // Every route but health checks a token: not ready until the verification keys are in.
+    let keys = state.verifier.has_keys() || state.verifier.refresh().await.is_ok();
+    let ready = mongodb && consumer && keys;
     let body = serde_json::json!({
-        "status": if mongodb && consumer { "ready" } else { "unavailable" },
+        "status": if ready { "ready" } else { "unavailable" },
         "mongodb": mongodb,
         "consumer": consumer,
+        "keys": keys,
     });
-    if mongodb && consumer {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -57,6 +57,7 @@ impl Reader {
             code: error.code,
             message: &error.message,
             client_id: error.client_id.as_deref(),
+            room: error.room.as_ref(),
         }
         .to_text();
         match self.tx.try_send(Outbound::Frame(Arc::new(frame.into()))) {
@@ -70,6 +71,7 @@ impl Reader {
             code: error.code,
             message: &error.message,
             client_id: error.client_id.as_deref(),
+            room: error.room.as_ref(),
         })
         .await
     }
@@ -79,6 +81,7 @@ impl Reader {
             Ok(frame) => frame,
             Err(error) => return self.reply_error(&error).await,
         };
+        let room = frame.room().cloned();
         let outcome = match frame {
             ClientFrame::Ping => return self.send(ServerFrame::Pong).await,
             ClientFrame::Auth { token } => self.reauthenticate(token).await?,
@@ -94,7 +97,7 @@ impl Reader {
         };
         match outcome {
             Ok(()) => Ok(()),
-            Err(error) => self.reply_error(&error).await,
+            Err(error) => self.reply_error(&error.about(room.as_ref())).await,
         }
     }
 
@@ -207,6 +210,7 @@ impl Reader {
                 code,
                 message,
                 client_id: Some(cid.clone()),
+                room: None,
             }))
         };
         if !self.in_room(&room) {

@@ -43,6 +43,7 @@ async fn join_refused(client: &mut Client, room: &str) -> String {
         .send_json(json!({"type": "join", "room": room}))
         .await;
     let error = client.next_of("error").await;
+    assert_eq!(error["room"], room, "the refusal names its room: {error}");
     error["code"].as_str().expect("code").to_string()
 }
 
