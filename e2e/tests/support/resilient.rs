@@ -666,7 +666,8 @@ impl Driver {
                 }
             }
             "lagged" => self.record().lagged += 1,
-            "presence" | "typing" | "pong" | "left" => {}
+            // Room list news: a public room's first join adds the user to it (`room_added`).
+            "presence" | "typing" | "pong" | "left" | "room_added" | "room_updated" | "read" => {}
             _ => self
                 .record()
                 .unexpected

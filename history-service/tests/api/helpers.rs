@@ -33,6 +33,14 @@ pub async fn spawn_app() -> TestApp {
 /// [`spawn_app`] with settings changed by `adjust` (the test's own publisher keeps the
 /// original broker URI).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = spawn_app_unready_with(adjust).await;
+    app.wait_until_ready().await;
+    app
+}
+
+/// The service started, without waiting until it reports ready (for tests of a service that
+/// cannot be).
+pub async fn spawn_app_unready_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         common::telemetry::init("history-service");
     }
@@ -81,7 +89,6 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         channel,
         _connection: connection,
     };
-    test_app.wait_until_ready().await;
     test_app
 }
 

@@ -3,7 +3,7 @@ use common::testing;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, message, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, message, spawn_app, spawn_app_unready_with, spawn_app_with};
 
 async fn broker_proxy() -> testing::BrokerProxy {
     let settings = history_service::settings::Settings::load().expect("settings load");
@@ -463,7 +463,20 @@ async fn a_delivery_lost_with_its_connection_is_stored_after_the_consumer_reconn
 
 #[tokio::test]
 async fn a_valid_token_is_answered_503_not_401_while_the_token_keys_cannot_be_fetched() {
-    let app = spawn_app_with(|settings| settings.auth.url = "http://127.0.0.1:9".to_string()).await;
+    let app = spawn_app_unready_with(|settings| {
+        settings.auth.url = "http://127.0.0.1:9".to_string();
+    })
+    .await;
+    // Not ready while it cannot check a token.
+    let ready = app
+        .http
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("readiness answered");
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["keys"], false);
     let token = testing::token("user-1", "alice");
     // The first request fetches and fails; the second comes before the next fetch is due.
     for attempt in 0..2 {
