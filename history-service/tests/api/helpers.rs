@@ -79,7 +79,7 @@ pub async fn spawn_app_unready_with(adjust: impl FnOnce(&mut Settings)) -> TestA
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port());
     tokio::spawn(app.run_until_stopped());
-    let test_app = TestApp {
+    TestApp {
         address,
         joined: Default::default(),
         metrics_address,
@@ -88,8 +88,7 @@ pub async fn spawn_app_unready_with(adjust: impl FnOnce(&mut Settings)) -> TestA
         exchange,
         channel,
         _connection: connection,
-    };
-    test_app
+    }
 }
 
 /// A stand-in for auth-service on a free loopback port: its JWKS (the test key), and
