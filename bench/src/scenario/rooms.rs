@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt, TryStreamExt, stream};
-use mongodb::bson::Document;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -156,17 +155,8 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
 
     let messages = messages(ctx, target);
     let start = Instant::now();
-    let mut documents = fill
-        .documents(target.protocol, &ctx.usernames[..3])
-        .peekable();
-    while documents.peek().is_some() {
-        let batch: Vec<Document> = documents.by_ref().take(plan.insert_batch.max(1)).collect();
-        messages
-            .insert_many(batch)
-            .ordered(false)
-            .await
-            .with_context(|| format!("{}: filling the rooms", target.name))?;
-    }
+    fill.store(&messages, target, &ctx.usernames[..3], plan.insert_batch)
+        .await?;
     println!(
         "chat-bench: {}: {} older messages stored in {:.1} s",
         target.name,

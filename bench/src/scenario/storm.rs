@@ -172,6 +172,26 @@ impl Fill {
         }
     }
 
+    /// Inserts every document of the fill into `target`'s `messages`, `batch` per call.
+    pub async fn store(
+        &self,
+        messages: &mongodb::Collection<Document>,
+        target: &Target,
+        authors: &[String],
+        batch: usize,
+    ) -> anyhow::Result<()> {
+        let mut documents = self.documents(target.protocol, authors).peekable();
+        while documents.peek().is_some() {
+            let part: Vec<Document> = documents.by_ref().take(batch.max(1)).collect();
+            messages
+                .insert_many(part)
+                .ordered(false)
+                .await
+                .with_context(|| format!("{}: filling the rooms", target.name))?;
+        }
+        Ok(())
+    }
+
     /// Every document for `protocol`'s target, room by room, oldest first.
     pub fn documents<'a>(
         &'a self,
@@ -786,15 +806,8 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
 
     let fill = Fill::now(plan.rooms, plan.messages_per_room);
     let fill_start = Instant::now();
-    let mut documents = fill.documents(target.protocol, &ctx.usernames).peekable();
-    while documents.peek().is_some() {
-        let batch: Vec<Document> = documents.by_ref().take(plan.insert_batch.max(1)).collect();
-        messages
-            .insert_many(batch)
-            .ordered(false)
-            .await
-            .with_context(|| format!("{}: filling the rooms", target.name))?;
-    }
+    fill.store(&messages, target, &ctx.usernames, plan.insert_batch)
+        .await?;
     let fill_time = fill_start.elapsed();
     println!(
         "chat-bench: {}: {} messages in {} rooms stored in {:.1} s",
