@@ -4,8 +4,8 @@
 //! Ours only: the socket.io peer has no rooms to list. Per target:
 //! 1. **Rooms** (not timed): the *member* creates `rooms` public rooms through the gateway's
 //!    HTTP API; the *reference* user creates one.
-//! 2. **Activity** (not timed): a third user joins every room over the WebSocket and sends one
-//!    message, acknowledged, so each room has a last message and the member an unread count;
+//! 2. **Activity** (not timed): other users join every room over the WebSocket and send one
+//!    message each, acknowledged, so each room has a last message and the member an unread count;
 //!    then the member's list is polled until history-service has stored them all.
 //! 3. **History** (not timed): `messages_per_room` older messages per room are inserted
 //!    straight into the `messages` collection (as in the storm), so the store is as large as
@@ -34,6 +34,11 @@ use crate::wire::Protocol;
 const STORED_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for one frame while sending the activity messages.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections that send the activity messages, each as a user of its own.
+const WRITERS: usize = 16;
+/// Pause after each room a writer spoke in: three frames every quarter second stay under the
+/// gateway's 20 frames a second per connection.
+const WRITER_PAUSE: Duration = Duration::from_millis(250);
 
 pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     let plan = ctx.plan.rooms.clone();
@@ -105,16 +110,16 @@ fn room_prefix(run_prefix: &str) -> String {
 
 async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
     let plan = &ctx.plan.rooms;
-    let [member, reference, writer] = match ctx.usernames.as_slice() {
-        [a, b, c, ..] => [a, b, c],
-        _ => bail!("the room list needs three users"),
-    };
+    if ctx.usernames.len() < 2 + WRITERS {
+        bail!("the room list needs {} users", 2 + WRITERS);
+    }
     let log_in = crate::accounts::log_in;
-    let (member, reference, writer) = (
-        log_in(&ctx.http, &target.auth, member).await?,
-        log_in(&ctx.http, &target.auth, reference).await?,
-        log_in(&ctx.http, &target.auth, writer).await?,
-    );
+    let member = log_in(&ctx.http, &target.auth, &ctx.usernames[0]).await?;
+    let reference = log_in(&ctx.http, &target.auth, &ctx.usernames[1]).await?;
+    let mut writers = Vec::with_capacity(WRITERS);
+    for name in &ctx.usernames[2..2 + WRITERS] {
+        writers.push(log_in(&ctx.http, &target.auth, name).await?);
+    }
     let base = format!("http://{}", target.gateway(0));
     let prefix = room_prefix(&ctx.prefix);
     let fill = Fill::now(plan.rooms, plan.messages_per_room).with_room_prefix(&prefix);
@@ -135,17 +140,28 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
     );
 
     let start = Instant::now();
-    let mut ws = client::open(Protocol::Ours, target.gateway(0), &writer)
-        .await?
-        .ws;
     let rooms: Vec<String> = (0..plan.rooms)
         .map(|k| fill.room(k))
         .chain([reference_room])
         .collect();
-    for (k, room) in rooms.iter().enumerate() {
-        say_once(&mut ws, room, &format!("list-{k}")).await?;
-    }
-    let _ = ws.close(None).await;
+    // Writer `w` says one thing in rooms `w`, `w + WRITERS`, ..., paced under the gateway's
+    // frame rate limit (three frames a room).
+    let rooms = &rooms;
+    stream::iter(writers.iter().enumerate())
+        .map(|(w, token)| async move {
+            let mut ws = client::open(Protocol::Ours, target.gateway(0), token)
+                .await?
+                .ws;
+            for (k, room) in rooms.iter().enumerate().skip(w).step_by(WRITERS) {
+                say_once(&mut ws, room, &format!("list-{k}")).await?;
+                tokio::time::sleep(WRITER_PAUSE).await;
+            }
+            let _ = ws.close(None).await;
+            anyhow::Ok(())
+        })
+        .buffer_unordered(WRITERS)
+        .try_collect::<Vec<()>>()
+        .await?;
     wait_until_listed(ctx, &base, &member, plan.rooms).await?;
     println!(
         "chat-bench: {}: a message in each room sent and stored in {:.1} s",

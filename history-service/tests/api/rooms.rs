@@ -958,3 +958,23 @@ async fn room_routes_need_a_valid_token() {
         assert_eq!(response.status(), 401, "{method} {path}");
     }
 }
+
+#[tokio::test]
+async fn a_new_user_creating_many_rooms_at_once_gets_every_one_in_their_list() {
+    let app = spawn_app().await;
+    let created = futures_util::future::join_all((0..8).map(|k| {
+        create(
+            &app,
+            "u-eager",
+            json!({"id": format!("burst-{k}"), "kind": "public", "name": "Burst"}),
+        )
+    }))
+    .await;
+    for (status, body) in &created {
+        assert_eq!(*status, 201, "{body}");
+    }
+    let (status, list) = call(&app, Method::GET, "/api/rooms", "u-eager", None).await;
+    assert_eq!(status, 200);
+    let listed = list["rooms"].as_array().expect("rooms").len();
+    assert_eq!(listed, 8, "each room's inbox entry was written: {list}");
+}
