@@ -34,6 +34,8 @@ use crate::wire::Protocol;
 const STORED_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for one frame while sending the activity messages.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Tries of one room creation that history-service sheds.
+const CREATE_ATTEMPTS: usize = 30;
 /// Connections that send the activity messages, each as a user of its own.
 const WRITERS: usize = 16;
 /// Pause after each room a writer spoke in: three frames every quarter second stay under the
@@ -199,22 +201,37 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Creates public room `id` (already there from an earlier attempt is fine).
+/// Creates public room `id` (already there from an earlier attempt is fine). Setting up is not
+/// measured: a creation shed by history-service (503) is tried again after its `Retry-After`.
 async fn create_room(ctx: &Ctx, base: &str, token: &str, id: String) -> anyhow::Result<()> {
-    let response = ctx
-        .http
-        .post(format!("{base}/api/rooms"))
-        .bearer_auth(token)
-        .json(&json!({"id": id, "kind": "public", "name": format!("Room {id}")}))
-        .send()
-        .await
-        .context("creating a room")?;
-    let status = response.status();
-    if status.as_u16() == 201 || status.as_u16() == 409 {
-        return Ok(());
+    for _ in 0..CREATE_ATTEMPTS {
+        let response = ctx
+            .http
+            .post(format!("{base}/api/rooms"))
+            .bearer_auth(token)
+            .json(&json!({"id": id, "kind": "public", "name": format!("Room {id}")}))
+            .send()
+            .await
+            .context("creating a room")?;
+        let status = response.status();
+        match status.as_u16() {
+            201 | 409 => return Ok(()),
+            503 => {
+                let wait = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            _ => {
+                let body = response.text().await.unwrap_or_default();
+                bail!("creating room {id}: {status} {body}")
+            }
+        }
     }
-    let body = response.text().await.unwrap_or_default();
-    bail!("creating room {id}: {status} {body}")
+    bail!("creating room {id}: still refused after {CREATE_ATTEMPTS} attempts")
 }
 
 /// Joins `room`, sends one message, waits for its acknowledgement, and leaves.
