@@ -34,7 +34,7 @@ use crate::wire::Protocol;
 const STORED_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for one frame while sending the activity messages.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
-/// Tries of one room creation that history-service sheds.
+/// Tries of one room creation (or join) that history-service sheds.
 const CREATE_ATTEMPTS: usize = 30;
 /// Connections that send the activity messages, each as a user of its own.
 const WRITERS: usize = 16;
@@ -236,7 +236,20 @@ async fn create_room(ctx: &Ctx, base: &str, token: &str, id: String) -> anyhow::
 
 /// Joins `room`, sends one message, waits for its acknowledgement, and leaves.
 async fn say_once(ws: &mut Ws, room: &str, client_id: &str) -> anyhow::Result<()> {
-    client::join(ws, Protocol::Ours, room).await?;
+    // Set-up, not measured: a join history-service cannot authorize now is tried again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match client::join(ws, Protocol::Ours, room).await {
+            Ok(_) => break,
+            Err(error)
+                if attempts < CREATE_ATTEMPTS && format!("{error:#}").contains("unavailable") =>
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     ws.send(Message::text(Protocol::Ours.send(
         room,
         client_id,
