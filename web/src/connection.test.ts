@@ -697,6 +697,43 @@ describe('ChatClient rooms', () => {
     expect(latest().framesOf('join')).toEqual([]);
   });
 
+  it('joins again, with growing waits, after a join refused as unavailable', () => {
+    const { client, latest, sockets } = setup();
+    client.start();
+    client.open('busy');
+    latest().open();
+    expect(latest().framesOf('join')).toHaveLength(1);
+    latest().receive({ type: 'error', code: 'unavailable', message: 'cannot be authorized right now', room: 'busy' });
+    expect(client.getSnapshot().rooms.busy!.denied).toBeNull();
+    expect(client.getSnapshot().rooms.busy!.error).toMatch(/busy/);
+    // The first retry comes within 1 s ± 20%, the second within 2 s ± 20% of the next refusal.
+    vi.advanceTimersByTime(1_200);
+    expect(latest().framesOf('join')).toHaveLength(2);
+    latest().receive({ type: 'error', code: 'unavailable', message: 'still busy', room: 'busy' });
+    vi.advanceTimersByTime(1_200);
+    expect(latest().framesOf('join')).toHaveLength(2);
+    vi.advanceTimersByTime(1_300);
+    expect(latest().framesOf('join')).toHaveLength(3);
+    latest().receive({ type: 'joined', room: 'busy', members: [], messages: [] });
+    expect(client.getSnapshot().rooms.busy!.joined).toBe(true);
+    // Joined: no more retries (within the ping interval, so the socket stays the same).
+    vi.advanceTimersByTime(20_000);
+    expect(sockets).toHaveLength(1);
+    expect(latest().framesOf('join')).toHaveLength(3);
+  });
+
+  it('stops retrying a refused join once the room is closed', () => {
+    const { client, latest, sockets } = setup();
+    client.start();
+    client.open('busy');
+    latest().open();
+    latest().receive({ type: 'error', code: 'unavailable', message: 'busy', room: 'busy' });
+    client.close('busy');
+    vi.advanceTimersByTime(20_000);
+    expect(sockets).toHaveLength(1);
+    expect(latest().framesOf('join')).toHaveLength(1);
+  });
+
   it('pins a refusal that names no room on the oldest unanswered join', async () => {
     const { client, latest } = setup({ fetchRooms: async () => [roomView('listed')] });
     client.start();

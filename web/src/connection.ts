@@ -157,6 +157,11 @@ export class ChatClient {
   private readCandidate: string | null = null;
   /** Rooms whose latest page of history is being loaded. */
   private readonly loadingLatest = new Set<string>();
+  /**
+   * Joins refused as `unavailable` (the server could not authorize or read history right
+   * now), each retried after its own growing wait: the attempts so far and the pending timer.
+   */
+  private readonly joinRetries = new Map<string, { attempts: number; timer: ReturnType<typeof setTimeout> | null }>();
   /** Counts list fetches, so that only the newest answer is applied. */
   private listGeneration = 0;
   private readonly opts: Required<
@@ -216,6 +221,7 @@ export class ChatClient {
     if (this.typingTimer !== null) clearInterval(this.typingTimer);
     this.typingTimer = null;
     this.stopJoinPump();
+    this.clearJoinRetries();
     if (this.readTimer !== null) clearTimeout(this.readTimer);
     this.readTimer = null;
     this.clearAllAckTimers();
@@ -681,6 +687,9 @@ export class ChatClient {
     const me = this.opts.me;
     switch (event.type) {
       case 'joined': {
+        const retry = this.joinRetries.get(event.room);
+        if (retry?.timer) clearTimeout(retry.timer);
+        this.joinRetries.delete(event.room);
         this.pendingJoins = this.pendingJoins.filter((r) => r !== event.room);
         if (!this.wanted.has(event.room)) return;
         this.dispatch({
@@ -785,7 +794,43 @@ export class ChatClient {
       return;
     }
     if (code === 'already_joined') return;
+    if (code === 'unavailable' && this.wanted.has(room)) {
+      this.retryJoin(room);
+      if (this.foreground.has(room)) {
+        this.dispatch({ type: 'roomError', room, error: 'Chat is busy right now; joining again in a moment' });
+      }
+      return;
+    }
     this.dispatch({ type: 'roomError', room, error: message });
+  }
+
+  /**
+   * Joins `room` again after a wait that doubles with each refusal (1 s, 2 s, … 30 s, ±20%),
+   * while it is still wanted; a reconnect joins every wanted room anyway.
+   */
+  private retryJoin(room: string): void {
+    const retry = this.joinRetries.get(room) ?? { attempts: 0, timer: null };
+    if (retry.timer !== null) return;
+    const wait = Math.min(1000 * 2 ** retry.attempts, 30_000) * (0.8 + Math.random() * 0.4);
+    retry.attempts += 1;
+    retry.timer = setTimeout(() => {
+      retry.timer = null;
+      if (!this.wanted.has(room) || this.state.rooms[room]?.joined === true) return;
+      if (this.socket === null || this.socket.readyState !== OPEN) return;
+      if (this.foreground.has(room)) this.sendJoin(room);
+      else {
+        this.joinQueue.push(room);
+        this.startJoinPump();
+      }
+    }, wait);
+    this.joinRetries.set(room, retry);
+  }
+
+  private clearJoinRetries(): void {
+    for (const retry of this.joinRetries.values()) {
+      if (retry.timer !== null) clearTimeout(retry.timer);
+    }
+    this.joinRetries.clear();
   }
 
   /** The server took this connection out of `room`; own messages still waiting there will not go out. */
