@@ -16,26 +16,15 @@
  * web/e2e/.artifacts/ (printed on failure).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { Service, distDir, freePort, killAllNow, repoDir, sleep, testOnlySigningKey, webDir } from './services.mjs';
 
-const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = path.resolve(webDir, '..');
-const binDir = process.env.CHAT_BIN_DIR ?? path.join(repoDir, 'target', 'debug');
-const distDir = path.join(webDir, 'dist');
 const artifactsDir = path.join(webDir, 'e2e', '.artifacts');
 const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const testOnlySigningKey = readFileSync(
-  path.join(repoDir, 'auth-service', 'config', 'dev-only-signing-key.pem'),
-  'utf8',
-);
 
 /** Unique per run, so the run has a database, exchange and queues of its own. */
 const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
@@ -62,105 +51,6 @@ const SHORT_TTL_SECS = 10;
 
 // ---- processes ------------------------------------------------------------
 
-/** Every process started here, so that all of them are stopped whatever happens. */
-const children = new Set();
-
-function killAllNow() {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) {
-      try {
-        child.kill('SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
-  }
-}
-process.on('exit', killAllNow);
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    killAllNow();
-    process.exit(130);
-  });
-}
-
-async function freePort() {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
-class Service {
-  constructor(name, binary, env) {
-    this.name = name;
-    this.binary = binary;
-    this.env = env;
-    this.process = null;
-    this.logFile = path.join(artifactsDir, `${name}.log`);
-  }
-
-  get url() {
-    return `http://127.0.0.1:${this.env.port}`;
-  }
-
-  async start() {
-    const bin = path.join(binDir, this.binary);
-    if (!existsSync(bin)) throw new Error(`${bin} not found: build the workspace first (cargo build --workspace)`);
-    const log = createWriteStream(this.logFile, { flags: 'a' });
-    log.write(`---- start ${new Date().toISOString()}\n`);
-    const child = spawn(bin, [], {
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info', NO_COLOR: '1', ...this.env.vars },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.pipe(log, { end: false });
-    child.stderr.pipe(log, { end: false });
-    children.add(child);
-    child.once('exit', () => children.delete(child));
-    this.process = child;
-    await this.waitReady(child);
-  }
-
-  async waitReady(child, timeoutMs = 60_000) {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`${this.name} exited (${child.exitCode ?? child.signalCode}) before it was ready; see ${this.logFile}`);
-      }
-      try {
-        const res = await fetch(`${this.url}/health/ready`, { signal: AbortSignal.timeout(2000) });
-        if (res.status === 200) return;
-      } catch {
-        // Not listening yet.
-      }
-      await sleep(200);
-    }
-    throw new Error(`${this.name} was not ready within ${timeoutMs} ms; see ${this.logFile}`);
-  }
-
-  async stop() {
-    const child = this.process;
-    this.process = null;
-    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
-
-  logTail(lines = 40) {
-    try {
-      return readFileSync(this.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no log)';
-    }
-  }
-}
-
 /** An auth-service on a free port, in the run's database; `vars` add to or override its settings. */
 async function authService(name, vars = {}) {
   const port = await freePort();
@@ -180,7 +70,7 @@ async function authService(name, vars = {}) {
       AUTH__LIMITS__ENABLED: 'false',
       ...vars,
     },
-  });
+  }, artifactsDir);
 }
 
 /**
@@ -205,11 +95,7 @@ async function gatewayService(name, upstreamAuth, instanceId, vars = {}) {
       GATEWAY__LIMITS__MESSAGE_BURST: '1000',
       ...vars,
     },
-  });
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  }, artifactsDir);
 }
 
 // ---- browser helpers --------------------------------------------------------
@@ -445,7 +331,7 @@ before(
         HISTORY__AMQP__QUEUE: names.historyQueue,
         HISTORY__AUTH__URL: auth.url,
       },
-    });
+    }, artifactsDir);
     gateway = await gatewayService('chat-gateway', auth, names.gatewayInstance, {
       // Small limits, so that a short test reaches them: the snapshot in `joined`,
       // and how much a rejoin catches up before answering `truncated`.

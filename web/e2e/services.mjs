@@ -20,7 +20,8 @@ export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
 export const repoDir = path.resolve(webDir, '..');
 export const distDir = path.join(webDir, 'dist');
 const binDir = process.env.CHAT_BIN_DIR ?? path.join(repoDir, 'target', 'debug');
-const testOnlySigningKey = readFileSync(path.join(repoDir, 'auth-service', 'config', 'dev-only-signing-key.pem'), 'utf8');
+/** The committed test-only signing key, named explicitly so no service creates a key file. */
+export const testOnlySigningKey = readFileSync(path.join(repoDir, 'auth-service', 'config', 'dev-only-signing-key.pem'), 'utf8');
 
 const children = new Set();
 
