@@ -499,27 +499,33 @@ impl RoomStore {
             )
             .await
             .context("changing a role")?;
-        let _inbox = self.lock_inbox(user).await;
-        self.inboxes
-            .update_one(
-                doc! {"_id": user, format!("rooms.{room}"): {"$exists": true}},
-                doc! {"$set": {format!("rooms.{room}.role"): role}},
-            )
+        self.set_entry_field(user, room, "role", role)
             .await
-            .context("changing a role in an inbox")?;
-        Ok(())
+            .context("changing a role in an inbox")
     }
 
     /// Hides (or shows again) a DM in the user's list.
     pub async fn set_hidden(&self, room: &str, user: &str, hidden: bool) -> anyhow::Result<()> {
+        self.set_entry_field(user, room, "hidden", hidden.into())
+            .await
+            .context("hiding a DM")
+    }
+
+    /// Sets `field` of the user's inbox entry for `room`, if the entry exists.
+    async fn set_entry_field(
+        &self,
+        user: &str,
+        room: &str,
+        field: &str,
+        value: Bson,
+    ) -> anyhow::Result<()> {
         let _inbox = self.lock_inbox(user).await;
         self.inboxes
             .update_one(
                 doc! {"_id": user, format!("rooms.{room}"): {"$exists": true}},
-                doc! {"$set": {format!("rooms.{room}.hidden"): hidden}},
+                doc! {"$set": {format!("rooms.{room}.{field}"): value}},
             )
-            .await
-            .context("hiding a DM")?;
+            .await?;
         Ok(())
     }
 
