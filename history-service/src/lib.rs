@@ -10,6 +10,7 @@
 
 pub mod caller;
 pub mod consumer;
+pub mod doc_locks;
 pub mod error;
 pub mod message_store;
 pub mod metrics;

@@ -19,6 +19,7 @@ use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use crate::doc_locks::DocLocks;
 use crate::reads::Deadline;
 use crate::rooms::cache::RoomCache;
 
@@ -104,6 +105,8 @@ pub struct MessageStore {
     rooms: Collection<Document>,
     /// The room lists' cache, told about every room document written here.
     room_cache: Option<Arc<RoomCache>>,
+    /// Serializes writes to one room document with the room routes' (see [`DocLocks`]).
+    room_locks: Arc<DocLocks>,
 }
 
 /// How many characters of a message the room list shows.
@@ -129,12 +132,15 @@ impl MessageStore {
             messages,
             rooms: db.collection("rooms"),
             room_cache: None,
+            room_locks: Arc::default(),
         })
     }
 
-    /// The same store, forgetting in `cache` each room whose document it writes.
-    pub fn with_room_cache(mut self, cache: Arc<RoomCache>) -> Self {
+    /// The same store, forgetting in `cache` each room whose document it writes and taking
+    /// `locks` (shared with the room routes) to write it.
+    pub fn with_rooms(mut self, cache: Arc<RoomCache>, locks: Arc<DocLocks>) -> Self {
         self.room_cache = Some(cache);
+        self.room_locks = locks;
         self
     }
 
@@ -165,6 +171,7 @@ impl MessageStore {
                 .max()
                 .unwrap_or_else(Utc::now);
             let count = indexes.len() as i64;
+            let room_lock = self.room_locks.lock(room).await;
             let updated = self
                 .rooms
                 .find_one_and_update(
@@ -178,6 +185,7 @@ impl MessageStore {
                 // No projection: FerretDB does not implement it on findAndModify.
                 .return_document(ReturnDocument::After)
                 .await;
+            drop(room_lock);
             self.forget_room(room);
             let updated = updated
                 .context("numbering a room's messages")?
@@ -207,6 +215,7 @@ impl MessageStore {
         for (room, m) in latest {
             let id = m.id.to_string();
             let preview: String = m.body.as_str().chars().take(PREVIEW_CHARS).collect();
+            let room_lock = self.room_locks.lock(room).await;
             let recorded = self
                 .rooms
                 .update_one(
@@ -222,6 +231,7 @@ impl MessageStore {
                     }}},
                 )
                 .await;
+            drop(room_lock);
             self.forget_room(room);
             recorded.context("recording a room's last message")?;
         }

@@ -136,7 +136,8 @@ impl ReadLimiter {
         }
     }
 
-    fn shed(&self, reason: ShedReason) -> Shed {
+    /// Counts and answers a read refused for `reason`.
+    pub fn shed(&self, reason: ShedReason) -> Shed {
         self.metrics.shed.with_label_values(&[reason.label()]).inc();
         tracing::debug!(reason = reason.label(), "history read shed");
         Shed {

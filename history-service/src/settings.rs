@@ -62,6 +62,11 @@ pub struct RoomsSettings {
     pub joins: Limits,
     /// The other room routes, admitted as `ops`.
     pub ops: Limits,
+    /// Joins waiting for their reads (see [`crate::rooms::lookups`]); beyond, a join is
+    /// answered 503 at once.
+    pub join_queue: usize,
+    /// Most joins read for together.
+    pub join_batch: usize,
     /// Member and room events waiting for the broker; beyond, events are dropped.
     pub outbox_capacity: usize,
     /// Longest a publication waits for the broker's confirm.

@@ -18,11 +18,13 @@ use common::metrics::actix::HttpMetrics;
 use common::token::JwksVerifier;
 
 use crate::consumer::{self, ConsumerStatus};
+use crate::doc_locks::DocLocks;
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
 use crate::reads::{self, ReadLimiter};
 use crate::rooms::cache::RoomCache;
 use crate::rooms::events::RoomEvents;
+use crate::rooms::lookups::{self, JoinLookups};
 use crate::rooms::rate_limit::CreationLimit;
 use crate::rooms::store::RoomStore;
 use crate::rooms::users::UserDirectory;
@@ -50,6 +52,8 @@ pub struct Application {
     metrics_server: Server,
     consumer: JoinHandle<()>,
     publisher: JoinHandle<()>,
+    /// Reads for joins ([`crate::rooms::lookups`]); stops with `shutdown`.
+    join_reader: JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
@@ -70,14 +74,16 @@ impl Application {
             Duration::from_millis(settings.rooms.list_cache_ttl_ms),
             settings.rooms.list_cache_rooms,
         ));
+        // Writes to one room document, by the consumer or the routes, one at a time.
+        let room_locks = Arc::new(DocLocks::default());
         let store = MessageStore::open(&db)
             .await?
-            .with_room_cache(room_cache.clone());
+            .with_rooms(room_cache.clone(), room_locks.clone());
         let verifier = settings.auth.verifier().await?;
 
-        // Rooms have a pool of their own, sized so that every admitted join (four reads at
-        // once) and operation (at most four) finds its connections, apart from the reads'
-        // pool and the consumer's headroom.
+        // Rooms have a pool of their own, sized so that every admitted join or operation (at
+        // most four reads at once) and the join reader find their connections, apart from the
+        // reads' pool and the consumer's headroom.
         let rooms_settings = &settings.rooms;
         let mut rooms_options = settings.mongodb.options("history-service-rooms").await?;
         rooms_options.max_pool_size = Some(
@@ -85,11 +91,12 @@ impl Application {
                 .joins
                 .max_concurrent
                 .saturating_add(rooms_settings.ops.max_concurrent)
-                .saturating_mul(4),
+                .saturating_mul(4)
+                .saturating_add(lookups::CONNECTIONS),
         );
         let rooms_db =
             mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);
-        let room_store = RoomStore::open(&rooms_db, room_cache).await?;
+        let room_store = RoomStore::open(&rooms_db, room_cache, room_locks).await?;
 
         // Both listeners before the consumer starts, so that a port in use fails the start.
         let listener = TcpListener::bind(settings.http.address())
@@ -105,8 +112,18 @@ impl Application {
         let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
         let read_limiter = ReadLimiter::new(&Limits::from(&settings.history), "reads", &registry)?;
         let (events, outbox) = RoomEvents::new(settings.rooms.outbox_capacity, &registry)?;
+        let (lookups, join_reader) = JoinLookups::new(
+            room_store.clone(),
+            settings.rooms.join_queue,
+            settings.rooms.join_batch,
+            Duration::from_millis(settings.rooms.joins.timeout_ms),
+            &registry,
+            shutdown.clone(),
+        )?;
+        let join_reader = tokio::spawn(join_reader);
         let rooms = Rooms {
             store: room_store,
+            lookups,
             events: events.clone(),
             users: UserDirectory::new(
                 &settings.auth.url,
@@ -190,6 +207,7 @@ impl Application {
             metrics_server,
             consumer,
             publisher,
+            join_reader,
             shutdown,
         })
     }
@@ -219,6 +237,9 @@ impl Application {
             tracing::warn!(%error, "the metrics server failed");
         }
         self.shutdown.cancel();
+        if let Err(error) = self.join_reader.await {
+            tracing::warn!(%error, "the join reader failed");
+        }
         if tokio::time::timeout(Duration::from_secs(20), self.consumer)
             .await
             .is_err()

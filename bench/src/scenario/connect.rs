@@ -1,20 +1,32 @@
 //! Connect rate: new connections that authenticate and join a room.
 //!
-//! Two measurements per target: `paced` opens connections open-loop at a fixed rate and reports
+//! A connection joins a room its user is a member of, as a client reconnecting does: on ours,
+//! a `members` phase first makes every user of the scenario a member of the rooms its
+//! connections will join (`POST /api/rooms/{room}/join`, 16 at once) and reports how many of
+//! those first joins history-service admitted a second; the peer has no membership.
+//!
+//! Two measurements per target then: `paced` opens connections open-loop at a fixed rate and reports
 //! the latency of each step (so a server that falls behind shows as latency, not as a slower
 //! schedule); `burst` opens them as fast as a fixed number of concurrent connectors allows and
 //! reports the rate reached. Connections stay open until the measurement ends.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::task::JoinSet;
 
 use crate::client::{self, Ws};
 use crate::measure::{Latency, SharedHistogram, paced};
 use crate::report::{Table, num};
+use crate::scenario::rooms::become_member;
 use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
 use crate::target::Target;
+use crate::wire::Protocol;
+
+/// First joins the `members` phase asks for at once.
+const MEMBER_JOINS_AT_ONCE: usize = 16;
 
 struct Outcome {
     target: String,
@@ -31,6 +43,9 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     for target in targets {
         let tokens = ctx.tokens(target).await?;
+        if target.protocol == Protocol::Ours {
+            outcomes.push(members_phase(ctx, target, &tokens).await?);
+        }
         outcomes.push(paced_phase(ctx, target, &tokens).await);
         tokio::time::sleep(Duration::from_secs(2)).await;
         outcomes.push(burst_phase(ctx, target, &tokens).await);
@@ -104,6 +119,41 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Makes the user of every connection the other phases open a member of its room.
+async fn members_phase(ctx: &Ctx, target: &Target, tokens: &[String]) -> anyhow::Result<Outcome> {
+    let plan = &ctx.plan.connect;
+    let connections = plan.paced_count.max(plan.burst_count);
+    let pairs: BTreeSet<(usize, usize)> = (0..connections)
+        .map(|k| (k % tokens.len(), k % plan.rooms))
+        .collect();
+    let base = format!("http://{}", target.gateway(0));
+    let join = SharedHistogram::default();
+    let start = Instant::now();
+    let joined: Vec<()> = stream::iter(&pairs)
+        .map(|&(user, room)| {
+            let (base, join) = (&base, &join);
+            async move {
+                let began = Instant::now();
+                become_member(ctx, base, &tokens[user], &format!("conn-{room}")).await?;
+                join.record(began.elapsed());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(MEMBER_JOINS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(Outcome {
+        target: target.name.clone(),
+        phase: "members",
+        offered: format!("{MEMBER_JOINS_AT_ONCE} at once"),
+        connects: joined.len(),
+        failed: 0,
+        per_second: joined.len() as f64 / start.elapsed().as_secs_f64().max(1e-3),
+        ready: Latency::of(&SharedHistogram::default().snapshot()),
+        join: Latency::of(&join.snapshot()),
+    })
 }
 
 async fn paced_phase(ctx: &Ctx, target: &Target, tokens: &[String]) -> Outcome {

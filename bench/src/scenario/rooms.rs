@@ -204,34 +204,55 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Outcome> {
 /// Creates public room `id` (already there from an earlier attempt is fine). Setting up is not
 /// measured: a creation shed by history-service (503) is tried again after its `Retry-After`.
 async fn create_room(ctx: &Ctx, base: &str, token: &str, id: String) -> anyhow::Result<()> {
+    let body = json!({"id": id, "kind": "public", "name": format!("Room {id}")});
+    post_retrying(ctx, &format!("{base}/api/rooms"), token, &body, &[201, 409])
+        .await
+        .with_context(|| format!("creating room {id}"))
+}
+
+/// Makes the token's user a member of `room` (`POST /api/rooms/{room}/join`), for set-ups
+/// that are not measured: tried again while history-service sheds it.
+pub async fn become_member(ctx: &Ctx, base: &str, token: &str, room: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/api/rooms/{room}/join");
+    post_retrying(ctx, &url, token, &json!({}), &[200])
+        .await
+        .with_context(|| format!("joining room {room}"))
+}
+
+/// POSTs `body` until it is answered with one of `done`; a 503 is tried again after its
+/// `Retry-After`, up to [`CREATE_ATTEMPTS`] times.
+async fn post_retrying(
+    ctx: &Ctx,
+    url: &str,
+    token: &str,
+    body: &Value,
+    done: &[u16],
+) -> anyhow::Result<()> {
     for _ in 0..CREATE_ATTEMPTS {
         let response = ctx
             .http
-            .post(format!("{base}/api/rooms"))
+            .post(url)
             .bearer_auth(token)
-            .json(&json!({"id": id, "kind": "public", "name": format!("Room {id}")}))
+            .json(body)
             .send()
-            .await
-            .context("creating a room")?;
+            .await?;
         let status = response.status();
-        match status.as_u16() {
-            201 | 409 => return Ok(()),
-            503 => {
-                let wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-            }
-            _ => {
-                let body = response.text().await.unwrap_or_default();
-                bail!("creating room {id}: {status} {body}")
-            }
+        if done.contains(&status.as_u16()) {
+            return Ok(());
         }
+        if status.as_u16() != 503 {
+            let body = response.text().await.unwrap_or_default();
+            bail!("{status} {body}")
+        }
+        let wait = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(Duration::from_secs(wait)).await;
     }
-    bail!("creating room {id}: still refused after {CREATE_ATTEMPTS} attempts")
+    bail!("still refused after {CREATE_ATTEMPTS} attempts")
 }
 
 /// Joins `room`, sends one message, waits for its acknowledgement, and leaves.

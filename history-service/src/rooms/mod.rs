@@ -2,10 +2,12 @@
 //! MongoDB, [`policy`] decides every permission, [`routes`] serves the HTTP API, [`events`]
 //! announces each stored change on the exchange, [`view`] renders a room as one user sees
 //! it, [`users`] resolves usernames with auth-service, [`rate_limit`] bounds room creation,
-//! [`cache`] keeps the room documents room lists read.
+//! [`cache`] keeps the room documents room lists and joins read, [`lookups`] batches the
+//! reads of joins.
 
 pub mod cache;
 pub mod events;
+pub mod lookups;
 pub mod policy;
 pub mod rate_limit;
 pub mod routes;
@@ -23,7 +25,9 @@ pub struct Rooms {
     pub users: users::UserDirectory,
     pub creation: rate_limit::CreationLimit,
     pub settings: RoomsSettings,
-    /// Admits joins and read markers: the hot paths the gateway calls for every WebSocket
+    /// The reads of joins, batched.
+    pub lookups: lookups::JoinLookups,
+    /// Admits joins that write (first joins) and read markers: the hot paths the gateway calls for every WebSocket
     /// `join` and `read`, bounded apart from history reads and from the other room routes.
     pub joins: ReadLimiter,
     /// Admits the other room routes.

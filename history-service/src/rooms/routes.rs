@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::caller::Caller;
 use crate::error::ApiError;
-use crate::reads::{Deadline, ReadLimiter};
+use crate::reads::{Deadline, ReadLimiter, ShedReason};
+use crate::rooms::lookups::LookupError;
 use crate::rooms::policy::{self, Action, Decision, Facts, Refusal, TargetAction};
 use crate::rooms::store::{Created, MembershipDoc, NewRoom, RoomDoc, to_chrono};
 use crate::rooms::view::room_view;
@@ -288,7 +289,7 @@ async fn create(
 #[tracing::instrument(skip_all, fields(user = %caller.user.id))]
 async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let state = &state;
-    within(&state.rooms.ops, |_| async move {
+    within(&state.rooms.ops, |deadline| async move {
         let store = &state.rooms.store;
         let inbox = store.inbox(caller.user.id.as_str()).await?;
         let ids: Vec<String> = inbox
@@ -297,7 +298,7 @@ async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse
             .filter(|(_, entry)| !entry.hidden)
             .map(|(id, _)| id.clone())
             .collect();
-        let rooms = store.rooms_for_list(ids).await?;
+        let rooms = store.rooms_cached(ids, deadline).await?;
         let mut views: Vec<(Option<bson::DateTime>, String, serde_json::Value)> = rooms
             .iter()
             .filter(|room| room.kind.is_some())
@@ -487,9 +488,10 @@ async fn archive(
     .await
 }
 
-/// `POST /api/rooms/{room}/join`: what the WebSocket `join` asks. Cheap when the caller is a
-/// member already (four reads by `_id`, at once); idempotent; creates the room when
-/// `rooms.create_on_join` allows.
+/// `POST /api/rooms/{room}/join`: what the WebSocket `join` asks. A member's join writes
+/// nothing: its reads are batched with the other joins waiting ([`crate::rooms::lookups`]).
+/// Any other join (a first one, a repair, a creation) then runs within `joins`. Idempotent;
+/// creates the room when `rooms.create_on_join` allows.
 #[tracing::instrument(skip_all, fields(room = %path.as_str()))]
 async fn join(
     state: web::Data<AppState>,
@@ -498,30 +500,54 @@ async fn join(
 ) -> Result<HttpResponse, ApiError> {
     let room = room_id(path.into_inner())?;
     let state = &state;
+    let user = &caller.user;
+    let found = match state
+        .rooms
+        .lookups
+        .find(room.as_str(), user.id.as_str())
+        .await
+    {
+        Ok(found) => found,
+        Err(LookupError::Full) => return Err(state.rooms.joins.shed(ShedReason::Busy).into()),
+        Err(LookupError::TimedOut) => {
+            return Err(state.rooms.joins.shed(ShedReason::Deadline).into());
+        }
+        Err(LookupError::Store(error)) => return Err(error.into()),
+    };
+    let action = Action::Join {
+        create_on_join: state.rooms.settings.create_on_join,
+    };
+    if let (Some(_), Some(entry)) = (&found.membership, &found.entry) {
+        // The usual case: nothing to write. A member is not banned: a ban deletes the
+        // membership (right after writing the ban).
+        let known = Known {
+            room: found.room.as_deref().cloned(),
+            membership: found.membership.clone(),
+            banned: false,
+        };
+        known.decide(action)?;
+        let view = room_view(
+            known.existing_room()?,
+            Some((user.id.as_str(), Some(entry))),
+        );
+        return Ok(HttpResponse::Ok().json(view));
+    }
     within(&state.rooms.joins, |_| async move {
         let store = &state.rooms.store;
-        let user = &caller.user;
-        let (known, entry) = tokio::try_join!(known(state, &room, &user.id), async {
-            store
-                .inbox_entry(user.id.as_str(), room.as_str())
-                .await
-                .map_err(ApiError::from)
-        },)?;
-        let action = Action::Join {
-            create_on_join: state.rooms.settings.create_on_join,
+        let banned = match found.membership {
+            Some(_) => false,
+            None => store.banned(room.as_str(), user.id.as_str()).await?,
+        };
+        let known = Known {
+            room: found.room.as_deref().cloned(),
+            membership: found.membership,
+            banned,
         };
         let (found, role) = match known.decide(action)? {
-            Decision::Allow => match (&known.membership, entry) {
-                // The usual case: nothing to write.
-                (Some(_), Some(entry)) => {
-                    let view = room_view(
-                        known.existing_room()?,
-                        Some((user.id.as_str(), Some(&entry))),
-                    );
-                    return Ok(HttpResponse::Ok().json(view));
-                }
-                (Some(membership), None) => (known.existing_room()?.clone(), membership.role),
-                (None, _) => (known.existing_room()?.clone(), Role::Member),
+            Decision::Allow => match &known.membership {
+                // A member whose inbox entry is missing: written again below.
+                Some(membership) => (known.existing_room()?.clone(), membership.role),
+                None => (known.existing_room()?.clone(), Role::Member),
             },
             Decision::Create => {
                 let new = NewRoom {
@@ -555,11 +581,11 @@ async fn join(
             Decision::Refuse(refusal) => return Err(refusal.into()),
         };
         let (_, entry, added) = store.add_member(&found, user, role).await?;
-        let found = if added {
-            store.room(room.as_str()).await?.unwrap_or(found)
-        } else {
-            found
-        };
+        let mut found = found;
+        if added {
+            // What the `$inc` of the member count made of it, without reading it again.
+            found.member_count += 1;
+        }
         let entry = match added {
             true => entry,
             // A repair of a missing entry, or one written meanwhile: read what is there.

@@ -84,7 +84,12 @@ pub async fn spawn_app_unready_with(adjust: impl FnOnce(&mut Settings)) -> TestA
         joined: Default::default(),
         metrics_address,
         db,
-        http: reqwest::Client::new(),
+        // Idle connections are dropped before the server's keep-alive (5 s) closes them, so a
+        // request never races a close on a reused connection.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client"),
         exchange,
         channel,
         _connection: connection,

@@ -89,7 +89,9 @@ async fn measure_room_lookups() {
         Duration::ZERO,
         1,
     ));
-    let store = RoomStore::open(&app.db, cache).await.expect("store");
+    let store = RoomStore::open(&app.db, cache, Default::default())
+        .await
+        .expect("store");
     let median = |mut runs: Vec<Duration>| {
         runs.sort();
         runs[runs.len() / 2]

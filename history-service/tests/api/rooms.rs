@@ -962,19 +962,125 @@ async fn room_routes_need_a_valid_token() {
 #[tokio::test]
 async fn a_new_user_creating_many_rooms_at_once_gets_every_one_in_their_list() {
     let app = spawn_app().await;
-    let created = futures_util::future::join_all((0..8).map(|k| {
-        create(
-            &app,
-            "u-eager",
-            json!({"id": format!("burst-{k}"), "kind": "public", "name": "Burst"}),
-        )
+    // Room routes run a few at a time and may shed the rest: tried again as a client would.
+    let app = &app;
+    let created = futures_util::future::join_all((0..8).map(|k| async move {
+        let body = json!({"id": format!("burst-{k}"), "kind": "public", "name": "Burst"});
+        loop {
+            match create(app, "u-eager", body.clone()).await {
+                (503, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+                answer => return answer,
+            }
+        }
     }))
     .await;
     for (status, body) in &created {
         assert_eq!(*status, 201, "{body}");
     }
-    let (status, list) = call(&app, Method::GET, "/api/rooms", "u-eager", None).await;
+    let (status, list) = call(app, Method::GET, "/api/rooms", "u-eager", None).await;
     assert_eq!(status, 200);
     let listed = list["rooms"].as_array().expect("rooms").len();
     assert_eq!(listed, 8, "each room's inbox entry was written: {list}");
+}
+
+/// The value of counter `name` in the metrics text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_storm_of_joins_is_read_in_batches_and_each_join_is_decided_on_its_own() {
+    let app = spawn_app().await;
+    create_room(&app, "u-host", "storm", "public").await;
+    create_room(&app, "u-host", "locked", "private").await;
+    let users: Vec<String> = (0..60).map(|k| format!("u-crowd{k}")).collect();
+
+    // First joins, all at once: each becomes a member, counted once. They write, so they run
+    // a few at a time and the rest may be shed: tried again as a client would.
+    let first = futures_util::future::join_all(users.iter().map(|u| async {
+        loop {
+            match join(&app, "storm", u).await {
+                (503, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+                answer => return answer,
+            }
+        }
+    }))
+    .await;
+    for (status, view) in &first {
+        assert_eq!(*status, 200, "{view}");
+        assert_eq!(view["role"], "member", "{view}");
+    }
+
+    // Repeat joins of members and joins of a private room by non-members, mixed in the same
+    // batches: each answered as the table says for its own caller.
+    let before = app.metrics().await;
+    let (members, outsiders) = tokio::join!(
+        futures_util::future::join_all(users.iter().map(|u| join(&app, "storm", u))),
+        futures_util::future::join_all(users.iter().map(|u| join(&app, "locked", u))),
+    );
+    for (status, view) in &members {
+        assert_eq!(*status, 200, "{view}");
+        assert_eq!(view["role"], "member", "{view}");
+        assert_eq!(view["member_count"], 61, "{view}");
+    }
+    for (status, body) in &outsiders {
+        assert_eq!(*status, 404, "{body}");
+        assert_eq!(code(body), "not_found");
+    }
+    let (status, owner) = join(&app, "storm", "u-host").await;
+    assert_eq!((status, owner["role"].as_str()), (200, Some("owner")));
+
+    let after = app.metrics().await;
+    let joins = counter(&after, "history_join_lookups_total")
+        - counter(&before, "history_join_lookups_total");
+    let batches = counter(&after, "history_join_batches_total")
+        - counter(&before, "history_join_batches_total");
+    assert!(
+        joins >= 120,
+        "every join was read through the batches: {joins}"
+    );
+    assert!(
+        batches < joins,
+        "120 joins at once share reads: {batches} batches for {joins} joins"
+    );
+}
+
+#[tokio::test]
+async fn joins_beyond_the_queue_are_answered_503_with_retry_after_at_once() {
+    let app = spawn_app_with(|settings| {
+        settings.rooms.join_queue = 1;
+        settings.rooms.join_batch = 1;
+    })
+    .await;
+    create_room(&app, "u-host", "narrow", "public").await;
+    let answers = futures_util::future::join_all((0..40).map(|k| {
+        app.http
+            .post(format!("{}/api/rooms/narrow/join", app.address))
+            .bearer_auth(user_token(&format!("u-queue{k}")))
+            .send()
+    }))
+    .await;
+    let mut shed = 0;
+    for answer in answers {
+        let answer = answer.expect("answered");
+        match answer.status().as_u16() {
+            200 => {}
+            503 => {
+                shed += 1;
+                assert_eq!(
+                    answer.headers().get("retry-after").map(|v| v.as_bytes()),
+                    Some(&b"1"[..])
+                );
+                let body: Value = answer.json().await.expect("JSON");
+                assert_eq!(code(&body), "unavailable", "{body}");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(shed > 0, "40 joins at once do not fit a queue of one");
+    let (status, view) = join(&app, "narrow", "u-later").await;
+    assert_eq!((status, view["role"].as_str()), (200, Some("member")));
 }
