@@ -45,6 +45,10 @@ pub struct AppState {
     pub rooms: Rooms,
 }
 
+/// Most aging room documents read again at once, and the pause after each such read.
+const REFRESH_BATCH: usize = 500;
+const REFRESH_PAUSE: Duration = Duration::from_millis(200);
+
 pub struct Application {
     port: u16,
     metrics_port: u16,
@@ -54,6 +58,9 @@ pub struct Application {
     publisher: JoinHandle<()>,
     /// Reads for joins ([`crate::rooms::lookups`]); stops with `shutdown`.
     join_reader: JoinHandle<()>,
+    /// Reads again the room documents room lists keep serving ([`RoomCache`]); stops with
+    /// `shutdown`.
+    refresher: JoinHandle<()>,
     shutdown: CancellationToken,
 }
 
@@ -121,6 +128,15 @@ impl Application {
             shutdown.clone(),
         )?;
         let join_reader = tokio::spawn(join_reader);
+        let refresher = tokio::spawn({
+            let (store, shutdown) = (room_store.clone(), shutdown.clone());
+            let timeout = Duration::from_millis(settings.rooms.ops.timeout_ms);
+            async move {
+                store
+                    .refresh_cached(REFRESH_BATCH, REFRESH_PAUSE, timeout, shutdown)
+                    .await;
+            }
+        });
         let rooms = Rooms {
             store: room_store,
             lookups,
@@ -208,6 +224,7 @@ impl Application {
             consumer,
             publisher,
             join_reader,
+            refresher,
             shutdown,
         })
     }
@@ -237,8 +254,13 @@ impl Application {
             tracing::warn!(%error, "the metrics server failed");
         }
         self.shutdown.cancel();
-        if let Err(error) = self.join_reader.await {
-            tracing::warn!(%error, "the join reader failed");
+        for (task, name) in [
+            (self.join_reader, "join reader"),
+            (self.refresher, "room refresher"),
+        ] {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "the {name} failed");
+            }
         }
         if tokio::time::timeout(Duration::from_secs(20), self.consumer)
             .await

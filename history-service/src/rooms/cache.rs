@@ -10,10 +10,18 @@
 //! A read that started before a write must not put the older document back after the write
 //! forgot it: each room has a generation, bumped by every forget, and a document read under an
 //! older generation is not kept.
+//!
+//! A document served past half its time to live is marked for refreshing: one task
+//! ([`crate::rooms::store::RoomStore::refresh_cached`]) reads those again in the background, so
+//! a user whose list is read often does not wait for the whole list to expire and be read at
+//! once (for a user in 500 rooms, one `$in` that FerretDB answers only after decoding every
+//! room document).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::store::RoomDoc;
 
@@ -24,6 +32,10 @@ struct Slot {
 
 pub struct RoomCache {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Rooms served past half their time to live, to read again (at most `capacity`).
+    aging: Mutex<HashSet<String>>,
+    /// Woken when `aging` gains a room.
+    refresh: Notify,
     ttl: Duration,
     /// Most rooms remembered; beyond, forgotten and expired ones are dropped, then any.
     capacity: usize,
@@ -40,6 +52,8 @@ impl RoomCache {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
+            aging: Mutex::new(HashSet::new()),
+            refresh: Notify::new(),
             ttl,
             capacity: capacity.max(1),
         }
@@ -54,6 +68,7 @@ impl RoomCache {
         let now = Instant::now();
         let slots = self.lock();
         let mut hits = Vec::with_capacity(ids.len());
+        let mut aging = Vec::new();
         let mut misses = Misses {
             ids: Vec::new(),
             generations: HashMap::new(),
@@ -62,6 +77,9 @@ impl RoomCache {
             let slot = slots.get(&id);
             match slot.and_then(|slot| slot.doc.as_ref()) {
                 Some((doc, read_at)) if now.duration_since(*read_at) < self.ttl => {
+                    if now.duration_since(*read_at) >= self.ttl / 2 {
+                        aging.push(id.clone());
+                    }
                     hits.push(doc.clone());
                 }
                 _ => {
@@ -72,7 +90,49 @@ impl RoomCache {
                 }
             }
         }
+        drop(slots);
+        if !aging.is_empty() {
+            let mut marked = self.aging.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = marked.len();
+            for id in aging {
+                if marked.len() >= self.capacity {
+                    break;
+                }
+                marked.insert(id);
+            }
+            if marked.len() > before {
+                self.refresh.notify_one();
+            }
+        }
         (hits, misses)
+    }
+
+    /// Waits until some rooms are marked for refreshing, then takes up to `most` of them with
+    /// their generations (to [`RoomCache::keep`] what is read for them).
+    pub async fn aging(&self, most: usize) -> Misses {
+        loop {
+            let notified = self.refresh.notified();
+            let taken: Vec<String> = {
+                let mut marked = self.aging.lock().unwrap_or_else(PoisonError::into_inner);
+                let taken: Vec<String> = marked.iter().take(most).cloned().collect();
+                for id in &taken {
+                    marked.remove(id);
+                }
+                taken
+            };
+            if !taken.is_empty() {
+                let slots = self.lock();
+                let generations = taken
+                    .iter()
+                    .map(|id| (id.clone(), slots.get(id).map_or(0, |slot| slot.generation)))
+                    .collect();
+                return Misses {
+                    ids: taken,
+                    generations,
+                };
+            }
+            notified.await;
+        }
     }
 
     /// Keeps the documents read for `misses`, unless their room was written since.
@@ -181,6 +241,30 @@ mod tests {
                 "but the older document is not kept (room known before: {known})"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_document_served_past_half_its_life_is_marked_for_refreshing_once() {
+        let cache = RoomCache::new(Duration::from_millis(200), 100);
+        let (_, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        cache.keep(&misses, &[doc("a", 1), doc("b", 1)]);
+        cache.lookup(vec!["a".into()]);
+        assert!(
+            cache.aging.lock().expect("not poisoned").is_empty(),
+            "young documents are not marked"
+        );
+
+        std::thread::sleep(Duration::from_millis(120));
+        let (hits, _) = cache.lookup(vec!["a".into()]);
+        assert_eq!(hits.len(), 1, "an aging document is still served");
+        cache.lookup(vec!["a".into()]);
+        let marked = cache.aging(10).await;
+        assert_eq!(marked.ids, vec!["a"], "marked once, `b` was not served");
+        // Refreshed: served fresh again, not marked.
+        cache.keep(&marked, &[doc("a", 2)]);
+        let (hits, _) = cache.lookup(vec!["a".into()]);
+        assert_eq!(hits[0].seq, 2);
+        assert!(cache.aging.lock().expect("not poisoned").is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -442,6 +443,46 @@ impl RoomStore {
             .try_collect()
             .await
             .context("reading rooms")
+    }
+
+    /// Reads again the room documents the cache marks as aging (see [`RoomCache`]), up to
+    /// `batch` at a time and one batch per `pause`, until `shutdown`.
+    pub async fn refresh_cached(
+        &self,
+        batch: usize,
+        pause: Duration,
+        timeout: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let aging = tokio::select! {
+                () = shutdown.cancelled() => return,
+                aging = self.cache.aging(batch.max(1)) => aging,
+            };
+            let read = self
+                .by_ids(
+                    &self.rooms,
+                    aging.ids.clone(),
+                    None,
+                    Deadline::after(timeout),
+                )
+                .await;
+            match read {
+                Ok(docs) => {
+                    self.cache.keep(&aging, &docs);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "refreshing cached rooms failed"
+                    );
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 
     /// Creates the room, or takes over the document the consumer made for a room nobody
