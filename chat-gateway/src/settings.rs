@@ -6,6 +6,7 @@ use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub amqp: GatewayAmqpSettings,
@@ -21,6 +22,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayAmqpSettings {
     #[serde(flatten)]
     pub connection: AmqpSettings,
@@ -30,11 +32,13 @@ pub struct GatewayAmqpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReceiptSettings {
     pub retention_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HistorySettings {
     pub url: String,
     pub recent_on_join: u32,
@@ -50,6 +54,7 @@ pub struct HistorySettings {
 
 /// Room authorization and read markers (see [`crate::membership`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoomSettings {
     /// How long an allowed join is trusted for the user's `send`, `typing` and later joins
     /// of the room before history-service is asked again.
@@ -63,16 +68,19 @@ pub struct RoomSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebSettings {
     pub dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub outbound_queue: usize,
     pub socket_send_buffer_bytes: usize,

@@ -6,6 +6,7 @@ use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
@@ -17,6 +18,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryAmqpSettings {
     #[serde(flatten)]
     pub connection: AmqpSettings,
@@ -33,6 +35,7 @@ pub struct HistoryAmqpSettings {
 /// Page sizes, and the limits that keep reads from queueing without bound (see
 /// [`crate::reads`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PageSettings {
     pub default_page: u32,
     pub max_page: u32,
@@ -53,6 +56,7 @@ pub struct PageSettings {
 
 /// Rooms, memberships and their routes (docs/rooms.md).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoomsSettings {
     /// A join of a room id that has no room creates it, public, owned by the joiner.
     pub create_on_join: bool,
@@ -77,6 +81,7 @@ pub struct RoomsSettings {
 
 /// One admission bound (see [`crate::reads`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_concurrent: u32,
     pub max_queued: u32,
@@ -99,6 +104,8 @@ impl From<&PageSettings> for Limits {
 
 impl Settings {
     pub fn load() -> anyhow::Result<Self> {
-        common::settings::load(include_str!("../config/default.toml"), "HISTORY")
+        common::settings::Layout::new(include_str!("../config/default.toml"), "HISTORY")
+            .optional(&["amqp.queue_expires_ms"])
+            .load()
     }
 }

@@ -11,3 +11,4 @@ mod proxy;
 mod receipts;
 mod rooms;
 mod security;
+mod settings;

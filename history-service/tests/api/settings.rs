@@ -1,0 +1,31 @@
+//! Settings history-service refuses at start, before it connects to anything.
+
+use common::testing::refused_at_start;
+
+const BIN: &str = env!("CARGO_BIN_EXE_history-service");
+
+#[test]
+fn a_misspelt_environment_variable_stops_the_service_naming_it() {
+    let output = refused_at_start(BIN, &[("HISTORY__MONGODB__URL", "x")]);
+    assert!(output.contains("unknown setting `mongodb.url`"), "{output}");
+    assert!(output.contains("HISTORY__MONGODB__URL"), "{output}");
+    assert!(output.contains("did you mean `mongodb.uri`?"), "{output}");
+}
+
+#[test]
+fn a_misspelt_key_in_the_settings_file_stops_the_service_naming_it() {
+    let path = std::env::temp_dir().join(format!("history-settings-{}.toml", ulid::Ulid::new()));
+    std::fs::write(&path, "[history]\nmax_pages = 10\n").expect("write the settings file");
+    let file = path.to_string_lossy().to_string();
+    let output = refused_at_start(BIN, &[("HISTORY_CONFIG_FILE", &file)]);
+    std::fs::remove_file(&path).ok();
+    assert!(
+        output.contains("unknown setting `history.max_pages`"),
+        "{output}"
+    );
+    assert!(output.contains(&file), "{output}");
+    assert!(
+        output.contains("did you mean `history.max_page`?"),
+        "{output}"
+    );
+}
