@@ -1,4 +1,6 @@
 //! auth-service settings: `config/default.toml`, then `AUTH_CONFIG_FILE`, then `AUTH__*`.
+//! A key none of them has, or (under `APP_ENVIRONMENT=production`) a development password,
+//! stops the service at start; the production signing-key rules are in [`crate::signing_key`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,6 +167,10 @@ impl Settings {
             Self::LIST_KEYS,
         )?;
         settings.profile = Profile::from_env()?;
+        settings.profile.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
         Ok(settings)
     }
 }

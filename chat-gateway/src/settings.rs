@@ -1,7 +1,8 @@
 //! chat-gateway settings: `config/default.toml`, then `GATEWAY_CONFIG_FILE`, then
-//! `GATEWAY__*` environment variables.
+//! `GATEWAY__*` environment variables. A key none of them has, or (under
+//! `APP_ENVIRONMENT=production`) a development password, stops the gateway at start.
 
-use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
@@ -112,6 +113,10 @@ impl Settings {
             settings.limits.ping_interval_secs > 0 && settings.limits.idle_timeout_secs > 0,
             "limits.ping_interval_secs and limits.idle_timeout_secs must be at least 1"
         );
+        Profile::from_env()?.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
         if settings.amqp.instance_id.is_empty() {
             settings.amqp.instance_id =
                 format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());

@@ -32,6 +32,92 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// In production, refuses connection URIs (`(key, uri)` pairs such as
+    /// `("amqp.uri", &settings.amqp.uri)`) that carry a password anyone can read: a
+    /// `…-dev-only` one (the development fallbacks written in docker-compose.yml), an empty one,
+    /// or RabbitMQ's `guest` account, which is also what an `amqp://` URI without credentials
+    /// logs in as. A MongoDB URI without credentials is accepted: authentication may come from
+    /// elsewhere (X.509, a cloud identity). Every problem is named, the password never is
+    /// unless it is a published one.
+    pub fn refuse_development_credentials(
+        self,
+        uris: &[(&str, &SecretString)],
+    ) -> anyhow::Result<()> {
+        if self != Profile::Production {
+            return Ok(());
+        }
+        let problems: Vec<String> = uris
+            .iter()
+            .filter_map(|(key, uri)| {
+                development_credential(uri.expose_secret()).map(|why| format!("`{key}` {why}"))
+            })
+            .collect();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "APP_ENVIRONMENT=production refuses development credentials: {}",
+            problems.join("; ")
+        );
+        Ok(())
+    }
+}
+
+/// Why `uri`'s credentials are development ones, if they are.
+fn development_credential(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let userinfo = authority.rsplit_once('@').map(|(userinfo, _)| userinfo);
+    let amqp = scheme == "amqp" || scheme == "amqps";
+    let Some(userinfo) = userinfo else {
+        return amqp.then(|| {
+            "has no credentials, so it logs in as RabbitMQ's default `guest` account".to_string()
+        });
+    };
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) => (percent_decode(user), percent_decode(password)),
+        // MongoDB's X.509 and Kerberos logins name a user and no password.
+        None if !amqp => return None,
+        None => (percent_decode(userinfo), String::new()),
+    };
+    if password.ends_with("-dev-only") {
+        Some(format!(
+            "uses the development password `{password}`, published in this repository"
+        ))
+    } else if password.is_empty() {
+        Some(format!("gives the user `{user}` an empty password"))
+    } else if amqp && user == "guest" && password == "guest" {
+        Some("uses RabbitMQ's default `guest` account".to_string())
+    } else {
+        None
+    }
+}
+
+/// `%XX` escapes of a URI's user information decoded; anything malformed kept as written.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Where an HTTP server listens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -496,5 +582,50 @@ mod tests {
             .expect_err("a stale default is refused")
             .to_string();
         assert!(error.contains("path"), "{error}");
+    }
+    fn refused(uri: &str) -> Option<String> {
+        let secret = SecretString::from(uri.to_string());
+        Profile::Production
+            .refuse_development_credentials(&[("amqp.uri", &secret)])
+            .err()
+            .map(|error| error.to_string())
+    }
+
+    #[test]
+    fn production_refuses_published_empty_and_guest_passwords_naming_the_setting() {
+        for uri in [
+            "amqp://chat-gateway:gateway-dev-only@rabbitmq:5672/%2f",
+            "amqp://chat-gateway:gateway%2Ddev-only@rabbitmq:5672/%2f",
+            "mongodb://chat:chat-dev-only@mongo:27017/?authSource=admin",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqp://127.0.0.1:5672/%2f",
+            "amqps://chat-gateway:@broker.example:5671/%2f",
+            "mongodb://chat:@mongo:27017",
+        ] {
+            let error = refused(uri).unwrap_or_else(|| panic!("{uri} is refused"));
+            assert!(error.contains("`amqp.uri`"), "{error}");
+        }
+        let error = refused("amqp://a:history-dev-only@h/").expect("refused");
+        assert!(error.contains("history-dev-only"), "{error}");
+    }
+
+    #[test]
+    fn production_accepts_passwords_of_the_installation_and_development_accepts_anything() {
+        for uri in [
+            "amqp://chat-gateway:5f2b9c0e7d@rabbitmq:5672/%2f",
+            "amqps://guest:a-real-one@broker.example/%2f",
+            "mongodb://chat:s3cret@mongo-0,mongo-1:27017/?replicaSet=rs0",
+            "mongodb://127.0.0.1:27017",
+            "mongodb://CN=gateway@mongo:27017/?authMechanism=MONGODB-X509&tls=true",
+            "mongodb+srv://cluster0.example.net/?authMechanism=MONGODB-X509",
+        ] {
+            assert_eq!(refused(uri), None, "{uri}");
+        }
+        let dev = SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+        assert!(
+            Profile::Development
+                .refuse_development_credentials(&[("amqp.uri", &dev)])
+                .is_ok()
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! history-service settings: `config/default.toml`, then `HISTORY_CONFIG_FILE`, then
-//! `HISTORY__*` environment variables.
+//! `HISTORY__*` environment variables. A key none of them has, or (under
+//! `APP_ENVIRONMENT=production`) a development password, stops the service at start.
 
-use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
@@ -104,8 +105,14 @@ impl From<&PageSettings> for Limits {
 
 impl Settings {
     pub fn load() -> anyhow::Result<Self> {
-        common::settings::Layout::new(include_str!("../config/default.toml"), "HISTORY")
-            .optional(&["amqp.queue_expires_ms"])
-            .load()
+        let settings: Settings =
+            common::settings::Layout::new(include_str!("../config/default.toml"), "HISTORY")
+                .optional(&["amqp.queue_expires_ms"])
+                .load()?;
+        Profile::from_env()?.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
+        Ok(settings)
     }
 }

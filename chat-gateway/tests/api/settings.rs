@@ -23,3 +23,38 @@ fn a_misspelt_key_in_the_settings_file_stops_the_service_naming_it() {
     assert!(output.contains(&file), "{output}");
     assert!(output.contains("did you mean `amqp.uri`?"), "{output}");
 }
+
+#[test]
+fn production_refuses_the_development_broker_and_database_passwords() {
+    let output = refused_at_start(
+        BIN,
+        &[
+            ("APP_ENVIRONMENT", "production"),
+            (
+                "GATEWAY__AMQP__URI",
+                "amqp://chat-gateway:gateway-dev-only@127.0.0.1:5672/%2f",
+            ),
+            (
+                "GATEWAY__MONGODB__URI",
+                "mongodb://chat:chat-dev-only@127.0.0.1:27017/?authSource=admin",
+            ),
+        ],
+    );
+    assert!(
+        output.contains("`amqp.uri` uses the development password `gateway-dev-only`"),
+        "{output}"
+    );
+    assert!(
+        output.contains("`mongodb.uri` uses the development password `chat-dev-only`"),
+        "{output}"
+    );
+}
+
+#[test]
+fn production_refuses_the_default_broker_account() {
+    let output = refused_at_start(BIN, &[("APP_ENVIRONMENT", "production")]);
+    assert!(
+        output.contains("`amqp.uri` uses RabbitMQ's default `guest` account"),
+        "{output}"
+    );
+}

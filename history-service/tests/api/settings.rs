@@ -29,3 +29,38 @@ fn a_misspelt_key_in_the_settings_file_stops_the_service_naming_it() {
         "{output}"
     );
 }
+
+#[test]
+fn production_refuses_the_development_broker_and_database_passwords() {
+    let output = refused_at_start(
+        BIN,
+        &[
+            ("APP_ENVIRONMENT", "production"),
+            (
+                "HISTORY__AMQP__URI",
+                "amqp://chat-history:history-dev-only@127.0.0.1:5672/%2f",
+            ),
+            (
+                "HISTORY__MONGODB__URI",
+                "mongodb://chat:chat-dev-only@127.0.0.1:27017/?authSource=admin",
+            ),
+        ],
+    );
+    assert!(
+        output.contains("`amqp.uri` uses the development password `history-dev-only`"),
+        "{output}"
+    );
+    assert!(
+        output.contains("`mongodb.uri` uses the development password `chat-dev-only`"),
+        "{output}"
+    );
+}
+
+#[test]
+fn production_refuses_the_default_broker_account() {
+    let output = refused_at_start(BIN, &[("APP_ENVIRONMENT", "production")]);
+    assert!(
+        output.contains("`amqp.uri` uses RabbitMQ's default `guest` account"),
+        "{output}"
+    );
+}
