@@ -98,9 +98,15 @@ impl BrokerProxy {
     /// Starts a proxy to the broker `settings` name.
     pub async fn start(settings: &crate::settings::AmqpSettings) -> Self {
         use secrecy::ExposeSecret;
+        Self::to_uri(settings.uri.expose_secret()).await
+    }
+
+    /// Starts a proxy to the host and port of `uri` (a broker's, or a database's such as
+    /// `mongodb://127.0.0.1:27017`); [`Self::uri`] is `uri` pointing at the proxy.
+    pub async fn to_uri(uri: &str) -> Self {
         use std::sync::atomic::Ordering;
 
-        let mut proxied = reqwest::Url::parse(settings.uri.expose_secret()).expect("a valid URI");
+        let mut proxied = reqwest::Url::parse(uri).expect("a valid URI");
         let target = format!(
             "{}:{}",
             proxied.host_str().expect("the URI names a host"),

@@ -1,6 +1,7 @@
 mod accounts;
 mod broker;
 mod deadlines;
+mod degraded;
 mod fanout;
 mod helpers;
 mod http;
