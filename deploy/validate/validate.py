@@ -765,6 +765,21 @@ class Schemas:
         return problems
 
 
+PROMETHEUS_ADAPTER_VALUES = ROOT / "deploy/monitoring/prometheus-adapter-values.yaml"
+
+
+def prometheus_adapter_metrics() -> set[str]:
+    """The metric names prometheus-adapter's custom rules expose (`name.as`)."""
+    values = yaml.safe_load(PROMETHEUS_ADAPTER_VALUES.read_text()) if PROMETHEUS_ADAPTER_VALUES.exists() else {}
+    rules = ((values or {}).get("rules") or {}).get("custom") or []
+    return {r["name"]["as"] for r in rules if (r.get("name") or {}).get("as")}
+
+
+def service_exports_metric(service: str, name: str) -> bool:
+    """Whether the service's source registers a metric of that name (a quoted literal)."""
+    return any(f'"{name}"' in f.read_text() for f in (ROOT / service / "src").rglob("*.rs"))
+
+
 def labels_match(selector: dict | None, labels: dict) -> bool:
     """A Service selector (plain map) or a LabelSelector with matchLabels; an empty one matches all."""
     if not selector:
@@ -888,10 +903,23 @@ def check_references(docs: list[dict], template_secrets: dict[str, set[str]], ov
     for target, h in hpas.items():
         if target not in dep_names:
             problems.append(f"HorizontalPodAutoscaler/{name_of(h)}: target Deployment {target!r} is not in the render")
+    adapter_metrics = prometheus_adapter_metrics()
     for d in deployments:
         n = name_of(d)
         if n in AUTOSCALED and n not in hpas:
             problems.append(f"Deployment/{n}: no HorizontalPodAutoscaler")
+        if n in hpas and "replicas" in d["spec"]:
+            problems.append(f"Deployment/{n}: sets replicas beside HorizontalPodAutoscaler/{name_of(hpas[n])}; "
+                            "every apply or GitOps sync would reset the count")
+        for metric in (hpas[n]["spec"].get("metrics") or []) if n in hpas else []:
+            if metric.get("type") != "Pods":
+                continue
+            name = metric["pods"]["metric"]["name"]
+            if name not in adapter_metrics:
+                problems.append(f"HorizontalPodAutoscaler/{name_of(hpas[n])}: Pods metric {name!r} is not exposed by a rule "
+                                f"of {PROMETHEUS_ADAPTER_VALUES.relative_to(ROOT)}")
+            if not service_exports_metric(n, name):
+                problems.append(f"HorizontalPodAutoscaler/{name_of(hpas[n])}: {n} exports no metric {name!r}")
         min_pods = hpas[n]["spec"].get("minReplicas", 1) if n in hpas else d["spec"].get("replicas", 1)
         pdbs = [p for p in by_kind(docs, "PodDisruptionBudget") if labels_match(p["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
         if len(pdbs) != 1:
