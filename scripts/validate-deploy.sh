@@ -6,7 +6,8 @@
 #   - kustomize and deploy-check, built from tools/deploy-check (Go modules pinned by
 #     its go.sum, fetched through the Go module proxy);
 #   - a Python venv with deploy/validate/requirements.txt (kubernetes-validate ships
-#     the Kubernetes JSON schemas inside the package).
+#     the Kubernetes JSON schemas inside the package);
+#   - promtool, when none is on the PATH, unpacked from the Debian package prometheus.
 # Later runs reuse them; each is rebuilt only when its pinned inputs change.
 #
 # Usage: scripts/validate-deploy.sh        (exit status non-zero when a check fails)
@@ -50,7 +51,30 @@ if [[ "$(cat "$tools/py.stamp" 2>/dev/null)" != "$py_stamp" || ! -x "$venv/bin/p
   echo "$py_stamp" > "$tools/py.stamp"
 fi
 
+# --- promtool ------------------------------------------------------------------------------
+# For the alert rules (check and unit tests). One on the PATH is used as it is; otherwise the
+# Debian package `prometheus` is downloaded (not installed: no server, no root for this step)
+# and promtool unpacked from it into $tools.
+promtool="$(command -v promtool || true)"
+if [[ -z "$promtool" ]]; then
+  promtool="$tools/prometheus/usr/bin/promtool"
+  if [[ ! -x "$promtool" ]]; then
+    log "unpacking promtool from the Debian package prometheus (first run only)"
+    download_dir="$(mktemp -d)"
+    fetch() { (cd "$download_dir" && apt-get download -q prometheus >/dev/null 2>&1); }
+    if ! fetch; then
+      # Fresh machines may have no package lists yet.
+      if [[ $EUID -eq 0 ]]; then apt-get update -q >/dev/null 2>&1 || true; else sudo -n apt-get update -q >/dev/null 2>&1 || true; fi
+      fetch || { log "could not download the Debian package prometheus (for promtool)"; exit 1; }
+    fi
+    rm -rf "$tools/prometheus"
+    dpkg-deb -x "$download_dir"/prometheus_*.deb "$tools/prometheus"
+    rm -rf "$download_dir"
+  fi
+fi
+
 # --- Checks -------------------------------------------------------------------------------
 exec "$venv/bin/python" "$root/deploy/validate/validate.py" \
   --kustomize "$tools/bin/kustomize" \
-  --deploy-check "$tools/bin/deploy-check"
+  --deploy-check "$tools/bin/deploy-check" \
+  --promtool "$promtool"

@@ -1,4 +1,6 @@
 //! auth-service settings: `config/default.toml`, then `AUTH_CONFIG_FILE`, then `AUTH__*`.
+//! A key none of them has, or (under `APP_ENVIRONMENT=production`) a development password,
+//! stops the service at start; the production signing-key rules are in [`crate::signing_key`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: ServerSettings,
     pub mongodb: MongoSettings,
@@ -28,6 +31,7 @@ fn default_profile() -> Profile {
 
 /// The listener plus what protects it from slow or lying clients.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address and body limit, shared in shape with the other services (`AUTH__HTTP__PORT`, …).
     #[serde(flatten)]
@@ -61,6 +65,7 @@ impl ServerSettings {
 
 /// The broker account events are published to, and how they wait for it.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthAmqpSettings {
     /// URI, exchange (the one every service shares) and set-up deadline.
     #[serde(flatten)]
@@ -75,6 +80,7 @@ pub struct AuthAmqpSettings {
 
 /// Who may disable and enable accounts.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// Usernames (compared case-folded) of the administrators. In the environment:
     /// `AUTH__ADMIN__USERNAMES=alice,bob`.
@@ -82,6 +88,7 @@ pub struct AdminSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JwtSettings {
     /// Ed25519 private key, PKCS#8 PEM. Required in production. Empty elsewhere: the key in
     /// [`Self::private_key_file`], generated there on first start.
@@ -105,6 +112,7 @@ pub struct JwtSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PasswordSettings {
     /// bcrypt work factor (4–31); 12 costs a couple of hundred milliseconds per hash.
     pub bcrypt_cost: u32,
@@ -117,6 +125,7 @@ pub struct PasswordSettings {
 /// Abuse limits. Each allows `N` attempts at once and one more every `window / N`, so a
 /// client that used them all waits a fraction of the window, not all of it.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSettings {
     /// `false` turns every limit off (benchmarks); a warning is logged at start.
     pub enabled: bool,
@@ -158,6 +167,10 @@ impl Settings {
             Self::LIST_KEYS,
         )?;
         settings.profile = Profile::from_env()?;
+        settings.profile.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
         Ok(settings)
     }
 }

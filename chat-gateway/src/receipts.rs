@@ -157,18 +157,6 @@ impl Receipts {
             }
         }
     }
-
-    /// Whether MongoDB answers (readiness).
-    pub async fn ping(&self) -> bool {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                self.receipts.find_one(doc! {"_id": "health-check"})
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    }
 }
 
 /// Writes reservations in batches until every sender is gone.

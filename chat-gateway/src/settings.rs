@@ -1,11 +1,13 @@
 //! chat-gateway settings: `config/default.toml`, then `GATEWAY_CONFIG_FILE`, then
-//! `GATEWAY__*` environment variables.
+//! `GATEWAY__*` environment variables. A key none of them has, or (under
+//! `APP_ENVIRONMENT=production`) a development password, stops the gateway at start.
 
-use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub amqp: GatewayAmqpSettings,
@@ -21,6 +23,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewayAmqpSettings {
     #[serde(flatten)]
     pub connection: AmqpSettings,
@@ -30,11 +33,13 @@ pub struct GatewayAmqpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReceiptSettings {
     pub retention_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HistorySettings {
     pub url: String,
     pub recent_on_join: u32,
@@ -50,6 +55,7 @@ pub struct HistorySettings {
 
 /// Room authorization and read markers (see [`crate::membership`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoomSettings {
     /// How long an allowed join is trusted for the user's `send`, `typing` and later joins
     /// of the room before history-service is asked again.
@@ -63,16 +69,19 @@ pub struct RoomSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecuritySettings {
     pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebSettings {
     pub dir: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub outbound_queue: usize,
     pub socket_send_buffer_bytes: usize,
@@ -104,6 +113,10 @@ impl Settings {
             settings.limits.ping_interval_secs > 0 && settings.limits.idle_timeout_secs > 0,
             "limits.ping_interval_secs and limits.idle_timeout_secs must be at least 1"
         );
+        Profile::from_env()?.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
         if settings.amqp.instance_id.is_empty() {
             settings.amqp.instance_id =
                 format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());

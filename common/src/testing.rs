@@ -98,9 +98,15 @@ impl BrokerProxy {
     /// Starts a proxy to the broker `settings` name.
     pub async fn start(settings: &crate::settings::AmqpSettings) -> Self {
         use secrecy::ExposeSecret;
+        Self::to_uri(settings.uri.expose_secret()).await
+    }
+
+    /// Starts a proxy to the host and port of `uri` (a broker's, or a database's such as
+    /// `mongodb://127.0.0.1:27017`); [`Self::uri`] is `uri` pointing at the proxy.
+    pub async fn to_uri(uri: &str) -> Self {
         use std::sync::atomic::Ordering;
 
-        let mut proxied = reqwest::Url::parse(settings.uri.expose_secret()).expect("a valid URI");
+        let mut proxied = reqwest::Url::parse(uri).expect("a valid URI");
         let target = format!(
             "{}:{}",
             proxied.host_str().expect("the URI names a host"),
@@ -264,4 +270,46 @@ pub async fn publish_event(
         .await
         .expect("confirmed");
     let _ = connection.close(200, "done".into()).await;
+}
+
+/// Runs a service binary (`env!("CARGO_BIN_EXE_<name>")`) with only `env` in its environment
+/// and returns what it printed, once it has exited unsuccessfully. Panics if it exits with
+/// success or still runs after 30 s: for tests of what a service refuses at start (the refusal
+/// takes milliseconds; 30 s is a generous bound for a loaded machine).
+pub fn refused_at_start(bin: &str, env: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(bin)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the service binary starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the service") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{bin} with {env:?} was still running after 30 s instead of refusing to start");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut output).ok();
+    }
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut output).ok();
+    }
+    assert!(
+        !status.success(),
+        "{bin} with {env:?} exited successfully: {output}"
+    );
+    output
 }

@@ -83,6 +83,7 @@ fn default_leeway() -> u64 {
 
 /// Where a service finds auth-service and what its tokens must say (`<PREFIX>__AUTH__*`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthServerSettings {
     /// Base URL of auth-service; its `/.well-known/jwks.json` holds the verification keys.
     pub url: String,

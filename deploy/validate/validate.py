@@ -12,6 +12,7 @@ exit status is non-zero when any check failed.
 from __future__ import annotations
 
 import argparse
+import copy
 import ipaddress
 import json
 import os
@@ -765,6 +766,56 @@ class Schemas:
         return problems
 
 
+PROMETHEUS_ADAPTER_VALUES = ROOT / "deploy/monitoring/prometheus-adapter-values.yaml"
+
+
+def prometheus_adapter_metrics() -> set[str]:
+    """The metric names prometheus-adapter's custom rules expose (`name.as`)."""
+    values = yaml.safe_load(PROMETHEUS_ADAPTER_VALUES.read_text()) if PROMETHEUS_ADAPTER_VALUES.exists() else {}
+    rules = ((values or {}).get("rules") or {}).get("custom") or []
+    return {r["name"]["as"] for r in rules if (r.get("name") or {}).get("as")}
+
+
+def service_exports_metric(service: str, name: str) -> bool:
+    """Whether the service's source registers a metric of that name (a quoted literal)."""
+    return any(f'"{name}"' in f.read_text() for f in (ROOT / service / "src").rglob("*.rs"))
+
+
+# A metric name as the services write it: a string literal, possibly a format! template
+# (`"history_{name}_shed_total"`).
+METRIC_LITERAL = re.compile(r'"((?:gateway|history|auth|http)_[a-z0-9_{}]+)"')
+# Series a query reads from outside the services: Prometheus' own and kube-state-metrics'.
+EXTERNAL_METRICS = re.compile(r"^(up|kube_[a-z0-9_]+)$")
+
+
+@cache
+def exported_metric_patterns() -> list[re.Pattern]:
+    """Every metric name the three services (and common) register, as full-match patterns;
+    a histogram also exports `_bucket`, `_count` and `_sum` series."""
+    patterns = set()
+    for crate in [*SERVICES, "common"]:
+        for f in (ROOT / crate / "src").rglob("*.rs"):
+            for literal in METRIC_LITERAL.findall(f.read_text()):
+                patterns.add(re.sub(r"\\\{[a-z_]*\\\}", "[a-z0-9_]+", re.escape(literal)))
+    return [re.compile(f"{p}(_bucket|_count|_sum)?") for p in sorted(patterns)]
+
+
+def unknown_metrics(expr: str) -> list[str]:
+    """Metric names `expr` selects that no service exports and that are not external."""
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    # Label matchers and grouping clauses name labels, not metrics.
+    without_strings = re.sub(r"\{[^}]*\}", "{}", without_strings)
+    without_strings = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", without_strings)
+    names = set(re.findall(r"\b([a-z_:][a-z0-9_:]*)\s*(?=\{|\[|\)|$|\s*(?:[<>=!]=?|and|or|unless|/|\*|\+|-))", without_strings))
+    keywords = {"sum", "by", "rate", "histogram_quantile", "and", "or", "unless", "le", "without", "max", "min",
+                "avg", "count", "on", "ignoring", "bool", "offset", "irate", "increase", "clamp_min", "topk"}
+    return sorted(
+        n for n in names
+        if n not in keywords and not EXTERNAL_METRICS.match(n)
+        and not any(p.fullmatch(n) for p in exported_metric_patterns())
+    )
+
+
 def labels_match(selector: dict | None, labels: dict) -> bool:
     """A Service selector (plain map) or a LabelSelector with matchLabels; an empty one matches all."""
     if not selector:
@@ -888,10 +939,23 @@ def check_references(docs: list[dict], template_secrets: dict[str, set[str]], ov
     for target, h in hpas.items():
         if target not in dep_names:
             problems.append(f"HorizontalPodAutoscaler/{name_of(h)}: target Deployment {target!r} is not in the render")
+    adapter_metrics = prometheus_adapter_metrics()
     for d in deployments:
         n = name_of(d)
         if n in AUTOSCALED and n not in hpas:
             problems.append(f"Deployment/{n}: no HorizontalPodAutoscaler")
+        if n in hpas and "replicas" in d["spec"]:
+            problems.append(f"Deployment/{n}: sets replicas beside HorizontalPodAutoscaler/{name_of(hpas[n])}; "
+                            "every apply or GitOps sync would reset the count")
+        for metric in (hpas[n]["spec"].get("metrics") or []) if n in hpas else []:
+            if metric.get("type") != "Pods":
+                continue
+            name = metric["pods"]["metric"]["name"]
+            if name not in adapter_metrics:
+                problems.append(f"HorizontalPodAutoscaler/{name_of(hpas[n])}: Pods metric {name!r} is not exposed by a rule "
+                                f"of {PROMETHEUS_ADAPTER_VALUES.relative_to(ROOT)}")
+            if not service_exports_metric(n, name):
+                problems.append(f"HorizontalPodAutoscaler/{name_of(hpas[n])}: {n} exports no metric {name!r}")
         min_pods = hpas[n]["spec"].get("minReplicas", 1) if n in hpas else d["spec"].get("replicas", 1)
         pdbs = [p for p in by_kind(docs, "PodDisruptionBudget") if labels_match(p["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
         if len(pdbs) != 1:
@@ -1412,10 +1476,107 @@ def check_docs(report: Report) -> None:
                   "the service's config/default.toml", check_setting_names_in_text())
 
 
+MONITORING = ROOT / "deploy/k8s/monitoring"
+DASHBOARD = ROOT / "deploy/monitoring/grafana-dashboard.json"
+ALERT_TESTS = ROOT / "deploy/monitoring/alerts.test.yaml"
+
+
+def check_monitoring(report: Report, kustomize: str, promtool: str | None) -> None:
+    """The PodMonitor, the alert rules (promtool check + unit tests) and the dashboard."""
+    schemas = Schemas()
+    res = run([kustomize, "build", str(MONITORING)])
+    if not report.record("monitoring: deploy/k8s/monitoring renders", [res.stderr.strip()] if res.returncode else []):
+        return
+    docs = load_yaml_docs(res.stdout)
+    problems = []
+    for doc in docs:
+        problems += schemas.validate(doc)
+    report.record("monitoring: PodMonitor and PrometheusRule valid against deploy/validate/schemas", problems)
+
+    base = run([kustomize, "build", str(ROOT / "deploy/k8s/base")])
+    deployments = {name_of(d): d for d in by_kind(load_yaml_docs(base.stdout), "Deployment")}
+    problems = []
+    monitors = by_kind(docs, "PodMonitor")
+    for service in SERVICES:
+        pod = deployments[service]["spec"]["template"]
+        selected = [m for m in monitors if selector_matches(m["spec"]["selector"], pod["metadata"]["labels"])]
+        if not selected:
+            problems.append(f"no PodMonitor selects the pods of {service}")
+        ports = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports") or []}
+        for m in selected:
+            for endpoint in m["spec"]["podMetricsEndpoints"]:
+                if endpoint.get("port") not in ports:
+                    problems.append(f"PodMonitor/{name_of(m)}: {service} has no port named {endpoint.get('port')!r}")
+            job_label = m["spec"].get("jobLabel")
+            if job_label and pod["metadata"]["labels"].get(job_label) != service:
+                problems.append(f"PodMonitor/{name_of(m)}: job would be {pod['metadata']['labels'].get(job_label)!r}, "
+                                f"the rules and the dashboard expect {service!r}")
+    report.record("monitoring: the PodMonitor scrapes every service's metrics port, with the service's name as job",
+                  problems)
+
+    rules = by_kind(docs, "PrometheusRule")
+    exprs = [(r.get("alert") or r.get("record"), str(r["expr"]))
+             for doc in rules for g in doc["spec"]["groups"] for r in g["rules"]]
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard.get("panels") or []
+    problems = []
+    ids = [p.get("id") for p in panels]
+    if len(ids) != len(set(ids)):
+        problems.append("panel ids are not unique")
+    panel_exprs = [(p["title"], t["expr"]) for p in panels for t in p.get("targets") or []]
+    for title, expr in exprs + panel_exprs:
+        for name in unknown_metrics(expr):
+            problems.append(f"{title}: {name} is exported by no service")
+    report.record("monitoring: every metric the alert rules and the dashboard read is one the services export "
+                  "(or Prometheus' up, kube-state-metrics)", problems)
+
+    name = ("monitoring: `promtool check rules` and `promtool test rules` (deploy/monitoring/alerts.test.yaml) pass; "
+            "every dashboard query parses")
+    if promtool is None:
+        report.skip(name, "promtool is not installed")
+        return
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        groups = copy.deepcopy([g for doc in rules for g in doc["spec"]["groups"]])
+        for g in groups:
+            for r in g["rules"]:
+                (r.get("annotations") or {}).pop("description", None)
+        (Path(tmp) / "alerts.rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        shutil.copy(ALERT_TESTS, Path(tmp) / "alerts.test.yaml")
+        # The dashboard's queries, as recording rules: promtool parses each.
+        recorded = [{"record": f"dashboard:panel_{i}", "expr": e.replace("$__rate_interval", "5m")}
+                    for i, (_, e) in enumerate(panel_exprs)]
+        (Path(tmp) / "dashboard.rules.yaml").write_text(
+            yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}, sort_keys=False))
+        for cmd in (["check", "rules", "alerts.rules.yaml", "dashboard.rules.yaml"], ["test", "rules", "alerts.test.yaml"]):
+            res = run([promtool, *cmd], cwd=tmp)
+            if res.returncode != 0:
+                problems.append(f"promtool {' '.join(cmd)}:\n{(res.stdout + res.stderr).strip()}")
+    report.record(name, problems)
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against pod labels."""
+    if not labels_match({"matchLabels": selector.get("matchLabels") or {}}, labels):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        value, op = labels.get(e["key"]), e["operator"]
+        if op == "In" and value not in e.get("values", []):
+            return False
+        if op == "NotIn" and value in e.get("values", []):
+            return False
+        if op == "Exists" and value is None:
+            return False
+        if op == "DoesNotExist" and value is not None:
+            return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kustomize", required=True)
     parser.add_argument("--deploy-check", required=True)
+    parser.add_argument("--promtool", help="promtool, for the alert rules (skipped without it)")
     args = parser.parse_args()
 
     report = Report()
@@ -1425,6 +1586,8 @@ def main() -> int:
     check_dockerfile(report, args.deploy_check)
     print("== Kubernetes")
     check_kubernetes(report, args.kustomize)
+    print("== Monitoring")
+    check_monitoring(report, args.kustomize, args.promtool)
     print("== Settings named in the files and docs")
     check_docs(report)
 

@@ -1,11 +1,13 @@
 //! history-service settings: `config/default.toml`, then `HISTORY_CONFIG_FILE`, then
-//! `HISTORY__*` environment variables.
+//! `HISTORY__*` environment variables. A key none of them has, or (under
+//! `APP_ENVIRONMENT=production`) a development password, stops the service at start.
 
-use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings};
+use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
@@ -17,6 +19,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryAmqpSettings {
     #[serde(flatten)]
     pub connection: AmqpSettings,
@@ -33,6 +36,7 @@ pub struct HistoryAmqpSettings {
 /// Page sizes, and the limits that keep reads from queueing without bound (see
 /// [`crate::reads`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PageSettings {
     pub default_page: u32,
     pub max_page: u32,
@@ -53,6 +57,7 @@ pub struct PageSettings {
 
 /// Rooms, memberships and their routes (docs/rooms.md).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoomsSettings {
     /// A join of a room id that has no room creates it, public, owned by the joiner.
     pub create_on_join: bool,
@@ -82,6 +87,7 @@ pub struct RoomsSettings {
 
 /// One admission bound (see [`crate::reads`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_concurrent: u32,
     pub max_queued: u32,
@@ -104,6 +110,14 @@ impl From<&PageSettings> for Limits {
 
 impl Settings {
     pub fn load() -> anyhow::Result<Self> {
-        common::settings::load(include_str!("../config/default.toml"), "HISTORY")
+        let settings: Settings =
+            common::settings::Layout::new(include_str!("../config/default.toml"), "HISTORY")
+                .optional(&["amqp.queue_expires_ms"])
+                .load()?;
+        Profile::from_env()?.refuse_development_credentials(&[
+            ("amqp.uri", &settings.amqp.connection.uri),
+            ("mongodb.uri", &settings.mongodb.uri),
+        ])?;
+        Ok(settings)
     }
 }

@@ -4,8 +4,13 @@
 //	deploy-check compose  FILE [--env-file F]... [--require-env-file]
 //	    loads FILE with compose-go, the loader inside `docker compose`: schema,
 //	    interpolation, references to undefined services, volumes, networks,
-//	    secrets and configs, and env_file paths. Prints the resolved project as
-//	    JSON on stdout so the caller can make further assertions.
+//	    secrets and configs, and env_file paths. Then checks the images: no image
+//	    is built by more than one service (two builds of one tag collide under
+//	    the containerd image store and bake), a service that runs an image
+//	    another service builds never pulls it (pull_policy: never), and every
+//	    image pulled from a registry is pinned to a full version (x.y.z) or a
+//	    digest. Prints the resolved project as JSON on stdout so the caller can
+//	    make further assertions.
 //	deploy-check dockerfile FILE [--allow-env NAME]...
 //	    runs BuildKit's Dockerfile checks (the rules behind `docker build --check`)
 //	    on every stage. Base images are not fetched: each FROM image is given an
@@ -27,8 +32,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/client/llb/sourceresolver"
 	"github.com/moby/buildkit/frontend/dockerfile/dockerfile2llb"
@@ -93,12 +100,72 @@ func checkCompose(args []string) error {
 	if err != nil {
 		return err
 	}
+	if problems := imageProblems(project.Services); len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
 	out, err := project.MarshalJSON()
 	if err != nil {
 		return err
 	}
 	_, err = os.Stdout.Write(append(out, '\n'))
 	return err
+}
+
+// pinnedTag is a tag that names one release: x.y.z, optionally followed by a
+// variant (4.2.5-management).
+var pinnedTag = regexp.MustCompile(`^v?[0-9]+\.[0-9]+\.[0-9]+([-_.][A-Za-z0-9_.-]+)?$`)
+
+// imageProblems lists what is wrong with the services' images, in service
+// order: an image built by two services, a service that would try to pull an
+// image only this project builds, an image from a registry without a pinned
+// version.
+func imageProblems(services types.Services) []string {
+	names := make([]string, 0, len(services))
+	for name := range services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	builders := map[string][]string{}
+	for _, name := range names {
+		svc := services[name]
+		if svc.Build != nil && svc.Image != "" {
+			builders[svc.Image] = append(builders[svc.Image], name)
+		}
+	}
+	var problems []string
+	for _, name := range names {
+		svc := services[name]
+		switch {
+		case svc.Build != nil:
+			if others := builders[svc.Image]; len(others) > 1 && others[0] == name {
+				problems = append(problems, fmt.Sprintf("image %s is built by %d services (%s): build it in one and give the others `image:` and `pull_policy: never`",
+					svc.Image, len(others), strings.Join(others, ", ")))
+			}
+		case len(builders[svc.Image]) > 0:
+			if svc.PullPolicy != types.PullPolicyNever {
+				problems = append(problems, fmt.Sprintf("%s runs %s, which %s builds, without `pull_policy: never`: compose would try to pull it from a registry",
+					name, svc.Image, builders[svc.Image][0]))
+			}
+		default:
+			if !pinned(svc.Image) {
+				problems = append(problems, fmt.Sprintf("%s: image %q is not pinned to a release (x.y.z) or a digest", name, svc.Image))
+			}
+		}
+	}
+	return problems
+}
+
+// pinned reports whether image names one release: a digest, or a tag x.y.z.
+func pinned(image string) bool {
+	if strings.Contains(image, "@sha256:") {
+		return true
+	}
+	slash := strings.LastIndex(image, "/")
+	colon := strings.LastIndex(image, ":")
+	if colon <= slash {
+		return false
+	}
+	return pinnedTag.MatchString(image[colon+1:])
 }
 
 // emptyImages answers every base-image lookup with an empty linux/amd64 image,

@@ -5,6 +5,7 @@ mod key_rotation;
 mod limits;
 mod login;
 mod refresh;
+mod settings;
 mod signing_key;
 mod signup;
 mod users;

@@ -1,6 +1,7 @@
 mod accounts;
 mod broker;
 mod deadlines;
+mod degraded;
 mod fanout;
 mod helpers;
 mod http;
@@ -11,3 +12,4 @@ mod proxy;
 mod receipts;
 mod rooms;
 mod security;
+mod settings;

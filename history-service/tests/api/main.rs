@@ -4,3 +4,4 @@ mod history;
 mod load;
 mod room_list;
 mod rooms;
+mod settings;
