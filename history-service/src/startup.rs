@@ -22,7 +22,7 @@ use crate::doc_locks::DocLocks;
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
 use crate::reads::{self, ReadLimiter};
-use crate::rooms::cache::RoomCache;
+use crate::rooms::cache::{InboxCache, RoomCache};
 use crate::rooms::events::RoomEvents;
 use crate::rooms::lookups::{self, JoinLookups};
 use crate::rooms::rate_limit::CreationLimit;
@@ -61,6 +61,8 @@ pub struct Application {
     /// Reads again the room documents room lists keep serving ([`RoomCache`]); stops with
     /// `shutdown`.
     refresher: JoinHandle<()>,
+    /// Finishes its write sequences at shutdown.
+    room_store: RoomStore,
     shutdown: CancellationToken,
 }
 
@@ -78,6 +80,10 @@ impl Application {
         let db = client.database(&settings.mongodb.database);
         // Room documents read by room lists; both stores forget a room when they write it.
         let room_cache = Arc::new(RoomCache::new(
+            Duration::from_millis(settings.rooms.list_cache_ttl_ms),
+            settings.rooms.list_cache_rooms,
+        ));
+        let inbox_cache = Arc::new(InboxCache::new(
             Duration::from_millis(settings.rooms.list_cache_ttl_ms),
             settings.rooms.list_cache_rooms,
         ));
@@ -103,7 +109,7 @@ impl Application {
         );
         let rooms_db =
             mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);
-        let room_store = RoomStore::open(&rooms_db, room_cache, room_locks).await?;
+        let room_store = RoomStore::open(&rooms_db, (room_cache, inbox_cache), room_locks).await?;
 
         // Both listeners before the consumer starts, so that a port in use fails the start.
         let listener = TcpListener::bind(settings.http.address())
@@ -137,6 +143,7 @@ impl Application {
                     .await;
             }
         });
+        let closing_store = room_store.clone();
         let rooms = Rooms {
             store: room_store,
             lookups,
@@ -225,6 +232,7 @@ impl Application {
             publisher,
             join_reader,
             refresher,
+            room_store: closing_store,
             shutdown,
         })
     }
@@ -261,6 +269,9 @@ impl Application {
             if let Err(error) = task.await {
                 tracing::warn!(%error, "the {name} failed");
             }
+        }
+        if !self.room_store.close(Duration::from_secs(10)).await {
+            tracing::warn!("room writes did not finish within 10 s");
         }
         if tokio::time::timeout(Duration::from_secs(20), self.consumer)
             .await

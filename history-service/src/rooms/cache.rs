@@ -1,7 +1,8 @@
-//! Room documents recently read for room lists, so that `GET /api/rooms` of a user in many
-//! rooms reads only the rooms that changed instead of all of them on every call.
+//! Documents recently read for room lists and joins (room documents and users' inboxes), so
+//! that `GET /api/rooms` of a user in many rooms reads only what changed instead of all of it
+//! on every call.
 //!
-//! Every write of this instance to a room document forgets it (the room routes through
+//! Every write of this instance to a cached document forgets it (the room routes through
 //! [`crate::rooms::store::RoomStore`], the consumer after numbering a batch and moving
 //! `last_message`), so with one history-service instance a list is never stale. Documents
 //! changed by *another* instance's consumer or routes are seen once their entry is older than
@@ -23,15 +24,37 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::store::RoomDoc;
+use super::store::{InboxDoc, RoomDoc};
 
-struct Slot {
-    doc: Option<(Arc<RoomDoc>, Instant)>,
+/// A document kept by a [`DocCache`], known by its `_id`.
+pub trait Cached: Clone {
+    fn id(&self) -> &str;
+}
+
+impl Cached for RoomDoc {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Cached for InboxDoc {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Room documents, by room id.
+pub type RoomCache = DocCache<RoomDoc>;
+/// Users' inboxes, by user id.
+pub type InboxCache = DocCache<InboxDoc>;
+
+struct Slot<T> {
+    doc: Option<(Arc<T>, Instant)>,
     generation: u64,
 }
 
-pub struct RoomCache {
-    slots: Mutex<HashMap<String, Slot>>,
+pub struct DocCache<T> {
+    slots: Mutex<HashMap<String, Slot<T>>>,
     /// Rooms served past half their time to live, to read again (at most `capacity`).
     aging: Mutex<HashSet<String>>,
     /// Woken when `aging` gains a room.
@@ -48,7 +71,7 @@ pub struct Misses {
     generations: HashMap<String, u64>,
 }
 
-impl RoomCache {
+impl<T: Cached> DocCache<T> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
@@ -59,12 +82,12 @@ impl RoomCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The fresh documents of `ids` and the rest to read.
-    pub fn lookup(&self, ids: Vec<String>) -> (Vec<Arc<RoomDoc>>, Misses) {
+    pub fn lookup(&self, ids: Vec<String>) -> (Vec<Arc<T>>, Misses) {
         let now = Instant::now();
         let slots = self.lock();
         let mut hits = Vec::with_capacity(ids.len());
@@ -136,7 +159,7 @@ impl RoomCache {
     }
 
     /// Keeps the documents read for `misses`, unless their room was written since.
-    pub fn keep(&self, misses: &Misses, docs: &[RoomDoc]) -> Vec<Arc<RoomDoc>> {
+    pub fn keep(&self, misses: &Misses, docs: &[T]) -> Vec<Arc<T>> {
         let now = Instant::now();
         let mut slots = self.lock();
         if slots.len() + docs.len() > self.capacity {
@@ -152,8 +175,8 @@ impl RoomCache {
         docs.iter()
             .map(|doc| {
                 let doc = Arc::new(doc.clone());
-                let read_under = misses.generations.get(&doc.id).copied().unwrap_or(0);
-                let slot = slots.entry(doc.id.clone()).or_insert(Slot {
+                let read_under = misses.generations.get(doc.id()).copied().unwrap_or(0);
+                let slot = slots.entry(doc.id().to_string()).or_insert(Slot {
                     doc: None,
                     generation: 0,
                 });
@@ -165,7 +188,7 @@ impl RoomCache {
             .collect()
     }
 
-    /// Forgets `room`'s document: it was just written.
+    /// Forgets document `room`: it was just written.
     pub fn forget(&self, room: &str) {
         let mut slots = self.lock();
         if let Some(slot) = slots.get_mut(room) {

@@ -291,7 +291,7 @@ async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse
     let state = &state;
     within(&state.rooms.ops, |deadline| async move {
         let store = &state.rooms.store;
-        let inbox = store.inbox(caller.user.id.as_str()).await?;
+        let inbox = store.inbox_cached(caller.user.id.as_str()).await?;
         let ids: Vec<String> = inbox
             .rooms
             .iter()
@@ -531,6 +531,21 @@ async fn join(
             Some((user.id.as_str(), Some(entry))),
         );
         return Ok(HttpResponse::Ok().json(view));
+    }
+    if found.membership.is_none() {
+        // Refused whether or not the caller is banned (a private room's non-member learns
+        // nothing either way): answered without reading the ban.
+        let facts = |banned| Facts {
+            room: found.room.as_deref().and_then(RoomDoc::facts),
+            role: None,
+            banned,
+        };
+        let decision = policy::decide(action, facts(false));
+        if let Decision::Refuse(refusal) = decision
+            && decision == policy::decide(action, facts(true))
+        {
+            return Err(refusal.into());
+        }
     }
     within(&state.rooms.joins, |_| async move {
         let store = &state.rooms.store;

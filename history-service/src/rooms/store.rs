@@ -24,6 +24,7 @@
 //! the two leaves it off by one; nothing depends on it but the directory's order.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +37,9 @@ use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
-use super::cache::RoomCache;
+use super::cache::{InboxCache, RoomCache};
 use crate::doc_locks::DocLocks;
 use crate::reads::Deadline;
 use crate::rooms::policy::RoomFacts;
@@ -136,6 +138,9 @@ pub struct InboxEntry {
 /// `.` nor `$`, so they are safe field names).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct InboxDoc {
+    /// The user's id (empty in a document read with a projection that left it out).
+    #[serde(rename = "_id", default)]
+    pub id: String,
     #[serde(default)]
     pub rooms: HashMap<String, InboxEntry>,
 }
@@ -170,6 +175,20 @@ pub fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
+/// A write to one user's inbox in progress: holds their lock, and forgets their cached inbox
+/// when dropped (after the write).
+struct InboxWrite<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    cache: &'a InboxCache,
+    user: String,
+}
+
+impl Drop for InboxWrite<'_> {
+    fn drop(&mut self) {
+        self.cache.forget(&self.user);
+    }
+}
+
 #[derive(Clone)]
 pub struct RoomStore {
     /// Serializes this instance's writes to one user's inbox (see [`DocLocks`]).
@@ -177,12 +196,18 @@ pub struct RoomStore {
     /// Serializes this instance's writes to one room document, shared with the consumer's
     /// [`crate::message_store::MessageStore`] (see [`DocLocks`]).
     room_locks: Arc<DocLocks>,
-    /// Room documents of room lists; every write here forgets the room it changed.
+    /// Room documents of room lists and joins; every write here forgets the room it changed.
     cache: Arc<RoomCache>,
+    /// Inboxes of room lists; every write here forgets the inbox it changed.
+    inbox_cache: Arc<InboxCache>,
+    /// Write sequences running to their end (see [`RoomStore::complete`]), and their turns.
+    writes: TaskTracker,
+    write_turns: Arc<tokio::sync::Semaphore>,
     rooms: Collection<RoomDoc>,
     room_docs: Collection<Document>,
     memberships: Collection<MembershipDoc>,
     inboxes: Collection<Document>,
+    inbox_docs: Collection<InboxDoc>,
     bans: Collection<Document>,
 }
 
@@ -191,20 +216,26 @@ impl RoomStore {
     const LOOKUPS_MAX: usize = 16;
     /// Lookups by `_id` [`RoomStore::by_ids`] runs at once.
     pub const LOOKUPS_CONCURRENCY: usize = 4;
+    /// Write sequences [`RoomStore::complete`] runs at once.
+    pub const WRITES: usize = 16;
 
     pub async fn open(
         db: &Database,
-        cache: Arc<RoomCache>,
+        (cache, inbox_cache): (Arc<RoomCache>, Arc<InboxCache>),
         room_locks: Arc<DocLocks>,
     ) -> anyhow::Result<Self> {
         let store = Self {
             inbox_locks: Arc::default(),
             room_locks,
+            writes: TaskTracker::new(),
+            write_turns: Arc::new(tokio::sync::Semaphore::new(Self::WRITES)),
             cache,
+            inbox_cache,
             rooms: db.collection("rooms"),
             room_docs: db.collection("rooms"),
             memberships: db.collection("memberships"),
             inboxes: db.collection("inboxes"),
+            inbox_docs: db.collection("inboxes"),
             bans: db.collection("bans"),
         };
         // One index per call: FerretDB drops the connection when one call creates several.
@@ -234,9 +265,41 @@ impl RoomStore {
         Ok(store)
     }
 
-    /// Holds writes to `user`'s inbox (see [`RoomStore::inbox_locks`]).
-    async fn lock_inbox(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inbox_locks.lock(user).await
+    /// Runs a sequence of writes to its end even when its caller stops waiting (a request
+    /// past its deadline, a client gone): a membership written without its inbox entry and
+    /// member count would otherwise stay so, since doing the change again finds the membership
+    /// there. At most [`RoomStore::WRITES`] run at once; the others wait for a turn.
+    async fn complete<T: Send + 'static>(
+        &self,
+        writes: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let turn = Arc::clone(&self.write_turns)
+            .acquire_owned()
+            .await
+            .context("the store is closed")?;
+        let task = self.writes.spawn(async move {
+            let _turn = turn;
+            writes.await
+        });
+        task.await.context("a room write stopped")?
+    }
+
+    /// Waits (at most `patience`) for the writes [`RoomStore::complete`] runs.
+    pub async fn close(&self, patience: Duration) -> bool {
+        self.writes.close();
+        tokio::time::timeout(patience, self.writes.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Holds writes to `user`'s inbox (see [`RoomStore::inbox_locks`]) until the guard drops,
+    /// which also forgets the cached inbox.
+    async fn lock_inbox(&self, user: &str) -> InboxWrite<'_> {
+        InboxWrite {
+            _lock: self.inbox_locks.lock(user).await,
+            cache: &self.inbox_cache,
+            user: user.to_string(),
+        }
     }
 
     pub async fn room(&self, room: &str) -> anyhow::Result<Option<RoomDoc>> {
@@ -291,8 +354,23 @@ impl RoomStore {
             .context("reading an inbox")?;
         match found {
             Some(found) => bson::from_document(found).context("an unreadable inbox"),
-            None => Ok(InboxDoc::default()),
+            None => Ok(InboxDoc {
+                id: user.to_string(),
+                ..InboxDoc::default()
+            }),
         }
+    }
+
+    /// The user's inbox for room lists: from the cache (see [`InboxCache`]) when read
+    /// recently, else read (and kept).
+    pub async fn inbox_cached(&self, user: &str) -> anyhow::Result<Arc<InboxDoc>> {
+        let (hits, misses) = self.inbox_cache.lookup(vec![user.to_string()]);
+        if let Some(hit) = hits.into_iter().next() {
+            return Ok(hit);
+        }
+        let read = self.inbox(user).await?;
+        let kept = self.inbox_cache.keep(&misses, std::slice::from_ref(&read));
+        Ok(kept.into_iter().next().unwrap_or_else(|| Arc::new(read)))
     }
 
     /// Documents of `collection` by `_id`: one lookup each (`concurrency` at once) for a few
@@ -445,8 +523,8 @@ impl RoomStore {
             .context("reading rooms")
     }
 
-    /// Reads again the room documents the cache marks as aging (see [`RoomCache`]), up to
-    /// `batch` at a time and one batch per `pause`, until `shutdown`.
+    /// Reads again the room documents and inboxes the caches mark as aging (see
+    /// [`RoomCache`]), up to `batch` at a time and one batch per `pause`, until `shutdown`.
     pub async fn refresh_cached(
         &self,
         batch: usize,
@@ -454,29 +532,27 @@ impl RoomStore {
         timeout: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
+        let batch = batch.max(1);
         loop {
-            let aging = tokio::select! {
+            let deadline = Deadline::after(timeout);
+            let refreshed = tokio::select! {
                 () = shutdown.cancelled() => return,
-                aging = self.cache.aging(batch.max(1)) => aging,
+                aging = self.cache.aging(batch) => {
+                    self.by_ids(&self.rooms, aging.ids.clone(), None, deadline)
+                        .await
+                        .map(|docs| drop(self.cache.keep(&aging, &docs)))
+                }
+                aging = self.inbox_cache.aging(batch) => {
+                    self.by_ids(&self.inbox_docs, aging.ids.clone(), None, deadline)
+                        .await
+                        .map(|docs| drop(self.inbox_cache.keep(&aging, &docs)))
+                }
             };
-            let read = self
-                .by_ids(
-                    &self.rooms,
-                    aging.ids.clone(),
-                    None,
-                    Deadline::after(timeout),
-                )
-                .await;
-            match read {
-                Ok(docs) => {
-                    self.cache.keep(&aging, &docs);
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "refreshing cached rooms failed"
-                    );
-                }
+            if let Err(error) = refreshed {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "refreshing cached documents failed"
+                );
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -537,6 +613,17 @@ impl RoomStore {
     /// `false` when they were a member already (their inbox entry is written again if it
     /// went missing).
     pub async fn add_member(
+        &self,
+        room: &RoomDoc,
+        user: &UserRef,
+        role: Role,
+    ) -> anyhow::Result<(MembershipDoc, InboxEntry, bool)> {
+        let (store, room, user) = (self.clone(), room.clone(), user.clone());
+        self.complete(async move { store.write_member(&room, &user, role).await })
+            .await
+    }
+
+    async fn write_member(
         &self,
         room: &RoomDoc,
         user: &UserRef,
@@ -618,6 +705,12 @@ impl RoomStore {
 
     /// Removes `user` from `room`; `false` when they were not a member.
     pub async fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
+        let (store, room, user) = (self.clone(), room.to_string(), user.to_string());
+        self.complete(async move { store.delete_member(&room, &user).await })
+            .await
+    }
+
+    async fn delete_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
         let deleted = self
             .memberships
             .delete_one(doc! {"_id": membership_id(room, user)})
@@ -640,6 +733,12 @@ impl RoomStore {
     }
 
     pub async fn set_role(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
+        let (store, room, user) = (self.clone(), room.to_string(), user.to_string());
+        self.complete(async move { store.write_role(&room, &user, role).await })
+            .await
+    }
+
+    async fn write_role(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
         let role = bson::to_bson(&role)?;
         self.memberships
             .update_one(

@@ -85,11 +85,12 @@ async fn a_user_in_500_rooms_gets_all_of_them_most_recent_first() {
 async fn measure_room_lookups() {
     let app = spawn_app().await;
     let ids = fill_rooms(&app, "u-alice", 500).await;
-    let cache = std::sync::Arc::new(history_service::rooms::cache::RoomCache::new(
-        Duration::ZERO,
-        1,
-    ));
-    let store = RoomStore::open(&app.db, cache, Default::default())
+    use history_service::rooms::cache::{InboxCache, RoomCache};
+    let caches = (
+        std::sync::Arc::new(RoomCache::new(Duration::ZERO, 1)),
+        std::sync::Arc::new(InboxCache::new(Duration::ZERO, 1)),
+    );
+    let store = RoomStore::open(&app.db, caches, Default::default())
         .await
         .expect("store");
     let median = |mut runs: Vec<Duration>| {
