@@ -148,14 +148,17 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
     };
     const online = () => {
       tokens.wake();
-      client.reconnectNow();
+      client.setOnline(true);
     };
+    const offline = () => client.setOnline(false);
     document.addEventListener('visibilitychange', wake);
     window.addEventListener('online', online);
+    window.addEventListener('offline', offline);
     return () => {
       active = false;
       document.removeEventListener('visibilitychange', wake);
       window.removeEventListener('online', online);
+      window.removeEventListener('offline', offline);
       unsubscribe();
       client.stop();
       tokens.stop();

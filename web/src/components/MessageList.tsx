@@ -23,6 +23,8 @@ interface MessageListProps {
   meName: string;
   onLoadOlder: () => void;
   onRetry: (clientId: string) => void;
+  /** Asks again for the latest messages after that failed. */
+  onReloadLatest?: () => void;
 }
 
 /** How close to the top (px) the reader must scroll to load older messages. */
@@ -30,7 +32,7 @@ const LOAD_OLDER_THRESHOLD = 120;
 /** How close to the bottom (px) still counts as "at the bottom". */
 const STICK_THRESHOLD = 48;
 
-export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry }: MessageListProps) {
+export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest }: MessageListProps) {
   const scroller = useRef<HTMLDivElement>(null);
   const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null });
   const { messages, outbox, hasMore, loadingOlder } = room;
@@ -51,6 +53,8 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
   }, []);
 
   const firstId = messages[0]?.id ?? null;
+  // Nothing to show yet, and the server has not said the room is empty: still loading.
+  const loadingLatest = !room.historyLoaded && messages.length === 0 && outbox.length === 0;
   const lastOutbox = outbox[outbox.length - 1]?.clientId ?? null;
 
   useLayoutEffect(() => {
@@ -86,7 +90,7 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
       }}
       role="log"
       aria-label={`Messages in ${title ?? room.room}`}
-      aria-busy={loadingOlder}
+      aria-busy={loadingOlder || loadingLatest}
       tabIndex={0}
       data-testid="message-list"
     >
@@ -99,8 +103,21 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
           messages.length > 0 && <span className="muted">Beginning of the conversation</span>
         )}
       </div>
-      {messages.length === 0 && outbox.length === 0 && !hasMore && (
-        <p className="empty muted">No messages yet. Say hello!</p>
+      {loadingLatest &&
+        (room.error !== null && onReloadLatest !== undefined ? (
+          <p className="empty muted" data-testid="history-failed">
+            The conversation could not be loaded.{' '}
+            <button type="button" className="link" onClick={onReloadLatest}>
+              Try again
+            </button>
+          </p>
+        ) : (
+          <MessageSkeleton />
+        ))}
+      {room.historyLoaded && messages.length === 0 && outbox.length === 0 && !hasMore && (
+        <p className="empty muted" data-testid="room-empty">
+          No messages yet. Say hello!
+        </p>
       )}
       <ol className="message-items">
         {messages.map((m) => (
@@ -110,6 +127,21 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
           <OutgoingMessage key={o.clientId} entry={o} author={meName} connected={connected} onRetry={onRetry} />
         ))}
       </ol>
+    </div>
+  );
+}
+
+/** Grey placeholder lines where messages will appear, while the first page loads. */
+function MessageSkeleton() {
+  return (
+    <div className="skeleton" role="status" data-testid="messages-loading">
+      <span className="visually-hidden">Loading messages…</span>
+      {[0, 1, 2, 3].map((i) => (
+        <div key={i} className="skeleton-message" aria-hidden="true">
+          <span className="skeleton-line short" />
+          <span className={i % 2 === 0 ? 'skeleton-line' : 'skeleton-line medium'} />
+        </div>
+      ))}
     </div>
   );
 }
