@@ -116,7 +116,7 @@ describe('the stored session', () => {
       tokens: { accessToken: 'a', accessExpiresAt: now, accessLifetimeMs: 900_000, refreshToken: 'r', refreshExpiresAt: now },
     });
     expect(loadSession(now)).toBeNull();
-    window.sessionStorage.setItem('chat.session', JSON.stringify({ token: 'a', user, expiresAt: now + 1000 }));
+    window.localStorage.setItem('chat.session', JSON.stringify({ token: 'a', user, expiresAt: now + 1000 }));
     expect(loadSession(now)).toBeNull();
   });
 });

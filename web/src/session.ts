@@ -1,21 +1,25 @@
 /**
- * Where the signed-in user's tokens live.
+ * Where the signed-in user's tokens live: one session per browser, shared by its tabs.
  *
- * The session (user, access token, refresh token) is kept in
- * `sessionStorage`, not `localStorage`: it survives a reload of the tab (so a
- * reload keeps the conversation) but is dropped when the tab closes, and each
- * tab has its own sign-in, so two accounts can be used side by side. Keeping
- * the session per tab is also what makes refresh-token rotation safe: the
- * server treats two uses of one refresh token as theft and ends the session,
- * so two tabs must never hold the same refresh token. A tab whose
- * `sessionStorage` was copied from a live one (duplicating a tab does that)
- * is caught by `claimSession` in `tokens.ts`. A 30-day refresh token that
- * outlives the tab would also be one more thing for an injected script or the
- * next user of a shared computer to find.
+ * The session (user, access token, refresh token) is kept in `localStorage`,
+ * so every tab of the browser uses it: a new tab, a shared link opened in
+ * one, or a reload starts signed in, and logging in or out in one tab does so
+ * in all of them (`storage` events; see `App.tsx`). Refresh tokens are single
+ * use, and the server ends the session when one is presented twice (two tabs
+ * refreshing at once would do that), so a refresh holds the session's Web
+ * Lock, reads the stored tokens first and stores the new ones before letting
+ * go (`sharedTokenStore`, used by `TokenManager`): one refresh in flight across
+ * all tabs, and a tab that finds the tokens already refreshed takes them.
+ *
+ * Web Locks exist in secure contexts (HTTPS, localhost). Without them tabs
+ * still share the session, but two of them refreshing within the same moment
+ * would end it; each tab's refresh point is picked at random in a window, so
+ * that is rare, and the user then logs in again.
  *
  * The user's rooms are not kept here: the server lists them (`GET /api/rooms`).
  */
 import type { TokenPair, User } from './api';
+import type { TokenStore } from './tokens';
 
 /** What the client holds to stay signed in; times are epoch ms. */
 export interface Tokens {
@@ -46,11 +50,12 @@ export function tokensFromPair(pair: TokenPair, now = Date.now()): Tokens {
   };
 }
 
-const SESSION_KEY = 'chat.session';
+/** The `localStorage` key of the session; other tabs watch it through `storage` events. */
+export const SESSION_KEY = 'chat.session';
 
 function storage(): Storage | null {
   try {
-    return window.sessionStorage;
+    return window.localStorage;
   } catch {
     // Storage can be disabled by browser settings; the app then works without remembering.
     return null;
@@ -69,8 +74,20 @@ function isTokens(v: unknown): v is Tokens {
   );
 }
 
+/** A stored session as read from its JSON text (e.g. a `storage` event's value), if it can still be used. */
+export function parseSession(raw: string | null, now = Date.now()): Session | null {
+  if (raw === null) return null;
+  try {
+    const s = JSON.parse(raw) as Partial<Session>;
+    if (typeof s.id !== 'string' || typeof s.user?.id !== 'string' || !isTokens(s.tokens)) return null;
+    return s.tokens.refreshExpiresAt <= now ? null : (s as Session);
+  } catch {
+    return null;
+  }
+}
+
 /**
- * The tab's session, if it can still be used. An expired access token is
+ * The browser's session, if it can still be used. An expired access token is
  * fine (it is refreshed before use); an expired refresh token is not.
  */
 export function loadSession(now = Date.now()): Session | null {
@@ -98,4 +115,23 @@ export function saveSession(session: Session): void {
 
 export function clearSession(): void {
   storage()?.removeItem(SESSION_KEY);
+}
+
+/**
+ * The session's tokens as the tabs share them: stored in `localStorage`, refreshed under the
+ * session's Web Lock (see the top of this file).
+ */
+export function sharedTokenStore(
+  session: Pick<Session, 'id' | 'user'>,
+  locks: LockManager | undefined = typeof navigator === 'undefined' ? undefined : navigator.locks,
+): TokenStore {
+  return {
+    exclusive: <T,>(refresh: () => Promise<T>) =>
+      locks === undefined ? refresh() : (locks.request(`chat.refresh.${session.id}`, refresh) as Promise<T>),
+    read: () => {
+      const stored = loadSession();
+      return stored !== null && stored.id === session.id ? stored.tokens : null;
+    },
+    write: (tokens) => saveSession({ id: session.id, user: session.user, tokens }),
+  };
 }
