@@ -11,7 +11,8 @@
  * Service logs go to web/e2e/.artifacts/resilience/ (printed on failure).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -214,6 +215,21 @@ function roomIdOf(page) {
   return decodeURIComponent(m[1]);
 }
 
+/** A GET without decompression: the headers and the number of bytes on the wire. */
+function rawGet(url, acceptEncoding) {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { headers: { 'Accept-Encoding': acceptEncoding } }, (res) => {
+        let bytes = 0;
+        res.on('data', (chunk) => {
+          bytes += chunk.length;
+        });
+        res.on('end', () => resolve({ headers: res.headers, bytes }));
+      })
+      .on('error', reject);
+  });
+}
+
 // ---- the tests ----------------------------------------------------------------------
 
 describe('the web client with a slow or failing backend', { timeout: 900_000 }, () => {
@@ -345,6 +361,63 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     socket.silent = false;
     await banner.waitFor({ state: 'hidden', timeout: 30_000 });
     await benPage.locator(`[data-testid="member"][data-user="${ann.username}"][data-presence="online"]`).waitFor();
+  });
+
+  test('on a phone every control is at least 44 px to tap, and the window title counts unread messages', async () => {
+    const ann = await newUser('ann');
+    const ben = await newUser('ben');
+    const room = await createRoomByApi(ann, 'Pocket');
+    const addBen = await api('POST', `/api/rooms/${room}/members`, ann.token, { username: ben.username });
+    assert.ok(addBen.status === 200 || addBen.status === 201, `add ben: ${addBen.status}`);
+    const annPage = await signedIn(ann, `/r/${room}`);
+    await waitConnected(annPage);
+    const benPage = await newPage(await newContext({ width: 390, height: 844 }));
+    await benPage.goto(services.gateway.url);
+    await logIn(benPage, ben);
+    await waitConnected(benPage);
+    await benPage.getByTestId('sidebar').locator(`[data-room="${room}"]`).waitFor();
+    assert.equal(await benPage.title(), 'Chat');
+
+    await send(annPage, '#Pocket', 'one for the title');
+    await benPage.waitForFunction(() => document.title === '(1) Chat');
+
+    await benPage.getByTestId('sidebar').locator(`[data-room="${room}"]`).click();
+    await composer(benPage, '#Pocket').waitFor();
+    await expectMessage(benPage, 'one for the title');
+    await benPage.waitForFunction(() => document.title === 'Chat');
+    await composer(benPage, '#Pocket').fill('ready');
+    const small = await benPage.evaluate(() =>
+      [...document.querySelectorAll('button, a[href], select, input')]
+        .filter((el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden')
+        .map((el) => ({ el, box: el.getBoundingClientRect() }))
+        .filter(({ box }) => box.width > 0 && (box.height < 44 || box.width < 44))
+        .map(({ el, box }) => `${el.tagName} "${(el.textContent ?? '').trim().slice(0, 20)}" ${Math.round(box.width)}×${Math.round(box.height)}`),
+    );
+    assert.deepEqual(small, [], 'controls under 44 × 44 px');
+  });
+
+  test('the gateway serves the built client compressed as the request allows', async () => {
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(readFileSync(path.join(distDir, 'index.html'), 'utf8'))?.[1];
+    assert.ok(script !== undefined, 'the page names its script');
+    const plain = statSync(path.join(distDir, script)).size;
+    for (const [accept, encoding, suffix] of [
+      ['br, gzip', 'br', '.br'],
+      ['gzip', 'gzip', '.gz'],
+      ['identity', undefined, ''],
+    ]) {
+      const { headers, bytes } = await rawGet(`${services.gateway.url}${script}`, accept);
+      assert.equal(headers['content-encoding'], encoding, accept);
+      assert.equal(headers.vary, 'accept-encoding');
+      assert.match(headers['cache-control'], /immutable/);
+      assert.equal(bytes, statSync(path.join(distDir, `${script}${suffix}`)).size, `${accept}: the precompressed copy`);
+    }
+    assert.ok(statSync(path.join(distDir, `${script}.br`)).size < plain / 3, 'brotli saves more than two thirds');
+    // Chromium asks for it compressed and runs it.
+    const page = await newPage(await newContext());
+    const response = page.waitForResponse((r) => r.url().endsWith(script));
+    await page.goto(services.gateway.url);
+    assert.ok(['br', 'gzip'].includes((await response).headers()['content-encoding']));
+    await page.getByRole('heading', { name: 'Log in' }).waitFor();
   });
 
   test('a room link opened signed out lands in the room after logging in, in its path and its earlier fragment form', async () => {

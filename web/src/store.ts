@@ -400,6 +400,21 @@ export function displayName(view: RoomView): string {
   return view.name.length > 0 ? view.name : view.id;
 }
 
+/**
+ * The window title: the number of unread messages over all rooms and DMs first, so it shows
+ * on a background tab ("(3) Chat", "(99+) Chat").
+ */
+export function titleWithUnread(list: RoomListState, base = 'Chat'): string {
+  let total = 0;
+  let capped = false;
+  for (const view of Object.values(list.rooms)) {
+    total += view.unread ?? 0;
+    capped ||= view.unread_capped;
+  }
+  if (total === 0 && !capped) return base;
+  return `(${capped || total > 99 ? '99+' : total}) ${base}`;
+}
+
 /** The badge text: the exact count up to 99, "99+" beyond (or when the server stopped counting). */
 export function unreadBadge(view: RoomView): string | null {
   const n = view.unread ?? 0;

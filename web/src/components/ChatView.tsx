@@ -190,7 +190,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 {view?.archived === true ? (
                   <p className="room-notice muted">{REMOVAL_NOTICES.archived}</p>
                 ) : (
-                  <Composer room={name} sigil={sigil} onSend={onSend} onTyping={onTyping} />
+                  <Composer room={name} sigil={sigil} onSend={onSend} onTyping={onTyping} draftKey={room} />
                 )}
               </>
             )}

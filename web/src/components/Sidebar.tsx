@@ -3,11 +3,11 @@
  * unread badges and the last message of each; and the ways to find more
  * (browse public rooms, create one, message someone).
  */
-import { useSyncExternalStore } from 'react';
+import { useEffect, useSyncExternalStore } from 'react';
 import type { ChatClient } from '../connection';
 import type { RoomView } from '../protocol';
 import { linkTo, roomHref } from '../routes';
-import { displayName, sortedRooms, unreadBadge } from '../store';
+import { displayName, sortedRooms, titleWithUnread, unreadBadge } from '../store';
 
 interface SidebarProps {
   client: ChatClient;
@@ -21,6 +21,17 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
   const { list } = state;
   const rooms = sortedRooms(list, ['public', 'private']);
   const dms = sortedRooms(list, ['dm']);
+  // The unread count in the window title, for a tab in the background.
+  const title = titleWithUnread(list);
+  useEffect(() => {
+    document.title = title;
+  }, [title]);
+  useEffect(
+    () => () => {
+      document.title = titleWithUnread({ rooms: {}, loaded: false, error: null });
+    },
+    [],
+  );
   return (
     <nav className="sidebar" aria-label="Conversations" data-testid="sidebar">
       <div className="sidebar-actions">
