@@ -17,9 +17,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 import { controlWebSocket, startHistoryProxy } from './faults.mjs';
-import { distDir, killAllNow, sleep, startServices, webDir } from './services.mjs';
+import { distDir, killAllNow, repoDir, sleep, startServices, webDir } from './services.mjs';
 
 const artifactsDir = path.join(webDir, 'e2e', '.artifacts', 'resilience');
+const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const password = 'correct horse battery';
 
@@ -146,16 +147,17 @@ async function storedBodies(user, room) {
 
 // ---- pages ----------------------------------------------------------------------
 
-async function newContext(viewport = { width: 1280, height: 800 }) {
-  const context = await browser.newContext({ viewport });
+async function newContext(viewport = { width: 1280, height: 800 }, colorScheme = 'light') {
+  const context = await browser.newContext({ viewport, colorScheme });
   await context.exposeBinding('__reportCsp', (_source, text) => cspViolations.push(text));
   await context.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (e) => {
       window.__reportCsp?.(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`);
     });
-    // Records whether the page ever called a room empty, however briefly.
+    // Records whether the page ever called a room empty, or showed it loading, however briefly.
     new MutationObserver(() => {
       if (document.querySelector('[data-testid="room-empty"]') !== null) window.__sawEmpty = true;
+      if (document.querySelector('[data-testid="messages-loading"]') !== null) window.__sawLoading = true;
     }).observe(document, { childList: true, subtree: true });
   });
   return context;
@@ -305,10 +307,10 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     historyProxy.mode = 'slowReads';
     historyProxy.delayMs = 5_000;
     const cidPage = await signedIn(cid, `/r/${room}`);
-    await cidPage.getByTestId('messages-loading').waitFor();
     for (const body of bodies) await expectMessage(cidPage, body, 30_000);
-    await cidPage.getByTestId('messages-loading').waitFor({ state: 'detached' });
     assert.equal(await cidPage.evaluate(() => window.__sawEmpty === true), false, '"No messages yet" was never shown');
+    assert.equal(await cidPage.evaluate(() => window.__sawLoading === true), true, 'a loading skeleton was shown meanwhile');
+    await cidPage.getByTestId('messages-loading').waitFor({ state: 'detached' });
     assert.ok(
       historyProxy.seen.filter((s) => s === `GET /api/rooms/${room}/messages`).length >= 2,
       'the gateway read history, then the client asked the API',
@@ -336,7 +338,7 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     });
     await waitConnected(benPage);
     const annInBensList = benPage.locator(`[data-testid="member"][data-user="${ann.username}"]`);
-    await benPage.locator(`[data-testid="member"][data-user="${ann.username}"][data-presence="online"]`).waitFor();
+    await benPage.locator(`[data-testid="member"][data-user="${ann.username}"][data-online="true"]`).waitFor();
 
     // The browser reports the network gone: the banner says so at once, nobody is shown online.
     await benPage.context().setOffline(true);
@@ -394,6 +396,43 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
         .map(({ el, box }) => `${el.tagName} "${(el.textContent ?? '').trim().slice(0, 20)}" ${Math.round(box.width)}×${Math.round(box.height)}`),
     );
     assert.deepEqual(small, [], 'controls under 44 × 44 px');
+  });
+
+  test('a conversation with links, code and grouped messages, in dark mode on a desktop and a phone (screenshots)', async () => {
+    const ann = await newUser('ann');
+    const ben = await newUser('ben');
+    const room = await createRoomByApi(ann, 'Release');
+    const annPage = await signedIn(ann, `/r/${room}`);
+    await waitConnected(annPage);
+    const lines = [
+      'The **release notes** are up: https://example.com/notes',
+      'Run `npm run build` first, then:',
+      '```\ncargo build -p chat-gateway\n```',
+      '<script>alert(1)</script> stays text, and so does javascript:alert(1)',
+    ];
+    for (const body of lines) await send(annPage, '#Release', body);
+    // Stored, all four (their bodies are shown with markup, so they are counted rather than matched).
+    await annPage.locator('[data-testid="message"][data-status="sent"]').nth(lines.length - 1).waitFor();
+    const dark = async (viewport) => {
+      const page = await newPage(await newContext(viewport, 'dark'));
+      await page.goto(`${services.gateway.url}/r/${room}`);
+      await logIn(page, ben);
+      await waitConnected(page);
+      await page.getByRole('link', { name: 'https://example.com/notes' }).waitFor();
+      return page;
+    };
+    const desktop = await dark({ width: 1280, height: 800 });
+    const link = desktop.getByRole('link', { name: 'https://example.com/notes' });
+    assert.equal(await link.getAttribute('rel'), 'noopener noreferrer');
+    assert.equal(await desktop.locator('.message.grouped').count(), lines.length - 1, 'grouped under one name');
+    assert.equal(await desktop.locator('[data-testid="message-body"] a').count(), 1, 'one link, no javascript: link');
+    assert.equal(await desktop.locator('[data-testid="message-body"] script').count(), 0);
+    await desktop.locator('pre code').getByText('cargo build -p chat-gateway').waitFor();
+    await desktop.getByText('Beginning of the conversation').waitFor();
+    await desktop.screenshot({ path: path.join(screenshotDir, 'chat-dark-desktop.png') });
+    const phone = await dark({ width: 390, height: 844 });
+    await phone.getByText('Beginning of the conversation').waitFor();
+    await phone.screenshot({ path: path.join(screenshotDir, 'chat-dark-phone.png') });
   });
 
   test('the gateway serves the built client compressed as the request allows', async () => {

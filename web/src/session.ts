@@ -115,23 +115,94 @@ export function saveSession(session: Session): void {
 
 export function clearSession(): void {
   storage()?.removeItem(SESSION_KEY);
+  clearSharedSession();
 }
 
 /**
- * The session's tokens as the tabs share them: stored in `localStorage`, refreshed under the
- * session's Web Lock (see the top of this file).
+ * The session's tokens as the tabs share them (see the top of this file). `localStorage` tells
+ * the other tabs (its `storage` events) and gives a new tab the session, but a tab may read
+ * it a moment before another tab's write reaches it (browsers copy it into each tab's process
+ * and update the copies by messages). So the tokens are also written to IndexedDB, whose
+ * transactions every tab sees in order, before the refresh lock is let go, and read from
+ * there under the lock: the next tab to refresh always finds the newest refresh token.
  */
 export function sharedTokenStore(
   session: Pick<Session, 'id' | 'user'>,
   locks: LockManager | undefined = typeof navigator === 'undefined' ? undefined : navigator.locks,
+  db: IDBFactory | undefined = typeof indexedDB === 'undefined' ? undefined : indexedDB,
 ): TokenStore {
+  const mine = (stored: Session | null): Tokens | null => (stored !== null && stored.id === session.id ? stored.tokens : null);
   return {
     exclusive: <T,>(refresh: () => Promise<T>) =>
       locks === undefined ? refresh() : (locks.request(`chat.refresh.${session.id}`, refresh) as Promise<T>),
-    read: () => {
-      const stored = loadSession();
-      return stored !== null && stored.id === session.id ? stored.tokens : null;
+    read: async () => {
+      const local = loadSession();
+      if (local === null) return null; // Logged out (in this tab or another).
+      const durable = await idbGet(db).catch(() => null);
+      const shared = mine(parseSession(durable));
+      const current = mine(local);
+      if (shared === null) return current;
+      if (current === null) return shared;
+      // The one issued last wins.
+      return shared.accessExpiresAt > current.accessExpiresAt ? shared : current;
     },
-    write: (tokens) => saveSession({ id: session.id, user: session.user, tokens }),
+    write: async (tokens) => {
+      const value: Session = { id: session.id, user: session.user, tokens };
+      saveSession(value);
+      await idbPut(db, JSON.stringify(value)).catch(() => {});
+    },
   };
+}
+
+const IDB_NAME = 'chat';
+const IDB_STORE = 'session';
+const IDB_KEY = 'current';
+
+function idbOpen(db: IDBFactory | undefined): Promise<IDBDatabase> {
+  return new Promise((resolve, reject) => {
+    if (db === undefined) {
+      reject(new Error('no IndexedDB'));
+      return;
+    }
+    const request = db.open(IDB_NAME, 1);
+    request.onupgradeneeded = () => request.result.createObjectStore(IDB_STORE);
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error ?? new Error('IndexedDB open failed'));
+  });
+}
+
+async function idbGet(db: IDBFactory | undefined): Promise<string | null> {
+  const conn = await idbOpen(db);
+  try {
+    return await new Promise((resolve, reject) => {
+      const request = conn.transaction(IDB_STORE, 'readonly').objectStore(IDB_STORE).get(IDB_KEY);
+      request.onsuccess = () => resolve(typeof request.result === 'string' ? request.result : null);
+      request.onerror = () => reject(request.error ?? new Error('IndexedDB read failed'));
+    });
+  } finally {
+    conn.close();
+  }
+}
+
+/** Writes the session and resolves once the transaction is committed (visible to every tab). */
+async function idbPut(db: IDBFactory | undefined, value: string | null): Promise<void> {
+  const conn = await idbOpen(db);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const tx = conn.transaction(IDB_STORE, 'readwrite');
+      const store = tx.objectStore(IDB_STORE);
+      if (value === null) store.delete(IDB_KEY);
+      else store.put(value, IDB_KEY);
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error ?? new Error('IndexedDB write failed'));
+      tx.onabort = () => reject(tx.error ?? new Error('IndexedDB write aborted'));
+    });
+  } finally {
+    conn.close();
+  }
+}
+
+/** Forgets the IndexedDB copy of the session too (log-out); best effort. */
+export function clearSharedSession(db: IDBFactory | undefined = typeof indexedDB === 'undefined' ? undefined : indexedDB): void {
+  idbPut(db, null).catch(() => {});
 }

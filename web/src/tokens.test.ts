@@ -347,8 +347,8 @@ function sharedBrowser(initial: Tokens) {
       queue = run.catch(() => {});
       return run;
     },
-    read: () => stored,
-    write: (t) => {
+    read: async () => stored,
+    write: async (t) => {
       stored = t;
       writes.push(t);
     },
@@ -408,6 +408,23 @@ describe('a session shared by the tabs of a browser', () => {
     expect(presented).toEqual(['refresh-0', 'refresh-1']);
     expect(a.onEnded).not.toHaveBeenCalled();
     expect(b.onEnded).not.toHaveBeenCalled();
+  });
+
+  it('does not refresh again when tokens another tab refreshed arrived while it waited for the lock', async () => {
+    const expired = tokens(0, T0 - 3_600_000);
+    const browser = sharedBrowser(expired);
+    const refresh = vi.fn(async () => pair(1));
+    const b = tab(browser.store, refresh, expired);
+    // Another tab holds the lock, refreshes and stores; its `storage` event reaches this tab first.
+    let release!: () => void;
+    const held = browser.store.exclusive(() => new Promise<void>((r) => (release = r)));
+    const waiting = b.manager.refresh();
+    await browser.store.write(tokens(1));
+    b.manager.adopt(tokens(1));
+    release();
+    await held;
+    expect((await waiting).accessToken).toBe('access-1');
+    expect(refresh).not.toHaveBeenCalled();
   });
 
   it('takes tokens another tab stored, and schedules its own refresh from them', async () => {

@@ -34,9 +34,13 @@ export type SessionEnd = 'expired' | 'elsewhere';
 export interface TokenStore {
   /** Runs `refresh` while no other tab runs a refresh of the same session. */
   exclusive<T>(refresh: () => Promise<T>): Promise<T>;
-  /** The tokens as last stored by any tab; `null` once the session was ended (logged out). */
-  read(): Tokens | null;
-  write(tokens: Tokens): void;
+  /**
+   * The tokens as last stored by any tab; `null` once the session was ended (logged out).
+   * Called under the lock, it must see what the previous holder wrote.
+   */
+  read(): Promise<Tokens | null>;
+  /** Stores new tokens; resolves once other tabs will read them. */
+  write(tokens: Tokens): Promise<void>;
 }
 
 export interface TokenManagerOptions {
@@ -87,7 +91,7 @@ export class SessionEndedError extends Error {
 
 /** A store for a tab that shares nothing: no lock, nothing kept. */
 function soleTab(current: () => Tokens): TokenStore {
-  return { exclusive: (refresh) => refresh(), read: current, write: () => {} };
+  return { exclusive: (refresh) => refresh(), read: async () => current(), write: async () => {} };
 }
 
 export class TokenManager {
@@ -155,7 +159,9 @@ export class TokenManager {
    */
   refresh(): Promise<Tokens> {
     if (this.ended || !this.running) return Promise.reject(new SessionEndedError());
-    this.inflight ??= this.runRefresh().finally(() => {
+    // The token to replace: if another tab replaced it by the time this one holds the lock, that will do.
+    const replacing = this.tokens.accessToken;
+    this.inflight ??= this.runRefresh(replacing).finally(() => {
       this.inflight = null;
     });
     return this.inflight;
@@ -211,28 +217,30 @@ export class TokenManager {
     }
   }
 
-  private async runRefresh(): Promise<Tokens> {
+  private async runRefresh(replacing: string): Promise<Tokens> {
     this.clearTimer();
     try {
       return await this.store.exclusive(async () => {
         if (this.ended) throw new SessionEndedError();
-        const stored = this.store.read();
+        const stored = await this.store.read();
+        if (this.ended) throw new SessionEndedError();
         if (stored === null) {
           // Logged out in another tab.
           this.end('elsewhere');
           throw new SessionEndedError();
         }
         if (stored.refreshToken !== this.tokens.refreshToken && stored.accessExpiresAt >= this.tokens.accessExpiresAt) {
-          // Another tab refreshed: its refresh token is the one to present next, and its access token may do.
+          // Another tab refreshed: its refresh token is the one to present next.
           this.take(stored);
-          if (stored.accessExpiresAt - Date.now() > FRESH_ENOUGH_MS) return stored;
         }
+        // Replaced meanwhile (by another tab, here or through a `storage` event): no need to refresh again.
+        if (this.tokens.accessToken !== replacing && this.tokens.accessExpiresAt - Date.now() > FRESH_ENOUGH_MS) return this.tokens;
         const pair = await this.opts.refresh(this.tokens.refreshToken);
         // Stored even after a log-out started meanwhile: the log-out then presents the newest token.
         const fresh = tokensFromPair(pair, Date.now());
         this.tokens = fresh;
-        this.store.write(fresh);
         if (this.ended) throw new SessionEndedError();
+        await this.store.write(fresh);
         this.retryBackoff.reset();
         this.take(fresh);
         return fresh;

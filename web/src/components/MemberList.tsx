@@ -46,6 +46,8 @@ export function MemberList({ room, kind, myRole, online, live, presenceKnown = t
         if (!active) return;
         setMembers(page.members);
         setNextCursor(page.nextCursor);
+        // A list refused before the join made the user a member is loaded again then: the refusal no longer holds.
+        setProblem(null);
       },
       (e: unknown) => {
         // Without the list, the panel still shows who is online.

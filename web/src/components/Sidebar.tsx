@@ -58,6 +58,16 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
       <section>
         <h2>Rooms</h2>
         {rooms.length === 0 && list.loaded && <p className="muted sidebar-empty">You are not in any room yet.</p>}
+        {rooms.length === 0 && !list.loaded && list.error === null && (
+          <div className="skeleton" role="status" data-testid="rooms-loading">
+            <span className="visually-hidden">Loading your rooms…</span>
+            {[0, 1, 2].map((i) => (
+              <div key={i} className="skeleton-message" aria-hidden="true">
+                <span className={i === 1 ? 'skeleton-line medium' : 'skeleton-line'} />
+              </div>
+            ))}
+          </div>
+        )}
         <ul className="room-links">
           {rooms.map((r) => (
             <RoomLink key={r.id} view={r} current={current === r.id} meId={meId} />
