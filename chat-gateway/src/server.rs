@@ -39,9 +39,21 @@ pub fn router(state: ServerState, web_dir: &str) -> Router {
     let cors = cors_layer(&state.allowed_origins);
     let web_dir = web_dir.trim_end_matches('/');
     let index = format!("{web_dir}/index.html");
+    // The client's build writes a brotli (`.br`) and a gzip (`.gz`) copy beside each text file
+    // (web/vite.config.ts): a request whose Accept-Encoding allows one is answered with it, the
+    // others with the file itself; `response_headers` adds `Vary: Accept-Encoding`.
     // Hashed build assets are never answered with the SPA page: a missing one is a 404.
-    let assets = ServeDir::new(format!("{web_dir}/assets"));
-    let static_files = ServeDir::new(web_dir).fallback(ServeFile::new(index));
+    let assets = ServeDir::new(format!("{web_dir}/assets"))
+        .precompressed_br()
+        .precompressed_gzip();
+    let static_files = ServeDir::new(web_dir)
+        .precompressed_br()
+        .precompressed_gzip()
+        .fallback(
+            ServeFile::new(index)
+                .precompressed_br()
+                .precompressed_gzip(),
+        );
     Router::new()
         .route("/ws", get(upgrade))
         .route("/health/live", get(live))
@@ -110,8 +122,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// `nosniff` everywhere; on the web client's files also the page security headers and cache
-/// control (hashed build assets are immutable, everything else is revalidated).
+/// `nosniff` everywhere; on the web client's files also the page security headers, cache
+/// control (hashed build assets are immutable, everything else is revalidated) and
+/// `Vary: Accept-Encoding` (the same address is answered compressed or not), so that a
+/// shared cache keeps one copy per encoding.
 async fn response_headers(request: Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_string();
     let mut response = next.run(request).await;
@@ -132,6 +146,7 @@ async fn response_headers(request: Request, next: axum::middleware::Next) -> Res
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     let value = if path.starts_with("/assets/") && response.status().is_success() {
         "public, max-age=31536000, immutable"
     } else {

@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 
 export const webDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const repoDir = path.resolve(webDir, '..');
-export const distDir = path.join(webDir, 'dist');
+/** The built client the gateway serves; CHAT_WEB_DIST names another build (e.g. an earlier one, to compare). */
+export const distDir = process.env.CHAT_WEB_DIST ?? path.join(webDir, 'dist');
 const binDir = process.env.CHAT_BIN_DIR ?? path.join(repoDir, 'target', 'debug');
 /** The committed test-only signing key, named explicitly so no service creates a key file. */
 export const testOnlySigningKey = readFileSync(path.join(repoDir, 'auth-service', 'config', 'dev-only-signing-key.pem'), 'utf8');

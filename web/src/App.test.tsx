@@ -1,4 +1,4 @@
-import { render, screen } from '@testing-library/react';
+import { act, render, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { beforeEach, describe, expect, it, vi } from 'vitest';
 import { App, ENDED_NOTICE } from './App';
@@ -95,6 +95,26 @@ describe('App session handling', () => {
     expect(await screen.findByRole('heading', { name: 'Log in' })).toBeInTheDocument();
     await vi.waitFor(() => expect(requests(fetch)).toContainEqual(['/api/auth/logout', { refresh_token: 'r1' }]));
     expect(loadSession()).toBeNull();
+    expect(screen.queryByRole('status')).toBeNull();
+  });
+
+  it('signs in and out with the other tabs of the browser', async () => {
+    vi.stubGlobal('fetch', vi.fn(async () => jsonResponse(200, { user })));
+    render(<App />);
+    expect(await screen.findByRole('heading', { name: 'Log in' })).toBeInTheDocument();
+    // Another tab logs in: it stores the session, and this tab hears of it.
+    const session = storedSession(Date.now() + 900_000);
+    saveSession(session);
+    act(() => {
+      window.dispatchEvent(new StorageEvent('storage', { key: 'chat.session', newValue: JSON.stringify(session) }));
+    });
+    expect(await screen.findByTestId('current-user')).toHaveTextContent('alice');
+    // It logs out: this tab is signed out too, without a message.
+    window.localStorage.removeItem('chat.session');
+    act(() => {
+      window.dispatchEvent(new StorageEvent('storage', { key: 'chat.session', newValue: null }));
+    });
+    expect(await screen.findByRole('heading', { name: 'Log in' })).toBeInTheDocument();
     expect(screen.queryByRole('status')).toBeNull();
   });
 });

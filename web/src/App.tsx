@@ -18,15 +18,14 @@ import { Sidebar } from './components/Sidebar';
 import { SignupForm } from './components/SignupForm';
 import type { RoomView } from './protocol';
 import { linkTo, navigate, roomHref, useRoute } from './routes';
-import { clearSession, loadSession, saveSession, type Session } from './session';
-import { claimSession, TokenManager, type SessionEnd } from './tokens';
+import { clearSession, loadSession, parseSession, saveSession, SESSION_KEY, sharedTokenStore, type Session } from './session';
+import { TokenManager, type SessionEnd } from './tokens';
 
 export const ENDED_NOTICE = 'Your session has ended. Please log in again.';
-export const TAKEN_NOTICE =
-  'This tab was copied from another tab that is signed in. Each tab keeps its own session: log in to use this one.';
 
-function endNotice(why: SessionEnd): string {
-  return why === 'taken' ? TAKEN_NOTICE : ENDED_NOTICE;
+function endNotice(why: SessionEnd): string | null {
+  // Logged out in another tab: the user did it, nothing to explain.
+  return why === 'elsewhere' ? null : ENDED_NOTICE;
 }
 
 export function App() {
@@ -46,6 +45,22 @@ export function App() {
     clearSession();
     setNotice(why);
     setSession(null);
+  }, []);
+
+  // The tabs of the browser share the session: a log-in or log-out in another tab happens here too.
+  useEffect(() => {
+    const onStorage = (e: StorageEvent) => {
+      if (e.key !== SESSION_KEY && e.key !== null) return;
+      const next = parseSession(e.key === null ? null : e.newValue);
+      setSession((current) => {
+        if (next === null) return null;
+        // The same sign-in with new tokens: its `SignedIn` takes them (`TokenManager.adopt`).
+        return current !== null && current.id === next.id ? current : next;
+      });
+      if (next !== null) setNotice(null);
+    };
+    window.addEventListener('storage', onStorage);
+    return () => window.removeEventListener('storage', onStorage);
   }, []);
 
   if (session === null) {
@@ -88,7 +103,7 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
         tokens: session.tokens,
         refresh,
         logout,
-        claim: () => claimSession(session.id),
+        store: sharedTokenStore(session),
         onEnded: (why) => onSignOut(endNotice(why)),
       }),
   );
@@ -120,10 +135,14 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
 
   useEffect(() => {
     let active = true;
-    const unsubscribe = tokens.subscribe((fresh) => {
-      saveSession({ ...session, tokens: fresh });
-      client.authenticate(fresh.accessToken);
-    });
+    // New tokens, refreshed here (and stored by the token manager) or in another tab.
+    const unsubscribe = tokens.subscribe((fresh) => client.authenticate(fresh.accessToken));
+    const onStorage = (e: StorageEvent) => {
+      if (e.key !== SESSION_KEY) return;
+      const stored = parseSession(e.newValue);
+      if (stored !== null && stored.id === session.id) tokens.adopt(stored.tokens);
+    };
+    window.addEventListener('storage', onStorage);
     tokens.start();
     // An access token that expired while the tab was closed or asleep is renewed before connecting;
     // if the server cannot be reached, the client's own retries take over.
@@ -148,14 +167,18 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
     };
     const online = () => {
       tokens.wake();
-      client.reconnectNow();
+      client.setOnline(true);
     };
+    const offline = () => client.setOnline(false);
     document.addEventListener('visibilitychange', wake);
     window.addEventListener('online', online);
+    window.addEventListener('offline', offline);
     return () => {
       active = false;
       document.removeEventListener('visibilitychange', wake);
       window.removeEventListener('online', online);
+      window.removeEventListener('offline', offline);
+      window.removeEventListener('storage', onStorage);
       unsubscribe();
       client.stop();
       tokens.stop();

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, login, parseRetryAfter, refresh } from './api';
-import { describeAuthError, describeWait, signIn } from './auth';
+import { describeAuthError, describeWait, isValidEmail, signIn } from './auth';
 import { loadSession, saveSession } from './session';
 
 function jsonResponse(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -116,7 +116,18 @@ describe('the stored session', () => {
       tokens: { accessToken: 'a', accessExpiresAt: now, accessLifetimeMs: 900_000, refreshToken: 'r', refreshExpiresAt: now },
     });
     expect(loadSession(now)).toBeNull();
-    window.sessionStorage.setItem('chat.session', JSON.stringify({ token: 'a', user, expiresAt: now + 1000 }));
+    window.localStorage.setItem('chat.session', JSON.stringify({ token: 'a', user, expiresAt: now + 1000 }));
     expect(loadSession(now)).toBeNull();
+  });
+});
+
+describe('isValidEmail', () => {
+  it('accepts and refuses what the server does', () => {
+    for (const good of ['bob@example.com', ' Bob@Example.COM ', 'a.b-c@sub.example.org', 'ü@bücher.de']) {
+      expect(isValidEmail(good), good).toBe(true);
+    }
+    for (const bad of ['bob', 'bob@', '@x.com', 'bob@x', 'a@b', 'bo b@x.com', 'a@b@c.com', 'a@.x.com', 'a@x.com.', 'a@x..com', 'a@x_y.com', `${'a'.repeat(65)}@x.com`]) {
+      expect(isValidEmail(bad), bad).toBe(false);
+    }
   });
 });

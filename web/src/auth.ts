@@ -34,12 +34,38 @@ export interface FormProblem {
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{3,32}$/;
 
+/**
+ * The server's rule for an e-mail address (common/src/domain.rs `Email::parse`), so that the
+ * form says what the server would: trimmed, at most 254 bytes, no spaces or control
+ * characters, one `@` with 1–64 bytes before it, and a domain of letters, digits, dots and
+ * dashes with a dot inside (not first, not last, never two in a row).
+ */
+export function isValidEmail(raw: string): boolean {
+  const value = raw.trim().toLowerCase();
+  const bytes = (s: string) => new TextEncoder().encode(s).length;
+  if (bytes(value) > 254 || /[\s\p{Cc}]/u.test(value)) return false;
+  const at = value.indexOf('@');
+  if (at < 0) return false;
+  const local = value.slice(0, at);
+  const domain = value.slice(at + 1);
+  return (
+    local.length > 0 &&
+    bytes(local) <= 64 &&
+    !domain.includes('@') &&
+    domain.includes('.') &&
+    !domain.startsWith('.') &&
+    !domain.endsWith('.') &&
+    !domain.includes('..') &&
+    /^[\p{Alphabetic}\p{N}.-]+$/u.test(domain)
+  );
+}
+
 export function checkSignup(username: string, email: string, password: string): FieldErrors {
   const fields: FieldErrors = {};
   if (!USERNAME_PATTERN.test(username)) {
     fields.username = 'Use 3 to 32 letters, digits, dots, dashes or underscores.';
   }
-  if (!/^[^\s@]+@[^\s@]+$/.test(email)) fields.email = 'Enter an email address like name@example.com.';
+  if (!isValidEmail(email)) fields.email = 'Enter an email address like name@example.com.';
   const bytes = new TextEncoder().encode(password).length;
   if (bytes < 8) fields.password = 'Use at least 8 characters.';
   else if (bytes > 72) fields.password = 'Use at most 72 bytes (about 72 plain letters).';

@@ -54,6 +54,8 @@ function setup(
     fetchRooms?: () => Promise<RoomView[]>;
     joinsPerSecond?: number;
     maxBackgroundRooms?: number;
+    pingIntervalMs?: number;
+    pongTimeoutMs?: number;
   } = {},
 ) {
   const sockets: FakeSocket[] = [];
@@ -79,6 +81,9 @@ function setup(
     readDelayMs: 500,
     joinsPerSecond: options.joinsPerSecond ?? 10,
     maxBackgroundRooms: options.maxBackgroundRooms ?? 90,
+    // Long enough that tests which advance time by many seconds keep their socket.
+    pingIntervalMs: options.pingIntervalMs ?? 25_000,
+    pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
   });
   const latest = () => sockets[sockets.length - 1]!;
   return { client, sockets, latest, fetchHistory, onUnauthorized, token };
@@ -705,7 +710,9 @@ describe('ChatClient rooms', () => {
     expect(latest().framesOf('join')).toHaveLength(1);
     latest().receive({ type: 'error', code: 'unavailable', message: 'cannot be authorized right now', room: 'busy' });
     expect(client.getSnapshot().rooms.busy!.denied).toBeNull();
-    expect(client.getSnapshot().rooms.busy!.error).toMatch(/busy/);
+    // Not an error: the room says it is catching up, without the server's words.
+    expect(client.getSnapshot().rooms.busy!.error).toBeNull();
+    expect(client.getSnapshot().rooms.busy!.catchingUp).toBe(true);
     // The first retry comes within 1 s ± 20%, the second within 2 s ± 20% of the next refusal.
     vi.advanceTimersByTime(1_200);
     expect(latest().framesOf('join')).toHaveLength(2);
@@ -716,6 +723,7 @@ describe('ChatClient rooms', () => {
     expect(latest().framesOf('join')).toHaveLength(3);
     latest().receive({ type: 'joined', room: 'busy', members: [], messages: [] });
     expect(client.getSnapshot().rooms.busy!.joined).toBe(true);
+    expect(client.getSnapshot().rooms.busy!.catchingUp).toBe(false);
     // Joined: no more retries (within the ping interval, so the socket stays the same).
     vi.advanceTimersByTime(20_000);
     expect(sockets).toHaveLength(1);
@@ -756,5 +764,133 @@ describe('ChatClient rooms, background removal', () => {
     latest().receive({ type: 'removed', room: 'a', reason: 'banned' });
     expect(client.getSnapshot().rooms.a).toBeUndefined();
     expect(client.getSnapshot().list.rooms.a).toBeUndefined();
+  });
+});
+
+describe('ChatClient with a slow or failing backend', () => {
+  it('keeps a room on screen through a refused rejoin and sends what waited, each once, when the retried join is answered', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('01'), msg('02')] });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'r', since: '02' }]);
+    latest().receive({ type: 'error', code: 'unavailable', message: 'history is unavailable; retry the join', room: 'r' });
+    const r = client.getSnapshot().rooms.r!;
+    expect(r.messages.map((m) => m.id)).toEqual(['01', '02']);
+    expect(r.catchingUp).toBe(true);
+    expect(r.error).toBeNull();
+    client.send('r', 'one');
+    client.send('r', 'two');
+    // Not joined: nothing is written yet, and nothing fails for want of an ack.
+    expect(latest().framesOf('send')).toEqual([]);
+    vi.advanceTimersByTime(1_200);
+    latest().receive({ type: 'error', code: 'unavailable', message: 'history is unavailable; retry the join', room: 'r' });
+    expect(latest().framesOf('send')).toEqual([]);
+    vi.advanceTimersByTime(2_500);
+    expect(latest().framesOf('join')).toHaveLength(3);
+    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('03')] });
+    expect(latest().framesOf('send')).toEqual([
+      { type: 'send', room: 'r', client_id: 'c1', body: 'one' },
+      { type: 'send', room: 'r', client_id: 'c2', body: 'two' },
+    ]);
+    // A later join answer (e.g. a repeated one) writes nothing again.
+    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [] });
+    expect(latest().framesOf('send')).toHaveLength(2);
+    expect(client.getSnapshot().rooms.r!.outbox.map((o) => o.status)).toEqual(['pending', 'pending']);
+    expect(client.getSnapshot().rooms.r!.catchingUp).toBe(false);
+  });
+
+  it('does not call a room empty when its join came without history but the room view has a last message', async () => {
+    const page = { messages: [msg('01'), msg('02')], has_more: false };
+    const { client, latest, fetchHistory } = setup({ history: async () => page });
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({
+      type: 'joined',
+      room: 'r',
+      members: [me],
+      messages: [],
+      view: roomView('r', { last_message: { id: '02', author: bob, preview: 'body 02', sent_at: '2024-06-01T12:00:00Z' } }),
+    });
+    expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(false);
+    expect(fetchHistory).toHaveBeenCalledWith('r', { before: null }, 50);
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true));
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02']);
+  });
+
+  it('asks the history API when a join without history has no room view to tell', async () => {
+    const { client, latest, fetchHistory } = setup();
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    expect(fetchHistory).toHaveBeenCalledTimes(1);
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true));
+    expect(client.getSnapshot().rooms.r!.messages).toEqual([]);
+  });
+
+  it('takes an empty join as empty when the room view says there is no message', () => {
+    const { client, latest, fetchHistory } = setup();
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [], view: roomView('r') });
+    expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true);
+    expect(fetchHistory).not.toHaveBeenCalled();
+  });
+
+  it('keeps the room loading, with the error, when the history API fails too; a retry loads it', async () => {
+    let fail = true;
+    const { client, latest } = setup({
+      history: async () => {
+        if (fail) throw new ApiError(503, 'unavailable', 'history read shed');
+        return { messages: [msg('01')], has_more: false };
+      },
+    });
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.error).not.toBeNull());
+    expect(client.getSnapshot().rooms.r!.error).not.toMatch(/shed/);
+    expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(false);
+    fail = false;
+    client.reloadLatest('r');
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true));
+    expect(client.getSnapshot().rooms.r!.error).toBeNull();
+  });
+
+  it('gives the connection up when the browser goes offline, and reconnects at once when it is back', () => {
+    const { client, latest, sockets } = setup();
+    client.start();
+    client.open('r');
+    latest().open();
+    client.setOnline(false);
+    expect(sockets[0]!.closed).toBe(true);
+    expect(client.getSnapshot().connection).toMatchObject({ status: 'disconnected', offline: true });
+    client.setOnline(true);
+    expect(sockets).toHaveLength(2);
+    latest().open();
+    expect(client.getSnapshot().connection).toMatchObject({ status: 'open', offline: false });
+  });
+
+  it('finds a silent connection dead after a missed pong', () => {
+    const { client, latest, sockets } = setup({ pingIntervalMs: 5_000, pongTimeoutMs: 5_000 });
+    client.start();
+    latest().open();
+    vi.advanceTimersByTime(5_000);
+    expect(latest().framesOf('ping')).toHaveLength(1);
+    latest().receive({ type: 'pong' });
+    vi.advanceTimersByTime(5_000);
+    expect(latest().framesOf('ping')).toHaveLength(2);
+    // No answer: within the pong timeout the connection is given up.
+    vi.advanceTimersByTime(5_000);
+    expect(sockets[0]!.closed).toBe(true);
+    expect(client.getSnapshot().connection.status).toBe('disconnected');
   });
 });

@@ -27,6 +27,7 @@
  */
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
+import { apiErrorText, errorCodeText, sendErrorText } from './errors';
 import {
   encodeClientFrame,
   newClientId,
@@ -174,8 +175,10 @@ export class ChatClient {
     this.opts = {
       createSocket: (url) => new WebSocket(url),
       ackTimeoutMs: 10_000,
-      pingIntervalMs: 25_000,
-      pongTimeoutMs: 10_000,
+      // A dead connection (a half-open socket, a network that went away without the browser
+      // noticing) is found within about 10 s; a ping every 5 s is far below the frame rate limit.
+      pingIntervalMs: 5_000,
+      pongTimeoutMs: 5_000,
       typingThrottleMs: 2_500,
       historyPageSize: 50,
       newClientId,
@@ -239,6 +242,29 @@ export class ChatClient {
     if (this.stopped || this.socket !== null) return;
     this.clearReconnect();
     this.connect();
+  }
+
+  /**
+   * The browser says whether it has a network (`online`/`offline` events). Going offline
+   * gives the connection up at once rather than after the heartbeat's timeout, so the screen
+   * says so and presence is shown as unknown; reconnect attempts go on with backoff (the
+   * browser's idea of being offline can be wrong), and coming back online tries at once.
+   */
+  setOnline(online: boolean): void {
+    if (this.stopped) return;
+    this.dispatch({ type: 'network', online });
+    if (online) {
+      this.reconnectNow();
+      return;
+    }
+    const socket = this.socket;
+    if (socket === null) return;
+    this.socket = null;
+    detach(socket);
+    socket.close(1000, 'offline');
+    this.stopHeartbeat();
+    this.stopJoinPump();
+    this.scheduleReconnect(false);
   }
 
   /**
@@ -473,7 +499,7 @@ export class ChatClient {
         this.unauthorized();
         return;
       }
-      this.dispatch({ type: 'roomsFailed', error: `Could not load your rooms: ${errorText(e, 'no answer')}` });
+      this.dispatch({ type: 'roomsFailed', error: `Could not load your rooms. ${apiErrorText(e)}` });
       // Rejoin the rooms known from before rather than none.
       this.startJoinPump();
     }
@@ -542,7 +568,16 @@ export class ChatClient {
     }
   }
 
-  /** Loads the latest page of a room that was joined from its last known message only. */
+  /** Loads the latest page of a room again, after it failed (the view's retry). */
+  reloadLatest(room: string): void {
+    if (this.state.rooms[room]?.historyLoaded === false) void this.loadLatest(room);
+  }
+
+  /**
+   * Loads the latest page of a room whose `messages` do not reach back to its recent history:
+   * joined in the background from its last known message, or joined while the gateway's
+   * history read timed out.
+   */
   private async loadLatest(room: string): Promise<void> {
     if (this.loadingLatest.has(room)) return;
     this.loadingLatest.add(room);
@@ -554,7 +589,7 @@ export class ChatClient {
         this.unauthorized();
         return;
       }
-      this.dispatch({ type: 'roomError', room, error: errorText(e, 'Could not load the conversation') });
+      this.dispatch({ type: 'latestFailed', room, error: `Could not load the conversation. ${apiErrorText(e)}` });
     } finally {
       this.loadingLatest.delete(room);
     }
@@ -677,7 +712,7 @@ export class ChatClient {
         this.unauthorized();
         return;
       }
-      this.dispatch({ type: 'olderFailed', room, error: errorText(e, 'Could not load older messages') });
+      this.dispatch({ type: 'olderFailed', room, error: `Could not load older messages. ${apiErrorText(e)}` });
     }
   }
 
@@ -756,8 +791,7 @@ export class ChatClient {
         }
         if (event.client_id !== undefined) {
           this.clearAckTimer(event.client_id);
-          const text = event.code === 'unavailable' ? 'Chat is busy right now; retry in a moment' : event.message;
-          this.dispatch({ type: 'failed', clientId: event.client_id, error: text });
+          this.dispatch({ type: 'failed', clientId: event.client_id, error: sendErrorText(event.code) });
           return;
         }
         {
@@ -767,7 +801,7 @@ export class ChatClient {
             this.joinRefused(room, event.code, event.message);
           } else {
             for (const r of this.wanted) {
-              if (this.state.rooms[r]?.joined !== true) this.dispatch({ type: 'roomError', room: r, error: event.message });
+              if (this.state.rooms[r]?.joined !== true) this.dispatch({ type: 'roomError', room: r, error: errorCodeText(event.code) });
             }
           }
         }
@@ -795,13 +829,13 @@ export class ChatClient {
     }
     if (code === 'already_joined') return;
     if (code === 'unavailable' && this.wanted.has(room)) {
+      // Not an error to show: the room keeps what it shows, says it is catching up, and its
+      // waiting messages go out once the retried join is answered.
       this.retryJoin(room);
-      if (this.foreground.has(room)) {
-        this.dispatch({ type: 'roomError', room, error: 'Chat is busy right now; joining again in a moment' });
-      }
+      this.dispatch({ type: 'catchingUp', room });
       return;
     }
-    this.dispatch({ type: 'roomError', room, error: message });
+    this.dispatch({ type: 'roomError', room, error: errorCodeText(code) });
   }
 
   /**
@@ -881,8 +915,4 @@ function detach(socket: SocketLike): void {
   socket.onclose = null;
   socket.onmessage = null;
   socket.onerror = null;
-}
-
-function errorText(e: unknown, fallback: string): string {
-  return e instanceof Error && e.message.length > 0 ? e.message : fallback;
 }

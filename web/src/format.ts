@@ -17,6 +17,20 @@ export function formatSentAt(iso: string, now: Date = new Date()): string {
   return sameDay ? timeFormat.format(d) : dateTimeFormat.format(d);
 }
 
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' });
+const dayWithYearFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'long' });
+
+/** A day separator's words: "Today", "Yesterday", "Monday, June 3", or with the year when not this year. */
+export function formatDay(iso: string, now: Date = new Date()): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const startOf = (x: Date) => new Date(x.getFullYear(), x.getMonth(), x.getDate()).getTime();
+  const days = Math.round((startOf(now) - startOf(d)) / 86_400_000);
+  if (days === 0) return 'Today';
+  if (days === 1) return 'Yesterday';
+  return d.getFullYear() === now.getFullYear() ? dayFormat.format(d) : dayWithYearFormat.format(d);
+}
+
 /** The long form, for a tooltip. */
 export function formatFull(iso: string): string {
   const d = new Date(iso);

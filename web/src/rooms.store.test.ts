@@ -7,6 +7,7 @@ import {
   initialChatState,
   mergeView,
   sortedRooms,
+  titleWithUnread,
   unreadBadge,
   type ChatAction,
   type ChatState,
@@ -214,3 +215,13 @@ describe('room list: order and changes', () => {
 function loaded_(): ChatAction {
   return { type: 'roomsLoaded', rooms: [] };
 }
+
+describe('titleWithUnread', () => {
+  it('puts the unread total of every room first, up to 99+', () => {
+    const list = (...views: RoomView[]) => ({ rooms: Object.fromEntries(views.map((v) => [v.id, v])), loaded: true, error: null });
+    expect(titleWithUnread(list(view('a'), view('b')))).toBe('Chat');
+    expect(titleWithUnread(list(view('a', { unread: 2 }), view('b', { unread: 1 })))).toBe('(3) Chat');
+    expect(titleWithUnread(list(view('a', { unread: 60 }), view('b', { unread: 50 })))).toBe('(99+) Chat');
+    expect(titleWithUnread(list(view('a', { unread: 100, unread_capped: true })))).toBe('(99+) Chat');
+  });
+});

@@ -73,7 +73,7 @@ describe('chatReducer: rooms', () => {
   it('marks rooms as not joined while disconnected', () => {
     const s = run({ type: 'joined', room: 'r', members: [me], messages: [], me: me.id }, { type: 'disconnected', retryAt: 5 });
     expect(s.rooms.r!.joined).toBe(false);
-    expect(s.connection).toEqual({ status: 'disconnected', retryAt: 5, everOpened: false });
+    expect(s.connection).toEqual({ status: 'disconnected', retryAt: 5, everOpened: false, offline: false });
   });
 
   it('ignores events for rooms it is not in', () => {

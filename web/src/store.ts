@@ -65,6 +65,11 @@ export interface RoomState {
   removed: RemovalReason | null;
   /** The server refused to let the user in (`not_found`, `forbidden`, `banned`, `archived`). */
   denied: RoomDenial | null;
+  /**
+   * The server could not let the user (back) in right now (`unavailable`: history-service slow
+   * or down) and the join is being retried; what is on screen stays, marked as catching up.
+   */
+  catchingUp: boolean;
 }
 
 export interface RoomDenial {
@@ -89,6 +94,8 @@ export interface ConnectionState {
   retryAt: number | null;
   /** Whether a connection has ever been open; distinguishes first connect from reconnect. */
   everOpened: boolean;
+  /** The browser reported it has no network (`offline` event), until it reports `online` or a connection opens. */
+  offline: boolean;
 }
 
 export interface ChatState {
@@ -105,7 +112,7 @@ export interface ChatState {
 export const TYPING_TTL_MS = 5000;
 
 export const initialChatState: ChatState = {
-  connection: { status: 'connecting', retryAt: null, everOpened: false },
+  connection: { status: 'connecting', retryAt: null, everOpened: false, offline: false },
   rooms: {},
   list: { rooms: {}, loaded: false, error: null },
   viewing: null,
@@ -131,6 +138,7 @@ export function emptyRoom(room: string): RoomState {
     historyLoaded: false,
     removed: null,
     denied: null,
+    catchingUp: false,
   };
 }
 
@@ -176,6 +184,8 @@ export type ChatAction =
   | { type: 'connecting' }
   | { type: 'opened' }
   | { type: 'disconnected'; retryAt: number }
+  | { type: 'network'; online: boolean }
+  | { type: 'catchingUp'; room: string }
   | { type: 'stopped' }
   | { type: 'joinRequested'; room: string }
   | { type: 'left'; room: string }
@@ -195,6 +205,7 @@ export type ChatAction =
   | { type: 'roomError'; room: string; error: string }
   | { type: 'denied'; room: string; code: string; message: string }
   | { type: 'latestLoaded'; room: string; messages: WireMessage[]; hasMore: boolean }
+  | { type: 'latestFailed'; room: string; error: string }
   | { type: 'roomsLoaded'; rooms: RoomView[] }
   | { type: 'roomsFailed'; error: string }
   | { type: 'roomAdded'; room: RoomView }
@@ -389,6 +400,21 @@ export function displayName(view: RoomView): string {
   return view.name.length > 0 ? view.name : view.id;
 }
 
+/**
+ * The window title: the number of unread messages over all rooms and DMs first, so it shows
+ * on a background tab ("(3) Chat", "(99+) Chat").
+ */
+export function titleWithUnread(list: RoomListState, base = 'Chat'): string {
+  let total = 0;
+  let capped = false;
+  for (const view of Object.values(list.rooms)) {
+    total += view.unread ?? 0;
+    capped ||= view.unread_capped;
+  }
+  if (total === 0 && !capped) return base;
+  return `(${capped || total > 99 ? '99+' : total}) ${base}`;
+}
+
 /** The badge text: the exact count up to 99, "99+" beyond (or when the server stopped counting). */
 export function unreadBadge(view: RoomView): string | null {
   const n = view.unread ?? 0;
@@ -401,7 +427,13 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
     case 'connecting':
       return { ...state, connection: { ...state.connection, status: 'connecting', retryAt: null } };
     case 'opened':
-      return { ...state, connection: { status: 'open', retryAt: null, everOpened: true } };
+      return { ...state, connection: { status: 'open', retryAt: null, everOpened: true, offline: false } };
+    case 'network':
+      return state.connection.offline === !action.online
+        ? state
+        : { ...state, connection: { ...state.connection, offline: !action.online } };
+    case 'catchingUp':
+      return updateRoom(state, action.room, (r) => (r.catchingUp && r.error === null ? r : { ...r, catchingUp: true, error: null }));
     case 'disconnected':
       return updateAllRooms(
         { ...state, connection: { ...state.connection, status: 'disconnected', retryAt: action.retryAt } },
@@ -429,6 +461,10 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
         // A gateway that knows no rooms (no view, no room list): list the rooms joined in this session.
         withView = setListRoom(state, unknownRoom(action.room, action.members.length));
       }
+      // A fresh join without messages may only mean the gateway's history read timed out:
+      // the room counts as empty only when the server's room view says it has no message.
+      const known = action.view ?? state.list.rooms[action.room];
+      const saysEmpty = known != null && known.last_message === null;
       const next = updateRoom(withView, action.room, (r) => {
         const stored = storeMessages(r, action.messages, action.me);
         return {
@@ -437,8 +473,9 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
           error: null,
           removed: null,
           denied: null,
+          catchingUp: false,
           members: sortMembers(action.members),
-          historyLoaded: r.historyLoaded || action.fresh !== false,
+          historyLoaded: r.historyLoaded || (action.fresh !== false && (stored.messages.length > 0 || saysEmpty)),
           // Until the history API says otherwise, assume a non-empty room has older messages.
           hasMore: r.messages.length === 0 ? stored.messages.length > 0 : r.hasMore,
         };
@@ -512,6 +549,7 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
         ...r,
         joined: false,
         error: null,
+        catchingUp: false,
         denied: { code: action.code, message: action.message },
       }));
     case 'latestLoaded':
@@ -520,7 +558,10 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
         messages: mergeMessages(r.messages, action.messages),
         hasMore: action.hasMore,
         historyLoaded: true,
+        error: null,
       }));
+    case 'latestFailed':
+      return updateRoom(state, action.room, (r) => ({ ...r, error: action.error }));
     case 'roomsLoaded': {
       const rooms: Record<string, RoomView> = {};
       // Rooms missing from the answer were left or lost while the client was away.

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type TokenPair } from './api';
 import { Backoff } from './backoff';
 import type { Tokens } from './session';
-import { claimSession, refreshDueAt, SessionEndedError, TokenManager, type SessionClaim } from './tokens';
+import { refreshDueAt, SessionEndedError, TokenManager, type TokenStore } from './tokens';
 
 const T0 = Date.UTC(2024, 5, 1, 12, 0, 0);
 const TTL_S = 100;
@@ -38,7 +38,6 @@ interface SetupOptions {
   initial?: Tokens;
   random?: number;
   refresh?: (refreshToken: string) => Promise<TokenPair>;
-  claim?: () => Promise<SessionClaim>;
 }
 
 /** A manager whose server hands out access-1, access-2, … in turn, each living TTL_S seconds. */
@@ -52,7 +51,6 @@ function setup(options: SetupOptions = {}) {
     refresh,
     logout,
     onEnded,
-    claim: options.claim,
     random: () => options.random ?? 0,
     retryBackoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
   });
@@ -338,78 +336,117 @@ describe('TokenManager.logout', () => {
   });
 });
 
-describe('a session copied into a second tab', () => {
-  it('is given up without ever presenting its refresh token or revoking it', async () => {
-    const { manager, refresh, logout, onEnded } = setup({
-      initial: tokens(0, T0 - 3_600_000),
-      claim: async () => ({ owned: false, release: () => {} }),
-    });
-    manager.start();
-    await vi.advanceTimersByTimeAsync(0);
-    expect(onEnded).toHaveBeenCalledWith('taken');
-    await expect(manager.refresh()).rejects.toBeInstanceOf(SessionEndedError);
-    await manager.logout();
-    expect(refresh).not.toHaveBeenCalled();
-    expect(logout).not.toHaveBeenCalled();
-  });
-
-  it('does not refresh before it is known whether this tab owns the session', async () => {
-    const claim = deferred<SessionClaim>();
-    const { manager, refresh } = setup({ initial: tokens(0, T0 - 3_600_000), claim: () => claim.promise });
-    manager.start();
-    await vi.advanceTimersByTimeAsync(5_000);
-    expect(refresh).not.toHaveBeenCalled();
-    claim.resolve({ owned: true, release: () => {} });
-    await vi.advanceTimersByTimeAsync(0);
-    expect(refresh).toHaveBeenCalledTimes(1);
-  });
-});
-
-/** An in-memory stand-in for `navigator.locks` with the exclusive-lock behaviour the client relies on. */
-class FakeLocks {
-  private readonly held = new Map<string, Promise<unknown>>();
-
-  request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown>): Promise<unknown> {
-    const previous = this.held.get(name) ?? Promise.resolve();
-    let granted = false;
-    const aborted = new Promise<never>((_, reject) => {
-      options.signal?.addEventListener('abort', () => {
-        if (!granted) reject(new DOMException('aborted', 'AbortError'));
-      });
-    });
-    const run = Promise.race([previous.then(() => undefined), aborted]).then(() => {
-      granted = true;
-      return callback();
-    });
-    this.held.set(
-      name,
-      run.catch(() => previous),
-    );
-    return run;
-  }
+/** The browser's shared storage and Web Lock, as two tabs see them. */
+function sharedBrowser(initial: Tokens) {
+  let stored: Tokens | null = initial;
+  let queue: Promise<unknown> = Promise.resolve();
+  const writes: Tokens[] = [];
+  const store: TokenStore = {
+    exclusive: <T,>(fn: () => Promise<T>) => {
+      const run = queue.then(fn, fn);
+      queue = run.catch(() => {});
+      return run;
+    },
+    read: async () => stored,
+    write: async (t) => {
+      stored = t;
+      writes.push(t);
+    },
+  };
+  return {
+    store,
+    writes,
+    logOutElsewhere: () => {
+      stored = null;
+    },
+  };
 }
 
-describe('claimSession', () => {
-  it('gives the session to the first tab; a copy finds it taken until the first lets go', async () => {
-    const locks = new FakeLocks() as unknown as LockManager;
-    const first = await claimSession('s1', locks, 1000);
-    expect(first.owned).toBe(true);
+describe('a session shared by the tabs of a browser', () => {
+  function tab(store: TokenStore, refresh: (refreshToken: string) => Promise<TokenPair>, initial: Tokens) {
+    const onEnded = vi.fn();
+    const manager = new TokenManager({
+      tokens: initial,
+      refresh,
+      logout: async () => {},
+      onEnded,
+      store,
+      random: () => 0,
+      retryBackoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
+    });
+    const seen: string[] = [];
+    manager.subscribe((t) => seen.push(t.accessToken));
+    manager.start();
+    return { manager, onEnded, seen };
+  }
 
-    const copy = claimSession('s1', locks, 1000);
-    await vi.advanceTimersByTimeAsync(1000);
-    expect((await copy).owned).toBe(false);
-
-    const other = claimSession('s2', locks, 1000);
-    await vi.advanceTimersByTimeAsync(0);
-    expect((await other).owned).toBe(true);
-
-    const afterReload = claimSession('s1', locks, 1000);
-    first.release();
-    await vi.advanceTimersByTimeAsync(0);
-    expect((await afterReload).owned).toBe(true);
+  it('presents the refresh token once when two tabs refresh at the same moment; the second takes the stored tokens', async () => {
+    const expired = tokens(0, T0 - 3_600_000);
+    const browser = sharedBrowser(expired);
+    let issued = 0;
+    const presented: string[] = [];
+    const refresh = vi.fn(async (refreshToken: string) => {
+      presented.push(refreshToken);
+      await new Promise((r) => setTimeout(r, 100));
+      return pair(++issued);
+    });
+    const a = tab(browser.store, refresh, expired);
+    const b = tab(browser.store, refresh, expired);
+    const both = Promise.all([a.manager.refresh(), b.manager.refresh()]);
+    await vi.advanceTimersByTimeAsync(200);
+    const [ta, tb] = await both;
+    expect(presented).toEqual(['refresh-0']);
+    expect(ta.accessToken).toBe('access-1');
+    expect(tb.accessToken).toBe('access-1');
+    expect(b.seen).toEqual(['access-1']);
+    expect(browser.writes.map((t) => t.refreshToken)).toEqual(['refresh-1']);
+    // The next refresh, wherever it happens, presents the new refresh token.
+    vi.setSystemTime(T0 + TTL_S * 1000);
+    const next = b.manager.refresh();
+    await vi.advanceTimersByTimeAsync(200);
+    await next;
+    expect(presented).toEqual(['refresh-0', 'refresh-1']);
+    expect(a.onEnded).not.toHaveBeenCalled();
+    expect(b.onEnded).not.toHaveBeenCalled();
   });
 
-  it('assumes the tab is alone where Web Locks are missing (insecure pages)', async () => {
-    await expect(claimSession('s1', undefined)).resolves.toMatchObject({ owned: true });
+  it('does not refresh again when tokens another tab refreshed arrived while it waited for the lock', async () => {
+    const expired = tokens(0, T0 - 3_600_000);
+    const browser = sharedBrowser(expired);
+    const refresh = vi.fn(async () => pair(1));
+    const b = tab(browser.store, refresh, expired);
+    // Another tab holds the lock, refreshes and stores; its `storage` event reaches this tab first.
+    let release!: () => void;
+    const held = browser.store.exclusive(() => new Promise<void>((r) => (release = r)));
+    const waiting = b.manager.refresh();
+    await browser.store.write(tokens(1));
+    b.manager.adopt(tokens(1));
+    release();
+    await held;
+    expect((await waiting).accessToken).toBe('access-1');
+    expect(refresh).not.toHaveBeenCalled();
+  });
+
+  it('takes tokens another tab stored, and schedules its own refresh from them', async () => {
+    const browser = sharedBrowser(tokens(0));
+    const refresh = vi.fn(async () => pair(9));
+    const a = tab(browser.store, refresh, tokens(0));
+    a.manager.adopt(tokens(1, T0 + 10_000));
+    expect(a.manager.accessToken).toBe('access-1');
+    expect(a.seen).toEqual(['access-1']);
+    // The same or older tokens change nothing.
+    a.manager.adopt(tokens(1, T0 + 10_000));
+    a.manager.adopt(tokens(0));
+    expect(a.seen).toEqual(['access-1']);
+  });
+
+  it('ends without presenting anything when another tab logged out', async () => {
+    const browser = sharedBrowser(tokens(0));
+    const refresh = vi.fn(async () => pair(1));
+    const a = tab(browser.store, refresh, tokens(0));
+    browser.logOutElsewhere();
+    await expect(a.manager.refresh()).rejects.toBeInstanceOf(SessionEndedError);
+    expect(refresh).not.toHaveBeenCalled();
+    expect(a.onEnded).toHaveBeenCalledWith('elsewhere');
   });
 });

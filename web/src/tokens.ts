@@ -11,27 +11,36 @@
  * backoff.
  *
  * Refresh tokens are single use, and the server ends the session when one is
- * presented twice, even by two requests at the same moment. So refreshes
- * never overlap: callers share the one in flight, and a tab refreshes only
- * after `claimSession` showed that no other live tab holds the same tokens
- * (see `session.ts` for why each tab has its own session).
+ * presented twice, even by two requests at the same moment. The tabs of a
+ * browser share one session (see `session.ts`), so refreshes never overlap,
+ * within a tab or across tabs: callers in a tab share the one in flight, and a
+ * refresh runs under the session's `TokenStore` lock (a Web Lock), reading the
+ * stored tokens first: when another tab refreshed meanwhile, its tokens are
+ * taken as they are, without presenting the spent refresh token again. The new
+ * tokens are stored before the lock is let go, so the next tab finds them.
+ * Tokens another tab stored reach this one through `adopt`.
  *
- * Nothing here needs a browser: the HTTP calls and the tab lock are passed in,
- * and the tests drive it with fake timers.
+ * Nothing here needs a browser: the HTTP calls and the token store (with its
+ * lock) are passed in, and the tests drive it with fake timers.
  */
 import { ApiError, type TokenPair } from './api';
 import { Backoff } from './backoff';
 import { tokensFromPair, type Tokens } from './session';
 
-/** Why a session ended: the server refused it, or another live tab holds the same tokens. */
-export type SessionEnd = 'expired' | 'taken';
+/** Why a session ended: the server refused it, or it was ended in another tab (logged out there). */
+export type SessionEnd = 'expired' | 'elsewhere';
 
-/** The tab's hold on its session's tokens; see `claimSession`. */
-export interface SessionClaim {
-  /** False when another live tab already holds this session. */
-  readonly owned: boolean;
-  /** Lets the next tab claim the session (sign-out, leaving the page). */
-  release(): void;
+/** Where the session's tokens are shared with the browser's other tabs. */
+export interface TokenStore {
+  /** Runs `refresh` while no other tab runs a refresh of the same session. */
+  exclusive<T>(refresh: () => Promise<T>): Promise<T>;
+  /**
+   * The tokens as last stored by any tab; `null` once the session was ended (logged out).
+   * Called under the lock, it must see what the previous holder wrote.
+   */
+  read(): Promise<Tokens | null>;
+  /** Stores new tokens; resolves once other tabs will read them. */
+  write(tokens: Tokens): Promise<void>;
 }
 
 export interface TokenManagerOptions {
@@ -40,8 +49,8 @@ export interface TokenManagerOptions {
   logout: (refreshToken: string) => Promise<void>;
   /** Called once when the session can no longer be used. */
   onEnded: (why: SessionEnd) => void;
-  /** Claims the session for this tab; without it the tab is assumed to be the only one. */
-  claim?: () => Promise<SessionClaim>;
+  /** The tokens shared with other tabs; without it the tab is assumed to be the only one. */
+  store?: TokenStore;
   /** 0..1; picks where in the refresh window each token is refreshed. */
   random?: () => number;
   /** Delays between attempts when a refresh could not reach the server. */
@@ -52,6 +61,8 @@ export interface TokenManagerOptions {
 const REFRESH_WHEN_LEFT = 0.2;
 /** … plus a random share of up to this much, so refreshes spread out. */
 const REFRESH_JITTER = 0.1;
+/** An access token another tab stored is used as it is when it stays valid this much longer. */
+const FRESH_ENOUGH_MS = 5_000;
 /** Longest delay `setTimeout` handles (about 24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -78,7 +89,10 @@ export class SessionEndedError extends Error {
   }
 }
 
-const soleTab: SessionClaim = { owned: true, release: () => {} };
+/** A store for a tab that shares nothing: no lock, nothing kept. */
+function soleTab(current: () => Tokens): TokenStore {
+  return { exclusive: (refresh) => refresh(), read: async () => current(), write: async () => {} };
+}
 
 export class TokenManager {
   private tokens: Tokens;
@@ -87,7 +101,7 @@ export class TokenManager {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running = false;
   private ended = false;
-  private claim: Promise<SessionClaim> | null = null;
+  private readonly store: TokenStore;
   private readonly listeners = new Set<(tokens: Tokens) => void>();
   private readonly random: () => number;
   private readonly retryBackoff: Backoff;
@@ -97,6 +111,7 @@ export class TokenManager {
     this.random = opts.random ?? Math.random;
     this.retryBackoff = opts.retryBackoff ?? new Backoff({ initialMs: 1000, maxMs: 30_000, factor: 2, jitter: 0.5 });
     this.dueAt = refreshDueAt(this.tokens, this.random());
+    this.store = opts.store ?? soleTab(() => this.tokens);
   }
 
   get current(): Tokens {
@@ -113,36 +128,40 @@ export class TokenManager {
     return () => this.listeners.delete(listener);
   }
 
-  /** Claims the session for this tab and starts the refresh schedule; refreshes need it. */
+  /** Starts the refresh schedule; refreshes need it. */
   start(): void {
     if (this.running || this.ended) return;
     this.running = true;
-    const claim = this.opts.claim?.() ?? Promise.resolve(soleTab);
-    this.claim = claim;
-    void claim.then((c) => {
-      if (this.claim === claim && !c.owned) this.end('taken');
-    });
     this.schedule();
   }
 
-  /** Stops refreshing and lets another tab claim the session; the session itself stays valid. */
+  /** Stops refreshing (leaving the page, signing out); the session itself stays valid. */
   stop(): void {
     if (!this.running) return;
     this.running = false;
     this.clearTimer();
-    const claim = this.claim;
-    this.claim = null;
-    void claim?.then((c) => c.release());
+  }
+
+  /**
+   * Takes tokens another tab stored (it refreshed): they replace this tab's
+   * when they are newer, and subscribers hear of them as of a refresh here.
+   */
+  adopt(tokens: Tokens): void {
+    if (this.ended || tokens.refreshToken === this.tokens.refreshToken) return;
+    if (tokens.accessExpiresAt < this.tokens.accessExpiresAt) return;
+    this.take(tokens);
   }
 
   /**
    * Refreshes now, or joins the refresh already in flight: however many
-   * callers ask at once, the refresh token is presented once. Refused before
-   * `start` and after `stop`, when the tab does not hold the session.
+   * callers ask at once, in however many tabs, the refresh token is presented
+   * once. Refused before `start` and after `stop`.
    */
   refresh(): Promise<Tokens> {
-    if (this.ended || this.claim === null) return Promise.reject(new SessionEndedError());
-    this.inflight ??= this.runRefresh().finally(() => {
+    if (this.ended || !this.running) return Promise.reject(new SessionEndedError());
+    // The token to replace: if another tab replaced it by the time this one holds the lock, that will do.
+    const replacing = this.tokens.accessToken;
+    this.inflight ??= this.runRefresh(replacing).finally(() => {
       this.inflight = null;
     });
     return this.inflight;
@@ -189,9 +208,7 @@ export class TokenManager {
     if (this.ended) return;
     this.ended = true;
     this.clearTimer();
-    const claiming = this.claim ?? Promise.resolve(soleTab);
     await this.inflight?.catch(() => {});
-    if (!(await claiming).owned) return;
     try {
       await this.opts.logout(this.tokens.refreshToken);
     } catch {
@@ -200,21 +217,34 @@ export class TokenManager {
     }
   }
 
-  private async runRefresh(): Promise<Tokens> {
+  private async runRefresh(replacing: string): Promise<Tokens> {
     this.clearTimer();
-    const claim = await (this.claim ?? Promise.resolve(soleTab));
-    // A copy of another tab's session must never present its refresh token.
-    if (!claim.owned || this.ended) throw new SessionEndedError();
     try {
-      const pair = await this.opts.refresh(this.tokens.refreshToken);
-      // Kept even after a log-out started meanwhile: the log-out then presents the newest token.
-      this.tokens = tokensFromPair(pair, Date.now());
-      if (this.ended) throw new SessionEndedError();
-      this.dueAt = refreshDueAt(this.tokens, this.random());
-      this.retryBackoff.reset();
-      for (const listener of this.listeners) listener(this.tokens);
-      this.schedule();
-      return this.tokens;
+      return await this.store.exclusive(async () => {
+        if (this.ended) throw new SessionEndedError();
+        const stored = await this.store.read();
+        if (this.ended) throw new SessionEndedError();
+        if (stored === null) {
+          // Logged out in another tab.
+          this.end('elsewhere');
+          throw new SessionEndedError();
+        }
+        if (stored.refreshToken !== this.tokens.refreshToken && stored.accessExpiresAt >= this.tokens.accessExpiresAt) {
+          // Another tab refreshed: its refresh token is the one to present next.
+          this.take(stored);
+        }
+        // Replaced meanwhile (by another tab, here or through a `storage` event): no need to refresh again.
+        if (this.tokens.accessToken !== replacing && this.tokens.accessExpiresAt - Date.now() > FRESH_ENOUGH_MS) return this.tokens;
+        const pair = await this.opts.refresh(this.tokens.refreshToken);
+        // Stored even after a log-out started meanwhile: the log-out then presents the newest token.
+        const fresh = tokensFromPair(pair, Date.now());
+        this.tokens = fresh;
+        if (this.ended) throw new SessionEndedError();
+        await this.store.write(fresh);
+        this.retryBackoff.reset();
+        this.take(fresh);
+        return fresh;
+      });
     } catch (e) {
       if (e instanceof SessionEndedError) throw e;
       if (endsSession(e)) {
@@ -224,6 +254,14 @@ export class TokenManager {
       }
       throw e;
     }
+  }
+
+  /** Makes `tokens` the current ones, schedules their refresh and tells the subscribers. */
+  private take(tokens: Tokens): void {
+    this.tokens = tokens;
+    this.dueAt = refreshDueAt(tokens, this.random());
+    for (const listener of this.listeners) listener(tokens);
+    this.schedule();
   }
 
   private end(why: SessionEnd): void {
@@ -253,47 +291,4 @@ export class TokenManager {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
   }
-}
-
-/** How long a tab waits for the session's lock before concluding another live tab holds it. */
-const CLAIM_WAIT_MS = 2_000;
-
-/**
- * Claims a session for this tab with a Web Lock named after it, held until
- * `release`. Browsers copy `sessionStorage` into a duplicated tab, so two live
- * tabs can start out with the same refresh token; the first to claim the
- * session keeps it, and the copy finds the lock taken. Waiting a little
- * (rather than giving up at once) lets a reloading tab's previous page let
- * go of the lock first.
- *
- * Web Locks exist only in secure contexts (HTTPS, localhost). Without them
- * the tab is assumed to be alone.
- */
-export function claimSession(
-  sessionId: string,
-  locks: LockManager | undefined = typeof navigator === 'undefined' ? undefined : navigator.locks,
-  waitMs = CLAIM_WAIT_MS,
-): Promise<SessionClaim> {
-  if (locks === undefined) return Promise.resolve(soleTab);
-  return new Promise((resolve) => {
-    let release = () => {};
-    const held = new Promise<void>((r) => {
-      release = r;
-    });
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), waitMs);
-    locks
-      .request(`chat.session.${sessionId}`, { signal: controller.signal }, () => {
-        clearTimeout(timer);
-        resolve({ owned: true, release });
-        return held;
-      })
-      .catch((e: unknown) => {
-        clearTimeout(timer);
-        const name = typeof e === 'object' && e !== null ? (e as { name?: unknown }).name : undefined;
-        const aborted = name === 'AbortError' || name === 'TimeoutError';
-        // Any other failure means locks are unusable here: behave as the only tab.
-        resolve(aborted ? { owned: false, release: () => {} } : soleTab);
-      });
-  });
 }

@@ -167,12 +167,21 @@ async fn forwarded_requests_reach_the_upstream_with_method_path_query_and_body()
     assert!(body["keys"].is_array());
 }
 
-#[tokio::test]
-async fn the_web_client_is_served_with_spa_fallback_and_cache_headers() {
+/// A web client directory of its own: a page, one hashed script, and `extra` files.
+fn web_dir(extra: &[(&str, &str)]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gateway-web-{}", ulid::Ulid::new()));
     std::fs::create_dir_all(dir.join("assets")).expect("dirs");
     std::fs::write(dir.join("index.html"), "<!doctype html><title>chat</title>").expect("index");
     std::fs::write(dir.join("assets/app-abc123.js"), "console.log(1)").expect("asset");
+    for (path, contents) in extra {
+        std::fs::write(dir.join(path), contents).expect("extra file");
+    }
+    dir
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_with_spa_fallback_and_cache_headers() {
+    let dir = web_dir(&[]);
     let cluster = Cluster::new().await;
     let web_dir = dir.to_string_lossy().to_string();
     let gateway = cluster.gateway_with(|s| s.web.dir = web_dir).await;
@@ -226,6 +235,93 @@ async fn the_web_client_is_served_with_spa_fallback_and_cache_headers() {
     assert_eq!(deep.status(), 200);
     assert!(
         deep.text()
+            .await
+            .expect("body")
+            .contains("<title>chat</title>")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_web_client_is_served_precompressed_as_accept_encoding_allows() {
+    // Stand-ins for the compressed copies the build writes: the test checks which file is sent.
+    let dir = web_dir(&[
+        ("index.html.gz", "gzip of the page"),
+        ("assets/app-abc123.js.gz", "gzip of the script"),
+        ("assets/app-abc123.js.br", "brotli of the script"),
+    ]);
+    let cluster = Cluster::new().await;
+    let web_dir = dir.to_string_lossy().to_string();
+    let gateway = cluster.gateway_with(|s| s.web.dir = web_dir).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut request = http.get(format!("http://{}{path}", gateway.address));
+        if let Some(accept) = accept {
+            request = request.header("accept-encoding", accept);
+        }
+        request.send()
+    };
+    let script = "/assets/app-abc123.js";
+
+    // Brotli is preferred when allowed, gzip otherwise, the file itself without either.
+    for (accept, encoding, body) in [
+        (
+            Some("gzip, deflate, br"),
+            Some("br"),
+            "brotli of the script",
+        ),
+        (Some("gzip"), Some("gzip"), "gzip of the script"),
+        (Some("br;q=0, gzip"), Some("gzip"), "gzip of the script"),
+        (Some("identity"), None, "console.log(1)"),
+        (None, None, "console.log(1)"),
+    ] {
+        let response = get(script, accept).await.expect("sent");
+        assert_eq!(response.status(), 200, "{accept:?}");
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers
+                .get("content-encoding")
+                .map(|v| v.to_str().expect("ce")),
+            encoding,
+            "{accept:?}"
+        );
+        // The type is the script's, whatever the encoding, and the cache headers are unchanged.
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .expect("ct")
+                .contains("javascript")
+        );
+        assert_eq!(headers["vary"], "accept-encoding", "{accept:?}");
+        assert!(
+            headers["cache-control"]
+                .to_str()
+                .expect("cc")
+                .contains("immutable")
+        );
+        assert_eq!(response.text().await.expect("body"), body, "{accept:?}");
+    }
+
+    // The page (and the SPA fallback that answers with it) too, revalidated as before.
+    for path in ["/", "/r/lobby"] {
+        let response = get(path, Some("gzip")).await.expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
+        assert_eq!(response.headers()["vary"], "accept-encoding", "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("text/html")
+        );
+    }
+    // Without a compressed copy (no `.br` of the page), the next allowed encoding or the file.
+    let page = get("/", Some("br")).await.expect("sent");
+    assert!(page.headers().get("content-encoding").is_none());
+    assert_eq!(page.headers()["vary"], "accept-encoding");
+    assert!(
+        page.text()
             .await
             .expect("body")
             .contains("<title>chat</title>")

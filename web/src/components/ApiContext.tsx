@@ -3,7 +3,7 @@
  * token manager, which refreshes the access token and retries once on a 401.
  */
 import { createContext, useContext } from 'react';
-import { ApiError } from '../api';
+import { apiErrorText } from '../errors';
 
 export type WithToken = <T>(call: (accessToken: string) => Promise<T>) => Promise<T>;
 
@@ -15,8 +15,7 @@ export function useApi(): WithToken {
   return api;
 }
 
-/** What to tell the user about a failed call: the server's own message when it sent one. */
+/** What to tell the user about a failed call (see `apiErrorText`). */
 export function problemText(e: unknown, fallback = 'Something went wrong. Please try again.'): string {
-  if (e instanceof ApiError) return e.message.length > 0 ? e.message : fallback;
-  return fallback;
+  return apiErrorText(e, fallback);
 }

@@ -65,6 +65,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
   const onRetry = useCallback((clientId: string) => client.retry(clientId), [client]);
   const onSend = useCallback((body: string) => void client.send(room, body), [client, room]);
   const onTyping = useCallback(() => client.typing(room), [client, room]);
+  const onReloadLatest = useCallback(() => client.reloadLatest(room), [client, room]);
 
   const r = state.rooms[room];
   const view = state.list.rooms[room];
@@ -126,6 +127,11 @@ export function ChatView({ client, room, me }: ChatViewProps) {
         )}
       </div>
       <ConnectionBanner connection={state.connection} onRetryNow={() => client.reconnectNow()} />
+      {r?.catchingUp === true && state.connection.status === 'open' && !blocked && (
+        <div className="banner banner-info" role="status" data-testid="catching-up">
+          Catching up…
+        </div>
+      )}
       {confirmLeave && (
         <div className="banner banner-confirm" role="alertdialog" aria-label="Confirm">
           {kind === 'dm'
@@ -171,6 +177,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 meName={me.username}
                 onLoadOlder={onLoadOlder}
                 onRetry={onRetry}
+                onReloadLatest={onReloadLatest}
               />
             )}
             {r?.removed != null ? (
@@ -183,7 +190,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 {view?.archived === true ? (
                   <p className="room-notice muted">{REMOVAL_NOTICES.archived}</p>
                 ) : (
-                  <Composer room={name} sigil={sigil} onSend={onSend} onTyping={onTyping} />
+                  <Composer room={name} sigil={sigil} onSend={onSend} onTyping={onTyping} draftKey={room} />
                 )}
               </>
             )}
@@ -196,6 +203,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
               myRole={role}
               online={members}
               live={r?.joined === true}
+              presenceKnown={state.connection.status === 'open'}
               meId={me.id}
               version={view?.member_count ?? 0}
             />

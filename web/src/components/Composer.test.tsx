@@ -1,6 +1,7 @@
 import { render, screen } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
+import { loadDraft } from '../drafts';
 import { Composer } from './Composer';
 
 describe('Composer', () => {
@@ -28,5 +29,32 @@ describe('Composer', () => {
     render(<Composer room="general" onSend={vi.fn()} onTyping={onTyping} />);
     await userEvent.type(screen.getByLabelText('Message #general'), 'hi');
     expect(onTyping).toHaveBeenCalled();
+  });
+
+  it('disables Send past the length limit', async () => {
+    render(<Composer room="general" onSend={vi.fn()} onTyping={vi.fn()} />);
+    const box = screen.getByLabelText('Message #general');
+    await userEvent.click(box);
+    await userEvent.paste('x'.repeat(4000));
+    expect(screen.getByRole('button', { name: 'Send' })).toBeEnabled();
+    await userEvent.type(box, 'y');
+    expect(screen.getByRole('button', { name: 'Send' })).toBeDisabled();
+    expect(screen.getByText('4001/4000')).toBeInTheDocument();
+  });
+
+  it('keeps what was written per room when the room is left and opened again', async () => {
+    const first = render(<Composer room="general" draftKey="general" onSend={vi.fn()} onTyping={vi.fn()} />);
+    await userEvent.type(screen.getByLabelText('Message #general'), 'half a thought');
+    first.unmount();
+    const other = render(<Composer room="random" draftKey="random" onSend={vi.fn()} onTyping={vi.fn()} />);
+    expect(screen.getByLabelText('Message #random')).toHaveValue('');
+    other.unmount();
+    const onSend = vi.fn();
+    render(<Composer room="general" draftKey="general" onSend={onSend} onTyping={vi.fn()} />);
+    const box = screen.getByLabelText('Message #general');
+    expect(box).toHaveValue('half a thought');
+    await userEvent.type(box, '{Enter}');
+    expect(onSend).toHaveBeenCalledWith('half a thought');
+    expect(loadDraft('general')).toBe('');
   });
 });

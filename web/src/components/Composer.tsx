@@ -3,6 +3,7 @@
  * an input method is composing text is left to the input method).
  */
 import { useId, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
+import { loadDraft, saveDraft } from '../drafts';
 import { MAX_BODY_CHARS, bodyLength, bodyProblem } from '../protocol';
 
 interface ComposerProps {
@@ -12,13 +13,19 @@ interface ComposerProps {
   sigil?: string;
   onSend: (body: string) => void;
   onTyping: () => void;
+  /** The room's id: what is written and not sent is kept per room as a draft. */
+  draftKey?: string;
 }
 
 /** The character count is shown once a message gets this close to the limit. */
 const COUNTER_FROM = MAX_BODY_CHARS - 500;
 
-export function Composer({ room, sigil = '#', onSend, onTyping }: ComposerProps) {
-  const [body, setBody] = useState('');
+export function Composer({ room, sigil = '#', onSend, onTyping, draftKey }: ComposerProps) {
+  const [body, setBodyState] = useState(() => (draftKey === undefined ? '' : loadDraft(draftKey)));
+  const setBody = (text: string) => {
+    setBodyState(text);
+    if (draftKey !== undefined) saveDraft(draftKey, text);
+  };
   const [error, setError] = useState<string | null>(null);
   const input = useRef<HTMLTextAreaElement>(null);
   const id = useId();
@@ -68,7 +75,7 @@ export function Composer({ room, sigil = '#', onSend, onTyping }: ComposerProps)
         aria-invalid={error !== null}
         autoFocus
       />
-      <button type="submit" className="primary" disabled={body.trim().length === 0}>
+      <button type="submit" className="primary" disabled={body.trim().length === 0 || length > MAX_BODY_CHARS}>
         Send
       </button>
       <p id={`${id}-help`} className="composer-help">

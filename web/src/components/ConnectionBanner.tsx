@@ -21,6 +21,13 @@ function useSecondsUntil(at: number | null): number | null {
 export function ConnectionBanner({ connection, onRetryNow }: ConnectionBannerProps) {
   const seconds = useSecondsUntil(connection.status === 'disconnected' ? connection.retryAt : null);
   if (connection.status === 'open' || connection.status === 'stopped') return null;
+  if (connection.offline) {
+    return (
+      <div className="banner banner-warn" role="status" data-testid="connection-banner" data-state="offline">
+        <span>You are offline. Messages you write are sent when the connection is back.</span>
+      </div>
+    );
+  }
   if (connection.status === 'connecting' && !connection.everOpened) {
     return (
       <div className="banner banner-info" role="status" data-testid="connection-banner" data-state="connecting">

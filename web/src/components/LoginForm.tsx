@@ -50,6 +50,7 @@ export function LoginForm({ onSignedIn, notice }: LoginFormProps) {
       <Field
         label="Username"
         name="username"
+        autoFocus
         autoComplete="username"
         autoCapitalize="none"
         spellCheck={false}

@@ -21,6 +21,8 @@ interface MemberListProps {
   online: UserRef[];
   /** Whether `online` is live (the room is joined). */
   live: boolean;
+  /** False while disconnected: nobody's presence is known then, so none is shown. */
+  presenceKnown?: boolean;
   meId: string;
   id?: string;
   /** Changes when the room's membership may have changed (e.g. its member count), to load the list again. */
@@ -29,7 +31,7 @@ interface MemberListProps {
 
 const ROLE_ORDER: Record<Role, number> = { owner: 0, admin: 1, member: 2 };
 
-export function MemberList({ room, kind, myRole, online, live, meId, id, version = 0 }: MemberListProps) {
+export function MemberList({ room, kind, myRole, online, live, presenceKnown = true, meId, id, version = 0 }: MemberListProps) {
   const api = useApi();
   const [members, setMembers] = useState<Member[] | null>(null);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
@@ -44,6 +46,8 @@ export function MemberList({ room, kind, myRole, online, live, meId, id, version
         if (!active) return;
         setMembers(page.members);
         setNextCursor(page.nextCursor);
+        // A list refused before the join made the user a member is loaded again then: the refusal no longer holds.
+        setProblem(null);
       },
       (e: unknown) => {
         // Without the list, the panel still shows who is online.
@@ -79,7 +83,8 @@ export function MemberList({ room, kind, myRole, online, live, meId, id, version
   };
 
   const onlineIds = new Set(online.map((u) => u.id));
-  const isOnline = (m: Member) => (live ? onlineIds.has(m.user.id) : m.online);
+  const isOnline = (m: Member) => presenceKnown && (live ? onlineIds.has(m.user.id) : m.online);
+  const presence = (m: Member) => (!presenceKnown ? 'unknown' : isOnline(m) ? 'online' : 'offline');
   const listed = members ?? [];
   const known = new Set(listed.map((m) => m.user.id));
   const shown: Member[] = [
@@ -96,7 +101,7 @@ export function MemberList({ room, kind, myRole, online, live, meId, id, version
   return (
     <section className="members" id={id} aria-labelledby="members-title" data-testid="member-list">
       <h2 id="members-title">
-        Members ({shown.length}) · {onlineCount} online
+        Members ({shown.length}) · {presenceKnown ? `${onlineCount} online` : 'presence unknown while offline'}
       </h2>
       {can('invite', kind, myRole) && <AddMember onAdd={(username) => act((t) => addMember(t, room, username))} />}
       {problem !== null && (
@@ -109,10 +114,10 @@ export function MemberList({ room, kind, myRole, online, live, meId, id, version
           const controls = memberControls(kind, myRole, meId, { id: m.user.id, role: m.role });
           const name = m.user.username;
           return (
-            <li key={m.user.id} data-testid="member" data-user={name} data-online={isOnline(m)}>
-              <span className={isOnline(m) ? 'presence-dot' : 'presence-dot offline'} aria-hidden="true" />
+            <li key={m.user.id} data-testid="member" data-user={name} data-online={isOnline(m)} data-presence={presence(m)}>
+              <span className={presence(m) === 'online' ? 'presence-dot' : `presence-dot ${presence(m)}`} aria-hidden="true" />
               <span className="member-name">{name}</span>
-              <span className="visually-hidden">{isOnline(m) ? ', online' : ', offline'}</span>
+              <span className="visually-hidden">{`, ${presence(m) === 'unknown' ? 'presence unknown' : presence(m)}`}</span>
               {m.user.id === meId && <span className="muted member-you">(you)</span>}
               {kind !== 'dm' && m.role !== 'member' && (
                 <span className="tag" data-testid="member-role">

@@ -68,6 +68,7 @@ export function NewDm({ meId, onOpened }: NewDmProps) {
           <span>To</span>
           <input
             type="search"
+            autoFocus
             value={query}
             onChange={(e) => {
               setQuery(e.target.value);

@@ -42,7 +42,7 @@ export function NewRoom({ onCreated }: NewRoomProps) {
     <div className="card new-room">
       <h1>Create a room</h1>
       <form onSubmit={(e) => void submit(e)} noValidate>
-        <Field label="Name" name="name" maxLength={80} value={name} onChange={(e) => setName(e.target.value)} error={fields.name} />
+        <Field label="Name" name="name" autoFocus maxLength={80} value={name} onChange={(e) => setName(e.target.value)} error={fields.name} />
         <Field
           label="Topic"
           name="topic"

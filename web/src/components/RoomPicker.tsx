@@ -29,6 +29,7 @@ export function RoomPicker({ onOpen }: RoomPickerProps) {
         <Field
           label="Room"
           name="room"
+          autoFocus
           autoCapitalize="none"
           spellCheck={false}
           placeholder="e.g. general"

@@ -63,7 +63,7 @@ export function RoomSettings({ view, onSaved, onClose }: RoomSettingsProps) {
     <section className="card room-settings" aria-labelledby="settings-title" data-testid="room-settings">
       <h2 id="settings-title">Settings</h2>
       <form onSubmit={(e) => void submit(e)} noValidate>
-        <Field label="Name" name="name" maxLength={80} value={name} onChange={(e) => setName(e.target.value)} error={fields.name} />
+        <Field label="Name" name="name" autoFocus maxLength={80} value={name} onChange={(e) => setName(e.target.value)} error={fields.name} />
         <Field label="Topic" name="topic" maxLength={250} value={topic} onChange={(e) => setTopic(e.target.value)} error={fields.topic} />
         <fieldset className="choice">
           <legend>Visibility</legend>

@@ -3,11 +3,11 @@
  * unread badges and the last message of each; and the ways to find more
  * (browse public rooms, create one, message someone).
  */
-import { useSyncExternalStore } from 'react';
+import { useEffect, useSyncExternalStore } from 'react';
 import type { ChatClient } from '../connection';
 import type { RoomView } from '../protocol';
 import { linkTo, roomHref } from '../routes';
-import { displayName, sortedRooms, unreadBadge } from '../store';
+import { displayName, sortedRooms, titleWithUnread, unreadBadge } from '../store';
 
 interface SidebarProps {
   client: ChatClient;
@@ -21,6 +21,17 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
   const { list } = state;
   const rooms = sortedRooms(list, ['public', 'private']);
   const dms = sortedRooms(list, ['dm']);
+  // The unread count in the window title, for a tab in the background.
+  const title = titleWithUnread(list);
+  useEffect(() => {
+    document.title = title;
+  }, [title]);
+  useEffect(
+    () => () => {
+      document.title = titleWithUnread({ rooms: {}, loaded: false, error: null });
+    },
+    [],
+  );
   return (
     <nav className="sidebar" aria-label="Conversations" data-testid="sidebar">
       <div className="sidebar-actions">
@@ -47,6 +58,16 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
       <section>
         <h2>Rooms</h2>
         {rooms.length === 0 && list.loaded && <p className="muted sidebar-empty">You are not in any room yet.</p>}
+        {rooms.length === 0 && !list.loaded && list.error === null && (
+          <div className="skeleton" role="status" data-testid="rooms-loading">
+            <span className="visually-hidden">Loading your rooms…</span>
+            {[0, 1, 2].map((i) => (
+              <div key={i} className="skeleton-message" aria-hidden="true">
+                <span className={i === 1 ? 'skeleton-line medium' : 'skeleton-line'} />
+              </div>
+            ))}
+          </div>
+        )}
         <ul className="room-links">
           {rooms.map((r) => (
             <RoomLink key={r.id} view={r} current={current === r.id} meId={meId} />

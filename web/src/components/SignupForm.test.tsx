@@ -37,9 +37,18 @@ describe('SignupForm', () => {
       ),
     );
     render(<SignupForm onSignedIn={vi.fn()} />);
-    await fill('alice', 'alice@example', 'long enough');
+    await fill('alice', 'alice@example.com', 'long enough');
     expect(await screen.findByRole('alert')).toHaveTextContent('Please correct the highlighted fields.');
     expect(screen.getByLabelText('Email')).toHaveAccessibleDescription('email is not valid');
+  });
+
+  it('refuses an address the server would refuse before asking it', async () => {
+    const fetch = vi.fn();
+    vi.stubGlobal('fetch', fetch);
+    render(<SignupForm onSignedIn={vi.fn()} />);
+    await fill('alice', 'a@b', 'long enough');
+    expect(screen.getByLabelText('Email')).toHaveAccessibleDescription('Enter an email address like name@example.com.');
+    expect(fetch).not.toHaveBeenCalled();
   });
 
   it('says how long to wait when the address made too many accounts', async () => {

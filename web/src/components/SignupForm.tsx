@@ -47,6 +47,7 @@ export function SignupForm({ onSignedIn }: SignupFormProps) {
       <Field
         label="Username"
         name="username"
+        autoFocus
         autoComplete="username"
         autoCapitalize="none"
         spellCheck={false}
