@@ -158,7 +158,7 @@ impl JwtSettings {
 
 impl Settings {
     /// Keys given in the environment as comma-separated lists.
-    const LIST_KEYS: &[&str] = &["admin.usernames"];
+    const LIST_KEYS: &[&str] = &["admin.usernames", AmqpSettings::URIS_KEY];
 
     pub fn load() -> anyhow::Result<Self> {
         let mut settings: Settings = common::settings::load_with_lists(
@@ -167,10 +167,11 @@ impl Settings {
             Self::LIST_KEYS,
         )?;
         settings.profile = Profile::from_env()?;
-        settings.profile.refuse_development_credentials(&[
-            ("amqp.uri", &settings.amqp.connection.uri),
-            ("mongodb.uri", &settings.mongodb.uri),
-        ])?;
+        let amqp = settings.amqp.connection.named_uris();
+        let mut uris: Vec<(&str, &SecretString)> =
+            amqp.iter().map(|(key, uri)| (key.as_str(), *uri)).collect();
+        uris.push(("mongodb.uri", &settings.mongodb.uri));
+        settings.profile.refuse_development_credentials(&uris)?;
         Ok(settings)
     }
 }

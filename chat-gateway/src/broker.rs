@@ -35,7 +35,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +44,7 @@ use crate::membership::{self, Membership};
 use crate::outbox::{LiveMessage, Outbound};
 use crate::protocol::ServerFrame;
 use crate::rooms::{Rooms, TopologyCommand};
-use crate::settings::GatewayAmqpSettings;
+use crate::settings::{GatewayAmqpSettings, QueueType};
 
 /// Deliveries of the instance queue the broker sends ahead of their acknowledgements.
 const PREFETCH: u16 = 1024;
@@ -176,12 +175,6 @@ impl Broker {
     }
 }
 
-/// Keeps the broker connection up until `shutdown`, applying topology commands in order.
-///
-/// The instance queue is durable: it and its bindings outlive a broker restart, so messages
-/// published while this gateway is still reconnecting wait in it instead of being lost. The
-/// first connection of a process deletes any queue a previous process of the same
-/// `instance_id` left, so it starts clean.
 /// What the instance queue's deliveries are applied to.
 pub struct Inbound {
     pub broker: Broker,
@@ -190,6 +183,14 @@ pub struct Inbound {
     pub membership: Arc<Membership>,
 }
 
+/// Keeps the broker connection up until `shutdown`, applying topology commands in order.
+///
+/// The instance queue is durable: it and its bindings outlive a broker restart, so messages
+/// published while this gateway is still reconnecting wait in it instead of being lost. As a
+/// quorum queue (`amqp.queue_type`, for a broker cluster) it is replicated on every node of a cluster, so it also
+/// outlives the loss of the node it was declared on; the connection then fails over to the
+/// next broker address (`amqp.uris`) and consumes it there. The first connection of a process
+/// deletes any queue a previous process of the same `instance_id` left, so it starts clean.
 pub async fn run(
     settings: GatewayAmqpSettings,
     inbound: Inbound,
@@ -204,13 +205,21 @@ pub async fn run(
     let queue = topology::gateway_queue(&settings.connection.exchange, &settings.instance_id);
     let mut delay = Duration::from_millis(100);
     let mut fresh = true;
+    let mut brokers = amqp::Brokers::new(&settings.connection);
     // Rooms left while the unbinding could not be made; their bindings survive in the
     // durable queue until the next session removes them.
     let mut stale: HashSet<RoomId> = HashSet::new();
     loop {
         let session = settings
             .connection
-            .within_setup_timeout(Session::open(&settings, &queue, rooms, fresh, &mut stale))
+            .within_setup_timeout(Session::open(
+                &settings,
+                &mut brokers,
+                &queue,
+                rooms,
+                fresh,
+                &mut stale,
+            ))
             .await;
         match session {
             Ok(session) => {
@@ -226,17 +235,22 @@ pub async fn run(
                 inbound.membership.revoke_all();
                 match outcome {
                     Ok(()) => break,
-                    Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "broker connection lost")
-                    }
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        broker = brokers.current(),
+                        "broker connection lost"
+                    ),
                 }
             }
             Err(error) => tracing::warn!(
                 error = format!("{error:#}"),
+                broker = brokers.current(),
                 ?delay,
                 "cannot reach the broker"
             ),
         }
+        // The next attempt starts with the next address of a cluster.
+        brokers.failed();
         // Keep answering topology commands while disconnected: joins proceed, and the
         // bindings they need are made on reconnect from the registry, the source of truth.
         let sleep = tokio::time::sleep(delay);
@@ -272,16 +286,13 @@ struct Session {
 impl Session {
     async fn open(
         settings: &GatewayAmqpSettings,
+        brokers: &mut amqp::Brokers,
         queue: &str,
         rooms: &Rooms,
         fresh: bool,
         stale: &mut HashSet<RoomId>,
     ) -> anyhow::Result<Self> {
-        let connection = Connection::connect(
-            settings.connection.uri.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let connection = brokers.connect(ConnectionProperties::default()).await?;
         let topology = connection.create_channel().await?;
         let exchange = settings.connection.exchange.clone();
         topology::declare_exchange(&topology, &exchange).await?;
@@ -290,6 +301,12 @@ impl Session {
             "x-expires".into(),
             AMQPValue::LongUInt(settings.queue_expires_ms),
         );
+        if settings.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
         if fresh {
             topology
                 .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -363,6 +380,7 @@ impl Session {
         stale.clear();
         tracing::info!(
             queue,
+            broker = brokers.current(),
             rooms = session_rooms.len(),
             "connected to the broker"
         );

@@ -4,6 +4,7 @@
 
 use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,8 +29,23 @@ pub struct GatewayAmqpSettings {
     #[serde(flatten)]
     pub connection: AmqpSettings,
     pub instance_id: String,
+    /// What kind of queue the instance queue is (see [`QueueType`]).
+    pub queue_type: QueueType,
     pub queue_expires_ms: u32,
     pub confirm_timeout_ms: u64,
+}
+
+/// The kind of the gateway's instance queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Replicated on every node of a broker cluster (Raft): the queue, its bindings and its
+    /// messages survive the loss of a minority of nodes, and a new leader takes over within
+    /// seconds. For a broker cluster.
+    Quorum,
+    /// On the node the gateway first declared it, only: while that node is down the gateway
+    /// can neither consume nor declare it again. For a single-node broker; the default.
+    Classic,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,16 +123,17 @@ impl Settings {
         let mut settings: Settings = common::settings::load_with_lists(
             include_str!("../config/default.toml"),
             "GATEWAY",
-            &["security.allowed_origins"],
+            &["security.allowed_origins", AmqpSettings::URIS_KEY],
         )?;
         anyhow::ensure!(
             settings.limits.ping_interval_secs > 0 && settings.limits.idle_timeout_secs > 0,
             "limits.ping_interval_secs and limits.idle_timeout_secs must be at least 1"
         );
-        Profile::from_env()?.refuse_development_credentials(&[
-            ("amqp.uri", &settings.amqp.connection.uri),
-            ("mongodb.uri", &settings.mongodb.uri),
-        ])?;
+        let amqp = settings.amqp.connection.named_uris();
+        let mut uris: Vec<(&str, &SecretString)> =
+            amqp.iter().map(|(key, uri)| (key.as_str(), *uri)).collect();
+        uris.push(("mongodb.uri", &settings.mongodb.uri));
+        Profile::from_env()?.refuse_development_credentials(&uris)?;
         if settings.amqp.instance_id.is_empty() {
             settings.amqp.instance_id =
                 format!("gw-{}", ulid::Ulid::new().to_string().to_lowercase());

@@ -8,6 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::settings::AmqpSettings;
 
 /// Longest an acknowledgement may take to be handed to the connection.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,5 +49,146 @@ pub async fn acknowledged(ack: impl Future<Output = lapin::Result<bool>>) -> any
         Ok(Ok(false)) => anyhow::bail!("the delivery can no longer be acknowledged"),
         Ok(Err(error)) => Err(error.into()),
         Err(_) => anyhow::bail!("the acknowledgement was not sent within {ACK_TIMEOUT:?}"),
+    }
+}
+
+/// The broker addresses one connection supervisor uses ([`AmqpSettings::addresses`]): a
+/// connection is made to the current one, or failing that to each next one in turn, and a
+/// supervisor whose connection failed moves on with [`Self::failed`], so a cluster node that
+/// went away is tried last.
+pub struct Brokers {
+    addresses: Vec<SecretString>,
+    current: usize,
+}
+
+impl Brokers {
+    pub fn new(settings: &AmqpSettings) -> Self {
+        Self {
+            addresses: settings.addresses(),
+            current: 0,
+        }
+    }
+
+    /// Connects to the current address, or to the next ones in turn; the one that answered
+    /// becomes the current one. The error names every address tried (host and port only).
+    pub async fn connect(
+        &mut self,
+        properties: lapin::ConnectionProperties,
+    ) -> anyhow::Result<lapin::Connection> {
+        anyhow::ensure!(
+            !self.addresses.is_empty(),
+            "no broker address is configured"
+        );
+        let mut errors = Vec::new();
+        for _ in 0..self.addresses.len() {
+            let uri = &self.addresses[self.current];
+            match lapin::Connection::connect(uri.expose_secret(), properties.clone()).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => {
+                    errors.push(format!("{}: {error}", endpoint(uri.expose_secret())));
+                    self.failed();
+                }
+            }
+        }
+        anyhow::bail!("no broker address answered ({})", errors.join("; "))
+    }
+
+    /// The current address's connection (or its set-up) failed: the next attempt starts
+    /// with the next address.
+    pub fn failed(&mut self) {
+        if !self.addresses.is_empty() {
+            self.current = (self.current + 1) % self.addresses.len();
+        }
+    }
+
+    /// Host and port of the current address, for logs (never its credentials).
+    pub fn current(&self) -> String {
+        self.addresses
+            .get(self.current)
+            .map(|uri| endpoint(uri.expose_secret()))
+            .unwrap_or_default()
+    }
+}
+
+/// `scheme://host:port` of an AMQP URI, without credentials, virtual host or query.
+fn endpoint(uri: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("amqp", uri));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(uri: &str, uris: &[&str]) -> AmqpSettings {
+        AmqpSettings {
+            uri: SecretString::from(uri.to_string()),
+            uris: uris
+                .iter()
+                .map(|u| SecretString::from(u.to_string()))
+                .collect(),
+            exchange: "x".into(),
+            setup_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn addresses_are_the_uri_then_the_other_distinct_uris() {
+        let brokers = Brokers::new(&settings(
+            "amqp://u:p@a:5672/%2f",
+            &[
+                "amqp://u:p@b:5672/%2f",
+                "",
+                "amqp://u:p@a:5672/%2f",
+                "amqps://c:5671",
+            ],
+        ));
+        let endpoints: Vec<String> = brokers
+            .addresses
+            .iter()
+            .map(|a| endpoint(a.expose_secret()))
+            .collect();
+        assert_eq!(
+            endpoints,
+            ["amqp://a:5672", "amqp://b:5672", "amqps://c:5671"]
+        );
+    }
+
+    #[test]
+    fn a_failure_moves_on_to_the_next_address_and_wraps_around() {
+        let mut brokers = Brokers::new(&settings("amqp://a", &["amqp://b"]));
+        assert_eq!(brokers.current(), "amqp://a");
+        brokers.failed();
+        assert_eq!(brokers.current(), "amqp://b");
+        brokers.failed();
+        assert_eq!(brokers.current(), "amqp://a");
+    }
+
+    #[tokio::test]
+    async fn connect_tries_every_address_and_names_them_without_credentials() {
+        // Two ports nothing listens on.
+        let closed = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (a, b) = (closed(), closed());
+        let mut brokers = Brokers::new(&settings(
+            &format!("amqp://user:secret@127.0.0.1:{a}/%2f"),
+            &[&format!("amqp://user:secret@127.0.0.1:{b}/%2f")],
+        ));
+        let error = brokers
+            .connect(lapin::ConnectionProperties::default())
+            .await
+            .expect_err("nothing listens")
+            .to_string();
+        assert!(error.contains(&format!("127.0.0.1:{a}")), "{error}");
+        assert!(error.contains(&format!("127.0.0.1:{b}")), "{error}");
+        assert!(!error.contains("secret"), "{error}");
     }
 }

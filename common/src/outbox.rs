@@ -16,7 +16,6 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use prometheus::{IntCounter, IntGauge};
-use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -125,10 +124,11 @@ pub async fn run(
     // Taken from the outbox but not confirmed yet: published first on the next connection.
     let mut unconfirmed: Option<Outgoing> = None;
     let mut delay = Duration::from_millis(100);
+    let mut brokers = amqp::Brokers::new(&settings);
     loop {
         let session = tokio::select! {
             _ = shutdown.cancelled() => break,
-            session = settings.within_setup_timeout(Session::open(name, &settings, confirm_timeout)) => session,
+            session = settings.within_setup_timeout(Session::open(name, &settings, &mut brokers, confirm_timeout)) => session,
         };
         match session {
             Ok(session) => {
@@ -143,6 +143,7 @@ pub async fn run(
                     Err(error) => tracing::warn!(
                         error = format!("{error:#}"),
                         publisher = name,
+                        broker = brokers.current(),
                         "event publisher lost the broker"
                     ),
                 }
@@ -151,9 +152,12 @@ pub async fn run(
                 error = format!("{error:#}"),
                 ?delay,
                 publisher = name,
+                broker = brokers.current(),
                 "event publisher cannot reach the broker"
             ),
         }
+        // The next attempt starts with the next address of a cluster.
+        brokers.failed();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
@@ -182,19 +186,20 @@ impl Session {
     async fn open(
         name: &'static str,
         settings: &AmqpSettings,
+        brokers: &mut amqp::Brokers,
         confirm_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let connection = Connection::connect(
-            settings.uri.expose_secret(),
-            ConnectionProperties::default(),
-        )
-        .await?;
+        let connection = brokers.connect(ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         topology::declare_exchange(&channel, &settings.exchange).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        tracing::info!(publisher = name, "event publisher connected to the broker");
+        tracing::info!(
+            publisher = name,
+            broker = brokers.current(),
+            "event publisher connected to the broker"
+        );
         Ok(Self {
             connection,
             channel,

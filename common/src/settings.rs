@@ -191,6 +191,10 @@ impl MongoSettings {
 pub struct AmqpSettings {
     /// May carry credentials, so it is kept secret in logs.
     pub uri: SecretString,
+    /// More addresses of the same broker cluster (one URI per node), tried in turn after
+    /// `uri` when a connection cannot be made or is lost (see [`Self::addresses`]). Given in
+    /// the environment as a comma-separated list.
+    pub uris: Vec<SecretString>,
     pub exchange: String,
     /// Longest a connection attempt with its set-up (channels, declarations, consumer) may
     /// take before it counts as failed and is retried.
@@ -198,6 +202,36 @@ pub struct AmqpSettings {
 }
 
 impl AmqpSettings {
+    /// The key of the list of further broker addresses, given in the environment as a
+    /// comma-separated list: every service passes it to [`Layout::lists`].
+    pub const URIS_KEY: &'static str = "amqp.uris";
+
+    /// Every broker address, `uri` first, then those of `uris` that differ from the ones
+    /// before them (empty entries skipped).
+    pub fn addresses(&self) -> Vec<SecretString> {
+        let mut addresses: Vec<SecretString> = Vec::new();
+        for uri in std::iter::once(&self.uri).chain(&self.uris) {
+            let text = uri.expose_secret().trim();
+            if !text.is_empty() && !addresses.iter().any(|a| a.expose_secret() == text) {
+                addresses.push(SecretString::from(text.to_string()));
+            }
+        }
+        addresses
+    }
+
+    /// The broker URIs named by their keys (`amqp.uri`, `amqp.uris[0]`, …), for
+    /// [`Profile::refuse_development_credentials`].
+    pub fn named_uris(&self) -> Vec<(String, &SecretString)> {
+        std::iter::once(("amqp.uri".to_string(), &self.uri))
+            .chain(
+                self.uris
+                    .iter()
+                    .enumerate()
+                    .map(|(i, uri)| (format!("amqp.uris[{i}]"), uri)),
+            )
+            .collect()
+    }
+
     /// Runs a connection attempt under [`Self::setup_timeout_ms`]. A broker that is shutting
     /// down can accept a TCP connection and never answer the handshake; without a deadline
     /// the supervisor waiting on that attempt would never try again.
@@ -627,5 +661,31 @@ mod tests {
                 .refuse_development_credentials(&[("amqp.uri", &dev)])
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn every_broker_address_is_checked_for_development_credentials() {
+        let secret = |uri: &str| SecretString::from(uri.to_string());
+        let settings = AmqpSettings {
+            uri: secret("amqp://chat-gateway:5f2b9c0e7d@rabbit-1:5672/%2f"),
+            uris: vec![
+                secret("amqp://chat-gateway:5f2b9c0e7d@rabbit-2:5672/%2f"),
+                secret("amqp://guest:guest@rabbit-3:5672/%2f"),
+            ],
+            exchange: "chat.events".into(),
+            setup_timeout_ms: 1000,
+        };
+        let named = settings.named_uris();
+        let uris: Vec<(&str, &SecretString)> = named
+            .iter()
+            .map(|(key, uri)| (key.as_str(), *uri))
+            .collect();
+        let error = Profile::Production
+            .refuse_development_credentials(&uris)
+            .expect_err("guest is refused")
+            .to_string();
+        assert!(error.contains("`amqp.uris[1]`"), "{error}");
+        assert!(!error.contains("amqp.uris[0]"), "{error}");
+        assert_eq!(settings.addresses().len(), 3);
     }
 }

@@ -29,7 +29,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, message::Delivery};
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::message_store::MessageStore;
@@ -62,7 +61,10 @@ pub async fn run(
     revocations: Arc<Revocations>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new();
+    let mut link = Link {
+        brokers: amqp::Brokers::new(&settings.connection),
+        backoff: Backoff::new(),
+    };
     loop {
         match consume(
             &settings,
@@ -71,19 +73,22 @@ pub async fn run(
             &metrics,
             &revocations,
             &shutdown,
-            &mut backoff,
+            &mut link,
         )
         .await
         {
             Ok(()) => break,
             Err(error) => {
                 status.set(false);
-                let delay = backoff.next();
+                let delay = link.backoff.next();
                 tracing::warn!(
                     error = format!("{error:#}"),
+                    broker = link.brokers.current(),
                     ?delay,
                     "history consumer interrupted; reconnecting"
                 );
+                // The next attempt starts with the next address of a cluster.
+                link.brokers.failed();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -132,12 +137,11 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
 type Consumers = (Connection, lapin::Channel, lapin::Consumer, lapin::Consumer);
 
 /// Connects, declares the topology and starts consuming.
-async fn open_consumer(settings: &HistoryAmqpSettings) -> anyhow::Result<Consumers> {
-    let connection = Connection::connect(
-        settings.connection.uri.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await?;
+async fn open_consumer(
+    settings: &HistoryAmqpSettings,
+    brokers: &mut amqp::Brokers,
+) -> anyhow::Result<Consumers> {
+    let connection = brokers.connect(ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     declare(&channel, settings).await?;
     channel
@@ -161,6 +165,12 @@ async fn open_consumer(settings: &HistoryAmqpSettings) -> anyhow::Result<Consume
     Ok((connection, channel, consumer, accounts))
 }
 
+/// Where the consumer connects next and how long it waits before trying.
+struct Link {
+    brokers: amqp::Brokers,
+    backoff: Backoff,
+}
+
 async fn consume(
     settings: &HistoryAmqpSettings,
     store: &MessageStore,
@@ -168,15 +178,19 @@ async fn consume(
     metrics: &ConsumerMetrics,
     revocations: &Revocations,
     shutdown: &CancellationToken,
-    backoff: &mut Backoff,
+    link: &mut Link,
 ) -> anyhow::Result<()> {
     let (connection, channel, mut consumer, mut accounts) = settings
         .connection
-        .within_setup_timeout(open_consumer(settings))
+        .within_setup_timeout(open_consumer(settings, &mut link.brokers))
         .await?;
     status.set(true);
-    backoff.reset();
-    tracing::info!(queue = %settings.queue, "consuming the history queue");
+    link.backoff.reset();
+    tracing::info!(
+        queue = %settings.queue,
+        broker = link.brokers.current(),
+        "consuming the history queue"
+    );
 
     // Connection-level errors end the session even when the consumer stream does not end
     // with them (it can stay pending after the socket closed).

@@ -4,6 +4,7 @@
 
 use common::settings::{AmqpSettings, HttpSettings, MetricsSettings, MongoSettings, Profile};
 use common::token::AuthServerSettings;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,11 +114,13 @@ impl Settings {
         let settings: Settings =
             common::settings::Layout::new(include_str!("../config/default.toml"), "HISTORY")
                 .optional(&["amqp.queue_expires_ms"])
+                .lists(&[AmqpSettings::URIS_KEY])
                 .load()?;
-        Profile::from_env()?.refuse_development_credentials(&[
-            ("amqp.uri", &settings.amqp.connection.uri),
-            ("mongodb.uri", &settings.mongodb.uri),
-        ])?;
+        let amqp = settings.amqp.connection.named_uris();
+        let mut uris: Vec<(&str, &SecretString)> =
+            amqp.iter().map(|(key, uri)| (key.as_str(), *uri)).collect();
+        uris.push(("mongodb.uri", &settings.mongodb.uri));
+        Profile::from_env()?.refuse_development_credentials(&uris)?;
         Ok(settings)
     }
 }

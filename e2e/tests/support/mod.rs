@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker_users;
+pub mod cluster;
 pub mod isolated;
 pub mod ledger;
 pub mod resilient;
@@ -190,6 +191,8 @@ pub struct SystemOptions {
     pub auth_env: Vec<(String, String)>,
     pub history_env: Vec<(String, String)>,
     pub gateway_env: Vec<(String, String)>,
+    /// More variables for gateway `i` only (entry `i`), after `gateway_env`.
+    pub gateway_env_each: Vec<Vec<(String, String)>>,
 }
 
 impl SystemOptions {
@@ -308,7 +311,14 @@ impl System {
                             ("GATEWAY__AMQP__URI", &amqp_uri("gateway")),
                             ("GATEWAY__MONGODB__URI", &options.mongodb_uri),
                         ],
-                        &options.gateway_env,
+                        &[
+                            options.gateway_env.as_slice(),
+                            options
+                                .gateway_env_each
+                                .get(i)
+                                .map_or(&[][..], Vec::as_slice),
+                        ]
+                        .concat(),
                     ),
                 )
             })
