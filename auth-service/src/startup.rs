@@ -82,8 +82,7 @@ impl Application {
         let event_metrics = events.metrics().clone();
 
         let http = &settings.http;
-        let listener = TcpListener::bind(http.listen.address())
-            .with_context(|| format!("binding {}", http.listen.address()))?;
+        let listener = common::net::listen(&http.listen.address())?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             db,

@@ -19,6 +19,8 @@ pub mod error;
 pub mod event;
 pub mod metrics;
 pub mod mongo;
+#[cfg(feature = "actix")]
+pub mod net;
 #[cfg(feature = "amqp")]
 pub mod outbox;
 pub mod revocation;

@@ -112,8 +112,7 @@ impl Application {
         let room_store = RoomStore::open(&rooms_db, (room_cache, inbox_cache), room_locks).await?;
 
         // Both listeners before the consumer starts, so that a port in use fails the start.
-        let listener = TcpListener::bind(settings.http.address())
-            .with_context(|| format!("binding {}", settings.http.address()))?;
+        let listener = common::net::listen(&settings.http.address())?;
         let port = listener.local_addr()?.port();
         let metrics_listener = TcpListener::bind(settings.metrics.address())
             .with_context(|| format!("binding {} for metrics", settings.metrics.address()))?;
