@@ -591,5 +591,14 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         RoomEvent::RoomArchived { room, .. } => {
             membership::apply_archived(room, membership, rooms, broker);
         }
+        RoomEvent::MessageChanged { room, change, .. } => {
+            // The applied change is the client frame (`edited`, `deleted`, `reactions`):
+            // serialized once for every connection of the room.
+            let Ok(text) = serde_json::to_string(change) else {
+                return;
+            };
+            let frame = Arc::new(Utf8Bytes::from(text));
+            rooms.deliver(room, || Outbound::Frame(frame.clone()));
+        }
     }
 }

@@ -564,18 +564,21 @@ mod tests {
     fn message(room_name: &str, body: &str) -> ChatMessage {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        ChatMessage {
-            id: MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000 + n, 0)),
-            room: room(room_name),
-            client_id: common::domain::ClientMessageId::parse(body.to_string()).expect("id"),
-            author: member("alice", 1).0.user,
-            body: common::domain::MessageBody::parse(body.to_string()).expect("body"),
-            sent_at: Utc::now(),
-        }
+        ChatMessage::new(
+            MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000 + n, 0)),
+            room(room_name),
+            common::domain::ClientMessageId::parse(body.to_string()).expect("id"),
+            member("alice", 1).0.user,
+            common::domain::MessageBody::parse(body.to_string()).expect("body"),
+            Utc::now(),
+        )
     }
 
     fn bodies(messages: &[ChatMessage]) -> Vec<String> {
-        messages.iter().map(|m| m.body.to_string()).collect()
+        messages
+            .iter()
+            .map(|m| m.body.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect()
     }
 
     #[test]

@@ -271,14 +271,14 @@ impl Reader {
             let error = not_joined(&room);
             return refuse(error.code, error.message);
         }
-        let message = ChatMessage {
+        let message = ChatMessage::new(
             id,
             room,
             client_id,
-            author: self.session.user.clone(),
+            self.session.user.clone(),
             body,
             sent_at,
-        };
+        );
         let started = Instant::now();
         let published = if publish {
             let result = self.hub.broker.publish_message(&message).await;
