@@ -42,6 +42,8 @@ pub struct PageQuery {
     /// late-from time (or since `changes_since`, Unix ms, when later).
     changes: Option<String>,
     changes_since: Option<String>,
+    /// `false` leaves `me` out of the reactions: gateways share one read between users.
+    me: Option<String>,
     limit: Option<String>,
 }
 
@@ -105,6 +107,11 @@ pub async fn room_messages(
     if changes_asked && after.is_none() {
         return Err(ApiError::Validation("changes goes with after".to_string()));
     }
+    let with_me = match query.me.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(ApiError::Validation("me must be true or false".into())),
+    };
     let late_asked = published_after.is_some() || late_window.is_some();
     if late_asked && after.is_none() {
         return Err(ApiError::Validation(
@@ -127,7 +134,7 @@ pub async fn room_messages(
             if let Err(refusal) = may_read(state, room, user).await? {
                 return Ok(Err(refusal));
             }
-            let reader = Some(user.as_str());
+            let reader = with_me.then_some(user.as_str());
             let (mut page, late_from, changed) = match after {
                 Some(after) => {
                     let late = LateFrom::new(published_after, late_window);
