@@ -353,8 +353,11 @@ fn react_change(emoji: &str) -> Change {
 async fn a_catch_up_carries_the_changes_of_messages_before_its_cursor() {
     let app = spawn_app().await;
     room_with_alice_and_bob(&app, "lobby").await;
+    // Ids of one millisecond do not sort by creation: a millisecond apart, they do.
     let old = message_by("alice", "lobby", "last week");
+    tokio::time::sleep(Duration::from_millis(2)).await;
     let untouched = message_by("alice", "lobby", "untouched");
+    tokio::time::sleep(Duration::from_millis(2)).await;
     let cursor = message_by("bob", "lobby", "the last one bob saw");
     for m in [&old, &untouched, &cursor] {
         app.publish(m).await;
