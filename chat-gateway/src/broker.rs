@@ -25,7 +25,8 @@ use std::time::Duration;
 use common::amqp;
 use common::domain::RoomId;
 use common::event::{
-    AccountEvent, ChatMessage, MemberEvent, MessageEvent, PresenceState, RoomEvent, topology,
+    AccountEvent, ChangeEvent, ChatMessage, MemberEvent, MessageEvent, PresenceState, RoomEvent,
+    topology,
 };
 use futures_util::StreamExt;
 use lapin::Acker;
@@ -105,10 +106,26 @@ impl Broker {
 
     /// Publishes a chat message persistently and waits for the broker's confirm.
     pub async fn publish_message(&self, message: &ChatMessage) -> Result<(), PublishError> {
-        let channel = self.channel().ok_or(PublishError::Unavailable)?;
         let payload = serde_json::to_vec(&MessageEvent::new(message.clone()))
             .map_err(|_| PublishError::NotConfirmed)?;
-        let routing_key = topology::message_key(&message.room);
+        self.publish_confirmed(topology::message_key(&message.room), payload)
+            .await
+    }
+
+    /// Publishes a message change persistently (`chg.<room>`, to the history queue only) and
+    /// waits for the broker's confirm.
+    pub async fn publish_change(&self, change: &ChangeEvent) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(change).map_err(|_| PublishError::NotConfirmed)?;
+        self.publish_confirmed(topology::change_key(&change.room), payload)
+            .await
+    }
+
+    async fn publish_confirmed(
+        &self,
+        routing_key: String,
+        payload: Vec<u8>,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().ok_or(PublishError::Unavailable)?;
         let publish = async {
             let confirm = channel
                 .basic_publish(
@@ -608,6 +625,17 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         }
         RoomEvent::RoomArchived { room, .. } => {
             membership::apply_archived(room, membership, rooms, broker);
+        }
+        RoomEvent::MessageChanged { room, change, .. } => {
+            // The applied change is the client frame (`edited`, `deleted`, `reactions`):
+            // serialized once for every connection of the room.
+            let Ok(text) = serde_json::to_string(change) else {
+                return;
+            };
+            // Plain joins answered from the room's memory must show the change too.
+            rooms.apply_change(change);
+            let frame = Arc::new(Utf8Bytes::from(text));
+            rooms.deliver(room, || Outbound::Frame(frame.clone()));
         }
     }
 }

@@ -116,7 +116,13 @@ where
 }
 
 /// What a catch-up asks: the room's binding, `since`, and the late parameter.
-type CatchUpKey = (RoomId, Instant, MessageId, (&'static str, String));
+type CatchUpKey = (
+    RoomId,
+    Instant,
+    MessageId,
+    (&'static str, String),
+    Option<i64>,
+);
 
 #[derive(Clone)]
 pub struct HistoryClient {
@@ -142,6 +148,30 @@ pub struct HistoryPage {
     /// are in `messages`.
     #[serde(default)]
     pub published_after: Option<i64>,
+    /// For a catch-up: the messages up to its cursor changed meanwhile, current state.
+    #[serde(default)]
+    pub changes: Vec<ChatMessage>,
+    #[serde(default)]
+    pub changes_truncated: bool,
+}
+
+/// What history-service answered about a change a user wants to make.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangeCheck {
+    /// The author of the message (for a reply's `reply_to`).
+    pub author: common::domain::UserRef,
+    /// The start of its body (absent once deleted).
+    #[serde(default)]
+    pub excerpt: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// Why a change was refused: an error code of docs/protocol.md, or no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeRefusal {
+    Denied(&'static str),
+    Unavailable,
 }
 
 impl HistoryClient {
@@ -186,6 +216,56 @@ impl HistoryClient {
             .json()
             .await?;
         Ok(page)
+    }
+
+    /// Asks history-service whether the user may make `action` (`edit`, `delete`, `react`,
+    /// `reply`) of message `id` now.
+    pub async fn check_change(
+        &self,
+        room: &RoomId,
+        id: MessageId,
+        action: serde_json::Value,
+        token: &str,
+    ) -> Result<ChangeCheck, ChangeRefusal> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/api/rooms/{room}/messages/{id}/check",
+                self.base
+            ))
+            .bearer_auth(token)
+            .json(&action)
+            .send()
+            .await
+            .map_err(|_| ChangeRefusal::Unavailable)?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|_| ChangeRefusal::Unavailable);
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        let known = [
+            "not_found",
+            "forbidden",
+            "banned",
+            "archived",
+            "message_deleted",
+            "edit_window_passed",
+            "too_many_reactions",
+            "invalid_emoji",
+        ]
+        .into_iter()
+        .find(|known| *known == code);
+        match (status.as_u16(), known) {
+            (404, _) => Err(ChangeRefusal::Denied("not_found")),
+            (403, _) => Err(ChangeRefusal::Denied(known.unwrap_or("forbidden"))),
+            (401, _) => Err(ChangeRefusal::Denied("unauthorized")),
+            (409 | 422, Some(code)) => Err(ChangeRefusal::Denied(code)),
+            _ => Err(ChangeRefusal::Unavailable),
+        }
     }
 
     /// Whether history-service has stored message `id` of `room`.
@@ -308,7 +388,14 @@ impl HistoryClient {
             .share(key, move || {
                 async move {
                     client
-                        .get(&room, &[("limit", client.recent.to_string())], &token)
+                        .get(
+                            &room,
+                            &[
+                                ("limit", client.recent.to_string()),
+                                ("me", "false".to_string()),
+                            ],
+                            &token,
+                        )
                         .await
                         .map(|page| (Arc::new(page), ticket))
                         .map_err(Arc::new)
@@ -330,6 +417,7 @@ impl HistoryClient {
         binding: Instant,
         since: MessageId,
         published_after: Option<DateTime<Utc>>,
+        changes_since: Option<DateTime<Utc>>,
         token: &str,
     ) -> SharedPage {
         let late = match published_after {
@@ -339,22 +427,26 @@ impl HistoryClient {
                 self.late_window.num_milliseconds().to_string(),
             ),
         };
+        // The client's change cursor, less the window: history-service's clocks may differ.
+        let changes_since = changes_since.map(|at| self.late_from(at).timestamp_millis());
         let client = self.clone();
-        let key = (room.clone(), binding, since, late.clone());
+        let key = (room.clone(), binding, since, late.clone(), changes_since);
         let (room, token) = (room.clone(), token.to_string());
         self.catch_up_reads
             .share(key, move || {
                 async move {
+                    let mut query = vec![
+                        ("after", since.to_string()),
+                        (late.0, late.1),
+                        ("limit", client.catch_up_limit.to_string()),
+                        ("changes", "true".to_string()),
+                        ("me", "false".to_string()),
+                    ];
+                    if let Some(at) = changes_since {
+                        query.push(("changes_since", at.to_string()));
+                    }
                     client
-                        .get(
-                            &room,
-                            &[
-                                ("after", since.to_string()),
-                                (late.0, late.1),
-                                ("limit", client.catch_up_limit.to_string()),
-                            ],
-                            &token,
-                        )
+                        .get(&room, &query, &token)
                         .await
                         .map(Arc::new)
                         .map_err(Arc::new)

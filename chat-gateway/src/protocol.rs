@@ -3,7 +3,9 @@
 //! Client frames are parsed in two steps, JSON first and then each field through its domain
 //! type, so every failure maps to a precise `error` code instead of one generic parse error.
 
-use common::domain::{ClientMessageId, MessageBody, MessageId, RemovalReason, RoomId, UserRef};
+use common::domain::{
+    ClientMessageId, Emoji, MessageBody, MessageId, RemovalReason, RoomId, UserRef,
+};
 use common::event::{ChatMessage, PresenceState};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -14,6 +16,9 @@ pub enum ClientFrame {
     Join {
         room: RoomId,
         since: Option<MessageId>,
+        /// With `since`: changes only from this time (the greatest `changed_at` the client
+        /// has seen in the room).
+        changes_since: Option<chrono::DateTime<chrono::Utc>>,
     },
     Leave {
         room: RoomId,
@@ -22,6 +27,15 @@ pub enum ClientFrame {
         room: RoomId,
         client_id: ClientMessageId,
         body: MessageBody,
+        /// The message of the same room this one answers.
+        reply_to: Option<MessageId>,
+    },
+    /// `edit`, `delete` or `react` of message `id` (docs/protocol.md, "Changing messages").
+    Change {
+        room: RoomId,
+        id: MessageId,
+        client_id: ClientMessageId,
+        change: common::event::Change,
     },
     Typing {
         room: RoomId,
@@ -79,6 +93,7 @@ impl ClientFrame {
             ClientFrame::Join { room, .. }
             | ClientFrame::Leave { room }
             | ClientFrame::Send { room, .. }
+            | ClientFrame::Change { room, .. }
             | ClientFrame::Typing { room }
             | ClientFrame::Read { room, .. } => Some(room),
             ClientFrame::Ping | ClientFrame::Auth { .. } => None,
@@ -103,6 +118,12 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, Fram
 fn room(object: &Map<String, Value>) -> Result<RoomId, FrameError> {
     RoomId::parse(field(object, "room")?.to_string())
         .map_err(|e| FrameError::new("invalid_room", e.0))
+}
+
+fn body(object: &Map<String, Value>) -> Result<MessageBody, FrameError> {
+    field(object, "body").and_then(|b| {
+        MessageBody::parse(b.to_string()).map_err(|e| FrameError::new("invalid_body", e.0))
+    })
 }
 
 /// Parses one text frame.
@@ -130,9 +151,29 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                     ));
                 }
             };
+            let changes_since = match object.get("changes_since") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(
+                    chrono::DateTime::parse_from_rfc3339(s)
+                        .map_err(|_| {
+                            FrameError::new(
+                                "invalid_since",
+                                "`changes_since` must be an RFC 3339 time",
+                            )
+                        })?
+                        .to_utc(),
+                ),
+                Some(_) => {
+                    return Err(FrameError::new(
+                        "invalid_since",
+                        "`changes_since` must be an RFC 3339 time",
+                    ));
+                }
+            };
             Ok(ClientFrame::Join {
                 room: room(&object)?,
                 since,
+                changes_since,
             })
         }
         "leave" => Ok(ClientFrame::Leave {
@@ -174,16 +215,74 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 e
             };
             let room = room(&object).map_err(with_id)?;
-            let body = field(&object, "body")
-                .and_then(|b| {
-                    MessageBody::parse(b.to_string())
-                        .map_err(|e| FrameError::new("invalid_body", e.0))
-                })
-                .map_err(with_id)?;
+            let body = body(&object).map_err(with_id)?;
+            let reply_to = match object.get("reply_to") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(id)) => Some(MessageId::parse(id).map_err(|_| {
+                    with_id(FrameError::new(
+                        "invalid_reply_to",
+                        "`reply_to` must be a message id",
+                    ))
+                })?),
+                Some(_) => {
+                    return Err(with_id(FrameError::new(
+                        "invalid_reply_to",
+                        "`reply_to` must be a message id",
+                    )));
+                }
+            };
             Ok(ClientFrame::Send {
                 room,
                 client_id,
                 body,
+                reply_to,
+            })
+        }
+        "edit" | "delete" | "react" => {
+            let client_id = field(&object, "client_id").and_then(|c| {
+                ClientMessageId::parse(c.to_string())
+                    .map_err(|e| FrameError::new("invalid_client_id", e.0))
+            })?;
+            let with_id = |mut e: FrameError| {
+                e.client_id = Some(client_id.to_string());
+                e
+            };
+            let room = room(&object).map_err(with_id)?;
+            let id = field(&object, "id")
+                .and_then(|id| {
+                    MessageId::parse(id)
+                        .map_err(|_| FrameError::new("invalid_id", "`id` must be a message id"))
+                })
+                .map_err(with_id)?;
+            let change = match kind {
+                "edit" => common::event::Change::Edit {
+                    body: body(&object).map_err(with_id)?,
+                },
+                "delete" => common::event::Change::Delete,
+                _ => {
+                    let emoji = field(&object, "emoji")
+                        .and_then(|e| {
+                            Emoji::parse(e.to_string())
+                                .map_err(|e| FrameError::new("invalid_emoji", e.0))
+                        })
+                        .map_err(with_id)?;
+                    let on = match object.get("on") {
+                        Some(Value::Bool(on)) => *on,
+                        _ => {
+                            return Err(with_id(FrameError::new(
+                                "invalid_frame",
+                                "`on` must be true or false",
+                            )));
+                        }
+                    };
+                    common::event::Change::React { emoji, on }
+                }
+            };
+            Ok(ClientFrame::Change {
+                room,
+                id,
+                client_id,
+                change,
             })
         }
         other => Err(FrameError::new(
@@ -208,6 +307,12 @@ pub enum ServerFrame<'a> {
         /// oldest missed ones and the client pages on with `after=<last id>`.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
+        /// A `since` join's change feed: messages up to `since` that changed while the
+        /// client was away, in their current state.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        changes: &'a [ChatMessage],
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        changes_truncated: bool,
     },
     Left {
         room: &'a RoomId,
@@ -321,7 +426,8 @@ mod tests {
             parse(r#"{"type":"join","room":"general"}"#),
             Ok(ClientFrame::Join {
                 room: RoomId::parse("general".into()).expect("room"),
-                since: None
+                since: None,
+                changes_since: None,
             })
         );
         assert!(matches!(parse(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
@@ -392,11 +498,70 @@ mod tests {
             members: &[],
             messages: &[],
             truncated: false,
+            changes: &[],
+            changes_truncated: false,
         };
         let text = joined_with_view(&frame, r#"{"id":"r","role":"member"}"#);
         let value: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(value["type"], "joined");
         assert_eq!(value["view"]["role"], "member");
+    }
+
+    #[test]
+    fn change_frames_parse_and_each_bad_field_has_its_code() {
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert!(matches!(
+            parse(&format!(
+                r#"{{"type":"edit","room":"r","id":"{id}","body":"b","client_id":"c"}}"#
+            )),
+            Ok(ClientFrame::Change { .. })
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#"{{"type":"delete","room":"r","id":"{id}","client_id":"c"}}"#
+            )),
+            Ok(ClientFrame::Change { .. })
+        ));
+        assert!(matches!(
+            parse(&format!(
+                r#"{{"type":"react","room":"r","id":"{id}","emoji":"👍","on":true,"client_id":"c"}}"#
+            )),
+            Ok(ClientFrame::Change { .. })
+        ));
+        let error = |text: String| {
+            let error = parse(&text).map(|_| ()).expect_err("refused");
+            (error.code, error.client_id)
+        };
+        let c = Some("c".to_string());
+        assert_eq!(
+            error(format!(
+                r#"{{"type":"edit","room":"r","id":"{id}","body":" ","client_id":"c"}}"#
+            )),
+            ("invalid_body", c.clone())
+        );
+        assert_eq!(
+            error(r#"{"type":"delete","room":"r","id":"x","client_id":"c"}"#.to_string()),
+            ("invalid_id", c.clone())
+        );
+        assert_eq!(
+            error(format!(
+                r#"{{"type":"react","room":"r","id":"{id}","emoji":"👍👍","on":true,"client_id":"c"}}"#
+            )),
+            ("invalid_emoji", c.clone())
+        );
+        assert_eq!(
+            error(format!(
+                r#"{{"type":"react","room":"r","id":"{id}","emoji":"👍","on":"yes","client_id":"c"}}"#
+            )),
+            ("invalid_frame", c.clone())
+        );
+        assert_eq!(
+            error(
+                r#"{"type":"send","room":"r","body":"b","reply_to":"x","client_id":"c"}"#
+                    .to_string()
+            ),
+            ("invalid_reply_to", c)
+        );
     }
 
     #[test]

@@ -43,6 +43,10 @@ struct Receipt {
     id: String,
     room: String,
     sent_at: bson::DateTime,
+    /// For a message change: what it changes, `<edit|delete|react>:<message id>` (`id` is
+    /// then the change id, `sent_at` the time of the change). Never the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
 }
 
 /// The outcome of reserving a `client_id`.
@@ -55,6 +59,8 @@ pub enum Reservation {
         id: MessageId,
         sent_at: DateTime<Utc>,
         room: String,
+        /// What the earlier use changed (none for a send).
+        target: Option<String>,
     },
 }
 
@@ -105,11 +111,27 @@ impl Receipts {
         id: MessageId,
         sent_at: DateTime<Utc>,
     ) -> anyhow::Result<Reservation> {
+        self.reserve_for(user, client_id, room, id, sent_at, None)
+            .await
+    }
+
+    /// [`Receipts::reserve`] for a send (`target` none) or a message change (`target`
+    /// `<kind>:<message id>`, `id` the change id).
+    pub async fn reserve_for(
+        &self,
+        user: &UserId,
+        client_id: &ClientMessageId,
+        room: &RoomId,
+        id: MessageId,
+        sent_at: DateTime<Utc>,
+        target: Option<String>,
+    ) -> anyhow::Result<Reservation> {
         let receipt = Receipt {
             key: key(user, client_id),
             id: id.to_string(),
             room: room.to_string(),
             sent_at: bson::DateTime::from_millis(sent_at.timestamp_millis()),
+            target,
         };
         let (reply, answer) = oneshot::channel();
         let request = async {
@@ -229,6 +251,7 @@ async fn reserve_all(
                         id,
                         sent_at: from_bson(receipt.sent_at),
                         room: receipt.room.clone(),
+                        target: receipt.target.clone(),
                     })
                     .map_err(|e| format!("stored receipt: {e}")),
             },

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::domain::{MessageId, RoomId, UserId, UserRef};
-use common::event::ChatMessage;
+use common::event::{AppliedChange, ChatMessage, ReplyRef};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -239,6 +239,79 @@ impl Rooms {
         }
     }
 
+    /// Brings the remembered copy of a changed message (and the replies to it) to the state
+    /// history-service announced, unless it holds that version already.
+    pub fn apply_change(&self, change: &AppliedChange) {
+        let (room, id, version) = match change {
+            AppliedChange::Edited {
+                room, id, version, ..
+            }
+            | AppliedChange::Deleted {
+                room, id, version, ..
+            }
+            | AppliedChange::Reactions {
+                room, id, version, ..
+            } => (room, *id, *version),
+        };
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
+        for (message, _) in entry.recent.iter_mut() {
+            if message.id == id && message.state.version < version {
+                let mut changed = ChatMessage::clone(message);
+                changed.state.version = version;
+                match change {
+                    AppliedChange::Edited {
+                        body,
+                        edited_at,
+                        changed_at,
+                        ..
+                    } => {
+                        changed.body = Some(body.clone());
+                        changed.state.edited_at = Some(*edited_at);
+                        changed.state.changed_at = Some(*changed_at);
+                    }
+                    AppliedChange::Deleted {
+                        deleted_at,
+                        by,
+                        changed_at,
+                        ..
+                    } => {
+                        changed.body = None;
+                        changed.state.edited_at = None;
+                        changed.state.deleted = true;
+                        changed.state.deleted_at = Some(*deleted_at);
+                        changed.state.deleted_by = Some(by.clone());
+                        changed.state.reactions.clear();
+                        changed.state.changed_at = Some(*changed_at);
+                    }
+                    AppliedChange::Reactions {
+                        reactions,
+                        changed_at,
+                        ..
+                    } => {
+                        changed.state.reactions = reactions.clone();
+                        changed.state.changed_at = Some(*changed_at);
+                    }
+                }
+                *message = Arc::new(changed);
+            } else if message.reply_to.as_ref().is_some_and(|r| r.id == id) {
+                let excerpt = match change {
+                    AppliedChange::Edited { body, .. } => Some(ReplyRef::excerpt_of(body.as_str())),
+                    AppliedChange::Deleted { .. } => None,
+                    AppliedChange::Reactions { .. } => continue,
+                };
+                let mut changed = ChatMessage::clone(message);
+                if let Some(reply) = changed.reply_to.as_mut() {
+                    reply.deleted = excerpt.is_none();
+                    reply.excerpt = excerpt;
+                }
+                *message = Arc::new(changed);
+            }
+        }
+    }
+
     /// A ticket for a history read of the room's recent messages, when its answer can make the
     /// room's memory complete: the broker is connected and the room was bound long enough ago.
     /// When the room's current binding was asked for: reads shared by joins of the room are
@@ -273,8 +346,13 @@ impl Rooms {
             return;
         }
         for message in messages {
-            if !entry.recent.iter().any(|(m, _)| m.id == message.id) {
-                entry.recent.push_back((Arc::new(message.clone()), None));
+            match entry.recent.iter_mut().find(|(m, _)| m.id == message.id) {
+                // The newer state of the two (a change may have passed either way).
+                Some((held, _)) if held.state.version < message.state.version => {
+                    *held = Arc::new(message.clone());
+                }
+                Some(_) => {}
+                None => entry.recent.push_back((Arc::new(message.clone()), None)),
             }
         }
         entry.recent.make_contiguous().sort_by_key(|(m, _)| m.id);
@@ -564,18 +642,21 @@ mod tests {
     fn message(room_name: &str, body: &str) -> ChatMessage {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        ChatMessage {
-            id: MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000 + n, 0)),
-            room: room(room_name),
-            client_id: common::domain::ClientMessageId::parse(body.to_string()).expect("id"),
-            author: member("alice", 1).0.user,
-            body: common::domain::MessageBody::parse(body.to_string()).expect("body"),
-            sent_at: Utc::now(),
-        }
+        ChatMessage::new(
+            MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000 + n, 0)),
+            room(room_name),
+            common::domain::ClientMessageId::parse(body.to_string()).expect("id"),
+            member("alice", 1).0.user,
+            common::domain::MessageBody::parse(body.to_string()).expect("body"),
+            Utc::now(),
+        )
     }
 
     fn bodies(messages: &[ChatMessage]) -> Vec<String> {
-        messages.iter().map(|m| m.body.to_string()).collect()
+        messages
+            .iter()
+            .map(|m| m.body.as_ref().map(ToString::to_string).unwrap_or_default())
+            .collect()
     }
 
     #[test]

@@ -267,6 +267,84 @@ impl<'de> Deserialize<'de> for MessageId {
     }
 }
 
+string_newtype!(
+    /// One emoji as a single grapheme (docs/protocol.md, "Changing messages"): emoji
+    /// characters joined by ZWJ, each optionally followed by a variation selector or a skin
+    /// tone; a flag of two regional indicators; a subdivision flag; a keycap. At most 16
+    /// scalar values and 64 bytes.
+    Emoji
+);
+
+impl Emoji {
+    pub const MAX_CHARS: usize = 16;
+    pub const MAX_BYTES: usize = 64;
+
+    pub fn parse(value: String) -> Result<Self, InvalidValue> {
+        if value.len() > Self::MAX_BYTES
+            || value.chars().count() > Self::MAX_CHARS
+            || !is_one_emoji(&value)
+        {
+            return Err(invalid("emoji must be exactly one emoji"));
+        }
+        Ok(Self(value))
+    }
+}
+
+const ZWJ: char = '\u{200D}';
+
+fn is_emoji_char(c: char) -> bool {
+    matches!(c,
+        '\u{1F000}'..='\u{1F1E5}' | '\u{1F200}'..='\u{1F3FA}' | '\u{1F400}'..='\u{1FAFF}'
+        | '\u{2600}'..='\u{27BF}' | '\u{2300}'..='\u{23FF}' | '\u{2B00}'..='\u{2BFF}'
+        | '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}'
+        | '\u{2194}'..='\u{2199}' | '\u{21A9}' | '\u{21AA}' | '\u{3030}' | '\u{303D}'
+        | '\u{3297}' | '\u{3299}')
+}
+
+fn is_modifier(c: char) -> bool {
+    matches!(c, '\u{FE0F}' | '\u{FE0E}' | '\u{1F3FB}'..='\u{1F3FF}')
+}
+
+fn is_regional_indicator(c: char) -> bool {
+    matches!(c, '\u{1F1E6}'..='\u{1F1FF}')
+}
+
+/// The grammar of [`Emoji`], without a Unicode segmentation table: what it accepts is one
+/// grapheme cluster of emoji.
+fn is_one_emoji(value: &str) -> bool {
+    let chars: Vec<char> = value.chars().collect();
+    match chars.as_slice() {
+        [] => false,
+        // A flag: exactly two regional indicators.
+        [a, b] if is_regional_indicator(*a) && is_regional_indicator(*b) => true,
+        // A keycap: 0-9, # or *, an optional VS16, the combining enclosing keycap.
+        [k, rest @ ..] if k.is_ascii_digit() || matches!(k, '#' | '*') => {
+            matches!(rest, ['\u{20E3}'] | ['\u{FE0F}', '\u{20E3}'])
+        }
+        // A subdivision flag: black flag, tag characters, cancel tag.
+        ['\u{1F3F4}', tags @ .., '\u{E007F}'] if !tags.is_empty() => {
+            tags.iter().all(|c| matches!(c, '\u{E0020}'..='\u{E007E}'))
+        }
+        _ => {
+            // Emoji characters, each followed by modifiers, joined by ZWJ.
+            let mut expect_base = true;
+            for &c in &chars {
+                if expect_base {
+                    if !is_emoji_char(c) || is_regional_indicator(c) || is_modifier(c) {
+                        return false;
+                    }
+                    expect_base = false;
+                } else if c == ZWJ {
+                    expect_base = true;
+                } else if !is_modifier(c) {
+                    return false;
+                }
+            }
+            !expect_base
+        }
+    }
+}
+
 /// Who may see and enter a room (see docs/rooms.md for the permission table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -362,6 +440,41 @@ mod tests {
         assert!(MessageBody::parse("é".repeat(4001)).is_err());
         assert!(MessageBody::parse("".into()).is_err());
         assert!(MessageBody::parse(" \n\t".into()).is_err());
+    }
+
+    #[test]
+    fn emoji_accepts_one_emoji_and_nothing_else() {
+        for good in [
+            "👍",
+            "❤️",
+            "👍🏽",
+            "👨‍👩‍👧‍👦",
+            "🇫🇷",
+            "1️⃣",
+            "#⃣",
+            "🏴󠁧󠁢󠁳󠁣󠁴󠁿",
+            "☕",
+            "🫠",
+            "🧑🏿‍🚀",
+        ] {
+            assert!(Emoji::parse(good.to_string()).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "",
+            "a",
+            "👍👍",
+            "👍 ",
+            ":)",
+            "\u{200D}👍",
+            "👍\u{200D}",
+            "🏽",
+            "🇫",
+            "🇫🇷🇫🇷",
+            "1",
+            "<b>",
+        ] {
+            assert!(Emoji::parse(bad.to_string()).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

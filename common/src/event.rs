@@ -4,6 +4,9 @@
 //! - `msg.<room>`: chat messages, published persistent with publisher confirms; the history
 //!   service's durable queue is bound to `msg.*`, each gateway instance's queue to the rooms
 //!   its connections have joined;
+//! - `chg.<room>`: changes of stored messages (edit, delete, react), published persistent
+//!   with publisher confirms like messages and bound to the history queue only;
+//!   history-service announces each change it applied on `evt.<room>`;
 //! - `evt.<room>`: ephemeral room events (presence, typing), never stored;
 //! - `account.<user_id>`: account changes published by auth-service (deleted, disabled,
 //!   enabled); every gateway and history-service instance binds a queue of its own to
@@ -19,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    ClientMessageId, MessageBody, MessageId, RemovalReason, Role, RoomId, UserId, UserRef,
+    ClientMessageId, Emoji, MessageBody, MessageId, RemovalReason, Role, RoomId, UserId, UserRef,
 };
 
 /// Current version of the event format.
@@ -38,6 +41,14 @@ pub mod topology {
     pub fn message_key(room: &RoomId) -> String {
         format!("msg.{room}")
     }
+
+    /// Routing key of the changes (edit, delete, react) of a room's messages.
+    pub fn change_key(room: &RoomId) -> String {
+        format!("chg.{room}")
+    }
+
+    /// Binding of the history queue: every room's message changes.
+    pub const ALL_CHANGES_BINDING: &str = "chg.*";
 
     /// Routing key of a room's ephemeral events.
     pub fn room_event_key(room: &RoomId) -> String {
@@ -126,15 +137,193 @@ pub mod topology {
     }
 }
 
-/// A chat message as published by a gateway, stored by the history service and served back.
+/// A chat message as published by a gateway, stored by the history service and served back
+/// in its current state (see [`MessageState`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub id: MessageId,
     pub room: RoomId,
     pub client_id: ClientMessageId,
     pub author: UserRef,
-    pub body: MessageBody,
+    /// Absent only on a deleted message (a tombstone): deleting erases the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<MessageBody>,
     pub sent_at: DateTime<Utc>,
+    /// The message this one answers (same room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyRef>,
+    #[serde(flatten)]
+    pub state: MessageState,
+}
+
+impl ChatMessage {
+    /// A message as sent: version 1, no reply, nothing changed.
+    pub fn new(
+        id: MessageId,
+        room: RoomId,
+        client_id: ClientMessageId,
+        author: UserRef,
+        body: MessageBody,
+        sent_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            room,
+            client_id,
+            author,
+            body: Some(body),
+            sent_at,
+            reply_to: None,
+            state: MessageState::default(),
+        }
+    }
+}
+
+/// What a reply shows of the message it answers. Only `id` and `author` are stored with the
+/// reply; the excerpt is read from the answered message when served, so a deleted message's
+/// text survives nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyRef {
+    pub id: MessageId,
+    pub author: UserRef,
+    /// The first [`ReplyRef::EXCERPT_CHARS`] characters of the answered message's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl ReplyRef {
+    pub const EXCERPT_CHARS: usize = 100;
+
+    /// The excerpt of `body` a reply shows.
+    pub fn excerpt_of(body: &str) -> String {
+        body.chars().take(Self::EXCERPT_CHARS).collect()
+    }
+}
+
+/// One emoji's reactions to a message: how many users, and (history pages and `joined`
+/// only, for the reader) whether the reader is one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    pub emoji: Emoji,
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<bool>,
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+/// What changed about a message since it was sent (docs/protocol.md, "Changing messages").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageState {
+    /// 1 when sent, one more for every change applied.
+    #[serde(default = "first_version")]
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<UserRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionCount>,
+    /// When history-service last applied a change (its clock): the change feed's cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+impl Default for MessageState {
+    fn default() -> Self {
+        Self {
+            version: first_version(),
+            edited_at: None,
+            deleted: false,
+            deleted_at: None,
+            deleted_by: None,
+            reactions: Vec::new(),
+            changed_at: None,
+        }
+    }
+}
+
+/// What a [`ChangeEvent`] does to its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// The author replaces the body.
+    Edit { body: MessageBody },
+    /// The author, or an owner or admin of the room, deletes the message (final).
+    Delete,
+    /// `by` turns their reaction `emoji` on or off.
+    React { emoji: Emoji, on: bool },
+}
+
+impl Change {
+    /// The name of the change in receipts and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Edit { .. } => "edit",
+            Change::Delete => "delete",
+            Change::React { .. } => "react",
+        }
+    }
+}
+
+/// Payload of a `chg.<room>` publication: one change of a stored message, made by `by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub v: u32,
+    pub room: RoomId,
+    /// The message changed.
+    pub id: MessageId,
+    /// Orders changes of one message: a change applies only over older ones. Made by the
+    /// gateway like message ids (a ULID from a monotonic generator) and kept by retries.
+    pub change_id: MessageId,
+    pub client_id: ClientMessageId,
+    pub by: UserRef,
+    /// When the gateway took the change (kept by retries); edits are checked against the
+    /// edit window with it.
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// A change history-service applied, as the room's clients get it (docs/protocol.md):
+/// serialized once per room by each gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AppliedChange {
+    Edited {
+        room: RoomId,
+        id: MessageId,
+        body: MessageBody,
+        edited_at: DateTime<Utc>,
+        version: u64,
+        changed_at: DateTime<Utc>,
+    },
+    Deleted {
+        room: RoomId,
+        id: MessageId,
+        deleted_at: DateTime<Utc>,
+        by: UserRef,
+        version: u64,
+        changed_at: DateTime<Utc>,
+    },
+    Reactions {
+        room: RoomId,
+        id: MessageId,
+        reactions: Vec<ReactionCount>,
+        version: u64,
+        by: UserRef,
+        emoji: Emoji,
+        on: bool,
+        changed_at: DateTime<Utc>,
+    },
 }
 
 /// Payload of a `msg.<room>` publication.
@@ -212,6 +401,13 @@ pub enum RoomEvent {
         origin: String,
         room: RoomId,
     },
+    /// history-service stored a change of one of the room's messages.
+    MessageChanged {
+        v: u32,
+        origin: String,
+        room: RoomId,
+        change: AppliedChange,
+    },
 }
 
 impl RoomEvent {
@@ -221,7 +417,8 @@ impl RoomEvent {
             | RoomEvent::Typing { origin, .. }
             | RoomEvent::PresenceQuery { origin, .. }
             | RoomEvent::RoomUpdated { origin, .. }
-            | RoomEvent::RoomArchived { origin, .. } => origin,
+            | RoomEvent::RoomArchived { origin, .. }
+            | RoomEvent::MessageChanged { origin, .. } => origin,
         }
     }
 
@@ -231,7 +428,8 @@ impl RoomEvent {
             | RoomEvent::Typing { room, .. }
             | RoomEvent::PresenceQuery { room, .. }
             | RoomEvent::RoomUpdated { room, .. }
-            | RoomEvent::RoomArchived { room, .. } => room,
+            | RoomEvent::RoomArchived { room, .. }
+            | RoomEvent::MessageChanged { room, .. } => room,
         }
     }
 }
@@ -313,17 +511,17 @@ mod tests {
 
     #[test]
     fn message_event_round_trips_with_its_version() {
-        let message = ChatMessage {
-            id: MessageId::from_ulid(ulid::Ulid::new()),
-            room: RoomId::parse("general".into()).expect("valid room"),
-            client_id: ClientMessageId::parse("c-1".into()).expect("valid client id"),
-            author: UserRef {
+        let message = ChatMessage::new(
+            MessageId::from_ulid(ulid::Ulid::new()),
+            RoomId::parse("general".into()).expect("valid room"),
+            ClientMessageId::parse("c-1".into()).expect("valid client id"),
+            UserRef {
                 id: UserId::parse("u1".into()).expect("valid user id"),
                 username: Username::parse("alice".into()).expect("valid username"),
             },
-            body: MessageBody::parse("hi".into()).expect("valid body"),
-            sent_at: Utc::now(),
-        };
+            MessageBody::parse("hi".into()).expect("valid body"),
+            Utc::now(),
+        );
         let json = serde_json::to_value(MessageEvent::new(message.clone())).expect("serializes");
         assert_eq!(json["v"], 1);
         assert_eq!(json["room"], "general");
@@ -331,6 +529,22 @@ mod tests {
         let back: MessageEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(back.message, message);
         assert!(back.published_at.is_some());
+    }
+
+    #[test]
+    fn a_change_event_round_trips_and_tells_its_kind() {
+        let json = serde_json::json!({
+            "v": 1, "room": "general", "id": ulid::Ulid::new().to_string(),
+            "change_id": ulid::Ulid::new().to_string(), "client_id": "c",
+            "by": {"id": "u", "username": "alice"}, "at": "2026-01-01T00:00:00Z",
+            "change": "react", "emoji": "👍", "on": true
+        });
+        let event: ChangeEvent = serde_json::from_value(json.clone()).expect("deserializes");
+        assert_eq!(event.change.kind(), "react");
+        assert_eq!(serde_json::to_value(&event).expect("serializes"), json);
+        let mut bad = json;
+        bad["emoji"] = "x".into();
+        assert!(serde_json::from_value::<ChangeEvent>(bad).is_err());
     }
 
     #[test]

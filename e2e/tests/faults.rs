@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Progress};
 use support::isolated::Isolated;
@@ -643,6 +643,239 @@ async fn a_send_retried_on_both_gateways_is_stored_once_delivered_once_and_acked
     assert_eq!(figures.sent, MESSAGES);
     assert_eq!(figures.stored, MESSAGES, "each message stored once");
     assert_eq!(identical, MESSAGES, "both acks of every message agree");
+}
+
+/// What the changes scenario expects of one message: what its acked changes leave.
+#[derive(Debug, Default, Clone)]
+struct Expected {
+    body: String,
+    deleted: bool,
+    /// (user, emoji) → on.
+    reactions: std::collections::BTreeMap<(String, String), bool>,
+    /// Distinct changes acked (retries excluded): each one bumps the version.
+    changes: u64,
+}
+
+/// Sends `frame` on `first` until it is acked (a refusal as `unavailable` is retried after a
+/// pause, as a careful client does), then the same frame again on `retry` (another gateway)
+/// until that is acked too. Panics on any other refusal.
+async fn change_twice(first: &mut support::Client, retry: &mut support::Client, frame: &Value) {
+    for client in [first, retry] {
+        loop {
+            client.send_json(frame.clone()).await;
+            let client_id = frame["client_id"].clone();
+            let answer = client
+                .next_matching(|f| {
+                    (f["type"] == "ack" || f["type"] == "error") && f["client_id"] == client_id
+                })
+                .await
+                .expect("an answer within 10 s");
+            if answer["type"] == "ack" {
+                break;
+            }
+            assert_eq!(answer["code"], "unavailable", "refused: {answer}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_retried_on_both_gateways_through_history_service_kills_end_as_acked() {
+    let mut scenario = Scenario::start("changes, retried, history-service kill -9", 2, &[]).await;
+    let room = "changes";
+    let alice = scenario.system.user(0, "alice").await;
+    let bob = scenario.system.user(1, "bob").await;
+    let mut alice0 = scenario.system.connect(0, &alice).await;
+    let mut alice1 = scenario.system.connect(1, &alice).await;
+    let mut bob0 = scenario.system.connect(0, &bob).await;
+    let mut bob1 = scenario.system.connect(1, &bob).await;
+    for client in [&mut alice0, &mut alice1, &mut bob0, &mut bob1] {
+        client.join(room).await;
+    }
+    const MESSAGES: usize = 60;
+    let mut ids = Vec::new();
+    let mut expected: Vec<Expected> = Vec::new();
+    for i in 0..MESSAGES {
+        let body = format!("secret-{i}-sent");
+        alice0.send_message(room, &format!("s-{i}"), &body).await;
+        let ack = alice0.next_of("ack").await;
+        ids.push(ack["id"].as_str().expect("id").to_string());
+        expected.push(Expected {
+            body,
+            ..Expected::default()
+        });
+    }
+    let stored = eventually(Duration::from_secs(30), || async {
+        let stored = try_all_messages(&scenario.system.gateways[0].url(), &alice, room)
+            .await
+            .unwrap_or_default();
+        (stored.len() == MESSAGES).then_some(())
+    })
+    .await;
+    assert!(stored.is_some(), "the messages were not stored");
+
+    // Four rounds of one change per message; history-service is killed right after the
+    // second and the third round were acked, while their changes are being consumed.
+    let mut made = 0;
+    for round in 0..4 {
+        for (i, id) in ids.iter().enumerate() {
+            let state = &mut expected[i];
+            if state.deleted {
+                continue;
+            }
+            let client_id = format!("c{round}-{i}");
+            let (frame, by_bob) = match (round, i % 5) {
+                (0, _) | (2, 1..) => {
+                    let body = format!("secret-{i}-edit{round}");
+                    state.body = body.clone();
+                    (
+                        json!({"type": "edit", "room": room, "id": id, "body": body, "client_id": client_id}),
+                        false,
+                    )
+                }
+                (2, 0) => {
+                    state.deleted = true;
+                    state.reactions.clear();
+                    (
+                        json!({"type": "delete", "room": room, "id": id, "client_id": client_id}),
+                        false,
+                    )
+                }
+                (1, _) => {
+                    state.reactions.insert(("bob".into(), "👍".into()), true);
+                    (
+                        json!({"type": "react", "room": room, "id": id, "emoji": "👍", "on": true, "client_id": client_id}),
+                        true,
+                    )
+                }
+                _ => {
+                    // Bob takes his back on even messages; alice adds hers on the others.
+                    if i % 2 == 0 {
+                        state.reactions.insert(("bob".into(), "👍".into()), false);
+                        (
+                            json!({"type": "react", "room": room, "id": id, "emoji": "👍", "on": false, "client_id": client_id}),
+                            true,
+                        )
+                    } else {
+                        state.reactions.insert(("alice".into(), "🎉".into()), true);
+                        (
+                            json!({"type": "react", "room": room, "id": id, "emoji": "🎉", "on": true, "client_id": client_id}),
+                            false,
+                        )
+                    }
+                }
+            };
+            state.changes += 1;
+            if by_bob {
+                change_twice(&mut bob1, &mut bob0, &frame).await;
+            } else {
+                change_twice(&mut alice0, &mut alice1, &frame).await;
+            }
+            made += 1;
+        }
+        scenario.log(format!(
+            "round {round}: {made} changes acked on both gateways"
+        ));
+        if round == 1 || round == 2 {
+            scenario.system.history.kill();
+            scenario.log("kill -9 history-service");
+            scenario.system.history.start_again();
+            scenario.system.history.wait_ready().await;
+            scenario.log("history-service ready again");
+        }
+    }
+
+    // Every message ends as its acked changes say, once history-service has caught up.
+    let history = scenario.system.history.url();
+    let _ = reqwest::Client::new()
+        .post(format!("{history}/api/rooms/{room}/join"))
+        .bearer_auth(&scenario.reader)
+        .send()
+        .await;
+    let mismatches = |stored: &[Value]| -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let want = &expected[i];
+            let Some(got) = stored.iter().find(|m| m["id"] == id.as_str()) else {
+                wrong.push(format!("{id}: not stored"));
+                continue;
+            };
+            let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+            for ((_, emoji), on) in &want.reactions {
+                if *on {
+                    *counts.entry(emoji.clone()).or_default() += 1;
+                }
+            }
+            let got_counts: std::collections::BTreeMap<String, u64> = got["reactions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    (
+                        r["emoji"].as_str().unwrap_or("").to_string(),
+                        r["count"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            let body_ok = if want.deleted {
+                got["deleted"] == true && got.get("body").is_none()
+            } else {
+                got["body"] == want.body.as_str()
+            };
+            let version_ok = got["version"].as_u64() == Some(1 + want.changes);
+            if !body_ok || counts != got_counts || !version_ok {
+                wrong.push(format!(
+                    "{id}: want {want:?}, counts {counts:?}, version {}; got {got}",
+                    1 + want.changes
+                ));
+            }
+        }
+        wrong
+    };
+    let mut last = Vec::new();
+    for _ in 0..120 {
+        let stored = try_all_messages(&history, &scenario.reader, room)
+            .await
+            .unwrap_or_default();
+        last = mismatches(&stored);
+        if last.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deleted = expected.iter().filter(|e| e.deleted).count();
+    scenario.log(format!(
+        "{MESSAGES} messages, {made} changes each sent on both gateways, {deleted} deleted; \
+         {} messages differ from what was acked",
+        last.len()
+    ));
+    assert!(last.is_empty(), "final state differs: {last:#?}");
+
+    // No document of any collection still holds a deleted message's text.
+    let db = mongodb::Client::with_uri_str(scenario.isolated.mongodb_uri())
+        .await
+        .expect("mongodb client")
+        .database(&scenario.system.database);
+    let mut leftovers = Vec::new();
+    for collection in db.list_collection_names().await.expect("collections") {
+        let documents: Vec<mongodb::bson::Document> = db
+            .collection::<mongodb::bson::Document>(&collection)
+            .find(mongodb::bson::doc! {})
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("documents");
+        for document in documents {
+            let text = document.to_string();
+            for (i, want) in expected.iter().enumerate() {
+                if want.deleted && text.contains(&format!("secret-{i}-")) {
+                    leftovers.push(format!("{collection}: {text}"));
+                }
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "deleted text left: {leftovers:#?}");
 }
 
 /// A connection that joined `room` and then never reads again; its socket's receive buffer is

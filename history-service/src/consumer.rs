@@ -11,6 +11,11 @@
 //! room list's unread counts and previews. A message redelivered after it was stored takes a
 //! number again without being stored again (a count one too high until the next read).
 //!
+//! Message changes (`chg.<room>`: edit, delete, react) come through the same queue. A batch's
+//! messages are stored first, then its changes applied ([`crate::changes::apply_batch`]);
+//! after the acknowledgement each applied change is announced to the room on `evt.<room>`
+//! through the room events' outbox.
+//!
 //! The same connection also consumes account events (`account.*`) from a queue of this
 //! instance's own (server-named, exclusive): every instance must learn of a deleted or disabled
 //! account, to refuse that user's earlier tokens on its HTTP API.
@@ -20,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::amqp;
-use common::event::{AccountEvent, MessageEvent, topology};
+use common::event::{AccountEvent, ChangeEvent, EVENT_VERSION, MessageEvent, RoomEvent, topology};
 use common::revocation::Revocations;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -31,8 +36,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties, message::Delivery};
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::{self, Rules};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
+use crate::rooms::events::{self as room_events, RoomEvents};
 use crate::settings::HistoryAmqpSettings;
 
 /// Shared view of the consumer's state, for readiness.
@@ -51,11 +58,19 @@ impl ConsumerStatus {
     }
 }
 
+/// What the consumer writes to and announces on.
+pub struct Sinks {
+    pub store: MessageStore,
+    /// Announces applied changes to their rooms.
+    pub events: RoomEvents,
+    pub rules: Rules,
+}
+
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker
 /// connection fails. Returns after the in-flight batch was written and acknowledged.
 pub async fn run(
     settings: HistoryAmqpSettings,
-    store: MessageStore,
+    sinks: Sinks,
     status: ConsumerStatus,
     metrics: ConsumerMetrics,
     revocations: Arc<Revocations>,
@@ -68,7 +83,7 @@ pub async fn run(
     loop {
         match consume(
             &settings,
-            &store,
+            &sinks,
             &status,
             &metrics,
             &revocations,
@@ -122,15 +137,21 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
             arguments,
         )
         .await?;
-    channel
-        .queue_bind(
-            settings.queue.as_str().into(),
-            settings.connection.exchange.as_str().into(),
-            topology::ALL_MESSAGES_BINDING.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    for binding in [
+        topology::ALL_MESSAGES_BINDING,
+        topology::ALL_CHANGES_BINDING,
+    ] {
+        channel
+            .queue_bind(
+                settings.queue.as_str().into(),
+                settings.connection.exchange.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The connection, the history queue's channel and consumer, and the account events' consumer.
@@ -173,7 +194,7 @@ struct Link {
 
 async fn consume(
     settings: &HistoryAmqpSettings,
-    store: &MessageStore,
+    sinks: &Sinks,
     status: &ConsumerStatus,
     metrics: &ConsumerMetrics,
     revocations: &Revocations,
@@ -222,7 +243,7 @@ async fn consume(
         }
         // The batch is finished even when shutdown is requested meanwhile: a deploy must
         // not leave written-but-unacknowledged work behind needlessly.
-        process_batch(store, deliveries, metrics, shutdown).await?;
+        process_batch(sinks, deliveries, metrics, shutdown).await?;
     }
     let _ = channel.close(200, "shutting down".into()).await;
     let _ = connection.close(200, "shutting down".into()).await;
@@ -240,18 +261,42 @@ fn apply_account_event(revocations: &Revocations, data: &[u8]) {
     }
 }
 
+/// One delivery of the history queue, read.
+enum Taken {
+    Message(Box<MessageEvent>),
+    Change(Box<ChangeEvent>),
+}
+
+fn read_delivery(delivery: &Delivery) -> Result<Taken, String> {
+    if delivery.routing_key.as_str().starts_with("chg.") {
+        return serde_json::from_slice::<ChangeEvent>(&delivery.data)
+            .map(|event| Taken::Change(Box::new(event)))
+            .map_err(|e| e.to_string());
+    }
+    match serde_json::from_slice::<MessageEvent>(&delivery.data) {
+        Ok(event) if event.message.body.is_some() => Ok(Taken::Message(Box::new(event))),
+        Ok(_) => Err("a message without a body".to_string()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 async fn process_batch(
-    store: &MessageStore,
+    sinks: &Sinks,
     deliveries: Vec<Delivery>,
     metrics: &ConsumerMetrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let store = &sinks.store;
     let mut messages = Vec::with_capacity(deliveries.len());
+    let mut changes = Vec::new();
     let mut valid = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        match serde_json::from_slice::<MessageEvent>(&delivery.data) {
-            Ok(event) => {
-                messages.push(event);
+        match read_delivery(&delivery) {
+            Ok(taken) => {
+                match taken {
+                    Taken::Message(event) => messages.push(*event),
+                    Taken::Change(event) => changes.push(*event),
+                }
                 valid.push(delivery);
             }
             Err(error) => {
@@ -266,7 +311,7 @@ async fn process_batch(
     let started = std::time::Instant::now();
     // Numbered once: a retried write keeps its numbers instead of taking new ones.
     let mut numbers: Option<Vec<i64>> = None;
-    let outcome = loop {
+    let (outcome, applied) = loop {
         let written = async {
             let numbers = match &numbers {
                 Some(numbers) => numbers,
@@ -274,7 +319,9 @@ async fn process_batch(
             };
             let outcome = store.insert_numbered(&messages, Some(numbers)).await?;
             store.record_last_messages(&messages).await?;
-            anyhow::Ok(outcome)
+            // After the messages: a change can follow its message in one batch.
+            let applied = changes::apply_batch(store, &changes, sinks.rules).await?;
+            anyhow::Ok((outcome, applied))
         };
         match written.await {
             Ok(outcome) => break outcome,
@@ -296,6 +343,14 @@ async fn process_batch(
     };
     if let Some(last) = valid.last() {
         amqp::acknowledged(last.ack(BasicAckOptions { multiple: true })).await?;
+    }
+    for (room, change) in applied {
+        sinks.events.announce(RoomEvent::MessageChanged {
+            v: EVENT_VERSION,
+            origin: room_events::ORIGIN.to_string(),
+            room,
+            change,
+        });
     }
     metrics
         .write_seconds

@@ -25,6 +25,14 @@ pub enum ApiError {
     RoomExists,
     #[error("that message is not in this room")]
     InvalidMarker,
+    #[error("the message is deleted")]
+    MessageDeleted,
+    #[error("the message can no longer be edited")]
+    EditWindowPassed,
+    #[error("the message has the most distinct reactions it may have")]
+    TooManyReactions,
+    #[error("emoji must be exactly one emoji")]
+    InvalidEmoji,
     #[error("too many rooms created; retry later")]
     RateLimited { retry_after_s: u64 },
     #[error("history is temporarily unavailable")]
@@ -74,6 +82,10 @@ impl ApiError {
             ApiError::UserNotFound => "user_not_found",
             ApiError::RoomExists => "room_exists",
             ApiError::InvalidMarker => "invalid_marker",
+            ApiError::MessageDeleted => "message_deleted",
+            ApiError::EditWindowPassed => "edit_window_passed",
+            ApiError::TooManyReactions => "too_many_reactions",
+            ApiError::InvalidEmoji => "invalid_emoji",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) | ApiError::Shed(_) => "unavailable",
         }
@@ -83,7 +95,12 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Validation(_) | ApiError::InvalidMarker => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::InvalidMarker | ApiError::InvalidEmoji => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::MessageDeleted | ApiError::EditWindowPassed | ApiError::TooManyReactions => {
+                StatusCode::CONFLICT
+            }
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound | ApiError::UserNotFound => StatusCode::NOT_FOUND,
             ApiError::Refused(refusal) => match refusal {

@@ -9,6 +9,7 @@
 //! asks, and the member and room events it publishes after each change.
 
 pub mod caller;
+pub mod changes;
 pub mod consumer;
 pub mod doc_locks;
 pub mod error;

@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use common::domain::{ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username};
-use common::event::{ChatMessage, MessageEvent};
+use common::domain::{
+    ClientMessageId, Emoji, MessageBody, MessageId, RoomId, UserId, UserRef, Username,
+};
+use common::event::{ChatMessage, MessageEvent, MessageState, ReactionCount, ReplyRef};
 use futures_util::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::ReturnDocument;
@@ -23,16 +25,20 @@ use crate::doc_locks::DocLocks;
 use crate::reads::Deadline;
 use crate::rooms::cache::RoomCache;
 
+/// A stored message in its current state. Changes (see [`crate::changes`]) add the fields
+/// after `seq`; a delete removes `body` and everything derived from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct MessageDocument {
+pub(crate) struct MessageDocument {
     #[serde(rename = "_id")]
-    id: String,
-    room: String,
+    pub(crate) id: String,
+    pub(crate) room: String,
     client_id: String,
-    author_id: String,
+    pub(crate) author_id: String,
     author_name: String,
-    body: String,
-    sent_at: bson::DateTime,
+    /// Absent once deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) body: Option<String>,
+    pub(crate) sent_at: bson::DateTime,
     /// When the stored copy was published (absent on messages from older gateways).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     published_at: Option<bson::DateTime>,
@@ -40,6 +46,73 @@ struct MessageDocument {
     /// messages stored before rooms counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seq: Option<i64>,
+    /// The message this one answers: its id and author only (the excerpt is read when served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<ReplyDocument>,
+    /// 1 when sent (absent on documents never changed), one more per applied change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<i64>,
+    /// The change id of the edit the body comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) edit_change: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) edited_at: Option<bson::DateTime>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deleted_change: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deleted_at: Option<bson::DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deleted_by: Option<UserDocument>,
+    /// One register per (user, emoji), "off" ones kept so that an older "on" cannot revive
+    /// them; in the order the emoji were first used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) reactions: Vec<ReactionDocument>,
+    /// When history-service last applied a change (the change feed's cursor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) changed_at: Option<bson::DateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ReplyDocument {
+    id: String,
+    author_id: String,
+    author_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserDocument {
+    pub(crate) id: String,
+    pub(crate) username: String,
+}
+
+impl From<&UserRef> for UserDocument {
+    fn from(user: &UserRef) -> Self {
+        Self {
+            id: user.id.to_string(),
+            username: user.username.to_string(),
+        }
+    }
+}
+
+impl UserDocument {
+    pub(crate) fn to_user(&self) -> anyhow::Result<UserRef> {
+        Ok(UserRef {
+            id: UserId::parse(self.id.clone()).map_err(|e| anyhow::anyhow!("stored user: {e}"))?,
+            username: Username::parse(self.username.clone())
+                .map_err(|e| anyhow::anyhow!("stored user: {e}"))?,
+        })
+    }
+}
+
+/// A user's reaction with one emoji: on or off, and the change that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ReactionDocument {
+    pub(crate) emoji: String,
+    pub(crate) user: String,
+    pub(crate) on: bool,
+    pub(crate) change: String,
 }
 
 impl From<&MessageEvent> for MessageDocument {
@@ -51,22 +124,97 @@ impl From<&MessageEvent> for MessageDocument {
             client_id: m.client_id.to_string(),
             author_id: m.author.id.to_string(),
             author_name: m.author.username.to_string(),
-            body: m.body.to_string(),
+            body: m.body.as_ref().map(ToString::to_string),
             sent_at: bson::DateTime::from_millis(m.sent_at.timestamp_millis()),
             published_at: event
                 .published_at
                 .map(|at| bson::DateTime::from_millis(at.timestamp_millis())),
             seq: None,
+            reply_to: m.reply_to.as_ref().map(|reply| ReplyDocument {
+                id: reply.id.to_string(),
+                author_id: reply.author.id.to_string(),
+                author_name: reply.author.username.to_string(),
+            }),
+            version: None,
+            edit_change: None,
+            edited_at: None,
+            deleted: false,
+            deleted_change: None,
+            deleted_at: None,
+            deleted_by: None,
+            reactions: Vec::new(),
+            changed_at: None,
         }
     }
 }
 
+pub(crate) fn to_chrono(at: bson::DateTime) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis())
+        .context("stored timestamp out of range")
+}
+
 impl MessageDocument {
+    /// The stored version (1 for a document never changed).
+    pub(crate) fn current_version(&self) -> i64 {
+        self.version.unwrap_or(1)
+    }
+
+    /// The reaction counts, in the order the emoji were first used; `me` set for `reader`.
+    pub(crate) fn reaction_counts(&self, reader: Option<&str>) -> Vec<ReactionCount> {
+        let mut counts: Vec<ReactionCount> = Vec::new();
+        for reaction in self.reactions.iter().filter(|r| r.on) {
+            let Ok(emoji) = Emoji::parse(reaction.emoji.clone()) else {
+                continue;
+            };
+            let mine = reader == Some(reaction.user.as_str());
+            match counts.iter_mut().find(|c| c.emoji == emoji) {
+                Some(count) => {
+                    count.count += 1;
+                    if mine {
+                        count.me = Some(true);
+                    }
+                }
+                None => counts.push(ReactionCount {
+                    emoji,
+                    count: 1,
+                    me: (reader.is_some()).then_some(mine),
+                }),
+            }
+        }
+        counts
+    }
+
     /// Stored documents were validated on the way in; a document that no longer parses (edited
-    /// by hand, say) is reported rather than served.
-    fn into_message(self) -> anyhow::Result<ChatMessage> {
+    /// by hand, say) is reported rather than served. `reader` sets `me` in the reactions
+    /// (none: counts only); a reply's excerpt is filled in by [`MessageStore::resolve_replies`].
+    pub(crate) fn into_message(self, reader: Option<&str>) -> anyhow::Result<ChatMessage> {
         let invalid =
             |e: common::domain::InvalidValue| anyhow::anyhow!("stored message {}: {e}", self.id);
+        let reply_to = match &self.reply_to {
+            None => None,
+            Some(reply) => Some(ReplyRef {
+                id: MessageId::parse(&reply.id).map_err(invalid)?,
+                author: UserRef {
+                    id: UserId::parse(reply.author_id.clone()).map_err(invalid)?,
+                    username: Username::parse(reply.author_name.clone()).map_err(invalid)?,
+                },
+                excerpt: None,
+                deleted: false,
+            }),
+        };
+        let state = MessageState {
+            version: self.current_version().max(1) as u64,
+            edited_at: self.edited_at.map(to_chrono).transpose()?,
+            deleted: self.deleted,
+            deleted_at: self.deleted_at.map(to_chrono).transpose()?,
+            deleted_by: self
+                .deleted_by
+                .as_ref()
+                .map(UserDocument::to_user)
+                .transpose()?,
+            reactions: self.reaction_counts(reader),
+            changed_at: self.changed_at.map(to_chrono).transpose()?,
+        };
         Ok(ChatMessage {
             id: MessageId::parse(&self.id).map_err(invalid)?,
             room: RoomId::parse(self.room.clone()).map_err(invalid)?,
@@ -75,10 +223,22 @@ impl MessageDocument {
                 id: UserId::parse(self.author_id.clone()).map_err(invalid)?,
                 username: Username::parse(self.author_name.clone()).map_err(invalid)?,
             },
-            body: MessageBody::parse(self.body.clone()).map_err(invalid)?,
-            sent_at: DateTime::<Utc>::from_timestamp_millis(self.sent_at.timestamp_millis())
-                .context("stored timestamp out of range")?,
+            body: match (&self.body, self.deleted) {
+                (Some(body), false) => Some(MessageBody::parse(body.clone()).map_err(invalid)?),
+                _ => None,
+            },
+            sent_at: to_chrono(self.sent_at)?,
+            reply_to,
+            state,
         })
+    }
+
+    pub(crate) fn author(&self) -> anyhow::Result<UserRef> {
+        UserDocument {
+            id: self.author_id.clone(),
+            username: self.author_name.clone(),
+        }
+        .to_user()
     }
 }
 
@@ -119,6 +279,7 @@ impl MessageStore {
         for (name, keys) in [
             ("room_id", doc! {"room": 1, "_id": 1}),
             ("room_published_at", doc! {"room": 1, "published_at": 1}),
+            ("room_changed_at", doc! {"room": 1, "changed_at": 1}),
         ] {
             let options = mongodb::options::IndexOptions::builder()
                 .name(name.to_string())
@@ -214,7 +375,11 @@ impl MessageStore {
         }
         for (room, m) in latest {
             let id = m.id.to_string();
-            let preview: String = m.body.as_str().chars().take(PREVIEW_CHARS).collect();
+            let preview: String = m
+                .body
+                .as_ref()
+                .map(|body| body.as_str().chars().take(PREVIEW_CHARS).collect())
+                .unwrap_or_default();
             let room_lock = self.room_locks.lock(room).await;
             let recorded = self
                 .rooms
@@ -305,6 +470,7 @@ impl MessageStore {
         before: Option<MessageId>,
         limit: u32,
         deadline: Deadline,
+        reader: Option<&str>,
     ) -> anyhow::Result<Page> {
         let mut filter = doc! {"room": room.as_str()};
         if let Some(before) = before {
@@ -325,7 +491,7 @@ impl MessageStore {
         documents.reverse();
         let messages = documents
             .into_iter()
-            .map(MessageDocument::into_message)
+            .map(|m| m.into_message(reader))
             .collect::<anyhow::Result<_>>()?;
         Ok(Page { messages, has_more })
     }
@@ -338,6 +504,7 @@ impl MessageStore {
         after: MessageId,
         limit: u32,
         deadline: Deadline,
+        reader: Option<&str>,
     ) -> anyhow::Result<Page> {
         let filter = doc! {"room": room.as_str(), "_id": {"$gt": after.to_string()}};
         let mut documents: Vec<MessageDocument> = self
@@ -354,7 +521,7 @@ impl MessageStore {
         documents.truncate(limit as usize);
         let messages = documents
             .into_iter()
-            .map(MessageDocument::into_message)
+            .map(|m| m.into_message(reader))
             .collect::<anyhow::Result<_>>()?;
         Ok(Page { messages, has_more })
     }
@@ -365,6 +532,7 @@ impl MessageStore {
         room: &RoomId,
         id: MessageId,
         deadline: Deadline,
+        reader: Option<&str>,
     ) -> anyhow::Result<Option<ChatMessage>> {
         // By `_id` alone, which every server answers from its primary key; then the room.
         let stored = self
@@ -375,7 +543,7 @@ impl MessageStore {
             .context("reading a message")?;
         stored
             .filter(|m| m.room == room.as_str())
-            .map(MessageDocument::into_message)
+            .map(|m| m.into_message(reader))
             .transpose()
     }
 
@@ -411,6 +579,7 @@ impl MessageStore {
         published_after: DateTime<Utc>,
         limit: u32,
         deadline: Deadline,
+        reader: Option<&str>,
     ) -> anyhow::Result<Page> {
         let filter = doc! {
             "room": room.as_str(),
@@ -433,9 +602,171 @@ impl MessageStore {
         documents.truncate(limit as usize);
         let messages = documents
             .into_iter()
-            .map(MessageDocument::into_message)
+            .map(|m| m.into_message(reader))
             .collect::<anyhow::Result<_>>()?;
         Ok(Page { messages, has_more })
+    }
+
+    /// Fills in the excerpt (or `deleted`) of every reply in `messages` from the messages they
+    /// answer, read with one `$in`.
+    pub async fn resolve_replies(
+        &self,
+        messages: &mut [ChatMessage],
+        deadline: Deadline,
+    ) -> anyhow::Result<()> {
+        let mut ids: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.reply_to.as_ref().map(|r| r.id.to_string()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort();
+        ids.dedup();
+        let answered: HashMap<String, MessageDocument> = self
+            .messages
+            .find(doc! {"_id": {"$in": &ids}})
+            .limit(ids.len() as i64)
+            .max_time(deadline.max_time())
+            .await?
+            .map_ok(|m| (m.id.clone(), m))
+            .try_collect()
+            .await
+            .context("reading the messages replies answer")?;
+        for message in messages.iter_mut() {
+            let room = message.room.as_str();
+            let Some(reply) = message.reply_to.as_mut() else {
+                continue;
+            };
+            match answered
+                .get(&reply.id.to_string())
+                .filter(|m| m.room == room)
+            {
+                Some(m) if !m.deleted => {
+                    reply.excerpt = m.body.as_deref().map(ReplyRef::excerpt_of);
+                }
+                _ => {
+                    reply.excerpt = None;
+                    reply.deleted = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The change feed: messages of `room` (with ids up to `up_to`, when given) changed after
+    /// `from`, in their current state, oldest change first; the first `limit` (`has_more`
+    /// when there are others).
+    pub async fn changed_since(
+        &self,
+        room: &RoomId,
+        up_to: Option<MessageId>,
+        from: DateTime<Utc>,
+        limit: u32,
+        deadline: Deadline,
+        reader: Option<&str>,
+    ) -> anyhow::Result<Page> {
+        let mut filter = doc! {
+            "room": room.as_str(),
+            "changed_at": {"$gt": bson::DateTime::from_millis(from.timestamp_millis())},
+        };
+        if let Some(up_to) = up_to {
+            filter.insert("_id", doc! {"$lte": up_to.to_string()});
+        }
+        let mut documents: Vec<MessageDocument> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"changed_at": 1, "_id": 1})
+            .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
+            .await?
+            .try_collect()
+            .await
+            .context("reading changed messages")?;
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        let messages = documents
+            .into_iter()
+            .map(|m| m.into_message(reader))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Page { messages, has_more })
+    }
+
+    /// The stored document of `id` in `room`, if stored.
+    pub(crate) async fn document(
+        &self,
+        room: &RoomId,
+        id: MessageId,
+        deadline: Option<Deadline>,
+    ) -> anyhow::Result<Option<MessageDocument>> {
+        let mut find = self.messages.find_one(doc! {"_id": id.to_string()});
+        if let Some(deadline) = deadline {
+            find = find.max_time(deadline.max_time());
+        }
+        let stored = find.await.context("reading a message")?;
+        Ok(stored.filter(|m| m.room == room.as_str()))
+    }
+
+    /// The stored documents of `ids` (one `$in`), by id.
+    pub(crate) async fn documents(
+        &self,
+        ids: &[String],
+    ) -> anyhow::Result<HashMap<String, MessageDocument>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.messages
+            .find(doc! {"_id": {"$in": ids}})
+            .limit(ids.len() as i64)
+            .await?
+            .map_ok(|m| (m.id.clone(), m))
+            .try_collect()
+            .await
+            .context("reading changed messages")
+    }
+
+    /// Replaces the stored document with `changed` if it still has `version` (compare and
+    /// set); false when another writer changed it meanwhile.
+    pub(crate) async fn replace_if_version(
+        &self,
+        changed: &MessageDocument,
+        version: Option<i64>,
+    ) -> anyhow::Result<bool> {
+        let filter = match version {
+            Some(version) => doc! {"_id": &changed.id, "version": version},
+            None => doc! {"_id": &changed.id, "version": {"$exists": false}},
+        };
+        let result = self
+            .messages
+            .replace_one(filter, changed)
+            .await
+            .context("writing a changed message")?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Brings the room list's preview in line with a changed message when it shows that
+    /// message: the new text of an edit, nothing of a deleted one (deleting erases).
+    pub(crate) async fn update_preview(
+        &self,
+        room: &str,
+        id: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let update = match body {
+            Some(body) => doc! {"$set": {
+                "last_message.preview": body.chars().take(PREVIEW_CHARS).collect::<String>(),
+            }},
+            None => doc! {"$set": {"last_message.preview": "", "last_message.deleted": true}},
+        };
+        let room_lock = self.room_locks.lock(room).await;
+        let updated = self
+            .rooms
+            .update_one(doc! {"_id": room, "last_message.id": id}, update)
+            .await;
+        drop(room_lock);
+        self.forget_room(room);
+        updated.context("updating a room's preview")?;
+        Ok(())
     }
 
     pub async fn count_in_room(&self, room: &RoomId) -> anyhow::Result<u64> {

@@ -21,6 +21,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api/rooms/{room}/messages/{id}",
             web::get().to(room_message),
         )
+        .route(
+            "/api/rooms/{room}/messages/{id}/check",
+            web::post().to(check_change),
+        )
+        .route("/api/rooms/{room}/changes", web::get().to(room_changes))
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready));
 }
@@ -33,6 +38,12 @@ pub struct PageQuery {
     published_after: Option<String>,
     /// ...or after the publish time of `after` minus this many milliseconds.
     late_window_ms: Option<String>,
+    /// With `after`: `true` adds `changes`, the messages up to `after` changed since the
+    /// late-from time (or since `changes_since`, Unix ms, when later).
+    changes: Option<String>,
+    changes_since: Option<String>,
+    /// `false` leaves `me` out of the reactions: gateways share one read between users.
+    me: Option<String>,
     limit: Option<String>,
 }
 
@@ -83,6 +94,24 @@ pub async fn room_messages(
         "late_window_ms",
         chrono::Duration::try_milliseconds,
     )?;
+    let changes_since = milliseconds(
+        query.changes_since,
+        "changes_since",
+        chrono::DateTime::from_timestamp_millis,
+    )?;
+    let changes_asked = match query.changes.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::Validation("changes must be true or false".into())),
+    };
+    if changes_asked && after.is_none() {
+        return Err(ApiError::Validation("changes goes with after".to_string()));
+    }
+    let with_me = match query.me.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(_) => return Err(ApiError::Validation("me must be true or false".into())),
+    };
     let late_asked = published_after.is_some() || late_window.is_some();
     if late_asked && after.is_none() {
         return Err(ApiError::Validation(
@@ -100,25 +129,51 @@ pub async fn room_messages(
         ));
     }
     let (state, room, user) = (&state, &room, &caller.user.id);
-    let (page, published_after) = read
+    let (page, published_after, changed) = read
         .run(|deadline| async move {
             if let Err(refusal) = may_read(state, room, user).await? {
                 return Ok(Err(refusal));
             }
-            let page = match after {
+            let reader = with_me.then_some(user.as_str());
+            let (mut page, late_from, changed) = match after {
                 Some(after) => {
                     let late = LateFrom::new(published_after, late_window);
-                    catch_up(state, room, after, late, limit, deadline)
-                        .await
-                        .map(|(page, late_from)| (page, late_from.map(|at| at.timestamp_millis())))
+                    let (page, late_from) =
+                        catch_up(state, room, after, late, limit, deadline, reader).await?;
+                    let changed = if changes_asked {
+                        let from = match late_from {
+                            Some(from) => from,
+                            None => state.store.published_at(after, deadline).await?,
+                        };
+                        let from = changes_since.map_or(from, |since| since.max(from));
+                        let mut changed = state
+                            .store
+                            .changed_since(room, Some(after), from, limit, deadline, reader)
+                            .await?;
+                        state
+                            .store
+                            .resolve_replies(&mut changed.messages, deadline)
+                            .await?;
+                        Some(changed)
+                    } else {
+                        None
+                    };
+                    (page, late_from.map(|at| at.timestamp_millis()), changed)
                 }
-                None => state
-                    .store
-                    .page_before(room, before, limit, deadline)
-                    .await
-                    .map(|page| (page, None)),
+                None => (
+                    state
+                        .store
+                        .page_before(room, before, limit, deadline, reader)
+                        .await?,
+                    None,
+                    None,
+                ),
             };
-            page.map(Ok)
+            state
+                .store
+                .resolve_replies(&mut page.messages, deadline)
+                .await?;
+            anyhow::Ok(Ok((page, late_from, changed)))
         })
         .await?
         .map_err(ApiError::Unavailable)??;
@@ -129,7 +184,160 @@ pub async fn room_messages(
     if let Some(at) = published_after {
         body["published_after"] = at.into();
     }
+    if let Some(changed) = changed {
+        body["changes"] = serde_json::to_value(&changed.messages).unwrap_or_default();
+        body["changes_truncated"] = changed.has_more.into();
+    }
     Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/rooms/{room}/changes?after=<unix ms>&limit=<n>` (members only): the messages of
+/// the room changed after that time, in their current state, oldest change first; what a
+/// client pages when `joined` said `changes_truncated`.
+#[tracing::instrument(skip_all, fields(room = %path.as_str()))]
+pub async fn room_changes(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<ChangesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let read = state.reads.admit()?;
+    let caller = authenticate(&state, &request).await?;
+    let room = RoomId::parse(path.into_inner()).map_err(|e| ApiError::Validation(e.0))?;
+    let query = query.into_inner();
+    let after = milliseconds(
+        query.after,
+        "after",
+        chrono::DateTime::from_timestamp_millis,
+    )?
+    .ok_or_else(|| ApiError::Validation("after (Unix ms) is required".to_string()))?;
+    let limit = page_limit(&state, query.limit.as_deref())?;
+    let (state, room, user) = (&state, &room, &caller.user.id);
+    let page = read
+        .run(|deadline| async move {
+            if let Err(refusal) = may_read(state, room, user).await? {
+                return Ok(Err(refusal));
+            }
+            let mut page = state
+                .store
+                .changed_since(room, None, after, limit, deadline, Some(user.as_str()))
+                .await?;
+            state
+                .store
+                .resolve_replies(&mut page.messages, deadline)
+                .await?;
+            anyhow::Ok(Ok(page))
+        })
+        .await?
+        .map_err(ApiError::Unavailable)??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "changes": page.messages,
+        "has_more": page.has_more,
+    })))
+}
+
+fn page_limit(state: &AppState, raw: Option<&str>) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(state.pages.default_page),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=state.pages.max_page).contains(n))
+            .ok_or_else(|| {
+                ApiError::Validation(format!("limit must be 1..={}", state.pages.max_page))
+            }),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CheckRequest {
+    action: String,
+    emoji: Option<String>,
+    on: Option<bool>,
+}
+
+/// `POST /api/rooms/{room}/messages/{id}/check` `{"action","emoji"?,"on"?}`: whether the
+/// caller may make that change of the message now (see [`crate::changes::check`]). Gateways
+/// ask before publishing an `edit`, `delete`, `react` or a `send` with `reply_to`; it
+/// changes nothing.
+#[tracing::instrument(skip_all)]
+pub async fn check_change(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<CheckRequest>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::changes::{Action, Refusal as ChangeRefusal};
+    let read = state.reads.admit()?;
+    let caller = authenticate(&state, &request).await?;
+    let (room, id) = path.into_inner();
+    let room = RoomId::parse(room).map_err(|e| ApiError::Validation(e.0))?;
+    let id =
+        MessageId::parse(&id).map_err(|_| ApiError::Validation("not a message id".to_string()))?;
+    let body = body.into_inner();
+    let action = match body.action.as_str() {
+        "edit" => Action::Edit,
+        "delete" => Action::Delete,
+        "reply" => Action::Reply,
+        "react" => Action::React {
+            emoji: common::domain::Emoji::parse(body.emoji.unwrap_or_default())
+                .map_err(|_| ApiError::InvalidEmoji)?,
+            on: body.on.unwrap_or(true),
+        },
+        _ => {
+            return Err(ApiError::Validation(
+                "action must be edit, delete, react or reply".to_string(),
+            ));
+        }
+    };
+    let (state, room, user) = (&state, &room, &caller.user.id);
+    let rules = state.rules;
+    let (message, role) = read
+        .run(|deadline| async move {
+            let (membership, message) = tokio::try_join!(
+                state.rooms.store.membership(room.as_str(), user.as_str()),
+                state.store.document(room, id, Some(deadline)),
+            )?;
+            if membership.is_none()
+                && let Err(refusal) = may_read(state, room, user).await?
+            {
+                return Ok(Err(refusal));
+            }
+            anyhow::Ok(Ok((message, membership.map(|m| m.role))))
+        })
+        .await?
+        .map_err(ApiError::Unavailable)??;
+    let message = message.ok_or(ApiError::NotFound)?;
+    let now = chrono::Utc::now();
+    crate::changes::check(&message, &action, user.as_str(), role, now, rules).map_err(
+        |refusal| match refusal {
+            ChangeRefusal::Forbidden => ApiError::Refused(crate::rooms::policy::Refusal::Forbidden),
+            ChangeRefusal::Deleted => ApiError::MessageDeleted,
+            ChangeRefusal::WindowPassed => ApiError::EditWindowPassed,
+            ChangeRefusal::TooManyReactions => ApiError::TooManyReactions,
+        },
+    )?;
+    let author = message.author()?;
+    let excerpt = (!message.deleted)
+        .then(|| {
+            message
+                .body
+                .as_deref()
+                .map(common::event::ReplyRef::excerpt_of)
+        })
+        .flatten();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "author": author,
+        "excerpt": excerpt,
+        "deleted": message.deleted,
+        "version": message.current_version(),
+    })))
 }
 
 /// A query parameter in milliseconds: a whole number that `convert` can represent.
@@ -171,7 +379,17 @@ pub async fn room_message(
             if let Err(refusal) = may_read(state, room, user).await? {
                 return Ok(Err(refusal));
             }
-            state.store.find(room, id, deadline).await.map(Ok)
+            let found = state
+                .store
+                .find(room, id, deadline, Some(user.as_str()))
+                .await?;
+            let Some(message) = found else {
+                return Ok(Ok(None));
+            };
+            let mut one = [message];
+            state.store.resolve_replies(&mut one, deadline).await?;
+            let [message] = one;
+            anyhow::Ok(Ok(Some(message)))
         })
         .await?
         .map_err(ApiError::Unavailable)??
@@ -213,6 +431,7 @@ async fn catch_up(
     late: LateFrom,
     limit: u32,
     deadline: Deadline,
+    reader: Option<&str>,
 ) -> anyhow::Result<(Page, Option<chrono::DateTime<chrono::Utc>>)> {
     let late_from = match late {
         LateFrom::At(at) => Some(at),
@@ -228,12 +447,15 @@ async fn catch_up(
         LateFrom::None => None,
     };
     let Some(from) = late_from else {
-        let page = state.store.page_after(room, after, limit, deadline).await?;
+        let page = state
+            .store
+            .page_after(room, after, limit, deadline, reader)
+            .await?;
         return Ok((page, None));
     };
     let mut late = state
         .store
-        .published_late(room, after, from, limit, deadline)
+        .published_late(room, after, from, limit, deadline, reader)
         .await?;
     if late.has_more {
         return Ok((late, late_from));
@@ -241,7 +463,7 @@ async fn catch_up(
     let room_left = limit.saturating_sub(late.messages.len() as u32);
     let mut page = state
         .store
-        .page_after(room, after, room_left, deadline)
+        .page_after(room, after, room_left, deadline, reader)
         .await?;
     late.messages.append(&mut page.messages);
     late.has_more = page.has_more;

@@ -17,6 +17,23 @@ pub struct Settings {
     pub auth: AuthServerSettings,
     pub history: PageSettings,
     pub rooms: RoomsSettings,
+    pub messages: MessageSettings,
+}
+
+/// Rules of message changes (docs/protocol.md, "Changing messages").
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageSettings {
+    /// How long after sending its author may edit a message; 0 = always.
+    pub edit_window_secs: u64,
+}
+
+impl MessageSettings {
+    /// The edit window, `None` when edits are allowed forever.
+    pub fn edit_window(&self) -> Option<chrono::Duration> {
+        (self.edit_window_secs > 0)
+            .then(|| chrono::Duration::try_seconds(self.edit_window_secs as i64))
+            .flatten()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

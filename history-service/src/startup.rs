@@ -43,6 +43,8 @@ pub struct AppState {
     /// Turns for readiness pings, so that they fit in the pool's headroom.
     pub ready_pings: tokio::sync::Semaphore,
     pub rooms: Rooms,
+    /// The rules of message changes (edit window).
+    pub rules: crate::changes::Rules,
 }
 
 /// Most aging room documents read again at once, and the pause after each such read.
@@ -156,9 +158,16 @@ impl Application {
             ops: ReadLimiter::new(&settings.rooms.ops, "room_ops", &registry)?,
             settings: settings.rooms.clone(),
         };
+        let rules = crate::changes::Rules {
+            edit_window: settings.messages.edit_window(),
+        };
         let consumer = tokio::spawn(consumer::run(
             settings.amqp.clone(),
-            store.clone(),
+            consumer::Sinks {
+                store: store.clone(),
+                events: events.clone(),
+                rules,
+            },
             status.clone(),
             ConsumerMetrics::new(&registry),
             verifier.revocations().clone(),
@@ -182,6 +191,7 @@ impl Application {
             reads: read_limiter,
             ready_pings: tokio::sync::Semaphore::new(reads::READY_PINGS),
             rooms,
+            rules,
         });
         let max_body = settings.http.max_body_bytes;
         let metrics_data = http_metrics.clone();

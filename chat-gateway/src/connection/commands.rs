@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::domain::{ClientMessageId, MessageBody, MessageId, RemovalReason, RoomId};
-use common::event::{ChatMessage, PresenceState, RoomEvent};
+use common::event::{Change, ChangeEvent, ChatMessage, PresenceState, ReplyRef, RoomEvent};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::history::{HistoryPage, Refusal};
+use crate::history::{ChangeRefusal, HistoryPage, Refusal};
 use crate::outbox::{self, JoinedFrame, Outbound};
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::Reservation;
@@ -85,13 +85,24 @@ impl Reader {
         let outcome = match frame {
             ClientFrame::Ping => return self.send(ServerFrame::Pong).await,
             ClientFrame::Auth { token } => self.reauthenticate(token).await?,
-            ClientFrame::Join { room, since } => self.join(room, since).await?,
+            ClientFrame::Join {
+                room,
+                since,
+                changes_since,
+            } => self.join(room, since, changes_since).await?,
             ClientFrame::Leave { room } => self.leave(room).await?,
             ClientFrame::Send {
                 room,
                 client_id,
                 body,
-            } => self.send_message(room, client_id, body).await?,
+                reply_to,
+            } => self.send_message(room, client_id, body, reply_to).await?,
+            ClientFrame::Change {
+                room,
+                id,
+                client_id,
+                change,
+            } => self.change_message(room, id, client_id, change).await?,
             ClientFrame::Typing { room } => self.typing(room).await?,
             ClientFrame::Read { room, id } => self.read_marker(room, id),
         };
@@ -203,6 +214,7 @@ impl Reader {
         room: RoomId,
         client_id: ClientMessageId,
         body: MessageBody,
+        reply_to: Option<MessageId>,
     ) -> Result<Result<(), FrameError>, Gone> {
         let cid = client_id.to_string();
         let refuse = |code: &'static str, message: String| {
@@ -220,6 +232,43 @@ impl Reader {
         if let Err(error) = self.still_allowed(&room).await? {
             return refuse(error.code, error.message);
         }
+        // A reply names a message of the same room: stable once true (messages are never
+        // removed, a deleted one stays as a tombstone), so a retry gets the same answer.
+        let reply = match reply_to {
+            None => None,
+            Some(answered) => {
+                let action = serde_json::json!({"action": "reply"});
+                match self
+                    .hub
+                    .history
+                    .check_change(&room, answered, action, &self.session.token)
+                    .await
+                {
+                    Ok(check) => Some(ReplyRef {
+                        id: answered,
+                        author: check.author,
+                        excerpt: check.excerpt.filter(|_| !check.deleted),
+                        deleted: check.deleted,
+                    }),
+                    Err(ChangeRefusal::Denied("not_found")) => {
+                        return refuse(
+                            "invalid_reply_to",
+                            "`reply_to` is not a message of this room".into(),
+                        );
+                    }
+                    Err(ChangeRefusal::Denied(code)) => {
+                        let error = change_refused(code);
+                        return refuse(error.code, error.message);
+                    }
+                    Err(ChangeRefusal::Unavailable) => {
+                        return refuse(
+                            "unavailable",
+                            "history is unavailable; retry with the same client_id".into(),
+                        );
+                    }
+                }
+            }
+        };
         let id = self.hub.next_message_id();
         let sent_at = chrono::DateTime::from_timestamp_millis(id.timestamp_ms() as i64)
             .unwrap_or_else(chrono::Utc::now);
@@ -271,14 +320,15 @@ impl Reader {
             let error = not_joined(&room);
             return refuse(error.code, error.message);
         }
-        let message = ChatMessage {
+        let mut message = ChatMessage::new(
             id,
             room,
             client_id,
-            author: self.session.user.clone(),
+            self.session.user.clone(),
             body,
             sent_at,
-        };
+        );
+        message.reply_to = reply;
         let started = Instant::now();
         let published = if publish {
             let result = self.hub.broker.publish_message(&message).await;
@@ -306,6 +356,122 @@ impl Reader {
             client_id: &message.client_id,
             id: message.id,
             sent_at: &message.sent_at,
+        })
+        .await?;
+        Ok(Ok(()))
+    }
+
+    /// Publishes an `edit`, `delete` or `react` of message `id` and acknowledges it once the
+    /// broker confirmed it. history-service checks it first (author, role, window, deleted,
+    /// emoji limit); its `client_id` is reserved like a send's, and a retry publishes the
+    /// change again under the change id of its first attempt (applying it twice changes
+    /// nothing; see docs/guarantees.md, 7).
+    async fn change_message(
+        &mut self,
+        room: RoomId,
+        id: MessageId,
+        client_id: ClientMessageId,
+        change: Change,
+    ) -> Result<Result<(), FrameError>, Gone> {
+        let cid = client_id.to_string();
+        let refuse = |error: FrameError| {
+            Ok(Err(FrameError {
+                client_id: Some(cid.clone()),
+                ..error
+            }))
+        };
+        if !self.in_room(&room) {
+            return refuse(not_joined(&room));
+        }
+        if let Err(error) = self.still_allowed(&room).await? {
+            return refuse(error);
+        }
+        let action = match &change {
+            Change::Edit { .. } => serde_json::json!({"action": "edit"}),
+            Change::Delete => serde_json::json!({"action": "delete"}),
+            Change::React { emoji, on } => {
+                serde_json::json!({"action": "react", "emoji": emoji, "on": on})
+            }
+        };
+        let checked = self
+            .hub
+            .history
+            .check_change(&room, id, action, &self.session.token)
+            .await;
+        match checked {
+            Ok(_) => {}
+            Err(ChangeRefusal::Denied(code)) => return refuse(change_refused(code)),
+            Err(ChangeRefusal::Unavailable) => {
+                return refuse(FrameError::new(
+                    "unavailable",
+                    "history is unavailable; retry with the same client_id",
+                ));
+            }
+        }
+        let change_id = self.hub.next_message_id();
+        let at = chrono::DateTime::from_timestamp_millis(change_id.timestamp_ms() as i64)
+            .unwrap_or_else(chrono::Utc::now);
+        let target = format!("{}:{id}", change.kind());
+        let reservation = self
+            .hub
+            .receipts
+            .reserve_for(
+                &self.session.user.id,
+                &client_id,
+                &room,
+                change_id,
+                at,
+                Some(target.clone()),
+            )
+            .await;
+        let (change_id, at) = match reservation {
+            Ok(Reservation::New) => (change_id, at),
+            Ok(Reservation::Existing {
+                id: earlier,
+                sent_at,
+                room: earlier_room,
+                target: earlier_target,
+            }) => {
+                if earlier_room != room.as_str() || earlier_target.as_deref() != Some(&target) {
+                    return refuse(FrameError::new(
+                        "duplicate_client_id",
+                        "client_id was already used for something else",
+                    ));
+                }
+                (earlier, sent_at)
+            }
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "send receipts unavailable");
+                return refuse(FrameError::new(
+                    "unavailable",
+                    "the message store is unavailable; retry with the same client_id",
+                ));
+            }
+        };
+        if !self.in_room(&room) {
+            return refuse(not_joined(&room));
+        }
+        let event = ChangeEvent {
+            v: common::event::EVENT_VERSION,
+            room,
+            id,
+            change_id,
+            client_id,
+            by: self.session.user.clone(),
+            at,
+            change,
+        };
+        if let Err(error) = self.hub.broker.publish_change(&event).await {
+            self.hub.metrics.publish_failures.inc();
+            return refuse(FrameError::new(
+                "unavailable",
+                format!("{error}; retry with the same client_id"),
+            ));
+        }
+        self.send(ServerFrame::Ack {
+            client_id: &event.client_id,
+            id: event.id,
+            sent_at: &event.at,
         })
         .await?;
         Ok(Ok(()))
@@ -368,6 +534,7 @@ impl Reader {
         &mut self,
         room: RoomId,
         since: Option<MessageId>,
+        changes_since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Result<(), FrameError>, Gone> {
         if self.in_room(&room) {
             return Ok(Err(FrameError::new(
@@ -453,7 +620,14 @@ impl Reader {
                 let published_after = known.map(|at| self.hub.history.late_from(at));
                 self.hub
                     .history
-                    .after(&room, binding, since, published_after, &self.session.token)
+                    .after(
+                        &room,
+                        binding,
+                        since,
+                        published_after,
+                        changes_since,
+                        &self.session.token,
+                    )
                     .await
                     .map(|page| HistoryPage::clone(&page))
                     .map_err(|error| anyhow::anyhow!("{error:#}"))
@@ -469,10 +643,16 @@ impl Reader {
                         messages,
                         has_more: false,
                         published_after: None,
+                        changes: Vec::new(),
+                        changes_truncated: false,
                     })
                 }
                 None => self.read_recent(&room, binding).await,
             },
+        };
+        let (changes, changes_truncated) = match &page {
+            Ok(page) => (page.changes.clone(), page.changes_truncated),
+            Err(_) => (Vec::new(), false),
         };
         let (messages, truncated) = match page {
             Ok(page) if page.has_more && since.is_some() => (page.messages, true),
@@ -537,6 +717,8 @@ impl Reader {
                 members: &members,
                 messages: &messages,
                 truncated,
+                changes: &changes,
+                changes_truncated,
             },
             &view,
         );
@@ -590,7 +772,17 @@ fn merge_recent(
     let mut merged: std::collections::BTreeMap<MessageId, ChatMessage> =
         history.into_iter().map(|m| (m.id, m)).collect();
     for message in recent {
-        merged.entry(message.id).or_insert(message);
+        match merged.entry(message.id) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(message);
+            }
+            // The newer state of the two: a change may have reached either first.
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                if entry.get().state.version < message.state.version {
+                    entry.insert(message);
+                }
+            }
+        }
     }
     let skip = merged.len().saturating_sub(limit);
     merged.into_values().skip(skip).collect()
@@ -621,6 +813,23 @@ fn refused(room: &RoomId, refusal: Refusal) -> FrameError {
             format!("room `{room}` cannot be authorized right now; retry"),
         ),
     }
+}
+
+/// The `error` answering a change history-service refused.
+fn change_refused(code: &'static str) -> FrameError {
+    let message = match code {
+        "not_found" => "no such message in this room",
+        "forbidden" => "your role does not allow changing this message",
+        "message_deleted" => "the message is deleted",
+        "edit_window_passed" => "the message can no longer be edited",
+        "too_many_reactions" => "the message has 20 distinct emoji already",
+        "invalid_emoji" => "emoji must be exactly one emoji",
+        "banned" => "you are banned from this room",
+        "archived" => "the room is archived: read only",
+        "unauthorized" => "the token is no longer honoured; sign in again",
+        _ => "refused",
+    };
+    FrameError::new(code, message)
 }
 
 fn not_joined(room: &RoomId) -> FrameError {

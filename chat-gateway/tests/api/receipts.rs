@@ -115,6 +115,7 @@ async fn a_later_retry_gets_the_first_attempts_id_time_and_room() {
                 id: *id,
                 sent_at: *sent_at,
                 room: "r".to_string(),
+                target: None,
             }
         );
     }

@@ -482,6 +482,22 @@ impl Client {
         }
     }
 
+    /// The next frame for which `matches` holds; other frames are kept for later calls.
+    pub async fn next_matching(&mut self, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(index) = self.skipped.iter().position(&matches)
+            && let Some(frame) = self.skipped.remove(index)
+        {
+            return Some(frame);
+        }
+        loop {
+            let frame = self.next_json(Duration::from_secs(10)).await?;
+            if matches(&frame) {
+                return Some(frame);
+            }
+            self.skipped.push_back(frame);
+        }
+    }
+
     pub async fn join(&mut self, room: &str) -> Value {
         self.send_json(json!({"type": "join", "room": room})).await;
         self.next_of("joined").await

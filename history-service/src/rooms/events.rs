@@ -78,6 +78,11 @@ impl RoomEvents {
         self.member(user, room, MemberChange::Read { id, seq });
     }
 
+    /// Publishes a room event made elsewhere (an applied message change, say).
+    pub fn announce(&self, event: RoomEvent) {
+        self.room(event);
+    }
+
     fn room(&self, event: RoomEvent) {
         let room = event.room().clone();
         if let Err(reason) = self

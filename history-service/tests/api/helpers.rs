@@ -144,17 +144,17 @@ pub async fn serve_auth() -> String {
 }
 
 pub fn message(room: &str, body: &str) -> ChatMessage {
-    ChatMessage {
-        id: MessageId::from_ulid(ulid::Ulid::new()),
-        room: RoomId::parse(room.to_string()).expect("room"),
-        client_id: ClientMessageId::parse(ulid::Ulid::new().to_string()).expect("client id"),
-        author: UserRef {
+    ChatMessage::new(
+        MessageId::from_ulid(ulid::Ulid::new()),
+        RoomId::parse(room.to_string()).expect("room"),
+        ClientMessageId::parse(ulid::Ulid::new().to_string()).expect("client id"),
+        UserRef {
             id: UserId::parse("user-1".to_string()).expect("user id"),
             username: Username::parse("alice".to_string()).expect("username"),
         },
-        body: MessageBody::parse(body.to_string()).expect("body"),
-        sent_at: Utc::now(),
-    }
+        MessageBody::parse(body.to_string()).expect("body"),
+        Utc::now(),
+    )
 }
 
 impl TestApp {
@@ -184,6 +184,25 @@ impl TestApp {
                 topology::message_key(&room).as_str().into(),
                 BasicPublishOptions::default(),
                 payload,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        assert!(confirmation.is_ack());
+    }
+
+    /// Publishes a message change (`chg.<room>`), confirmed.
+    pub async fn publish_change(&self, event: &common::event::ChangeEvent) {
+        let payload = serde_json::to_vec(event).expect("json");
+        let confirmation = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                topology::change_key(&event.room).as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
                 BasicProperties::default().with_delivery_mode(2),
             )
             .await

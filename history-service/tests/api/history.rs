@@ -56,7 +56,10 @@ async fn consumed_messages_are_stored_and_paged_oldest_first() {
         .iter()
         .find(|m| m.id.to_string() == expected[0])
         .expect("sent");
-    assert_eq!(body["messages"][0]["body"], first.body.as_str());
+    assert_eq!(
+        body["messages"][0]["body"],
+        first.body.as_ref().expect("body").as_str()
+    );
     assert_eq!(body["messages"][0]["author"]["username"], "alice");
     assert!(body["messages"][0]["sent_at"].is_string());
 

@@ -1,4 +1,5 @@
 mod accounts;
+mod changes;
 mod helpers;
 mod history;
 mod load;
