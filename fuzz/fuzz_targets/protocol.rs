@@ -6,14 +6,18 @@
 //! written out again here rather than calling the domain types, so that a parser which lets a
 //! bad value through is caught:
 //! - an accepted frame matches its `type` and each field obeys its rule (room id and client id
-//!   1–64 of `[A-Za-z0-9_-]`, body 1–4000 characters and not blank, `since` and a `read`'s `id`
-//!   a canonical ULID, an `auth` token 1–`MAX_TOKEN_LEN` bytes);
+//!   1–64 of `[A-Za-z0-9_-]`, body 1–4000 characters and not blank, `since`, `reply_to` and
+//!   the `id` of a `read`, `edit`, `delete` or `react` a canonical ULID, `changes_since` an
+//!   RFC 3339 time, an emoji at most 16 characters and 64 bytes, `on` a boolean, an `auth`
+//!   token 1–`MAX_TOKEN_LEN` bytes);
 //! - a refused frame has one of the documented error codes that concern a frame's content, and
-//!   a refused `send` carries its `client_id` whenever that id is itself valid.
+//!   a refused `send`, `edit`, `delete` or `react` carries its `client_id` whenever that id is
+//!   itself valid.
 
 #![no_main]
 
 use chat_gateway::protocol::{ClientFrame, FrameError, MAX_TOKEN_LEN, parse};
+use common::event::Change;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 
@@ -31,7 +35,13 @@ const PARSE_ERROR_CODES: &[&str] = &[
     "invalid_since",
     "invalid_token",
     "invalid_marker",
+    "invalid_id",
+    "invalid_reply_to",
+    "invalid_emoji",
 ];
+
+/// The frame types that carry a `client_id` and echo it in their errors.
+const CLIENT_ID_TYPES: &[&str] = &["send", "edit", "delete", "react"];
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -63,22 +73,42 @@ fn string<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     object.get(name).and_then(Value::as_str)
 }
 
+/// An optional message id field: absent or null when the frame has none, else canonical.
+fn check_optional_id(name: &str, parsed: Option<String>, object: &Map<String, Value>) {
+    match (parsed, object.get(name)) {
+        (None, None | Some(Value::Null)) => {}
+        (Some(id), Some(Value::String(raw))) => {
+            assert_eq!(&id, raw, "`{name}` is not in canonical form");
+            assert_eq!(raw.len(), 26);
+        }
+        (id, raw) => panic!("`{name}` {id:?} does not match the frame's {raw:?}"),
+    }
+}
+
 fn check_accepted(frame: &ClientFrame, object: Option<&Map<String, Value>>) {
     let object = object.expect("an accepted frame is a JSON object");
     let kind = string(object, "type").expect("an accepted frame has a string `type`");
     let room_field = || string(object, "room").expect("the frame names a room");
     match frame {
-        ClientFrame::Join { room, since } => {
+        ClientFrame::Join {
+            room,
+            since,
+            changes_since,
+        } => {
             assert_eq!(kind, "join");
             assert!(is_id(room.as_str()), "room {room:?} breaks its rule");
             assert_eq!(room.as_str(), room_field());
-            match (since, object.get("since")) {
+            check_optional_id("since", since.as_ref().map(ToString::to_string), object);
+            match (changes_since, object.get("changes_since")) {
                 (None, None | Some(Value::Null)) => {}
-                (Some(id), Some(Value::String(raw))) => {
-                    assert_eq!(&id.to_string(), raw, "`since` is not in canonical form");
-                    assert_eq!(raw.len(), 26);
+                (Some(at), Some(Value::String(raw))) => {
+                    let parsed = chrono::DateTime::parse_from_rfc3339(raw)
+                        .expect("an accepted `changes_since` is RFC 3339");
+                    assert_eq!(*at, parsed.to_utc(), "`changes_since` changed its instant");
                 }
-                (since, raw) => panic!("`since` {since:?} does not match the frame's {raw:?}"),
+                (at, raw) => {
+                    panic!("`changes_since` {at:?} does not match the frame's {raw:?}")
+                }
             }
         }
         ClientFrame::Leave { room } | ClientFrame::Typing { room } => {
@@ -95,6 +125,7 @@ fn check_accepted(frame: &ClientFrame, object: Option<&Map<String, Value>>) {
             room,
             client_id,
             body,
+            reply_to,
         } => {
             assert_eq!(kind, "send");
             assert!(is_id(room.as_str()), "room {room:?} breaks its rule");
@@ -106,6 +137,48 @@ fn check_accepted(frame: &ClientFrame, object: Option<&Map<String, Value>>) {
             assert_eq!(room.as_str(), room_field());
             assert_eq!(Some(client_id.as_str()), string(object, "client_id"));
             assert_eq!(Some(body.as_str()), string(object, "body"));
+            check_optional_id(
+                "reply_to",
+                reply_to.as_ref().map(ToString::to_string),
+                object,
+            );
+        }
+        ClientFrame::Change {
+            room,
+            id,
+            client_id,
+            change,
+        } => {
+            assert_eq!(kind, change.kind(), "frame {frame:?} for type {kind:?}");
+            assert!(is_id(room.as_str()), "room {room:?} breaks its rule");
+            assert_eq!(room.as_str(), room_field());
+            assert!(
+                is_id(client_id.as_str()),
+                "client_id {client_id:?} breaks its rule"
+            );
+            assert_eq!(Some(client_id.as_str()), string(object, "client_id"));
+            let raw = string(object, "id").expect("the frame names a message");
+            assert_eq!(&id.to_string(), raw, "`id` is not in canonical form");
+            assert_eq!(raw.len(), 26);
+            match change {
+                Change::Edit { body } => {
+                    assert!(is_body(body.as_str()), "body {body:?} breaks its rule");
+                    assert_eq!(Some(body.as_str()), string(object, "body"));
+                }
+                Change::Delete => {}
+                Change::React { emoji, on } => {
+                    let emoji = emoji.as_str();
+                    assert!(
+                        !emoji.is_empty()
+                            && emoji.len() <= 64
+                            && emoji.chars().count() <= 16
+                            && !emoji.chars().any(|c| c.is_ascii_alphabetic()),
+                        "emoji {emoji:?} breaks its rule"
+                    );
+                    assert_eq!(Some(emoji), string(object, "emoji"));
+                    assert_eq!(Some(&Value::Bool(*on)), object.get("on"));
+                }
+            }
         }
         ClientFrame::Read { room, id } => {
             assert_eq!(kind, "read");
@@ -146,15 +219,16 @@ fn check_refused(error: &FrameError, object: Option<&Map<String, Value>>) {
             "echoed client_id {client_id:?} is invalid"
         );
     }
-    // "A refused `send` carries its `client_id` whenever it could be read."
+    // "A refused `send` (or change) carries its `client_id` whenever it could be read."
     let Some(object) = object else { return };
-    if string(object, "type") == Some("send")
+    if string(object, "type").is_some_and(|kind| CLIENT_ID_TYPES.contains(&kind))
         && let Some(client_id) = string(object, "client_id").filter(|c| is_id(c))
     {
         assert_eq!(
             error.client_id.as_deref(),
             Some(client_id),
-            "refused send ({}) lost its client_id",
+            "refused {:?} ({}) lost its client_id",
+            string(object, "type"),
             error.code
         );
     }
