@@ -203,7 +203,9 @@ export function ChatView({ client, room, me }: ChatViewProps) {
               myRole={role}
               online={members}
               live={r?.joined === true}
-              presenceKnown={state.connection.status === 'open'}
+              // Online state comes only from this connection's join of the room (`joined`, then
+              // `presence`): unknown while offline and until a reconnect has joined again.
+              presenceKnown={state.connection.status === 'open' && r?.joined === true}
               meId={me.id}
               version={view?.member_count ?? 0}
             />

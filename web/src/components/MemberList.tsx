@@ -101,7 +101,7 @@ export function MemberList({ room, kind, myRole, online, live, presenceKnown = t
   return (
     <section className="members" id={id} aria-labelledby="members-title" data-testid="member-list">
       <h2 id="members-title">
-        Members ({shown.length}) · {presenceKnown ? `${onlineCount} online` : 'presence unknown while offline'}
+        Members ({shown.length}) · {presenceKnown ? `${onlineCount} online` : 'presence unknown until connected'}
       </h2>
       {can('invite', kind, myRole) && <AddMember onAdd={(username) => act((t) => addMember(t, room, username))} />}
       {problem !== null && (

@@ -122,6 +122,18 @@ describe('ChatView', () => {
     expect(screen.getByTestId('room-denied')).toHaveTextContent(text);
   });
 
+  it('shows presence as unknown on an open connection until the room is joined on it', async () => {
+    stubApi((_m, url) => (url === '/api/rooms/team/members' ? membersOf({ user: me, role: 'member' }, { user: bob, role: 'member' }) : undefined));
+    const { client, socket } = await fakeChat(me, [roomView('team', { name: 'Team' })]);
+    render(wrap(<ChatView client={client} room="team" me={me} />));
+    const bobItem = (await screen.findByText('bob')).closest('li')!;
+    expect(bobItem).toHaveAttribute('data-presence', 'unknown');
+    act(() => socket.receive({ type: 'joined', room: 'team', members: [me, bob], messages: [] }));
+    expect(screen.getByText('bob').closest('li')).toHaveAttribute('data-presence', 'online');
+    act(() => socket.receive({ type: 'presence', room: 'team', user: bob, state: 'offline' }));
+    expect(screen.getByText('bob').closest('li')).toHaveAttribute('data-presence', 'offline');
+  });
+
   it('shows the removal of the room on screen and takes the send box away', async () => {
     stubApi((_m, url) => (url === '/api/rooms/team/members' ? membersOf({ user: me, role: 'member' }) : undefined));
     const { client, socket } = await fakeChat(me, [roomView('team', { kind: 'private', name: 'Team' })]);
