@@ -29,7 +29,16 @@ describe('parseServerEvent', () => {
     const event = parseServerEvent(
       JSON.stringify({ type: 'joined', room: 'general', members: [alice], messages: [withoutRoom] }),
     );
-    expect(event).toEqual({ type: 'joined', room: 'general', members: [alice], messages: [message], truncated: false, view: null });
+    expect(event).toEqual({
+      type: 'joined',
+      room: 'general',
+      members: [alice],
+      messages: [message],
+      truncated: false,
+      changes: [],
+      changes_truncated: false,
+      view: null,
+    });
   });
 
   it('reads the truncated flag of a catch-up snapshot', () => {
