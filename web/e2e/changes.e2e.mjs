@@ -347,12 +347,15 @@ describe('messages that change, in a real browser', { timeout: 600_000 }, () => 
     await b.screenshot({ path: path.join(screenshotDir, 'changes-reconnected.png') });
   });
 
-  test('on a phone the message actions are shown and 44 px tall', async () => {
+  test('on a phone a tapped message shows its actions, each at least 44 px to tap', async () => {
     const cat = await newUser('cat');
     const created = await api('POST', '/api/rooms', cat.token, { kind: 'public', name: 'Phone', topic: '' });
     const room = (await created.json()).id;
     const { page } = await signedIn(cat, services.gateway, room, { width: 390, height: 740 });
     await send(page, 'tap targets');
+    const row = message(page, 'tap targets').locator('.message-actions');
+    assert.ok(((await row.boundingBox())?.height ?? 0) <= 1, 'the actions are out of sight until the message is tapped');
+    await message(page, 'tap targets').getByTestId('message-body').click();
     const actions = message(page, 'tap targets').getByRole('button');
     const n = await actions.count();
     assert.ok(n >= 4, `reply, react, edit and delete: ${n}`);
