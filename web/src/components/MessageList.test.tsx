@@ -306,4 +306,20 @@ describe('MessageList: changed messages', () => {
     expect(quote).toHaveTextContent('bob the question');
     expect(quote).toBeDisabled();
   });
+
+  it('opens the picker from the keyboard, and Escape closes it with the focus back on the message', async () => {
+    render(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: 'hi', sent_at: at }] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    screen.getByRole('button', { name: 'Add a reaction' }).focus();
+    await userEvent.keyboard('{Enter}');
+    expect(screen.getByRole('button', { name: 'React with 👍' })).toHaveFocus();
+    await userEvent.keyboard('{Escape}');
+    expect(screen.queryByTestId('emoji-picker')).toBeNull();
+    await vi.waitFor(() => expect(screen.getByTestId('message')).toHaveFocus());
+  });
 });

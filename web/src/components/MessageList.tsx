@@ -267,6 +267,9 @@ interface StoredMessageProps {
 function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, loaded, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [picking, setPicking] = useState(false);
+  const item = useRef<HTMLLIElement>(null);
+  /** A closed picker or confirmation gives the focus back to the message, so the keyboard stays here. */
+  const refocus = () => setTimeout(() => item.current?.focus({ preventScroll: true }), 0);
   const deleted = message.deleted === true;
   const controls = actions === undefined ? null : messageControls(meId, message, actions.deleteOthers);
   const editing = actions !== undefined && actions.editing === message.id && !deleted;
@@ -275,6 +278,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
   const failed = changes.filter((c) => c.status === 'failed');
   return (
     <li
+      ref={item}
       className={className}
       data-testid="message"
       data-id={message.id}
@@ -348,11 +352,20 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
             onClick={() => {
               setConfirmDelete(false);
               actions.onDelete(message.id);
+              refocus();
             }}
           >
             Delete
           </button>{' '}
-          <button type="button" className="link" onClick={() => setConfirmDelete(false)} autoFocus>
+          <button
+            type="button"
+            className="link"
+            onClick={() => {
+              setConfirmDelete(false);
+              refocus();
+            }}
+            autoFocus
+          >
             Cancel
           </button>
         </div>
@@ -361,11 +374,15 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         <EmojiPicker
           onPick={(emoji) => {
             setPicking(false);
+            refocus();
             const held = message.reactions?.find((r) => r.emoji === emoji);
             // Picking an emoji the user already reacted with leaves it on.
             if (held?.me !== true) actions.onReact(message.id, emoji, true);
           }}
-          onClose={() => setPicking(false)}
+          onClose={() => {
+            setPicking(false);
+            refocus();
+          }}
         />
       )}
       {controls !== null && actions !== undefined && !editing && (controls.reply || controls.react || controls.edit || controls.delete) && (
