@@ -334,6 +334,7 @@ describe('messages that change, in a real browser', { timeout: 600_000 }, () => 
     await waitText(byId(b, question).getByTestId('message-body'), 'Meeting moved to Friday');
     await byId(b, doomed).getByTestId('tombstone').waitFor();
     assert.equal(await byId(b, doomed).getByTestId('message-body').count(), 0, 'the deleted body is gone');
+    await waitText(message(b, 'At three').getByTestId('reply-quote'), `${ann.username} Meeting moved to Friday`);
     await waitReaction(b, question, '🎉', { count: 1, mine: false });
     await waitReaction(b, question, '👍', { count: 1, mine: true });
     const rejoin = bSent.slice(sentBefore).find((f) => f.type === 'join' && f.room === room);

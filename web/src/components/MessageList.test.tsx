@@ -322,4 +322,27 @@ describe('MessageList: changed messages', () => {
     expect(screen.queryByTestId('emoji-picker')).toBeNull();
     await vi.waitFor(() => expect(screen.getByTestId('message')).toHaveFocus());
   });
+
+  it('quotes the loaded original as it is now: edited, or deleted without its text', () => {
+    const reply = { id: '01', author: bob, excerpt: 'first words' };
+    const answer = { room: 'general', id: '05', client_id: null, author: me, body: 'answer', sent_at: at, reply_to: reply };
+    const { rerender } = render(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: 'second words', sent_at: at, version: 2 }, answer] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    expect(screen.getByTestId('reply-quote')).toHaveTextContent('bob second words');
+    expect(screen.getByTestId('reply-quote')).toBeEnabled();
+    rerender(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: '', sent_at: at, deleted: true, version: 3 }, answer] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    expect(screen.getByTestId('reply-quote')).toHaveTextContent('bob Message deleted');
+    expect(screen.getByTestId('reply-quote')).not.toHaveTextContent('words');
+  });
 });

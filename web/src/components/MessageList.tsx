@@ -20,7 +20,7 @@ import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState, ty
 import { formatDay, formatFull, formatSentAt } from '../format';
 import { messageControls } from '../permissions';
 import { bodyProblem, type ReplyRef, type WireMessage } from '../protocol';
-import type { OutboxEntry, PendingChange, RoomState } from '../store';
+import { previewOf, type OutboxEntry, type PendingChange, type RoomState } from '../store';
 import { MessageBody } from './MessageBody';
 import { EmojiPicker, ReactionBar } from './Reactions';
 
@@ -137,6 +137,7 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
     setHighlighted(id);
   }, []);
   const changes = room.changes ?? [];
+  const byId = new Map(messages.map((m) => [m.id, m]));
 
   const toBottom = () => {
     const el = scroller.current;
@@ -210,7 +211,7 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
                   meId={meId}
                   grouped={!newDay && continues(prev, m)}
                   highlighted={highlighted === m.id}
-                  loaded={(id) => messages.some((x) => x.id === id)}
+                  original={m.reply_to === undefined ? undefined : byId.get(m.reply_to.id)}
                   onJump={jumpTo}
                   actions={actions}
                   changes={changes.filter((c) => c.frame.id === m.id)}
@@ -255,8 +256,8 @@ interface StoredMessageProps {
   grouped?: boolean;
   meId?: string;
   highlighted?: boolean;
-  /** Whether a message is loaded, so its reply quote can scroll to it. */
-  loaded?: (id: string) => boolean;
+  /** The message this one replies to, when it is loaded: its quote scrolls to it and shows its current state. */
+  original?: WireMessage | undefined;
   onJump?: (id: string) => void;
   actions?: MessageActions | undefined;
   /** The user's pending or failed changes of this message. */
@@ -264,7 +265,7 @@ interface StoredMessageProps {
   onRetry?: (clientId: string) => void;
 }
 
-function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, loaded, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
+function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [picking, setPicking] = useState(false);
   const item = useRef<HTMLLIElement>(null);
@@ -294,7 +295,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         </time>
       </div>
       {message.reply_to !== undefined && !deleted && (
-        <ReplyQuote reply={message.reply_to} loaded={loaded?.(message.reply_to.id) ?? false} onJump={onJump} />
+        <ReplyQuote reply={currentReply(message.reply_to, original)} loaded={original !== undefined} onJump={onJump} />
       )}
       {deleted ? (
         <p className="tombstone muted" data-testid="tombstone">
@@ -411,6 +412,17 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
       )}
     </li>
   );
+}
+
+/**
+ * A reply's quote as the loaded original now is: edited, or deleted (then its text is shown
+ * nowhere, even though the reply arrived with an excerpt of it).
+ */
+function currentReply(reply: ReplyRef, original: WireMessage | undefined): ReplyRef {
+  if (original === undefined || reply.deleted === true) return reply;
+  if (original.deleted === true) return { id: reply.id, author: reply.author, deleted: true };
+  const excerpt = previewOf(original.body);
+  return excerpt === reply.excerpt ? reply : { ...reply, excerpt };
 }
 
 function changeVerb(c: PendingChange): string {
