@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
 import { ChatClient, type SocketLike } from './connection';
-import type { ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
+import type { ChangesPage, ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
@@ -49,6 +49,7 @@ function msg(id: string, author: UserRef = bob, clientId: string | null = null):
 function setup(
   options: {
     history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>;
+    fetchChanges?: (room: string, afterMs: number, limit: number) => Promise<ChangesPage>;
     checkToken?: () => Promise<boolean>;
     renewToken?: () => Promise<unknown>;
     fetchRooms?: () => Promise<RoomView[]>;
@@ -78,6 +79,7 @@ function setup(
     backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
     newClientId: () => `c${++n}`,
     fetchRooms: options.fetchRooms,
+    fetchChanges: options.fetchChanges,
     readDelayMs: 500,
     joinsPerSecond: options.joinsPerSecond ?? 10,
     maxBackgroundRooms: options.maxBackgroundRooms ?? 90,
@@ -981,5 +983,45 @@ describe('ChatClient: changing messages', () => {
     expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'answer', reply_to: '01' }]);
     latest().receive({ type: 'ack', client_id: 'c1', id: '02', sent_at: 't' });
     expect(client.getSnapshot().rooms.r!.messages[1]!.reply_to).toEqual({ id: '01', author: bob, excerpt: 'body 01' });
+  });
+
+  it('pages the change feed from the last changed_at of a truncated joined.changes', async () => {
+    const fetchChanges = vi.fn(async (_room: string, afterMs: number) =>
+      afterMs === Date.parse('2024-06-01T12:06:00Z')
+        ? { changes: [{ ...msg('02'), body: 'from the feed', version: 2, changed_at: '2024-06-01T12:08:00Z' }], has_more: false }
+        : { changes: [], has_more: false },
+    );
+    const { client, latest } = setup({ fetchChanges });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({
+      type: 'joined',
+      room: 'r',
+      members: [me],
+      messages: [],
+      changes: [{ ...msg('01'), body: 'in joined', version: 2, changed_at: '2024-06-01T12:06:00Z' }],
+      changes_truncated: true,
+    });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages[1]!.body).toBe('from the feed'));
+    expect(fetchChanges).toHaveBeenCalledWith('r', Date.parse('2024-06-01T12:06:00Z'), 100);
+    expect(client.getSnapshot().rooms.r!.changesSince).toBe('2024-06-01T12:08:00Z');
+  });
+
+  it('fills in the user\'s own reaction flags of the room on screen from a history page', async () => {
+    const history = vi.fn(async () => ({
+      messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1, me: true }] }],
+      has_more: false,
+    }));
+    const { client, latest } = setup({ history });
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1 }] }] });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages[0]!.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]));
   });
 });
