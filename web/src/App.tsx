@@ -5,7 +5,7 @@
  * the screen the address names (a room, the directory, a form).
  */
 import { useCallback, useEffect, useState, type ReactNode } from 'react';
-import { ApiError, fetchHistory, listRooms, logout, me, refresh, webSocketUrl } from './api';
+import { ApiError, fetchChanges, fetchHistory, listRooms, logout, me, refresh, webSocketUrl } from './api';
 import { ChatClient } from './connection';
 import { ApiContext, type WithToken } from './components/ApiContext';
 import { BrowseRooms } from './components/BrowseRooms';
@@ -113,6 +113,7 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
         me: { id: user.id, username: user.username },
         url: () => webSocketUrl(tokens.accessToken),
         fetchHistory: (room, cursor, limit) => tokens.withToken((token) => fetchHistory(token, room, cursor, limit)),
+        fetchChanges: (room, afterMs, limit) => tokens.withToken((token) => fetchChanges(token, room, afterMs, limit)),
         checkToken: async () => {
           try {
             await tokens.withToken(me);

@@ -4,11 +4,13 @@
  * server's error code, so screens can choose what to say per code.
  */
 import {
+  parseChangesPage,
   parseHistoryPage,
   parseMember,
   parseRoomView,
   parseRoomViews,
   parseUser,
+  type ChangesPage,
   type HistoryPage,
   type Member,
   type Role,
@@ -179,6 +181,15 @@ export async function fetchHistory(token: string, room: string, cursor: HistoryC
   else if (cursor.before !== null) query.set('before', cursor.before);
   const body = await request(`/api/rooms/${encodeURIComponent(room)}/messages?${query}`, { token });
   const page = parseHistoryPage(body, room);
+  if (page === null) throw new ApiError(500, 'bad_response', 'Unexpected answer from the server');
+  return page;
+}
+
+/** Messages of a room changed after `afterMs` (Unix ms), in their current state, oldest change first. */
+export async function fetchChanges(token: string, room: string, afterMs: number, limit: number): Promise<ChangesPage> {
+  const query = new URLSearchParams({ after: String(afterMs), limit: String(limit) });
+  const body = await request(`/api/rooms/${encodeURIComponent(room)}/changes?${query}`, { token });
+  const page = parseChangesPage(body, room);
   if (page === null) throw new ApiError(500, 'bad_response', 'Unexpected answer from the server');
   return page;
 }

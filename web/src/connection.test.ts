@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
 import { ChatClient, type SocketLike } from './connection';
-import type { ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
+import type { ChangesPage, ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
@@ -49,6 +49,7 @@ function msg(id: string, author: UserRef = bob, clientId: string | null = null):
 function setup(
   options: {
     history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>;
+    fetchChanges?: (room: string, afterMs: number, limit: number) => Promise<ChangesPage>;
     checkToken?: () => Promise<boolean>;
     renewToken?: () => Promise<unknown>;
     fetchRooms?: () => Promise<RoomView[]>;
@@ -78,6 +79,7 @@ function setup(
     backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
     newClientId: () => `c${++n}`,
     fetchRooms: options.fetchRooms,
+    fetchChanges: options.fetchChanges,
     readDelayMs: 500,
     joinsPerSecond: options.joinsPerSecond ?? 10,
     maxBackgroundRooms: options.maxBackgroundRooms ?? 90,
@@ -892,5 +894,134 @@ describe('ChatClient with a slow or failing backend', () => {
     vi.advanceTimersByTime(5_000);
     expect(sockets[0]!.closed).toBe(true);
     expect(client.getSnapshot().connection.status).toBe('disconnected');
+  });
+});
+
+describe('ChatClient: changing messages', () => {
+  it('rejoins with changes_since = the latest changed_at seen in the room, and applies joined.changes', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    latest().receive({ type: 'edited', room: 'r', id: '01', body: 'live edit', edited_at: 't', version: 2, changed_at: '2024-06-01T12:05:00Z' });
+    expect(client.getSnapshot().rooms.r!.messages[0]!.body).toBe('live edit');
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'r', since: '02', changes_since: '2024-06-01T12:05:00Z' }]);
+    latest().receive({
+      type: 'joined',
+      room: 'r',
+      members: [me],
+      messages: [],
+      changes: [
+        { ...msg('01'), body: 'edited while away', version: 3, edited_at: 't2', changed_at: '2024-06-01T12:06:00Z' },
+        { ...msg('02'), body: undefined, deleted: true, version: 2, changed_at: '2024-06-01T12:07:00Z' },
+      ],
+    });
+    const [first, second] = client.getSnapshot().rooms.r!.messages;
+    expect(first).toMatchObject({ body: 'edited while away', version: 3 });
+    expect(second).toMatchObject({ deleted: true, body: '' });
+    expect(client.getSnapshot().rooms.r!.changesSince).toBe('2024-06-01T12:07:00Z');
+  });
+
+  it('writes an edit, a delete and a reaction and drops each from the pending changes at its ack', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    client.edit('r', '01', 'better');
+    client.react('r', '01', '👍', true);
+    client.remove('r', '01');
+    expect(latest().sent.slice(1)).toEqual([
+      { type: 'edit', room: 'r', id: '01', body: 'better', client_id: 'c1' },
+      { type: 'react', room: 'r', id: '01', emoji: '👍', on: true, client_id: 'c2' },
+      { type: 'delete', room: 'r', id: '01', client_id: 'c3' },
+    ]);
+    for (const c of ['c1', 'c2', 'c3']) latest().receive({ type: 'ack', client_id: c, id: '01', sent_at: 't' });
+    expect(client.getSnapshot().rooms.r!.changes).toEqual([]);
+  });
+
+  it('writes a pending change again under the same client id after a reconnect', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    client.edit('r', '01', 'better');
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    expect(latest().framesOf('edit')).toEqual([{ type: 'edit', room: 'r', id: '01', body: 'better', client_id: 'c1' }]);
+  });
+
+  it('shows a refused change in words and retries it with the same client id', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    client.edit('r', '01', 'too late');
+    latest().receive({ type: 'error', code: 'edit_window_passed', message: 'edit window passed', client_id: 'c1' });
+    expect(client.getSnapshot().rooms.r!.changes[0]).toMatchObject({ status: 'failed', error: 'This message is too old to edit.' });
+    client.retry('c1');
+    expect(latest().framesOf('edit')).toHaveLength(2);
+    expect(latest().framesOf('edit')[1]!.client_id).toBe('c1');
+    expect(client.getSnapshot().rooms.r!.changes[0]!.status).toBe('pending');
+  });
+
+  it('sends a reply with reply_to and keeps the quote on the acknowledged message', () => {
+    const { client, latest } = setup();
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    client.send('r', 'answer', { id: '01', author: bob, excerpt: 'body 01' });
+    expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'answer', reply_to: '01' }]);
+    latest().receive({ type: 'ack', client_id: 'c1', id: '02', sent_at: 't' });
+    expect(client.getSnapshot().rooms.r!.messages[1]!.reply_to).toEqual({ id: '01', author: bob, excerpt: 'body 01' });
+  });
+
+  it('pages the change feed from the last changed_at of a truncated joined.changes', async () => {
+    const fetchChanges = vi.fn(async (_room: string, afterMs: number) =>
+      afterMs === Date.parse('2024-06-01T12:06:00Z')
+        ? { changes: [{ ...msg('02'), body: 'from the feed', version: 2, changed_at: '2024-06-01T12:08:00Z' }], has_more: false }
+        : { changes: [], has_more: false },
+    );
+    const { client, latest } = setup({ fetchChanges });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({
+      type: 'joined',
+      room: 'r',
+      members: [me],
+      messages: [],
+      changes: [{ ...msg('01'), body: 'in joined', version: 2, changed_at: '2024-06-01T12:06:00Z' }],
+      changes_truncated: true,
+    });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages[1]!.body).toBe('from the feed'));
+    expect(fetchChanges).toHaveBeenCalledWith('r', Date.parse('2024-06-01T12:06:00Z'), 100);
+    expect(client.getSnapshot().rooms.r!.changesSince).toBe('2024-06-01T12:08:00Z');
+  });
+
+  it('fills in the user\'s own reaction flags of the room on screen from a history page', async () => {
+    const history = vi.fn(async () => ({
+      messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1, me: true }] }],
+      has_more: false,
+    }));
+    const { client, latest } = setup({ history });
+    client.start();
+    client.open('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1 }] }] });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages[0]!.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]));
   });
 });

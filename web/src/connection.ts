@@ -22,17 +22,27 @@
  * page the client moves the read marker (`read` frame, debounced), and the
  * server tells the user's other connections, which clear their badge.
  *
+ * Changes of messages (edit, delete, react) are written like sends: each
+ * has a client id, waits for its `ack`, is written again after a rejoin while
+ * unacknowledged, and is offered for a retry under the same client id when it
+ * fails. The server's `edited`, `deleted` and `reactions` frames, and the
+ * `changes` of a rejoin (asked from the room's latest `changed_at`), update
+ * the messages held.
+ *
  * Nothing here needs a browser: the socket and the history call are passed
  * in, so tests drive it with a fake socket and fake timers.
  */
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
-import { apiErrorText, errorCodeText, sendErrorText } from './errors';
+import { apiErrorText, changeErrorText, errorCodeText, sendErrorText } from './errors';
 import {
   encodeClientFrame,
   newClientId,
+  type ChangeFrame,
+  type ChangesPage,
   type ClientFrame,
   type HistoryPage,
+  type ReplyRef,
   type RemovalReason,
   type RoomView,
   type ServerEvent,
@@ -74,6 +84,8 @@ export interface ChatClientOptions {
   url: () => string;
   createSocket?: (url: string) => SocketLike;
   fetchHistory: (room: string, cursor: HistoryCursor, limit: number) => Promise<HistoryPage>;
+  /** The room's change feed (`GET /api/rooms/R/changes`), for a rejoin whose `changes` were truncated. */
+  fetchChanges?: (room: string, afterMs: number, limit: number) => Promise<ChangesPage>;
   /**
    * Asked after a connection attempt failed before opening: a browser cannot
    * see the gateway's 401, so this tells an expired token apart from an
@@ -166,9 +178,9 @@ export class ChatClient {
   /** Counts list fetches, so that only the newest answer is applied. */
   private listGeneration = 0;
   private readonly opts: Required<
-    Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'backoff' | 'fetchRooms'>
+    Omit<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'backoff' | 'fetchRooms' | 'fetchChanges'>
   > &
-    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'fetchRooms'>;
+    Pick<ChatClientOptions, 'checkToken' | 'onUnauthorized' | 'renewToken' | 'fetchRooms' | 'fetchChanges'>;
 
   constructor(options: ChatClientOptions) {
     this.backoff = options.backoff ?? new Backoff();
@@ -562,7 +574,14 @@ export class ChatClient {
     // a room opened without any messages yet asks for its recent ones.
     const listed = this.state.list.rooms[room]?.last_message?.id ?? null;
     const since = lastSeenId(this.state.rooms[room]) ?? (this.foreground.has(room) ? null : listed);
-    if (this.write(since === null ? { type: 'join', room } : { type: 'join', room, since })) {
+    const changesSince = this.state.rooms[room]?.changesSince ?? null;
+    const frame: ClientFrame =
+      since === null
+        ? { type: 'join', room }
+        : changesSince === null
+          ? { type: 'join', room, since }
+          : { type: 'join', room, since, changes_since: changesSince };
+    if (this.write(frame)) {
       this.pendingJoins.push(room);
       this.joinSince.set(room, since);
     }
@@ -639,36 +658,67 @@ export class ChatClient {
 
   // ---- messages ----------------------------------------------------------
 
-  /** Queues a message; it is written now if the room is joined, otherwise once it is. */
-  send(room: string, body: string): string {
+  /** Queues a message, a reply to `replyTo` if given; it is written now if the room is joined, otherwise once it is. */
+  send(room: string, body: string, replyTo?: ReplyRef): string {
     const clientId = this.opts.newClientId();
-    this.dispatch({ type: 'queued', room, clientId, body });
-    this.attempt(room, clientId, body);
+    this.dispatch({ type: 'queued', room, clientId, body, ...(replyTo !== undefined ? { replyTo } : {}) });
+    this.attempt(sendFrame(room, clientId, body, replyTo));
     return clientId;
   }
 
-  /** Sends a failed message again under the same client id. */
+  /** Replaces the body of the user's message `id`. */
+  edit(room: string, id: string, body: string): string {
+    return this.change((clientId) => ({ type: 'edit', room, id, body, client_id: clientId }));
+  }
+
+  /** Deletes message `id` (the user's own, or anyone's for an owner or admin). */
+  remove(room: string, id: string): string {
+    return this.change((clientId) => ({ type: 'delete', room, id, client_id: clientId }));
+  }
+
+  /** Turns the user's reaction `emoji` to message `id` on or off. */
+  react(room: string, id: string, emoji: string, on: boolean): string {
+    return this.change((clientId) => ({ type: 'react', room, id, emoji, on, client_id: clientId }));
+  }
+
+  private change(make: (clientId: string) => ChangeFrame): string {
+    const clientId = this.opts.newClientId();
+    const frame = make(clientId);
+    this.dispatch({ type: 'changeQueued', change: { clientId, room: frame.room, frame, status: 'pending', error: null } });
+    this.attempt(frame);
+    return clientId;
+  }
+
+  /** Puts a failed change aside without retrying it. */
+  dismissChange(clientId: string): void {
+    this.clearAckTimer(clientId);
+    this.dispatch({ type: 'changeDismissed', clientId });
+  }
+
+  /** Sends a failed message or change again under the same client id. */
   retry(clientId: string): void {
     for (const r of Object.values(this.state.rooms)) {
       const entry = r.outbox.find((o) => o.clientId === clientId);
-      if (entry === undefined) continue;
+      const change = r.changes.find((c) => c.clientId === clientId);
+      if (entry === undefined && change === undefined) continue;
       this.dispatch({ type: 'retrying', clientId });
       this.sentOnSocket.delete(clientId);
-      this.attempt(r.room, clientId, entry.body);
+      this.attempt(entry !== undefined ? sendFrame(r.room, clientId, entry.body, entry.replyTo) : change!.frame);
       return;
     }
   }
 
-  private attempt(room: string, clientId: string, body: string): void {
-    if (this.state.rooms[room]?.joined === true) this.transmit(room, clientId, body);
+  private attempt(frame: SendOrChange): void {
+    if (this.state.rooms[frame.room]?.joined === true) this.transmit(frame);
   }
 
   // The acknowledgement clock starts when the message is actually written:
   // while disconnected a message stays pending (the banner says why) and goes
   // out after the rejoin, rather than failing for want of a connection.
-  private transmit(room: string, clientId: string, body: string): void {
+  private transmit(frame: SendOrChange): void {
+    const clientId = frame.client_id;
     if (this.sentOnSocket.has(clientId)) return;
-    if (!this.write({ type: 'send', room, client_id: clientId, body })) return;
+    if (!this.write(frame)) return;
     this.sentOnSocket.add(clientId);
     this.clearAckTimer(clientId);
     this.ackTimers.set(
@@ -735,14 +785,20 @@ export class ChatClient {
           me: me.id,
           view: event.view,
           fresh: this.joinSince.get(event.room) === null,
+          changes: event.changes,
         });
         const after = this.state.rooms[event.room];
         if (this.state.viewing === event.room && after !== undefined && !after.historyLoaded) void this.loadLatest(event.room);
         for (const m of event.messages) if (m.author.id === me.id && m.client_id !== null) this.clearAckTimer(m.client_id);
         // Messages written before the room was (re)joined go out now.
         for (const entry of this.state.rooms[event.room]?.outbox ?? []) {
-          if (entry.status === 'pending') this.transmit(event.room, entry.clientId, entry.body);
+          if (entry.status === 'pending') this.transmit(sendFrame(event.room, entry.clientId, entry.body, entry.replyTo));
         }
+        for (const change of this.state.rooms[event.room]?.changes ?? []) {
+          if (change.status === 'pending') this.transmit(change.frame);
+        }
+        if (event.changes_truncated) void this.catchUpChanges(event.room);
+        if (this.state.viewing === event.room) void this.learnMyReactions(event.room);
         const newest = event.messages[event.messages.length - 1]?.id;
         if (event.truncated && newest !== undefined) void this.catchUp(event.room, newest);
         return;
@@ -753,6 +809,11 @@ export class ChatClient {
         this.dispatch({ type: 'messages', room: message.room, messages: [message], me: me.id });
         return;
       }
+      case 'edited':
+      case 'deleted':
+      case 'reactions':
+        this.dispatch({ type: 'applied', change: event, me: me.id });
+        return;
       case 'ack':
         this.clearAckTimer(event.client_id);
         this.dispatch({ type: 'ack', clientId: event.client_id, id: event.id, sentAt: event.sent_at, me });
@@ -791,7 +852,9 @@ export class ChatClient {
         }
         if (event.client_id !== undefined) {
           this.clearAckTimer(event.client_id);
-          this.dispatch({ type: 'failed', clientId: event.client_id, error: sendErrorText(event.code) });
+          const isChange = Object.values(this.state.rooms).some((r) => r.changes.some((c) => c.clientId === event.client_id));
+          const text = isChange ? changeErrorText(event.code) : sendErrorText(event.code);
+          this.dispatch({ type: 'failed', clientId: event.client_id, error: text });
           return;
         }
         {
@@ -880,9 +943,48 @@ export class ChatClient {
   }
 
   private failOutbox(room: string, error: string): void {
-    for (const entry of this.state.rooms[room]?.outbox ?? []) {
+    const r = this.state.rooms[room];
+    for (const entry of [...(r?.outbox ?? []), ...(r?.changes ?? [])]) {
       this.clearAckTimer(entry.clientId);
       if (entry.status === 'pending') this.dispatch({ type: 'failed', clientId: entry.clientId, error });
+    }
+  }
+
+  /**
+   * Pages the change feed after a rejoin whose `changes` were truncated, from the latest
+   * `changed_at` the room has received, until it has no more.
+   */
+  private async catchUpChanges(room: string): Promise<void> {
+    const fetchChanges = this.opts.fetchChanges;
+    if (fetchChanges === undefined) return;
+    try {
+      for (let page = 0; page < MAX_CATCH_UP_PAGES; page += 1) {
+        const from = this.state.rooms[room]?.changesSince;
+        const afterMs = from == null ? NaN : Date.parse(from);
+        if (Number.isNaN(afterMs)) return;
+        const result = await fetchChanges(room, afterMs, CATCH_UP_PAGE_SIZE);
+        if (!this.wanted.has(room)) return;
+        this.dispatch({ type: 'changed', room, messages: result.changes });
+        if (!result.has_more || result.changes.length === 0) return;
+      }
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) this.unauthorized();
+      // Otherwise the changes not fetched show once the messages are loaded again.
+    }
+  }
+
+  /**
+   * `joined` carries reaction counts without the user's own flags: when the room on screen
+   * holds reactions whose flag is unknown, its latest history page (which has them) fills them in.
+   */
+  private async learnMyReactions(room: string): Promise<void> {
+    const unknown = (this.state.rooms[room]?.messages ?? []).some((m) => (m.reactions ?? []).some((x) => x.me === undefined));
+    if (!unknown) return;
+    try {
+      const page = await this.opts.fetchHistory(room, { before: null }, this.opts.historyPageSize);
+      if (this.wanted.has(room)) this.dispatch({ type: 'changed', room, messages: page.messages });
+    } catch {
+      // Only the highlight of the user's own reactions is missing; toggling one still works.
     }
   }
 
@@ -908,6 +1010,12 @@ export class ChatClient {
       // Otherwise the conversation keeps a hole until the next reload; live messages still arrive.
     }
   }
+}
+
+type SendOrChange = Extract<ClientFrame, { type: 'send' }> | ChangeFrame;
+
+function sendFrame(room: string, clientId: string, body: string, replyTo: ReplyRef | undefined): SendOrChange {
+  return replyTo === undefined ? { type: 'send', room, client_id: clientId, body } : { type: 'send', room, client_id: clientId, body, reply_to: replyTo.id };
 }
 
 function detach(socket: SocketLike): void {

@@ -18,6 +18,12 @@ const TEXTS: Readonly<Record<string, string>> = {
   invalid_since: 'The conversation could not be brought up to date. Reload the page.',
   not_joined: 'You are not in this room any more.',
   not_found: 'This room does not exist, or it is private and you are not a member.',
+  invalid_reply_to: 'The message you replied to is not in this room.',
+  edit_window_passed: 'This message is too old to edit.',
+  message_deleted: 'This message was deleted.',
+  too_many_reactions: 'This message has as many different reactions as it can take.',
+  invalid_emoji: 'That reaction is not a single emoji.',
+  invalid_id: 'That message cannot be found.',
   forbidden: 'You are not allowed to do that here.',
   banned: 'You are banned from this room.',
   archived: 'This room is archived: it is read-only now.',
@@ -62,6 +68,19 @@ const GENERIC = 'Something went wrong. Please try again.';
 /** What to tell the user about a message the server refused (`error` with its `client_id`): it offers a retry. */
 export function sendErrorText(code: string): string {
   return code === 'unavailable' ? 'Chat is busy right now; retry in a moment.' : errorCodeText(code);
+}
+
+/** Texts for refused changes of a message (edit, delete, react) where the general text is about rooms. */
+const CHANGE_TEXTS: Readonly<Record<string, string>> = {
+  forbidden: 'You are not allowed to change this message.',
+  not_found: 'This message could not be found (it may not be stored yet). Try again in a moment.',
+  invalid_body: 'The new text is empty or too long.',
+  unavailable: 'Chat is busy right now; retry in a moment.',
+};
+
+/** What to tell the user about a change of a message (edit, delete, react) that the server refused. */
+export function changeErrorText(code: string): string {
+  return CHANGE_TEXTS[code] ?? errorCodeText(code);
 }
 
 /** What to tell the user for an error `code`; `fallback` for codes without a text of their own. */

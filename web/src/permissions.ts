@@ -69,3 +69,22 @@ export function memberControls(
     changeRole: can('changeRole', kind, myRole),
   };
 }
+
+/**
+ * Whether the user may delete messages of others in a room: owners and admins of public
+ * and private rooms (docs/protocol.md, "Changing messages"). Everyone may delete their own.
+ */
+export function canDeleteOthers(kind: RoomKind, role: Role | null): boolean {
+  return kind !== 'dm' && (role === 'owner' || role === 'admin');
+}
+
+/** Which changes of one message the user is offered. Edits: the author only; nothing on a deleted message. */
+export function messageControls(
+  meId: string,
+  message: { author: { id: string }; deleted?: boolean },
+  deleteOthers: boolean,
+): { edit: boolean; delete: boolean; react: boolean; reply: boolean } {
+  if (message.deleted === true) return { edit: false, delete: false, react: false, reply: false };
+  const mine = message.author.id === meId;
+  return { edit: mine, delete: mine || deleteOthers, react: true, reply: true };
+}

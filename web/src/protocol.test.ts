@@ -29,7 +29,16 @@ describe('parseServerEvent', () => {
     const event = parseServerEvent(
       JSON.stringify({ type: 'joined', room: 'general', members: [alice], messages: [withoutRoom] }),
     );
-    expect(event).toEqual({ type: 'joined', room: 'general', members: [alice], messages: [message], truncated: false, view: null });
+    expect(event).toEqual({
+      type: 'joined',
+      room: 'general',
+      members: [alice],
+      messages: [message],
+      truncated: false,
+      changes: [],
+      changes_truncated: false,
+      view: null,
+    });
   });
 
   it('reads the truncated flag of a catch-up snapshot', () => {
@@ -200,5 +209,115 @@ describe('rooms frames', () => {
 
   it('encodes the read frame', () => {
     expect(encodeClientFrame({ type: 'read', room: 'r1', id: '01C' })).toBe('{"type":"read","room":"r1","id":"01C"}');
+  });
+});
+
+describe('frames of changing messages', () => {
+  it('encodes edit, delete, react, a reply and a join with changes_since', () => {
+    expect(JSON.parse(encodeClientFrame({ type: 'edit', room: 'r', id: 'M', body: 'b', client_id: 'c' }))).toEqual({
+      type: 'edit',
+      room: 'r',
+      id: 'M',
+      body: 'b',
+      client_id: 'c',
+    });
+    expect(JSON.parse(encodeClientFrame({ type: 'delete', room: 'r', id: 'M', client_id: 'c' }))).toEqual({
+      type: 'delete',
+      room: 'r',
+      id: 'M',
+      client_id: 'c',
+    });
+    expect(JSON.parse(encodeClientFrame({ type: 'react', room: 'r', id: 'M', emoji: '👍', on: false, client_id: 'c' }))).toEqual({
+      type: 'react',
+      room: 'r',
+      id: 'M',
+      emoji: '👍',
+      on: false,
+      client_id: 'c',
+    });
+    expect(JSON.parse(encodeClientFrame({ type: 'send', room: 'r', client_id: 'c', body: 'b', reply_to: 'M' }))).toMatchObject({ reply_to: 'M' });
+    expect(JSON.parse(encodeClientFrame({ type: 'join', room: 'r', since: 'M', changes_since: '2024-06-01T12:00:00Z' }))).toEqual({
+      type: 'join',
+      room: 'r',
+      since: 'M',
+      changes_since: '2024-06-01T12:00:00Z',
+    });
+  });
+
+  it('parses edited, deleted and reactions', () => {
+    expect(
+      parseServerEvent(
+        JSON.stringify({ type: 'edited', room: 'r', id: 'M', body: 'new', edited_at: 't1', version: 2, changed_at: 't2' }),
+      ),
+    ).toEqual({ type: 'edited', room: 'r', id: 'M', body: 'new', edited_at: 't1', version: 2, changed_at: 't2' });
+    expect(
+      parseServerEvent(JSON.stringify({ type: 'deleted', room: 'r', id: 'M', deleted_at: 't1', by: alice, version: 3, changed_at: 't2' })),
+    ).toEqual({ type: 'deleted', room: 'r', id: 'M', deleted_at: 't1', by: alice, version: 3, changed_at: 't2' });
+    expect(
+      parseServerEvent(
+        JSON.stringify({
+          type: 'reactions',
+          room: 'r',
+          id: 'M',
+          reactions: [{ emoji: '👍', count: 2 }],
+          version: 4,
+          by: alice,
+          emoji: '👍',
+          on: true,
+          changed_at: 't2',
+        }),
+      ),
+    ).toEqual({ type: 'reactions', room: 'r', id: 'M', reactions: [{ emoji: '👍', count: 2 }], version: 4, by: alice, emoji: '👍', on: true, changed_at: 't2' });
+  });
+
+  it('refuses change frames without a version or id', () => {
+    expect(parseServerEvent(JSON.stringify({ type: 'edited', room: 'r', id: 'M', body: 'x', edited_at: 't' }))).toBeNull();
+    expect(parseServerEvent(JSON.stringify({ type: 'deleted', room: 'r', version: 2 }))).toBeNull();
+  });
+
+  it('parses a message with version, edit time, reactions with the reader\'s flag, and a reply', () => {
+    const event = parseServerEvent(
+      JSON.stringify({
+        type: 'message',
+        ...message,
+        version: 3,
+        edited_at: 't1',
+        reactions: [{ emoji: '🎉', count: 1, me: true }],
+        reply_to: { id: 'P', author: alice, excerpt: 'the question' },
+        changed_at: 't2',
+      }),
+    );
+    expect(event).toEqual({
+      type: 'message',
+      ...message,
+      version: 3,
+      edited_at: 't1',
+      reactions: [{ emoji: '🎉', count: 1, me: true }],
+      reply_to: { id: 'P', author: alice, excerpt: 'the question' },
+      changed_at: 't2',
+    });
+  });
+
+  it('parses a tombstone (no body) and a reply to a deleted message in a history page', () => {
+    const page = parseHistoryPage(
+      {
+        messages: [
+          { id: 'A', client_id: 'c', author: alice, sent_at: 't', deleted: true, deleted_at: 't2', version: 2 },
+          { id: 'B', client_id: 'd', author: alice, body: 're', sent_at: 't', reply_to: { id: 'A', author: alice, deleted: true } },
+        ],
+        has_more: false,
+      },
+      'r',
+    );
+    expect(page!.messages[0]).toMatchObject({ id: 'A', body: '', deleted: true, version: 2 });
+    expect(page!.messages[1]!.reply_to).toEqual({ id: 'A', author: alice, deleted: true });
+  });
+
+  it('parses joined with changes and changes_truncated', () => {
+    const { room: _room, ...withoutRoom } = message;
+    const event = parseServerEvent(
+      JSON.stringify({ type: 'joined', room: 'general', members: [], messages: [], changes: [{ ...withoutRoom, version: 2 }], changes_truncated: true }),
+    );
+    expect(event).toMatchObject({ type: 'joined', changes: [{ ...message, version: 2 }], changes_truncated: true });
   });
 });

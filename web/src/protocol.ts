@@ -22,9 +22,44 @@ export interface WireMessage {
   /** The sender's idempotency key for this message; absent on some older records. */
   client_id: string | null;
   author: UserRef;
+  /** The text; empty on a deleted message (a tombstone), whose text the server erased. */
   body: string;
   /** RFC 3339 timestamp. */
   sent_at: string;
+  /** 1 when sent, one more for each change the server applied; absent means 1. */
+  version?: number;
+  /** When the body was last replaced. */
+  edited_at?: string;
+  /** A tombstone: the message was deleted, and `body` is empty. */
+  deleted?: boolean;
+  /** Reactions, one entry per emoji (counts; `me` when the server or this client knows it). */
+  reactions?: Reaction[];
+  /** The message this one answers. */
+  reply_to?: ReplyRef;
+  /** When the server last applied a change to it (RFC 3339): the room's change cursor. */
+  changed_at?: string;
+}
+
+/** One emoji's reactions to a message. */
+export interface Reaction {
+  emoji: string;
+  count: number;
+  /** Whether the user is one of them; absent when unknown (`joined` and change frames carry counts only). */
+  me?: boolean;
+}
+
+/** What a reply shows of the message it answers. */
+export interface ReplyRef {
+  id: string;
+  author: UserRef;
+  /** The first 100 characters of the answered message; absent once it is deleted. */
+  excerpt?: string;
+  deleted?: boolean;
+}
+
+/** The version of a message, 1 when the server did not say. */
+export function versionOf(m: Pick<WireMessage, 'version'>): number {
+  return m.version ?? 1;
 }
 
 export type RoomKind = 'public' | 'private' | 'dm';
@@ -77,15 +112,40 @@ export interface Member {
 }
 
 export type ClientFrame =
-  | { type: 'join'; room: string; since?: string }
+  /** `changes_since`: the greatest `changed_at` seen in the room, so a rejoin brings only newer changes. */
+  | { type: 'join'; room: string; since?: string; changes_since?: string }
   /** Moves the read marker of a joined room forward to message `id`. */
   | { type: 'read'; room: string; id: string }
   | { type: 'leave'; room: string }
-  | { type: 'send'; room: string; client_id: string; body: string }
+  | { type: 'send'; room: string; client_id: string; body: string; reply_to?: string }
+  | ChangeFrame
   | { type: 'typing'; room: string }
   | { type: 'ping' }
   /** A fresh access token of the same user, so the server keeps the connection open past the old one's expiry. */
   | { type: 'auth'; token: string };
+
+/** A change of a stored message; answered by `ack` (or `error`) with its `client_id`, and retried with it. */
+export type ChangeFrame =
+  | { type: 'edit'; room: string; id: string; body: string; client_id: string }
+  | { type: 'delete'; room: string; id: string; client_id: string }
+  | { type: 'react'; room: string; id: string; emoji: string; on: boolean; client_id: string };
+
+/** A change the server applied to a message of a joined room (`edited`, `deleted`, `reactions`). */
+export type AppliedChange =
+  | { type: 'edited'; room: string; id: string; body: string; edited_at: string; version: number; changed_at: string | null }
+  | { type: 'deleted'; room: string; id: string; deleted_at: string | null; by: UserRef | null; version: number; changed_at: string | null }
+  | {
+      type: 'reactions';
+      room: string;
+      id: string;
+      reactions: Reaction[];
+      version: number;
+      /** Who made this change, turning `emoji` on or off. */
+      by: UserRef | null;
+      emoji: string | null;
+      on: boolean;
+      changed_at: string | null;
+    };
 
 export type ServerEvent =
   | {
@@ -99,10 +159,18 @@ export type ServerEvent =
        * the history API with `after` = the last of them.
        */
       truncated: boolean;
+      /**
+       * On a `since` join: the current state of messages up to `since` that changed while
+       * the client was away, oldest change first.
+       */
+      changes: WireMessage[];
+      /** More changes than `changes` holds: the rest is paged in from `GET /api/rooms/R/changes`. */
+      changes_truncated: boolean;
       /** The room as this user sees it (role, unread count), from gateways that know rooms. */
       view: RoomView | null;
     }
   | ({ type: 'message' } & WireMessage)
+  | AppliedChange
   /** This connection is no longer in `room`; no `message` of it follows. */
   | { type: 'removed'; room: string; reason: RemovalReason }
   /** The user was added to a room (or opened a DM). */
@@ -176,8 +244,92 @@ export function parseMessage(v: unknown, fallbackRoom?: string): WireMessage | n
   const body = str(v.body);
   const sentAt = str(v.sent_at);
   const author = parseUser(v.author);
-  if (room === null || id === null || body === null || sentAt === null || author === null) return null;
-  return { room, id, client_id: str(v.client_id), author, body, sent_at: sentAt };
+  const deleted = v.deleted === true;
+  // A tombstone has no body: deleting erases the text.
+  if (room === null || id === null || (body === null && !deleted) || sentAt === null || author === null) return null;
+  const m: WireMessage = { room, id, client_id: str(v.client_id), author, body: deleted ? '' : (body ?? ''), sent_at: sentAt };
+  const version = num(v.version);
+  if (version !== null) m.version = version;
+  const editedAt = str(v.edited_at);
+  if (editedAt !== null && !deleted) m.edited_at = editedAt;
+  if (deleted) m.deleted = true;
+  const reactions = deleted ? null : parseReactions(v.reactions);
+  if (reactions !== null && reactions.length > 0) m.reactions = reactions;
+  const replyTo = parseReplyRef(v.reply_to);
+  if (replyTo !== null) m.reply_to = replyTo;
+  const changedAt = str(v.changed_at);
+  if (changedAt !== null) m.changed_at = changedAt;
+  return m;
+}
+
+function num(v: unknown): number | null {
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/** Parses a reactions summary, skipping malformed entries. */
+export function parseReactions(v: unknown): Reaction[] | null {
+  if (!Array.isArray(v)) return null;
+  const out: Reaction[] = [];
+  for (const x of v) {
+    if (!isObject(x)) continue;
+    const emoji = str(x.emoji);
+    const count = num(x.count);
+    if (emoji === null || count === null || count <= 0) continue;
+    const r: Reaction = { emoji, count };
+    if (typeof x.me === 'boolean') r.me = x.me;
+    out.push(r);
+  }
+  return out;
+}
+
+function parseReplyRef(v: unknown): ReplyRef | null {
+  if (!isObject(v)) return null;
+  const id = str(v.id);
+  const author = parseUser(v.author);
+  if (id === null || author === null) return null;
+  const ref: ReplyRef = { id, author };
+  if (v.deleted === true) ref.deleted = true;
+  else {
+    const excerpt = str(v.excerpt);
+    if (excerpt !== null) ref.excerpt = excerpt;
+  }
+  return ref;
+}
+
+/** Parses an `edited`, `deleted` or `reactions` frame. */
+function parseAppliedChange(raw: Json): AppliedChange | null {
+  const room = str(raw.room);
+  const id = str(raw.id);
+  const version = num(raw.version);
+  if (room === null || id === null || version === null) return null;
+  const changedAt = str(raw.changed_at);
+  switch (raw.type) {
+    case 'edited': {
+      const body = str(raw.body);
+      const editedAt = str(raw.edited_at);
+      if (body === null || editedAt === null) return null;
+      return { type: 'edited', room, id, body, edited_at: editedAt, version, changed_at: changedAt };
+    }
+    case 'deleted':
+      return { type: 'deleted', room, id, deleted_at: str(raw.deleted_at), by: parseUser(raw.by), version, changed_at: changedAt };
+    case 'reactions': {
+      const reactions = parseReactions(raw.reactions);
+      if (reactions === null) return null;
+      return {
+        type: 'reactions',
+        room,
+        id,
+        reactions,
+        version,
+        by: parseUser(raw.by),
+        emoji: str(raw.emoji),
+        on: raw.on === true,
+        changed_at: changedAt,
+      };
+    }
+    default:
+      return null;
+  }
 }
 
 function parseList<T>(v: unknown, item: (x: unknown) => T | null): T[] | null {
@@ -207,8 +359,19 @@ export function parseServerEvent(text: string): ServerEvent | null {
       const members = parseList(raw.members ?? [], parseUser);
       const messages = parseList(raw.messages ?? [], (m) => parseMessage(m, room));
       if (members === null || messages === null) return null;
+      const changes = parseList(raw.changes ?? [], (m) => parseMessage(m, room));
+      if (changes === null) return null;
       const view = raw.view === undefined ? null : parseRoomView(raw.view);
-      return { type: 'joined', room, members, messages, truncated: raw.truncated === true, view };
+      return {
+        type: 'joined',
+        room,
+        members,
+        messages,
+        truncated: raw.truncated === true,
+        changes,
+        changes_truncated: raw.changes_truncated === true,
+        view,
+      };
     }
     case 'removed': {
       const room = str(raw.room);
@@ -231,6 +394,10 @@ export function parseServerEvent(text: string): ServerEvent | null {
       const message = parseMessage(raw);
       return message === null ? null : { type: 'message', ...message };
     }
+    case 'edited':
+    case 'deleted':
+    case 'reactions':
+      return parseAppliedChange(raw);
     case 'ack': {
       const clientId = str(raw.client_id);
       const id = str(raw.id);
@@ -338,6 +505,19 @@ export function parseMember(v: unknown): Member | null {
 export interface HistoryPage {
   messages: WireMessage[];
   has_more: boolean;
+}
+
+/** A page of the change feed: `GET /api/rooms/{room}/changes`. */
+export interface ChangesPage {
+  changes: WireMessage[];
+  has_more: boolean;
+}
+
+export function parseChangesPage(v: unknown, room: string): ChangesPage | null {
+  if (!isObject(v)) return null;
+  const changes = parseList(v.changes, (m) => parseMessage(m, room));
+  if (changes === null) return null;
+  return { changes, has_more: v.has_more === true };
 }
 
 export function parseHistoryPage(v: unknown, room: string): HistoryPage | null {

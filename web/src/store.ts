@@ -14,6 +14,14 @@
  * A message leaves the outbox when either its `ack` or its own `message` event
  * arrives, whichever is first; the other one then finds it already stored.
  *
+ * Messages change after they are sent (edits, deletion, reactions): every
+ * stored state carries a `version`, and a change, a message of a `joined`
+ * snapshot or of a history page replaces the one held only when its version
+ * is greater. A deleted message stays a tombstone. The user's own changes wait
+ * in the room's `changes` until acknowledged, like sends in the outbox, and
+ * the room remembers the latest `changed_at` it has received
+ * (`changesSince`), which a rejoin sends so that it gets back only newer changes.
+ *
  * Beside the rooms' conversations the state keeps the user's room list (the
  * sidebar): one room view per room or DM the user is in, as `GET /api/rooms`
  * last answered it, kept current by live frames. A message newer than a
@@ -22,7 +30,17 @@
  * `removed` and `room_updated` add, drop and rename rooms. Every reconnect
  * fetches the list again, since frames sent while away were lost.
  */
-import type { RemovalReason, RoomView, UserRef, WireMessage } from './protocol';
+import {
+  versionOf,
+  type AppliedChange,
+  type ChangeFrame,
+  type Reaction,
+  type RemovalReason,
+  type ReplyRef,
+  type RoomView,
+  type UserRef,
+  type WireMessage,
+} from './protocol';
 
 export type OutboxStatus = 'pending' | 'failed';
 
@@ -32,6 +50,18 @@ export interface OutboxEntry {
   body: string;
   status: OutboxStatus;
   /** Why the last attempt failed, when the server said so. */
+  error: string | null;
+  /** The message this one answers. */
+  replyTo?: ReplyRef;
+}
+
+/** An edit, deletion or reaction of the user's that the server has not acknowledged yet. */
+export interface PendingChange {
+  clientId: string;
+  room: string;
+  /** The frame as first written: a retry repeats it with the same client id. */
+  frame: ChangeFrame;
+  status: OutboxStatus;
   error: string | null;
 }
 
@@ -47,6 +77,10 @@ export interface RoomState {
   joined: boolean;
   messages: WireMessage[];
   outbox: OutboxEntry[];
+  /** The user's changes of messages waiting for their `ack`, or failed. */
+  changes: PendingChange[];
+  /** The greatest `changed_at` received in this room (RFC 3339), sent as `changes_since` on a rejoin. */
+  changesSince: string | null;
   /** Online members, sorted by username. */
   members: UserRef[];
   typing: TypingEntry[];
@@ -130,6 +164,8 @@ export function emptyRoom(room: string): RoomState {
     joined: false,
     messages: [],
     outbox: [],
+    changes: [],
+    changesSince: null,
     members: [],
     typing: [],
     hasMore: false,
@@ -147,26 +183,142 @@ function compareIds(a: string, b: string): number {
 }
 
 /**
+ * Reactions from the server, with the user's own flag carried over from `held` for each emoji
+ * the server said nothing about (`joined` and change frames carry counts only).
+ */
+export function withMyFlags(incoming: readonly Reaction[] | undefined, held: readonly Reaction[] | undefined): Reaction[] | undefined {
+  if (incoming === undefined || incoming.length === 0) return undefined;
+  if (held === undefined || held.length === 0) return incoming as Reaction[];
+  return incoming.map((r) => {
+    if (r.me !== undefined) return r;
+    const mine = held.find((h) => h.emoji === r.emoji)?.me;
+    return mine === undefined ? r : { ...r, me: mine };
+  });
+}
+
+function setOptional<K extends keyof WireMessage>(m: WireMessage, key: K, value: WireMessage[K] | undefined): WireMessage {
+  if (value === undefined) {
+    if (!(key in m)) return m;
+    const copy = { ...m };
+    delete copy[key];
+    return copy;
+  }
+  return { ...m, [key]: value };
+}
+
+/**
+ * What to hold for a message given another state of it from the server: the newer version
+ * wins, a deleted message stays deleted, and an equal version that knows the user's own
+ * reaction flags (a history page) fills them in. Returns `held` itself when nothing changes.
+ */
+export function newerState(held: WireMessage, incoming: WireMessage): WireMessage {
+  if (held.deleted === true) return held;
+  const hv = versionOf(held);
+  const iv = versionOf(incoming);
+  if (iv > hv) return setOptional(incoming, 'reactions', withMyFlags(incoming.reactions, held.reactions));
+  if (iv === hv && (incoming.reactions ?? []).some((r) => r.me !== undefined) && (held.reactions ?? []).some((r) => r.me === undefined)) {
+    return { ...held, reactions: incoming.reactions };
+  }
+  return held;
+}
+
+/** The later of two RFC 3339 times (either may be absent). */
+export function laterTime(a: string | null | undefined, b: string | null | undefined): string | null {
+  if (a == null) return b ?? null;
+  if (b == null) return a;
+  return parseTime(b) > parseTime(a) ? b : a;
+}
+
+/**
  * Merges `incoming` into `existing` (sorted, unique by id) and returns a new
- * sorted, unique list. Returns `existing` itself when nothing was new, so
+ * sorted, unique list; a message already held is replaced by a newer version
+ * of it (`newerState`). Returns `existing` itself when nothing was new, so
  * callers can skip re-rendering.
  */
 export function mergeMessages(existing: readonly WireMessage[], incoming: readonly WireMessage[]): WireMessage[] {
   if (incoming.length === 0) return existing as WireMessage[];
-  const known = new Set(existing.map((m) => m.id));
-  const fresh: WireMessage[] = [];
+  const index = new Map(existing.map((m, i) => [m.id, i]));
+  let base = existing as WireMessage[];
+  const fresh = new Map<string, WireMessage>();
   for (const m of incoming) {
-    if (known.has(m.id)) continue;
-    known.add(m.id);
-    fresh.push(m);
+    const at = index.get(m.id);
+    if (at !== undefined) {
+      const next = newerState(base[at]!, m);
+      if (next !== base[at]) {
+        if (base === existing) base = [...existing];
+        base[at] = next;
+      }
+      continue;
+    }
+    const seen = fresh.get(m.id);
+    fresh.set(m.id, seen === undefined ? m : newerState(seen, m));
   }
-  if (fresh.length === 0) return existing as WireMessage[];
+  if (fresh.size === 0) return base;
+  return mergeFresh(base, [...fresh.values()]);
+}
+
+function mergeFresh(existing: WireMessage[], fresh: WireMessage[]): WireMessage[] {
   fresh.sort((a, b) => compareIds(a.id, b.id));
   const last = existing[existing.length - 1];
   const first = fresh[0]!;
   // The common case: live messages that are newer than everything shown.
   if (last === undefined || compareIds(last.id, first.id) < 0) return [...existing, ...fresh];
   return [...existing, ...fresh].sort((a, b) => compareIds(a.id, b.id));
+}
+
+/**
+ * Applies newer states of messages the room holds (`joined.changes`, a page of the change
+ * feed); ids it does not hold are ignored, as they come in their current state when loaded.
+ */
+export function applyChangedMessages(existing: readonly WireMessage[], changed: readonly WireMessage[]): WireMessage[] {
+  if (changed.length === 0) return existing as WireMessage[];
+  const index = new Map(existing.map((m, i) => [m.id, i]));
+  let out = existing as WireMessage[];
+  for (const m of changed) {
+    const at = index.get(m.id);
+    if (at === undefined) continue;
+    const next = newerState(out[at]!, m);
+    if (next === out[at]) continue;
+    if (out === existing) out = [...existing];
+    out[at] = next;
+  }
+  return out;
+}
+
+/** Sets or clears the user's own flag for `emoji`. */
+function setMine(reactions: readonly Reaction[] | undefined, emoji: string, on: boolean): Reaction[] | undefined {
+  if (reactions === undefined) return undefined;
+  return reactions.map((r) => (r.emoji === emoji && r.me !== on ? { ...r, me: on } : r));
+}
+
+/**
+ * A change frame applied to the message it is about: only when its version is greater than
+ * the one held, and never to a deleted message. Returns `m` itself when it does not apply.
+ */
+export function applyChange(m: WireMessage, change: AppliedChange, me: string): WireMessage {
+  if (m.deleted === true || change.version <= versionOf(m)) return m;
+  const changedAt = change.changed_at ?? m.changed_at;
+  switch (change.type) {
+    case 'edited':
+      return { ...m, body: change.body, edited_at: change.edited_at, version: change.version, ...(changedAt ? { changed_at: changedAt } : {}) };
+    case 'deleted': {
+      const { edited_at: _edited, reactions: _reactions, ...rest } = m;
+      return { ...rest, body: '', deleted: true, version: change.version, ...(changedAt ? { changed_at: changedAt } : {}) };
+    }
+    case 'reactions': {
+      let reactions = withMyFlags(change.reactions, m.reactions);
+      if (change.by?.id === me && change.emoji !== null) reactions = setMine(reactions, change.emoji, change.on);
+      const next = setOptional(m, 'reactions', reactions);
+      return { ...next, version: change.version, ...(changedAt ? { changed_at: changedAt } : {}) };
+    }
+  }
+}
+
+/** The newest `changed_at` among `messages`. */
+function newestChange(messages: readonly WireMessage[], from: string | null): string | null {
+  let out = from;
+  for (const m of messages) out = laterTime(out, m.changed_at);
+  return out;
 }
 
 /** The newest stored message id in a room, used as `since` when rejoining. */
@@ -190,13 +342,31 @@ export type ChatAction =
   | { type: 'joinRequested'; room: string }
   | { type: 'left'; room: string }
   /** `fresh`: joined without `since`, so `messages` are the room's recent ones. */
-  | { type: 'joined'; room: string; members: UserRef[]; messages: WireMessage[]; me: string; view?: RoomView | null; fresh?: boolean }
+  | {
+      type: 'joined';
+      room: string;
+      members: UserRef[];
+      messages: WireMessage[];
+      me: string;
+      view?: RoomView | null;
+      fresh?: boolean;
+      /** Messages up to `since` that changed while away, in their current state. */
+      changes?: WireMessage[];
+    }
+  /** A message of the room was edited, deleted or reacted to. */
+  | { type: 'applied'; change: AppliedChange; me: string }
+  /** Current states of messages that changed (a page of the change feed). */
+  | { type: 'changed'; room: string; messages: WireMessage[] }
+  /** The user asked for a change of a message; it waits for its `ack`. */
+  | { type: 'changeQueued'; change: PendingChange }
+  /** The user put a failed change aside. */
+  | { type: 'changeDismissed'; clientId: string }
   | { type: 'messages'; room: string; messages: WireMessage[]; me: string }
   | { type: 'ack'; clientId: string; id: string; sentAt: string; me: UserRef }
   | { type: 'presence'; room: string; user: UserRef; online: boolean }
   | { type: 'typing'; room: string; user: UserRef; now: number }
   | { type: 'expireTyping'; now: number }
-  | { type: 'queued'; room: string; clientId: string; body: string }
+  | { type: 'queued'; room: string; clientId: string; body: string; replyTo?: ReplyRef }
   | { type: 'failed'; clientId: string; error: string | null }
   | { type: 'retrying'; clientId: string }
   | { type: 'olderLoading'; room: string }
@@ -251,11 +421,41 @@ function storeMessages(r: RoomState, messages: readonly WireMessage[], me: strin
 }
 
 function setOutboxStatus(r: RoomState, clientId: string, status: OutboxStatus, error: string | null): RoomState {
+  const c = r.changes.findIndex((o) => o.clientId === clientId);
+  if (c >= 0) {
+    if (r.changes[c]!.status === status && r.changes[c]!.error === error) return r;
+    const changes = [...r.changes];
+    changes[c] = { ...changes[c]!, status, error };
+    return { ...r, changes };
+  }
   const i = r.outbox.findIndex((o) => o.clientId === clientId);
   if (i < 0 || (r.outbox[i]!.status === status && r.outbox[i]!.error === error)) return r;
   const outbox = [...r.outbox];
   outbox[i] = { ...outbox[i]!, status, error };
   return { ...r, outbox };
+}
+
+/** An acknowledged change leaves the room's pending changes; an own reaction sets the user's flag. */
+function changeAcknowledged(r: RoomState, clientId: string): RoomState {
+  const entry = r.changes.find((c) => c.clientId === clientId);
+  if (entry === undefined) return r;
+  const changes = r.changes.filter((c) => c !== entry);
+  const frame = entry.frame;
+  if (frame.type !== 'react') return { ...r, changes };
+  const messages = r.messages.map((m) => (m.id === frame.id && m.deleted !== true ? setOptional(m, 'reactions', setMine(m.reactions, frame.emoji, frame.on)) : m));
+  return { ...r, changes, messages };
+}
+
+/** A change frame applied to a room: the message it names, and the room's change cursor. */
+function applyToRoom(r: RoomState, change: AppliedChange, me: string): RoomState {
+  const changesSince = laterTime(r.changesSince, change.changed_at);
+  const i = r.messages.findIndex((m) => m.id === change.id);
+  const held = i < 0 ? undefined : r.messages[i]!;
+  const next = held === undefined ? held : applyChange(held, change, me);
+  if (next === held) return changesSince === r.changesSince ? r : { ...r, changesSince };
+  const messages = [...r.messages];
+  messages[i] = next!;
+  return { ...r, messages, changesSince };
 }
 
 // ---- the room list ------------------------------------------------------------
@@ -322,6 +522,16 @@ function unknownRoom(id: string, members: number): RoomView {
 
 function setListRoom(state: ChatState, view: RoomView): ChatState {
   return { ...state, list: { ...state.list, rooms: { ...state.list.rooms, [view.id]: view } } };
+}
+
+/** The room list's preview follows an edit or deletion of the message it shows. */
+function updateListPreview(state: ChatState, change: AppliedChange): ChatState {
+  const view = state.list.rooms[change.room];
+  const last = view?.last_message;
+  if (view === undefined || last == null || last.id !== change.id) return state;
+  if (change.type === 'edited') return setListRoom(state, { ...view, last_message: { ...last, preview: previewOf(change.body) } });
+  if (change.type === 'deleted') return setListRoom(state, { ...view, last_message: { ...last, preview: '' } });
+  return state;
 }
 
 /**
@@ -466,9 +676,12 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
       const known = action.view ?? state.list.rooms[action.room];
       const saysEmpty = known != null && known.last_message === null;
       const next = updateRoom(withView, action.room, (r) => {
-        const stored = storeMessages(r, action.messages, action.me);
+        const received = storeMessages(r, action.messages, action.me);
+        const changes = action.changes ?? [];
+        const stored = { ...received, messages: applyChangedMessages(received.messages, changes) };
         return {
           ...stored,
+          changesSince: newestChange(changes, newestChange(action.messages, r.changesSince)),
           joined: true,
           error: null,
           removed: null,
@@ -493,7 +706,7 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
       let stored: WireMessage | null = null;
       const next = updateAllRooms(state, (r) => {
         const entry = r.outbox.find((o) => o.clientId === action.clientId);
-        if (entry === undefined) return r;
+        if (entry === undefined) return changeAcknowledged(r, action.clientId);
         stored = {
           room: r.room,
           id: action.id,
@@ -501,6 +714,7 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
           author: action.me,
           body: entry.body,
           sent_at: action.sentAt,
+          ...(entry.replyTo !== undefined ? { reply_to: entry.replyTo } : {}),
         };
         return { ...r, messages: mergeMessages(r.messages, [stored]), outbox: r.outbox.filter((o) => o !== entry) };
       });
@@ -525,8 +739,38 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
     case 'queued':
       return updateRoom(state, action.room, (r) => ({
         ...r,
-        outbox: [...r.outbox, { clientId: action.clientId, room: action.room, body: action.body, status: 'pending', error: null }],
+        outbox: [
+          ...r.outbox,
+          {
+            clientId: action.clientId,
+            room: action.room,
+            body: action.body,
+            status: 'pending',
+            error: null,
+            ...(action.replyTo !== undefined ? { replyTo: action.replyTo } : {}),
+          },
+        ],
       }));
+    case 'applied':
+      return updateListPreview(
+        updateRoom(state, action.change.room, (r) => applyToRoom(r, action.change, action.me)),
+        action.change,
+      );
+    case 'changed':
+      return updateRoom(state, action.room, (r) => {
+        const messages = applyChangedMessages(r.messages, action.messages);
+        const changesSince = newestChange(action.messages, r.changesSince);
+        return messages === r.messages && changesSince === r.changesSince ? r : { ...r, messages, changesSince };
+      });
+    case 'changeQueued':
+      return updateRoom(state, action.change.room, (r) => ({
+        ...r,
+        changes: [...r.changes.filter((c) => c.clientId !== action.change.clientId), action.change],
+      }));
+    case 'changeDismissed':
+      return updateAllRooms(state, (r) =>
+        r.changes.some((c) => c.clientId === action.clientId) ? { ...r, changes: r.changes.filter((c) => c.clientId !== action.clientId) } : r,
+      );
     case 'failed':
       return updateAllRooms(state, (r) => setOutboxStatus(r, action.clientId, 'failed', action.error));
     case 'retrying':

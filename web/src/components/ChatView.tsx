@@ -7,15 +7,15 @@
 import { useCallback, useEffect, useState, useSyncExternalStore } from 'react';
 import { removeMember } from '../api';
 import type { ChatClient } from '../connection';
-import { can } from '../permissions';
-import type { RemovalReason, UserRef } from '../protocol';
+import { can, canDeleteOthers } from '../permissions';
+import type { RemovalReason, ReplyRef, UserRef, WireMessage } from '../protocol';
 import { linkTo, navigate } from '../routes';
-import { displayName, typingNames, type RoomDenial } from '../store';
+import { displayName, previewOf, typingNames, type RoomDenial } from '../store';
 import { problemText, useApi } from './ApiContext';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionBanner';
 import { MemberList } from './MemberList';
-import { MessageList } from './MessageList';
+import { MessageList, type MessageActions } from './MessageList';
 import { RoomSettings } from './RoomSettings';
 import { TypingIndicator } from './TypingIndicator';
 
@@ -63,7 +63,19 @@ export function ChatView({ client, room, me }: ChatViewProps) {
 
   const onLoadOlder = useCallback(() => void client.loadOlder(room), [client, room]);
   const onRetry = useCallback((clientId: string) => client.retry(clientId), [client]);
-  const onSend = useCallback((body: string) => void client.send(room, body), [client, room]);
+  const [replyTo, setReplyTo] = useState<ReplyRef | null>(null);
+  const [editing, setEditing] = useState<string | null>(null);
+  useEffect(() => {
+    setReplyTo(null);
+    setEditing(null);
+  }, [room]);
+  const onSend = useCallback(
+    (body: string) => {
+      void client.send(room, body, replyTo ?? undefined);
+      setReplyTo(null);
+    },
+    [client, room, replyTo],
+  );
   const onTyping = useCallback(() => client.typing(room), [client, room]);
   const onReloadLatest = useCallback(() => client.reloadLatest(room), [client, room]);
 
@@ -75,6 +87,31 @@ export function ChatView({ client, room, me }: ChatViewProps) {
   const role = view?.role ?? null;
   const sigil = kind === 'dm' ? '@' : '#';
   const blocked = r?.denied != null || r?.removed != null;
+
+  const focusComposer = () => document.querySelector<HTMLTextAreaElement>('[data-testid="composer"] textarea')?.focus();
+  const actions: MessageActions = {
+    deleteOthers: canDeleteOthers(kind, role),
+    editing,
+    onStartEdit: (id) => {
+      setEditing(id);
+      if (id === null) setTimeout(focusComposer, 0);
+    },
+    onEdit: (id, body) => void client.edit(room, id, body),
+    onDelete: (id) => void client.remove(room, id),
+    onReact: (id, emoji, on) => void client.react(room, id, emoji, on),
+    onReply: (m: WireMessage) => {
+      setReplyTo({ id: m.id, author: m.author, excerpt: previewOf(m.body) });
+      setTimeout(focusComposer, 0);
+    },
+    onDismissChange: (clientId) => client.dismissChange(clientId),
+  };
+  /** ↑ in an empty composer: the user's last message that is not deleted. */
+  const onEditLast = () => {
+    const last = [...(r?.messages ?? [])].reverse().find((m) => m.author.id === me.id && m.deleted !== true);
+    if (last === undefined) return false;
+    setEditing(last.id);
+    return true;
+  };
 
   const leave = async () => {
     setProblem(null);
@@ -178,6 +215,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 onLoadOlder={onLoadOlder}
                 onRetry={onRetry}
                 onReloadLatest={onReloadLatest}
+                actions={actions}
               />
             )}
             {r?.removed != null ? (
@@ -190,7 +228,19 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 {view?.archived === true ? (
                   <p className="room-notice muted">{REMOVAL_NOTICES.archived}</p>
                 ) : (
-                  <Composer room={name} sigil={sigil} onSend={onSend} onTyping={onTyping} draftKey={room} />
+                  <Composer
+                    room={name}
+                    sigil={sigil}
+                    onSend={onSend}
+                    onTyping={onTyping}
+                    draftKey={room}
+                    replyTo={replyTo}
+                    onCancelReply={() => {
+                      setReplyTo(null);
+                      focusComposer();
+                    }}
+                    onEditLast={onEditLast}
+                  />
                 )}
               </>
             )}

@@ -57,4 +57,30 @@ describe('Composer', () => {
     expect(onSend).toHaveBeenCalledWith('half a thought');
     expect(loadDraft('general')).toBe('');
   });
+
+  it('edits the last own message on ↑ in an empty box, and not while text is written', async () => {
+    const onEditLast = vi.fn(() => true);
+    render(<Composer room="general" onSend={vi.fn()} onTyping={vi.fn()} onEditLast={onEditLast} />);
+    const box = screen.getByLabelText('Message #general');
+    await userEvent.type(box, 'x{ArrowUp}');
+    expect(onEditLast).not.toHaveBeenCalled();
+    await userEvent.type(box, '{Backspace}{ArrowUp}');
+    expect(onEditLast).toHaveBeenCalledTimes(1);
+  });
+
+  it('shows the message being answered, and Escape drops the reply', async () => {
+    const onCancelReply = vi.fn();
+    render(
+      <Composer
+        room="general"
+        onSend={vi.fn()}
+        onTyping={vi.fn()}
+        replyTo={{ id: '01', author: { id: 'u-bob', username: 'bob' }, excerpt: 'the question' }}
+        onCancelReply={onCancelReply}
+      />,
+    );
+    expect(screen.getByTestId('composer-reply')).toHaveTextContent('Replying to bob the question');
+    await userEvent.type(screen.getByLabelText('Message #general'), '{Escape}');
+    expect(onCancelReply).toHaveBeenCalled();
+  });
 });

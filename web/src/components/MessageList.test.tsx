@@ -1,8 +1,8 @@
-import { render, screen } from '@testing-library/react';
+import { render, screen, within } from '@testing-library/react';
 import userEvent from '@testing-library/user-event';
 import { describe, expect, it, vi } from 'vitest';
 import { emptyRoom, type RoomState } from '../store';
-import { MessageList } from './MessageList';
+import { MessageList, type MessageActions } from './MessageList';
 
 const bob = { id: 'u-bob', username: 'bob' };
 
@@ -172,5 +172,177 @@ describe('MessageList', () => {
     const button = await screen.findByTestId('new-messages');
     await userEvent.click(button);
     expect(list.scrollTop).toBe(1000);
+  });
+});
+
+describe('MessageList: changed messages', () => {
+  const me = { id: 'u-me', username: 'me' };
+  const base = { connected: true, meId: 'u-me', meName: 'me', onLoadOlder: vi.fn(), onRetry: vi.fn() };
+  const at = '2024-06-01T12:00:00Z';
+  function actions(patch: Partial<MessageActions> = {}): MessageActions {
+    return {
+      deleteOthers: false,
+      editing: null,
+      onStartEdit: vi.fn(),
+      onEdit: vi.fn(),
+      onDelete: vi.fn(),
+      onReact: vi.fn(),
+      onReply: vi.fn(),
+      onDismissChange: vi.fn(),
+      ...patch,
+    };
+  }
+
+  it('shows a tombstone instead of a deleted body, and an (edited) label', () => {
+    render(
+      <MessageList
+        room={room({
+          messages: [
+            { room: 'general', id: '01', client_id: null, author: bob, body: '', sent_at: at, deleted: true, version: 2 },
+            { room: 'general', id: '02', client_id: null, author: bob, body: 'fixed', sent_at: at, edited_at: at, version: 2 },
+          ],
+        })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    expect(screen.getByTestId('tombstone')).toHaveTextContent('Message deleted');
+    expect(screen.getAllByTestId('message-body')).toHaveLength(1);
+    expect(screen.getByTestId('edited')).toHaveTextContent('(edited)');
+  });
+
+  it('offers edit only on own messages and delete on others only to moderators, after a confirmation', async () => {
+    const onDelete = vi.fn();
+    const messages = [
+      { room: 'general', id: '01', client_id: null, author: bob, body: 'theirs', sent_at: at },
+      { room: 'general', id: '02', client_id: null, author: me, body: 'mine', sent_at: at },
+    ];
+    const { rerender } = render(<MessageList room={room({ messages })} {...base} actions={actions({ onDelete })} />);
+    expect(screen.getAllByRole('button', { name: 'Edit your message' })).toHaveLength(1);
+    expect(screen.queryByRole('button', { name: 'Delete the message of bob' })).toBeNull();
+    rerender(<MessageList room={room({ messages })} {...base} actions={actions({ onDelete, deleteOthers: true })} />);
+    await userEvent.click(screen.getByRole('button', { name: 'Delete the message of bob' }));
+    expect(onDelete).not.toHaveBeenCalled();
+    await userEvent.click(within(screen.getByRole('alertdialog', { name: 'Delete message' })).getByRole('button', { name: 'Delete' }));
+    expect(onDelete).toHaveBeenCalledWith('01');
+  });
+
+  it('toggles a reaction: pressed when it is the user\'s, and clicking takes it back', async () => {
+    const onReact = vi.fn();
+    render(
+      <MessageList
+        room={room({
+          messages: [
+            {
+              room: 'general',
+              id: '01',
+              client_id: null,
+              author: bob,
+              body: 'hi',
+              sent_at: at,
+              reactions: [
+                { emoji: '👍', count: 2, me: true },
+                { emoji: '🎉', count: 1 },
+              ],
+            },
+          ],
+        })}
+        {...base}
+        actions={actions({ onReact })}
+      />,
+    );
+    const [thumbs, party] = screen.getAllByTestId('reaction');
+    expect(thumbs).toHaveAttribute('aria-pressed', 'true');
+    expect(party).toHaveAttribute('aria-pressed', 'false');
+    await userEvent.click(thumbs!);
+    await userEvent.click(party!);
+    expect(onReact.mock.calls).toEqual([
+      ['01', '👍', false],
+      ['01', '🎉', true],
+    ]);
+    await userEvent.click(screen.getByRole('button', { name: 'Add a reaction' }));
+    await userEvent.click(screen.getByRole('button', { name: 'React with 👀' }));
+    expect(onReact).toHaveBeenLastCalledWith('01', '👀', true);
+  });
+
+  it('edits in place: Enter saves, Escape cancels', async () => {
+    const onEdit = vi.fn();
+    const onStartEdit = vi.fn();
+    render(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '02', client_id: null, author: me, body: 'mine', sent_at: at }] })}
+        {...base}
+        actions={actions({ editing: '02', onEdit, onStartEdit })}
+      />,
+    );
+    const input = screen.getByRole('textbox', { name: 'Edit message' });
+    await userEvent.keyboard(' again{Enter}');
+    expect(onEdit).toHaveBeenCalledWith('02', 'mine again');
+    await userEvent.type(input, '{Escape}');
+    expect(onStartEdit).toHaveBeenLastCalledWith(null);
+  });
+
+  it('shows a reply quote that is disabled while the original is not loaded', () => {
+    render(
+      <MessageList
+        room={room({
+          messages: [
+            {
+              room: 'general',
+              id: '05',
+              client_id: null,
+              author: me,
+              body: 'answer',
+              sent_at: at,
+              reply_to: { id: '01', author: bob, excerpt: 'the question' },
+            },
+          ],
+        })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    const quote = screen.getByTestId('reply-quote');
+    expect(quote).toHaveTextContent('bob the question');
+    expect(quote).toBeDisabled();
+  });
+
+  it('opens the picker from the keyboard, and Escape closes it with the focus back on the message', async () => {
+    render(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: 'hi', sent_at: at }] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    screen.getByRole('button', { name: 'Add a reaction' }).focus();
+    await userEvent.keyboard('{Enter}');
+    expect(screen.getByRole('button', { name: 'React with 👍' })).toHaveFocus();
+    await userEvent.keyboard('{Escape}');
+    expect(screen.queryByTestId('emoji-picker')).toBeNull();
+    await vi.waitFor(() => expect(screen.getByTestId('message')).toHaveFocus());
+  });
+
+  it('quotes the loaded original as it is now: edited, or deleted without its text', () => {
+    const reply = { id: '01', author: bob, excerpt: 'first words' };
+    const answer = { room: 'general', id: '05', client_id: null, author: me, body: 'answer', sent_at: at, reply_to: reply };
+    const { rerender } = render(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: 'second words', sent_at: at, version: 2 }, answer] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    expect(screen.getByTestId('reply-quote')).toHaveTextContent('bob second words');
+    expect(screen.getByTestId('reply-quote')).toBeEnabled();
+    rerender(
+      <MessageList
+        room={room({ messages: [{ room: 'general', id: '01', client_id: null, author: bob, body: '', sent_at: at, deleted: true, version: 3 }, answer] })}
+        {...base}
+        actions={actions()}
+      />,
+    );
+    expect(screen.getByTestId('reply-quote')).toHaveTextContent('bob Message deleted');
+    expect(screen.getByTestId('reply-quote')).not.toHaveTextContent('words');
   });
 });

@@ -5,16 +5,41 @@
  * Consecutive messages of one author within a few minutes are grouped under
  * one name, and a separator names each new day.
  *
+ * A message can be edited (in place: Enter saves, Escape cancels), deleted
+ * (after a confirmation; a tombstone line stays), reacted to and replied to;
+ * a reply shows a quote of the message it answers, which scrolls to that
+ * message and highlights it briefly when it is loaded. The user's changes
+ * that failed are shown under their message with a retry.
+ *
  * Scrolling: the view follows new messages while the reader is at the
  * bottom, keeps its place when older messages are added above, and asks for
  * older history when the reader scrolls near the top (or when the messages
  * do not yet fill the view).
  */
-import { Fragment, useCallback, useLayoutEffect, useRef, useState } from 'react';
+import { Fragment, useCallback, useEffect, useLayoutEffect, useRef, useState, type KeyboardEvent } from 'react';
 import { formatDay, formatFull, formatSentAt } from '../format';
-import type { WireMessage } from '../protocol';
-import type { OutboxEntry, RoomState } from '../store';
+import { messageControls } from '../permissions';
+import { bodyProblem, type ReplyRef, type WireMessage } from '../protocol';
+import { previewOf, type OutboxEntry, type PendingChange, type RoomState } from '../store';
 import { MessageBody } from './MessageBody';
+import { EmojiPicker, ReactionBar } from './Reactions';
+
+/** What the user may do to the messages shown, and how; without it the list is read-only. */
+export interface MessageActions {
+  /** Whether the user may delete others' messages (an owner or admin of the room). */
+  deleteOthers: boolean;
+  /** The message being edited, if any. */
+  editing: string | null;
+  onStartEdit: (id: string | null) => void;
+  onEdit: (id: string, body: string) => void;
+  onDelete: (id: string) => void;
+  onReact: (id: string, emoji: string, on: boolean) => void;
+  onReply: (message: WireMessage) => void;
+  onDismissChange: (clientId: string) => void;
+}
+
+/** How long a message stays highlighted after its reply quote was clicked. */
+const HIGHLIGHT_MS = 2000;
 
 interface MessageListProps {
   room: RoomState;
@@ -28,6 +53,7 @@ interface MessageListProps {
   onRetry: (clientId: string) => void;
   /** Asks again for the latest messages after that failed. */
   onReloadLatest?: () => void;
+  actions?: MessageActions;
 }
 
 /** How close to the top (px) the reader must scroll to load older messages. */
@@ -49,7 +75,7 @@ function sameDay(a: number, b: number): boolean {
   return new Date(a).toDateString() === new Date(b).toDateString();
 }
 
-export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest }: MessageListProps) {
+export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest, actions }: MessageListProps) {
   const scroller = useRef<HTMLDivElement>(null);
   const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null, lastId: null as string | null });
   /** Messages arrived below while the reader was scrolled up. */
@@ -95,6 +121,23 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
     remember();
     maybeLoadOlder();
   }, [messages, outbox, firstId, lastId, remember, maybeLoadOlder]);
+
+  /** The message a reply quote pointed at, highlighted for a moment. */
+  const [highlighted, setHighlighted] = useState<string | null>(null);
+  useEffect(() => {
+    if (highlighted === null) return;
+    const t = setTimeout(() => setHighlighted(null), HIGHLIGHT_MS);
+    return () => clearTimeout(t);
+  }, [highlighted]);
+  const jumpTo = useCallback((id: string) => {
+    const el = scroller.current?.querySelector<HTMLElement>(`[data-testid="message"][data-id="${CSS.escape(id)}"]`);
+    if (el == null) return;
+    el.scrollIntoView?.({ block: 'center', behavior: 'smooth' });
+    el.focus({ preventScroll: true });
+    setHighlighted(id);
+  }, []);
+  const changes = room.changes ?? [];
+  const byId = new Map(messages.map((m) => [m.id, m]));
 
   const toBottom = () => {
     const el = scroller.current;
@@ -162,12 +205,23 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
                     <span>{formatDay(m.sent_at)}</span>
                   </li>
                 )}
-                <StoredMessage message={m} mine={m.author.id === meId} grouped={!newDay && continues(prev, m)} />
+                <StoredMessage
+                  message={m}
+                  mine={m.author.id === meId}
+                  meId={meId}
+                  grouped={!newDay && continues(prev, m)}
+                  highlighted={highlighted === m.id}
+                  original={m.reply_to === undefined ? undefined : byId.get(m.reply_to.id)}
+                  onJump={jumpTo}
+                  actions={actions}
+                  changes={changes.filter((c) => c.frame.id === m.id)}
+                  onRetry={onRetry}
+                />
               </Fragment>
             );
           })}
           {outbox.map((o) => (
-            <OutgoingMessage key={o.clientId} entry={o} author={meName} connected={connected} onRetry={onRetry} />
+            <OutgoingMessage key={o.clientId} entry={o} author={meName} connected={connected} onRetry={onRetry} onJump={jumpTo} />
           ))}
         </ol>
       </div>
@@ -200,20 +254,272 @@ interface StoredMessageProps {
   mine: boolean;
   /** Continues the previous message of the same author: the name and time are not repeated on screen. */
   grouped?: boolean;
+  meId?: string;
+  highlighted?: boolean;
+  /** The message this one replies to, when it is loaded: its quote scrolls to it and shows its current state. */
+  original?: WireMessage | undefined;
+  onJump?: (id: string) => void;
+  actions?: MessageActions | undefined;
+  /** The user's pending or failed changes of this message. */
+  changes?: readonly PendingChange[];
+  onRetry?: (clientId: string) => void;
 }
 
-function StoredMessage({ message, mine, grouped = false }: StoredMessageProps) {
-  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}`;
+function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [picking, setPicking] = useState(false);
+  const item = useRef<HTMLLIElement>(null);
+  /** A closed picker or confirmation gives the focus back to the message, so the keyboard stays here. */
+  const refocus = () => setTimeout(() => item.current?.focus({ preventScroll: true }), 0);
+  const deleted = message.deleted === true;
+  const controls = actions === undefined ? null : messageControls(meId, message, actions.deleteOthers);
+  const editing = actions !== undefined && actions.editing === message.id && !deleted;
+  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}${deleted ? ' deleted' : ''}${highlighted ? ' highlighted' : ''}`;
+  const pending = changes.filter((c) => c.status === 'pending');
+  const failed = changes.filter((c) => c.status === 'failed');
   return (
-    <li className={className} data-testid="message" data-id={message.id} data-status="sent">
+    <li
+      ref={item}
+      className={className}
+      data-testid="message"
+      data-id={message.id}
+      data-status="sent"
+      data-version={message.version ?? 1}
+      data-deleted={deleted || undefined}
+      tabIndex={-1}
+    >
       <div className={grouped ? 'message-meta visually-hidden' : 'message-meta'}>
         <span className="author">{message.author.username}</span>
         <time dateTime={message.sent_at} title={formatFull(message.sent_at)}>
           {formatSentAt(message.sent_at)}
         </time>
       </div>
-      <MessageBody body={message.body} />
+      {message.reply_to !== undefined && !deleted && (
+        <ReplyQuote reply={currentReply(message.reply_to, original)} loaded={original !== undefined} onJump={onJump} />
+      )}
+      {deleted ? (
+        <p className="tombstone muted" data-testid="tombstone">
+          Message deleted
+        </p>
+      ) : editing ? (
+        <EditForm
+          body={message.body}
+          onSave={(body) => {
+            if (body !== message.body) actions.onEdit(message.id, body);
+            actions.onStartEdit(null);
+          }}
+          onCancel={() => actions.onStartEdit(null)}
+        />
+      ) : (
+        <>
+          <MessageBody body={message.body} />
+          {message.edited_at !== undefined && (
+            <span className="edited muted" data-testid="edited" title={`Edited ${formatFull(message.edited_at)}`}>
+              (edited)
+            </span>
+          )}
+        </>
+      )}
+      {!deleted && message.reactions !== undefined && (
+        <ReactionBar
+          reactions={message.reactions}
+          onToggle={controls?.react ? (emoji, on) => actions!.onReact(message.id, emoji, on) : undefined}
+        />
+      )}
+      {pending.some((c) => c.frame.type !== 'react') && (
+        <span className="status muted" data-testid="change-pending">
+          Saving…
+        </span>
+      )}
+      {failed.map((c) => (
+        <div key={c.clientId} className="failure" role="alert" data-testid="change-failed">
+          <span>
+            {changeVerb(c)}: {c.error ?? 'no answer from the server.'}{' '}
+          </span>
+          <button type="button" className="link" onClick={() => onRetry?.(c.clientId)}>
+            Retry
+          </button>{' '}
+          <button type="button" className="link" onClick={() => actions?.onDismissChange(c.clientId)}>
+            Dismiss
+          </button>
+        </div>
+      ))}
+      {confirmDelete && actions !== undefined && (
+        <div className="banner banner-confirm" role="alertdialog" aria-label="Delete message">
+          Delete this message for everyone?{' '}
+          <button
+            type="button"
+            className="danger"
+            onClick={() => {
+              setConfirmDelete(false);
+              actions.onDelete(message.id);
+              refocus();
+            }}
+          >
+            Delete
+          </button>{' '}
+          <button
+            type="button"
+            className="link"
+            onClick={() => {
+              setConfirmDelete(false);
+              refocus();
+            }}
+            autoFocus
+          >
+            Cancel
+          </button>
+        </div>
+      )}
+      {picking && actions !== undefined && (
+        <EmojiPicker
+          onPick={(emoji) => {
+            setPicking(false);
+            refocus();
+            const held = message.reactions?.find((r) => r.emoji === emoji);
+            // Picking an emoji the user already reacted with leaves it on.
+            if (held?.me !== true) actions.onReact(message.id, emoji, true);
+          }}
+          onClose={() => {
+            setPicking(false);
+            refocus();
+          }}
+        />
+      )}
+      {controls !== null && actions !== undefined && !editing && (controls.reply || controls.react || controls.edit || controls.delete) && (
+        <div className="message-actions" role="group" aria-label={`Actions for the message of ${message.author.username}`}>
+          {controls.reply && (
+            <button type="button" className="action" onClick={() => actions.onReply(message)} aria-label={`Reply to ${message.author.username}`}>
+              Reply
+            </button>
+          )}
+          {controls.react && (
+            <button type="button" className="action" aria-expanded={picking} onClick={() => setPicking((v) => !v)} aria-label="Add a reaction">
+              React
+            </button>
+          )}
+          {controls.edit && (
+            <button type="button" className="action" onClick={() => actions.onStartEdit(message.id)} aria-label="Edit your message">
+              Edit
+            </button>
+          )}
+          {controls.delete && (
+            <button type="button" className="action" onClick={() => setConfirmDelete(true)} aria-label={mine ? 'Delete your message' : `Delete the message of ${message.author.username}`}>
+              Delete
+            </button>
+          )}
+        </div>
+      )}
     </li>
+  );
+}
+
+/**
+ * A reply's quote as the loaded original now is: edited, or deleted (then its text is shown
+ * nowhere, even though the reply arrived with an excerpt of it).
+ */
+function currentReply(reply: ReplyRef, original: WireMessage | undefined): ReplyRef {
+  if (original === undefined || reply.deleted === true) return reply;
+  if (original.deleted === true) return { id: reply.id, author: reply.author, deleted: true };
+  const excerpt = previewOf(original.body);
+  return excerpt === reply.excerpt ? reply : { ...reply, excerpt };
+}
+
+function changeVerb(c: PendingChange): string {
+  switch (c.frame.type) {
+    case 'edit':
+      return 'Not edited';
+    case 'delete':
+      return 'Not deleted';
+    case 'react':
+      return 'Reaction not saved';
+  }
+}
+
+/** The quote of the message a reply answers; a button that shows that message when it is loaded. */
+function ReplyQuote({ reply, loaded, onJump }: { reply: ReplyRef; loaded: boolean; onJump?: ((id: string) => void) | undefined }) {
+  const excerpt = reply.deleted === true ? 'Message deleted' : (reply.excerpt ?? '');
+  return (
+    <button
+      type="button"
+      className={reply.deleted === true ? 'reply-quote deleted' : 'reply-quote'}
+      data-testid="reply-quote"
+      data-reply-to={reply.id}
+      onClick={() => onJump?.(reply.id)}
+      disabled={!loaded}
+      aria-label={`In reply to ${reply.author.username}: ${excerpt}${loaded ? '. Show that message' : ''}`}
+      title={loaded ? 'Show the message this replies to' : 'The message this replies to is not loaded'}
+    >
+      <span className="reply-author">{reply.author.username}</span> <span className="reply-excerpt">{excerpt}</span>
+    </button>
+  );
+}
+
+/** The body being edited in place: Enter saves, Shift+Enter starts a new line, Escape cancels. */
+function EditForm({ body, onSave, onCancel }: { body: string; onSave: (body: string) => void; onCancel: () => void }) {
+  const [text, setText] = useState(body);
+  const [error, setError] = useState<string | null>(null);
+  const input = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => {
+    const el = input.current;
+    if (el === null) return;
+    el.focus();
+    el.setSelectionRange(el.value.length, el.value.length);
+  }, []);
+  const save = () => {
+    const trimmed = text.trim();
+    const problem = bodyProblem(trimmed);
+    if (problem !== null) {
+      setError(problem);
+      return;
+    }
+    onSave(trimmed);
+  };
+  const onKeyDown = (e: KeyboardEvent<HTMLTextAreaElement>) => {
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      onCancel();
+    } else if (e.key === 'Enter' && !e.shiftKey && !e.nativeEvent.isComposing) {
+      e.preventDefault();
+      save();
+    }
+  };
+  return (
+    <form
+      className="edit-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        save();
+      }}
+    >
+      <textarea
+        ref={input}
+        aria-label="Edit message"
+        value={text}
+        rows={Math.min(8, text.split('\n').length)}
+        onChange={(e) => {
+          setText(e.target.value);
+          setError(null);
+        }}
+        onKeyDown={onKeyDown}
+        aria-invalid={error !== null}
+        data-testid="edit-input"
+      />
+      {error !== null && (
+        <span className="field-error" role="alert">
+          {error}
+        </span>
+      )}
+      <div className="edit-actions">
+        <button type="submit" className="primary">
+          Save
+        </button>{' '}
+        <button type="button" className="link" onClick={onCancel}>
+          Cancel
+        </button>
+        <span className="muted"> Enter to save, Escape to cancel</span>
+      </div>
+    </form>
   );
 }
 
@@ -222,9 +528,10 @@ interface OutgoingMessageProps {
   author: string;
   connected: boolean;
   onRetry: (clientId: string) => void;
+  onJump: (id: string) => void;
 }
 
-function OutgoingMessage({ entry, author, connected, onRetry }: OutgoingMessageProps) {
+function OutgoingMessage({ entry, author, connected, onRetry, onJump }: OutgoingMessageProps) {
   const failed = entry.status === 'failed';
   return (
     <li
@@ -237,6 +544,7 @@ function OutgoingMessage({ entry, author, connected, onRetry }: OutgoingMessageP
         <span className="author">{author}</span>
         <span className="status">{failed ? 'Not sent' : connected ? 'Sending…' : 'Waiting for connection…'}</span>
       </div>
+      {entry.replyTo !== undefined && <ReplyQuote reply={entry.replyTo} loaded onJump={onJump} />}
       <MessageBody body={entry.body} />
       {failed && (
         <div className="failure" role="alert">

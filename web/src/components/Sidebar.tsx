@@ -115,7 +115,7 @@ function RoomLink({ view, current, meId }: { view: RoomView; current: boolean; m
         </span>
         {last !== null && (
           <span className="room-link-preview" data-testid="room-preview">
-            {last.author.id === meId ? 'You' : last.author.username}: {last.preview}
+            {last.author.id === meId ? 'You' : last.author.username}: {last.preview.length > 0 ? last.preview : 'Message deleted'}
           </span>
         )}
       </a>
