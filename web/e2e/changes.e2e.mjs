@@ -13,38 +13,23 @@
  * web/e2e/.artifacts/changes/ (printed on failure).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
-import { Service, distDir, freePort, killAllNow, repoDir, startServices, webDir } from './services.mjs';
-
-const artifactsDir = path.join(webDir, 'e2e', '.artifacts', 'changes');
-const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const password = 'correct horse battery';
+import { describe } from 'node:test';
+import { UI_TIMEOUT, browserHarness, password, screenshotDir } from './harness.mjs';
+import { Service, freePort, startServices } from './services.mjs';
 
 const TEST_TIMEOUT = 180_000;
-const UI_TIMEOUT = 15_000;
 /** Filler messages between the question and the end, so the question scrolls out of view. */
 const FILLERS = 14;
 
-let services;
 /** A second gateway on the same broker, database and auth-service. */
 let gateway2;
-let browser;
-const pageErrors = [];
-const cspViolations = [];
-let openPages = [];
 
-before(
-  async () => {
-    assert.ok(existsSync(path.join(distDir, 'index.html')), `${distDir}/index.html is missing: run \`npm run build\` in web/ first`);
-    assert.ok(existsSync(chromiumPath), `${chromiumPath} not found: apt-get install -y chromium`);
-    rmSync(artifactsDir, { recursive: true, force: true });
-    mkdirSync(artifactsDir, { recursive: true });
-    mkdirSync(screenshotDir, { recursive: true });
-    services = await startServices({ prefix: 'e2e_changes', logDir: artifactsDir });
+const h = browserHarness({
+  name: 'changes',
+  testTimeout: TEST_TIMEOUT,
+  start: async (harness) => {
+    const services = await startServices({ prefix: 'e2e_changes', logDir: harness.artifactsDir });
     const port = await freePort();
     gateway2 = new Service(
       'chat-gateway-2',
@@ -57,102 +42,20 @@ before(
           GATEWAY__AMQP__INSTANCE_ID: `${services.names.gatewayInstance}-2`,
         },
       },
-      artifactsDir,
+      harness.artifactsDir,
     );
+    harness.extra.push(gateway2);
     await gateway2.start();
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    return services;
   },
-  { timeout: 180_000 },
-);
-
-after(
-  async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await Promise.allSettled([gateway2?.stop(), services?.stop()]);
-      killAllNow();
-    }
-  },
-  { timeout: 60_000 },
-);
-
-/** A test that prints the services' logs and saves screenshots of its pages when it fails. */
-function test(name, fn) {
-  it(name, { timeout: TEST_TIMEOUT }, async (t) => {
-    openPages = [];
-    try {
-      await fn();
-      assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
-      assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violations');
-    } catch (e) {
-      t.diagnostic(`service logs and failure screenshots are in ${artifactsDir}`);
-      for (const s of [...(services?.all ?? []), gateway2].filter(Boolean)) console.error(`---- ${s.name} log (tail)\n${s.logTail()}`);
-      if (pageErrors.length > 0) console.error(`---- page errors\n${pageErrors.join('\n')}`);
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-      for (const [i, page] of openPages.entries()) {
-        if (!page.isClosed()) await page.screenshot({ path: path.join(artifactsDir, `failure-${slug}-${i}.png`) }).catch(() => {});
-      }
-      throw e;
-    } finally {
-      await Promise.allSettled(openPages.map((p) => p.context().close()));
-    }
-  });
-}
-
-// ---- users and the API -----------------------------------------------------------
-
-let userCount = 0;
-
-async function newUser(base) {
-  userCount += 1;
-  const username = `${base}${userCount}`;
-  const res = await api('POST', '/api/auth/signup', null, { username, email: `${username}@example.com`, password });
-  assert.equal(res.status, 201, `sign-up of ${username}`);
-  const login = await api('POST', '/api/auth/login', null, { username, password });
-  assert.equal(login.status, 200, `login of ${username}`);
-  const { access_token: token } = await login.json();
-  return { username, token };
-}
-
-function api(method, urlPath, token, body) {
-  const headers = { Accept: 'application/json' };
-  if (token !== null) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  return fetch(`${services.gateway.url}${urlPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-}
+});
+const { test, api, newUser } = h;
 
 // ---- pages ----------------------------------------------------------------------
 
-async function newPage(viewport) {
-  const context = await browser.newContext({ viewport });
-  await context.exposeBinding('__reportCsp', (_source, text) => cspViolations.push(text));
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      window.__reportCsp?.(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`);
-    });
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(UI_TIMEOUT);
-  page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
-  openPages.push(page);
-  return page;
-}
-
 /** A new tab (its own session) of `user` on `gateway`, in room `room`. */
 async function signedIn(user, gateway, room, viewport = { width: 1100, height: 700 }) {
-  const page = await newPage(viewport);
+  const page = await h.newPage({ viewport });
   const sent = [];
   page.on('websocket', (ws) => ws.on('framesent', (f) => typeof f.payload === 'string' && sent.push(JSON.parse(f.payload))));
   await page.goto(`${gateway.url}/r/${encodeURIComponent(room)}`);
@@ -245,7 +148,7 @@ describe('messages that change, in a real browser', { timeout: 600_000 }, () => 
     const added = await api('POST', `/api/rooms/${encodeURIComponent(room)}/members`, ann.token, { username: ben.username });
     assert.ok(added.status === 200 || added.status === 201, `add ${ben.username}: ${added.status}`);
 
-    const { page: a } = await signedIn(ann, services.gateway, room);
+    const { page: a } = await signedIn(ann, h.services.gateway, room);
     const { page: b, sent: bSent } = await signedIn(ben, gateway2, room);
 
     // Ann writes; Ben replies to the first message, with its quote above his composer.
@@ -352,7 +255,7 @@ describe('messages that change, in a real browser', { timeout: 600_000 }, () => 
     const cat = await newUser('cat');
     const created = await api('POST', '/api/rooms', cat.token, { kind: 'public', name: 'Phone', topic: '' });
     const room = (await created.json()).id;
-    const { page } = await signedIn(cat, services.gateway, room, { width: 390, height: 740 });
+    const { page } = await signedIn(cat, h.services.gateway, room, { width: 390, height: 740 });
     await send(page, 'tap targets');
     const row = message(page, 'tap targets').locator('.message-actions');
     assert.ok(((await row.boundingBox())?.height ?? 0) <= 1, 'the actions are out of sight until the message is tapped');

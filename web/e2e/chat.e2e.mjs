@@ -20,11 +20,11 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
+import { chromiumArgs, chromiumPath } from './harness.mjs';
 import { Service, distDir, freePort, killAllNow, repoDir, sleep, testOnlySigningKey, webDir } from './services.mjs';
 
 const artifactsDir = path.join(webDir, 'e2e', '.artifacts');
 const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
 /** Unique per run, so the run has a database, exchange and queues of its own. */
 const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 3).toString(36)}`;
@@ -100,16 +100,6 @@ async function gatewayService(name, upstreamAuth, instanceId, vars = {}) {
 
 // ---- browser helpers --------------------------------------------------------
 
-const chromiumArgs = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-];
 
 /**
  * Installed in every page before the app loads:

@@ -11,21 +11,15 @@
  * Service logs go to web/e2e/.artifacts/resilience/ (printed on failure).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { chromium } from 'playwright-core';
+import { describe } from 'node:test';
 import { controlWebSocket, startHistoryProxy } from './faults.mjs';
-import { distDir, killAllNow, repoDir, sleep, startServices, webDir } from './services.mjs';
-
-const artifactsDir = path.join(webDir, 'e2e', '.artifacts', 'resilience');
-const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const password = 'correct horse battery';
+import { UI_TIMEOUT, browserHarness, password, screenshotDir } from './harness.mjs';
+import { distDir, sleep, startServices } from './services.mjs';
 
 const TEST_TIMEOUT = 150_000;
-const UI_TIMEOUT = 15_000;
 /**
  * The issue asks that a dead connection is noticed within a few seconds (the client pings
  * every 5 s and gives up 5 s without an answer); asserted with a generous bound for a loaded
@@ -33,102 +27,31 @@ const UI_TIMEOUT = 15_000;
  */
 const DEAD_CONNECTION_BOUND_MS = 20_000;
 
-let services;
 let historyProxy;
-let browser;
-const pageErrors = [];
-const cspViolations = [];
-let openPages = [];
 
-before(
-  async () => {
-    assert.ok(existsSync(path.join(distDir, 'index.html')), `${distDir}/index.html is missing: run \`npm run build\` in web/ first`);
-    assert.ok(existsSync(chromiumPath), `${chromiumPath} not found: apt-get install -y chromium`);
-    rmSync(artifactsDir, { recursive: true, force: true });
-    mkdirSync(artifactsDir, { recursive: true });
+const h = browserHarness({
+  name: 'resilience',
+  testTimeout: TEST_TIMEOUT,
+  start: async (harness) => {
     historyProxy = await startHistoryProxy();
     // The gateway reaches history-service (join authorization, history reads, forwarded /api/rooms) only through the proxy.
-    services = await startServices({
+    const services = await startServices({
       prefix: 'e2e_resilience',
-      logDir: artifactsDir,
+      logDir: harness.artifactsDir,
       gatewayVars: { GATEWAY__HISTORY__URL: historyProxy.url },
     });
     historyProxy.target = services.history.url;
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    return services;
   },
-  { timeout: 180_000 },
-);
-
-after(
-  async () => {
-    try {
-      await browser?.close();
-    } finally {
-      await services?.stop();
-      await historyProxy?.close();
-      killAllNow();
-    }
+  stop: async () => historyProxy?.close(),
+  // Every test starts and ends with history-service reachable.
+  eachTest: () => {
+    if (historyProxy !== undefined) historyProxy.mode = 'pass';
   },
-  { timeout: 60_000 },
-);
-
-function test(name, fn) {
-  it(name, { timeout: TEST_TIMEOUT }, async (t) => {
-    openPages = [];
-    historyProxy.mode = 'pass';
-    try {
-      await fn();
-      assert.deepEqual(pageErrors, [], 'no uncaught errors in the pages');
-      assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violations');
-    } catch (e) {
-      t.diagnostic(`service logs and failure screenshots are in ${artifactsDir}`);
-      for (const s of services?.all ?? []) console.error(`---- ${s.name} log (tail)\n${s.logTail()}`);
-      if (pageErrors.length > 0) console.error(`---- page errors\n${pageErrors.join('\n')}`);
-      const slug = name.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-      for (const [i, page] of openPages.entries()) {
-        if (!page.isClosed()) await page.screenshot({ path: path.join(artifactsDir, `failure-${slug}-${i}.png`) }).catch(() => {});
-      }
-      throw e;
-    } finally {
-      historyProxy.mode = 'pass';
-      await Promise.allSettled(openPages.map((p) => p.context().close()));
-    }
-  });
-}
+});
+const { test, api, newUser } = h;
 
 // ---- users and the API -----------------------------------------------------------
-
-let userCount = 0;
-
-async function newUser(base) {
-  userCount += 1;
-  const username = `${base}${userCount}`;
-  const res = await api('POST', '/api/auth/signup', null, { username, email: `${username}@example.com`, password });
-  assert.equal(res.status, 201, `sign-up of ${username}`);
-  const login = await api('POST', '/api/auth/login', null, { username, password });
-  assert.equal(login.status, 200, `login of ${username}`);
-  const { access_token: token } = await login.json();
-  const me = await (await api('GET', '/api/auth/me', token)).json();
-  return { username, token, id: me.user.id };
-}
-
-function api(method, urlPath, token, body) {
-  const headers = { Accept: 'application/json' };
-  if (token !== null) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  return fetch(`${services.gateway.url}${urlPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-}
 
 async function createRoomByApi(owner, name) {
   const res = await api('POST', '/api/rooms', owner.token, { kind: 'public', name, topic: '' });
@@ -138,7 +61,7 @@ async function createRoomByApi(owner, name) {
 
 /** Every message of a room, read from history-service directly (not through the proxy). */
 async function storedBodies(user, room) {
-  const res = await fetch(`${services.history.url}/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, {
+  const res = await fetch(`${h.services.history.url}/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, {
     headers: { Authorization: `Bearer ${user.token}` },
   });
   assert.equal(res.status, 200);
@@ -147,35 +70,29 @@ async function storedBodies(user, room) {
 
 // ---- pages ----------------------------------------------------------------------
 
-async function newContext(viewport = { width: 1280, height: 800 }, colorScheme = 'light') {
-  const context = await browser.newContext({ viewport, colorScheme });
-  await context.exposeBinding('__reportCsp', (_source, text) => cspViolations.push(text));
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      window.__reportCsp?.(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`);
-    });
-    // Records whether the page ever called a room empty, or showed it loading, however briefly.
-    new MutationObserver(() => {
-      if (document.querySelector('[data-testid="room-empty"]') !== null) window.__sawEmpty = true;
-      if (document.querySelector('[data-testid="messages-loading"]') !== null) window.__sawLoading = true;
-    }).observe(document, { childList: true, subtree: true });
+/** A browser context that records whether its pages ever called a room empty, or showed it loading. */
+function newContext(viewport = { width: 1280, height: 800 }, colorScheme = 'light') {
+  return h.newContext({
+    viewport,
+    colorScheme,
+    initScript: () => {
+      new MutationObserver(() => {
+        if (document.querySelector('[data-testid="room-empty"]') !== null) window.__sawEmpty = true;
+        if (document.querySelector('[data-testid="messages-loading"]') !== null) window.__sawLoading = true;
+      }).observe(document, { childList: true, subtree: true });
+    },
   });
-  return context;
 }
 
-async function newPage(context) {
-  const page = await context.newPage();
-  page.setDefaultTimeout(UI_TIMEOUT);
-  page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
-  openPages.push(page);
-  return page;
+function newPage(context) {
+  return h.newPage({ context });
 }
 
 /** Opens `urlPath` in a new browser (its own context) and logs in there as `user`. */
 async function signedIn(user, urlPath = '/', { beforeLogin } = {}) {
   const page = await newPage(await newContext());
   if (beforeLogin !== undefined) await beforeLogin(page);
-  await page.goto(`${services.gateway.url}${urlPath}`);
+  await page.goto(`${h.services.gateway.url}${urlPath}`);
   await logIn(page, user);
   return page;
 }
@@ -374,7 +291,7 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     const annPage = await signedIn(ann, `/r/${room}`);
     await waitConnected(annPage);
     const benPage = await newPage(await newContext({ width: 390, height: 844 }));
-    await benPage.goto(services.gateway.url);
+    await benPage.goto(h.services.gateway.url);
     await logIn(benPage, ben);
     await waitConnected(benPage);
     await benPage.getByTestId('sidebar').locator(`[data-room="${room}"]`).waitFor();
@@ -415,7 +332,7 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     await annPage.locator('[data-testid="message"][data-status="sent"]').nth(lines.length - 1).waitFor();
     const dark = async (viewport) => {
       const page = await newPage(await newContext(viewport, 'dark'));
-      await page.goto(`${services.gateway.url}/r/${room}`);
+      await page.goto(`${h.services.gateway.url}/r/${room}`);
       await logIn(page, ben);
       await waitConnected(page);
       await page.getByRole('link', { name: 'https://example.com/notes' }).waitFor();
@@ -444,7 +361,7 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
       ['gzip', 'gzip', '.gz'],
       ['identity', undefined, ''],
     ]) {
-      const { headers, bytes } = await rawGet(`${services.gateway.url}${script}`, accept);
+      const { headers, bytes } = await rawGet(`${h.services.gateway.url}${script}`, accept);
       assert.equal(headers['content-encoding'], encoding, accept);
       assert.equal(headers.vary, 'accept-encoding');
       assert.match(headers['cache-control'], /immutable/);
@@ -454,7 +371,7 @@ describe('the web client with a slow or failing backend', { timeout: 900_000 }, 
     // Chromium asks for it compressed and runs it.
     const page = await newPage(await newContext());
     const response = page.waitForResponse((r) => r.url().endsWith(script));
-    await page.goto(services.gateway.url);
+    await page.goto(h.services.gateway.url);
     assert.ok(['br', 'gzip'].includes((await response).headers()['content-encoding']));
     await page.getByRole('heading', { name: 'Log in' }).waitFor();
   });
