@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project on this machine, installing what is missing first:
-#   1. dependencies (RabbitMQ, FerretDB) via scripts/deps.sh, Chromium via apt;
+#   1. dependencies (RabbitMQ, FerretDB) via scripts/deps.sh, Chromium and an emoji font via apt;
 #   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
 #   3. Rust unit, integration and end-to-end tests (real RabbitMQ and MongoDB-wire server);
 #   4. the web client's Vitest tests, build, and browser end-to-end test in headless Chromium;
@@ -26,11 +26,13 @@ done_step() {
 
 step "dependencies"
 bash scripts/deps.sh
-if ! command -v chromium >/dev/null 2>&1; then
+# Chromium for the browser tests, and a colour emoji font so that their screenshots show
+# reactions as emoji rather than empty boxes.
+if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -q chromium >/dev/null 2>&1 || {
+	apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null 2>&1 || {
 		apt-get update -q >/dev/null
-		apt-get install -y -q chromium >/dev/null
+		apt-get install -y -q chromium fonts-noto-color-emoji >/dev/null
 	}
 fi
 for tool in cargo node npm go; do
