@@ -144,8 +144,12 @@ pub trait Observer: Send + Sync + 'static {
     /// A chat message with `body` reached connection `receiver` at `at`.
     fn on_message(&self, receiver: u32, body: &str, at: Instant);
 
-    /// Ours accepted the send with `client_id` from connection `sender` at `at`.
-    fn on_ack(&self, _sender: u32, _client_id: &str, _at: Instant) {}
+    /// Ours accepted the send (or change) with `client_id` of message `id` from connection
+    /// `sender` at `at`.
+    fn on_ack(&self, _sender: u32, _client_id: &str, _id: &str, _at: Instant) {}
+
+    /// Ours told connection `receiver` at `at` that a message's reactions changed.
+    fn on_reactions(&self, _receiver: u32, _at: Instant) {}
 }
 
 /// An observer for scenarios that only need connections kept alive.
@@ -281,7 +285,8 @@ async fn live(
                 match received {
                     Some(Ok(Message::Text(text))) => match conn.protocol.classify(&text) {
                         Incoming::Message { body } => conn.observer.on_message(conn.index, body, at),
-                        Incoming::Ack { client_id } => conn.observer.on_ack(conn.index, client_id, at),
+                        Incoming::Ack { client_id, id } => conn.observer.on_ack(conn.index, client_id, id, at),
+                        Incoming::Reactions => conn.observer.on_reactions(conn.index, at),
                         Incoming::Ping => {
                             if let Some(pong) = conn.protocol.pong()
                                 && ws.send(Message::text(pong)).await.is_err()

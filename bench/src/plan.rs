@@ -66,6 +66,8 @@ pub struct FanoutPlan {
     pub body_bytes: usize,
     /// p99 up to which a rate counts as served.
     pub p99_limit_ms: f64,
+    /// Share of the frames that are reactions in ours' second, mixed run (0: no mixed run).
+    pub reaction_share: f64,
 }
 
 pub struct AuthPlan {
@@ -153,6 +155,7 @@ impl Plan {
                     drain: Duration::from_secs(3),
                     body_bytes: 64,
                     p99_limit_ms: 250.0,
+                    reaction_share: 0.2,
                 },
                 auth: AuthPlan {
                     users: 4,
@@ -213,6 +216,7 @@ impl Plan {
                     drain: Duration::from_secs(5),
                     body_bytes: 64,
                     p99_limit_ms: 250.0,
+                    reaction_share: 0.2,
                 },
                 auth: AuthPlan {
                     users: 8,

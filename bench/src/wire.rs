@@ -1,5 +1,5 @@
 //! The two wire protocols, reduced to what the scenarios need: the frames a client sends
-//! (join, send) and a cheap classification of the frames it receives.
+//! (join, send, react) and a cheap classification of the frames it receives.
 //!
 //! Ours is JSON text frames on `/ws` (see `docs/protocol.md`). The peer is socket.io 4, i.e.
 //! Engine.IO v4 packets carried as WebSocket text frames: `0{..}` open, `2`/`3` ping/pong,
@@ -35,8 +35,11 @@ pub enum Incoming<'a> {
     Joined(String),
     /// A chat message; `body` is the raw JSON string content.
     Message { body: &'a str },
-    /// Ours confirmed a send: the message is accepted (published to the broker).
-    Ack { client_id: &'a str },
+    /// Ours confirmed a send or a change: accepted (published to the broker). `id` is the
+    /// message sent or changed.
+    Ack { client_id: &'a str, id: &'a str },
+    /// Ours: a message's reactions changed.
+    Reactions,
     /// The server refused something (ours: an `error` frame; peer: `44` connect error).
     Refused(&'a str),
     /// Anything else (acks, presence, pongs).
@@ -83,6 +86,25 @@ impl Protocol {
         }
     }
 
+    /// Ours only: the frame that turns the sender's reaction `emoji` to message `id` on or off.
+    pub fn react(
+        self,
+        room: &str,
+        id: &str,
+        client_id: &str,
+        emoji: &str,
+        on: bool,
+    ) -> Option<String> {
+        match self {
+            Protocol::Ours => Some(
+                json!({"type": "react", "room": room, "id": id, "client_id": client_id,
+                       "emoji": emoji, "on": on})
+                .to_string(),
+            ),
+            Protocol::SocketIo => None,
+        }
+    }
+
     /// The answer to [`Incoming::Ping`], when the protocol has one at this level.
     pub fn pong(self) -> Option<&'static str> {
         match self {
@@ -105,8 +127,15 @@ fn classify_ours(text: &str) -> Incoming<'_> {
         return body_of(text).map_or(Incoming::Other, |body| Incoming::Message { body });
     }
     if text.starts_with(r#"{"type":"ack""#) {
-        return string_field(text, "client_id")
-            .map_or(Incoming::Other, |client_id| Incoming::Ack { client_id });
+        return string_field(text, "client_id").map_or(Incoming::Other, |client_id| {
+            Incoming::Ack {
+                client_id,
+                id: string_field(text, "id").unwrap_or_default(),
+            }
+        });
+    }
+    if text.starts_with(r#"{"type":"reactions""#) {
+        return Incoming::Reactions;
     }
     if text.starts_with(r#"{"type":"joined""#) {
         return room_of(serde_json::from_str(text).ok().as_ref())
@@ -245,7 +274,16 @@ mod tests {
         ));
         assert_eq!(
             Protocol::Ours.classify(r#"{"type":"ack","client_id":"c","id":"01J"}"#),
-            Incoming::Ack { client_id: "c" }
+            Incoming::Ack {
+                client_id: "c",
+                id: "01J"
+            }
+        );
+        assert_eq!(
+            Protocol::Ours.classify(
+                r#"{"type":"reactions","room":"r","id":"01J","reactions":[],"version":2}"#
+            ),
+            Incoming::Reactions
         );
         assert_eq!(
             Protocol::Ours.classify(r#"{"type":"pong"}"#),
@@ -291,6 +329,17 @@ mod tests {
             Protocol::SocketIo.join_since("r", "01J"),
             Protocol::SocketIo.join("r")
         );
+        let react: Value = serde_json::from_str(
+            &Protocol::Ours
+                .react("r", "01J", "c", "👍", true)
+                .expect("ours reacts"),
+        )
+        .expect("json");
+        assert_eq!(
+            react,
+            json!({"type": "react", "room": "r", "id": "01J", "client_id": "c", "emoji": "👍", "on": true})
+        );
+        assert_eq!(Protocol::SocketIo.react("r", "01J", "c", "👍", true), None);
         let peer = Protocol::SocketIo.send("r", "c", "b");
         let value: Value = serde_json::from_str(&peer[2..]).expect("json");
         assert_eq!(value[0], "send_message");

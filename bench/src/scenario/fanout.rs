@@ -6,7 +6,14 @@
 //! to its sender (`socket.to(room)`), ours does, and that echo is extra work ours does without
 //! credit. A rate counts as served when its p99 stays within the plan's limit and at least
 //! 99% of the expected deliveries arrived within the drain time.
+//!
+//! Ours then runs the ladder once more with message changes in the traffic (`ours-rx`): a
+//! share of the frames (the plan's `reaction_share`) are reactions turned on and off by the
+//! sender on an earlier message of the room, each checked with history-service and fanned out
+//! to the room as a `reactions` frame. Its table puts the messages' latency, the reactions'
+//! ack latency and the reaction frames delivered next to the plain run's figures.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -20,7 +27,7 @@ use crate::scenario::{
     AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, warn_failures, warn_refusals,
 };
 use crate::target::Target;
-use crate::wire::Stamp;
+use crate::wire::{Protocol, Stamp};
 
 /// Deliveries of one step.
 struct StepDeliveries {
@@ -28,11 +35,25 @@ struct StepDeliveries {
     delivered: AtomicU64,
 }
 
+/// The emoji of the mixed run, one per sender in turn: well under the 20 distinct emoji a
+/// message may carry.
+const EMOJI: [&str; 8] = ["👍", "❤️", "😂", "🎉", "👀", "🙏", "🔥", "✅"];
+
 /// Records every delivery (and every ack) into its step.
 struct Deliveries {
     origin: Instant,
     steps: Vec<StepDeliveries>,
     acks: AckTimes,
+    /// Acks of reactions, by step.
+    reaction_acks: AckTimes,
+    /// The tag of reactions' client ids (see [`Stamp::client_id`]).
+    reaction_tag: String,
+    /// What the client ids of the rooms' anchor messages start with.
+    anchor_tag: String,
+    /// Message id of each acked anchor, by its client id.
+    anchors: Mutex<HashMap<String, String>>,
+    /// `reactions` frames received, all steps together.
+    reaction_frames: AtomicU64,
 }
 
 impl Observer for Deliveries {
@@ -54,14 +75,30 @@ impl Observer for Deliveries {
         step.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_ack(&self, _: u32, client_id: &str, at: Instant) {
-        self.acks.record(client_id, at);
+    fn on_ack(&self, _: u32, client_id: &str, id: &str, at: Instant) {
+        if client_id.starts_with(&self.anchor_tag) {
+            self.anchors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(client_id.to_string(), id.to_string());
+        } else if client_id.starts_with(&self.reaction_tag) {
+            self.reaction_acks.record(client_id, at);
+        } else {
+            self.acks.record(client_id, at);
+        }
+    }
+
+    fn on_reactions(&self, _: u32, _: Instant) {
+        self.reaction_frames.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 struct Step {
     rate: f64,
     sent: u64,
+    reactions_sent: u64,
+    reaction_frames: u64,
+    reaction_ack: Latency,
     not_queued: u64,
     expected: u64,
     delivered: u64,
@@ -103,7 +140,7 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     // Per target: the best served step's (deliveries/s, p99).
     let mut best: Vec<(String, f64, f64)> = Vec::new();
     for target in targets {
-        let steps = run_target(ctx, target).await?;
+        let steps = run_target(ctx, target, 0.0).await?;
         settle_and_clear(ctx, target).await?;
         let mut target_best = (0.0, 0.0);
         for step in &steps {
@@ -141,6 +178,17 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
         "`served`: p99 ≤ {limit} ms and ≥ 99% of the deliveries to other members arrived. \
          The ladder stops after two rates in a row that are not served."
     ))?;
+    if plan.reaction_share > 0.0
+        && let Some(ours) = targets.iter().find(|t| t.name == "ours")
+    {
+        let mixed = Target {
+            name: "ours-rx".into(),
+            ..(*ours).clone()
+        };
+        let steps = run_target(ctx, &mixed, plan.reaction_share).await?;
+        settle_and_clear(ctx, &mixed).await?;
+        mixed_table(ctx, &mixed, &steps)?;
+    }
     let value = |name: &str| best.iter().find(|(n, ..)| n == name);
     if let (Some(ours), Some(peer)) = (value("ours"), value("peer")) {
         let two = value("ours-2gw");
@@ -164,7 +212,108 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
+/// The mixed run's table: frames offered (messages and reactions), message latency and
+/// reaction acks, to read next to the plain `ours` rows.
+fn mixed_table(ctx: &mut Ctx, target: &Target, steps: &[Step]) -> anyhow::Result<()> {
+    let plan = &ctx.plan.fanout;
+    let mut table = Table::new(
+        "fanout_changes",
+        &format!(
+            "Room fan-out with {:.0}% reactions: {} clients in {} rooms (latency in ms)",
+            plan.reaction_share * 100.0,
+            plan.clients,
+            plan.rooms
+        ),
+        &[
+            "target",
+            "frames_per_s",
+            "messages_sent",
+            "reactions_sent",
+            "deliveries_per_s",
+            "p50",
+            "p99",
+            "ack_p99",
+            "reaction_ack_p50",
+            "reaction_ack_p99",
+            "reaction_frames",
+            "server_cpu_pct",
+            "served",
+        ],
+    );
+    for step in steps {
+        table.push(vec![
+            target.name.clone(),
+            num(step.rate, 0),
+            step.sent.to_string(),
+            step.reactions_sent.to_string(),
+            num(step.deliveries_per_s, 0),
+            num(step.latency.p50, 1),
+            num(step.latency.p99, 1),
+            ms_or_dash(&step.ack, |l| l.p99),
+            ms_or_dash(&step.reaction_ack, |l| l.p50),
+            ms_or_dash(&step.reaction_ack, |l| l.p99),
+            step.reaction_frames.to_string(),
+            num(step.cpu, 0),
+            if step.served { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    ctx.reporter.emit(&table)?;
+    ctx.reporter.note(
+        "`frames_per_s` counts messages and reactions together; `deliveries_per_s` counts \
+         messages delivered to other members and `reactions` frames delivered. Message \
+         latency (`p50`, `p99`) and `served` are as in the plain table, whose `ours` rows \
+         ran the same rates without reactions.",
+    )?;
+    Ok(())
+}
+
+/// Sends one message in each room and waits for their acks: the messages the mixed run
+/// reacts to. Answers their ids in the order of `rooms`.
+async fn anchor_messages(
+    fleet: &Fleet,
+    deliveries: &Deliveries,
+    protocol: Protocol,
+    rooms: &[(String, Vec<usize>)],
+) -> anyhow::Result<Vec<String>> {
+    let client_id = |r: usize| format!("{}{r}", deliveries.anchor_tag);
+    for (r, (name, members)) in rooms.iter().enumerate() {
+        anyhow::ensure!(
+            fleet.send(members[0], protocol.send(name, &client_id(r), "anchor")),
+            "the anchor of {name} found its connection's queue full"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let acked = deliveries
+            .anchors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if acked.len() >= rooms.len() {
+            // Acked means published; a reaction to a message history-service has not stored
+            // yet is refused `not_found`, so give it a moment to store them.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return (0..rooms.len())
+                .map(|r| {
+                    acked
+                        .get(&client_id(r))
+                        .cloned()
+                        .ok_or_else(|| anyhow::anyhow!("no ack for the anchor of room {r}"))
+                })
+                .collect();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of {} anchor messages acked within 30 s",
+            acked.len(),
+            rooms.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One pass of the rate ladder; `reaction_share` of the frames are reactions (0: none).
+async fn run_target(ctx: &Ctx, target: &Target, reaction_share: f64) -> anyhow::Result<Vec<Step>> {
     let plan = &ctx.plan.fanout;
     let tokens = ctx.tokens(target).await?;
     let room_count = plan.rooms;
@@ -189,6 +338,11 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
             })
             .collect(),
         acks: AckTimes::new(origin, plan.rates.len()),
+        reaction_acks: AckTimes::new(origin, plan.rates.len()),
+        reaction_tag: format!("{}-react", target.name),
+        anchor_tag: format!("{}-anchor-", target.name),
+        anchors: Mutex::new(HashMap::new()),
+        reaction_frames: AtomicU64::new(0),
     });
     let mut fleet = Fleet::new(target.protocol, deliveries.clone());
     // Members of each room, as fleet indices.
@@ -208,6 +362,14 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         target.name
     );
 
+    let anchors = if reaction_share > 0.0 {
+        anchor_messages(&fleet, &deliveries, target.protocol, &rooms).await?
+    } else {
+        Vec::new()
+    };
+    // Each sender's reaction, on or off, so that reactions alternate per sender.
+    let mut reacted = vec![false; fleet.len()];
+
     let mut steps = Vec::new();
     let mut not_served_in_a_row = 0;
     for (index, &rate) in plan.rates.iter().enumerate() {
@@ -216,8 +378,11 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         let cpu = CpuMeter::start(&target.pids());
         let start = Instant::now();
         let (mut sent, mut not_queued, mut expected) = (0u64, 0u64, 0u64);
+        let mut reactions_sent = 0u64;
+        let frames_before = deliveries.reaction_frames.load(Ordering::Relaxed);
         paced(rate, plan.step, |k, at| {
-            let (name, room_members) = &rooms[k as usize % rooms.len()];
+            let room = k as usize % rooms.len();
+            let (name, room_members) = &rooms[room];
             let turn = k as usize / rooms.len();
             let sender = room_members[turn % room_members.len()];
             let stamp = Stamp {
@@ -225,6 +390,25 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
                 sender: sender as u32,
                 intended_ns: (at - origin).as_nanos() as u64,
             };
+            // Spread the reactions evenly: frame k is one when the running share steps up.
+            if ((k + 1) as f64 * reaction_share).floor() > (k as f64 * reaction_share).floor()
+                && let Some(anchor) = anchors.get(room)
+            {
+                reacted[sender] = !reacted[sender];
+                let frame = target.protocol.react(
+                    name,
+                    anchor,
+                    &stamp.client_id(&deliveries.reaction_tag),
+                    EMOJI[sender % EMOJI.len()],
+                    reacted[sender],
+                );
+                if frame.is_some_and(|frame| fleet.send(sender, frame)) {
+                    reactions_sent += 1;
+                } else {
+                    not_queued += 1;
+                }
+                return;
+            }
             let frame = target.protocol.send(
                 name,
                 &stamp.client_id(&target.name),
@@ -245,6 +429,7 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         let elapsed = start.elapsed();
         let cpu = cpu.percent();
         let delivered = record.delivered.load(Ordering::Relaxed);
+        let reaction_frames = deliveries.reaction_frames.load(Ordering::Relaxed) - frames_before;
         let latency = Latency::of(
             &record
                 .latency
@@ -257,11 +442,15 @@ async fn run_target(ctx: &Ctx, target: &Target) -> anyhow::Result<Vec<Step>> {
         steps.push(Step {
             rate,
             sent,
+            reactions_sent,
+            reaction_frames,
+            reaction_ack: deliveries.reaction_acks.latency(index),
             not_queued,
             expected,
             delivered,
             // Over the sending time plus however long the last deliveries took.
-            deliveries_per_s: delivered as f64 / elapsed.as_secs_f64().max(plan.step.as_secs_f64()),
+            deliveries_per_s: (delivered + reaction_frames) as f64
+                / elapsed.as_secs_f64().max(plan.step.as_secs_f64()),
             latency,
             ack: deliveries.acks.latency(index),
             cpu,

@@ -272,7 +272,7 @@ impl AckTimes {
 impl client::Observer for AckTimes {
     fn on_message(&self, _: u32, _: &str, _: Instant) {}
 
-    fn on_ack(&self, _: u32, client_id: &str, at: Instant) {
+    fn on_ack(&self, _: u32, client_id: &str, _: &str, at: Instant) {
         self.record(client_id, at);
     }
 }
