@@ -14,19 +14,15 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt, stream};
 use tokio::task::JoinSet;
 
 use crate::client::{self, Ws};
 use crate::measure::{Latency, SharedHistogram, paced};
 use crate::report::{Table, num};
-use crate::scenario::rooms::become_member;
+use crate::scenario::rooms::{MEMBER_JOINS_AT_ONCE, become_members};
 use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
 use crate::target::Target;
 use crate::wire::Protocol;
-
-/// First joins the `members` phase asks for at once.
-const MEMBER_JOINS_AT_ONCE: usize = 16;
 
 struct Outcome {
     target: String,
@@ -125,32 +121,18 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
 async fn members_phase(ctx: &Ctx, target: &Target, tokens: &[String]) -> anyhow::Result<Outcome> {
     let plan = &ctx.plan.connect;
     let connections = plan.paced_count.max(plan.burst_count);
-    let pairs: BTreeSet<(usize, usize)> = (0..connections)
-        .map(|k| (k % tokens.len(), k % plan.rooms))
+    let pairs: BTreeSet<(usize, String)> = (0..connections)
+        .map(|k| (k % tokens.len(), format!("conn-{}", k % plan.rooms)))
         .collect();
-    let base = format!("http://{}", target.gateway(0));
-    let join = SharedHistogram::default();
     let start = Instant::now();
-    let joined: Vec<()> = stream::iter(&pairs)
-        .map(|&(user, room)| {
-            let (base, join) = (&base, &join);
-            async move {
-                let began = Instant::now();
-                become_member(ctx, base, &tokens[user], &format!("conn-{room}")).await?;
-                join.record(began.elapsed());
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(MEMBER_JOINS_AT_ONCE)
-        .try_collect()
-        .await?;
+    let join = become_members(ctx, target, tokens, &pairs).await?;
     Ok(Outcome {
         target: target.name.clone(),
         phase: "members",
         offered: format!("{MEMBER_JOINS_AT_ONCE} at once"),
-        connects: joined.len(),
+        connects: pairs.len(),
         failed: 0,
-        per_second: joined.len() as f64 / start.elapsed().as_secs_f64().max(1e-3),
+        per_second: pairs.len() as f64 / start.elapsed().as_secs_f64().max(1e-3),
         ready: Latency::of(&SharedHistogram::default().snapshot()),
         join: Latency::of(&join.snapshot()),
     })

@@ -1,6 +1,7 @@
 //! Room fan-out: many clients spread over rooms, messages sent at rising rates by members of
 //! each room in turn, and every delivery to another member timed from the message's intended
-//! send time (carried in its body).
+//! send time (carried in its body). On ours the clients' users are made members of their rooms
+//! first, untimed, so that the fan-out measures delivery and not first joins.
 //!
 //! Only deliveries to the other members count: the socket.io design does not echo a message
 //! to its sender (`socket.to(room)`), ours does, and that echo is extra work ours does without
@@ -13,7 +14,7 @@
 //! to the room as a `reactions` frame. Its table puts the messages' latency, the reactions'
 //! ack latency and the reaction frames delivered next to the plain run's figures.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use hdrhistogram::Histogram;
 use crate::client::{Fleet, Observer};
 use crate::measure::{CpuMeter, Latency, histogram, paced, record};
 use crate::report::{Table, num};
+use crate::scenario::rooms::become_members;
 use crate::scenario::{
     AckTimes, Better, Ctx, ms_or_dash, open_fleet, settle_and_clear, warn_failures, warn_refusals,
 };
@@ -317,6 +319,12 @@ async fn run_target(ctx: &Ctx, target: &Target, reaction_share: f64) -> anyhow::
     let plan = &ctx.plan.fanout;
     let tokens = ctx.tokens(target).await?;
     let room_count = plan.rooms;
+    // Members first, as people in a chat are: the fan-out measures delivery, not first joins
+    // (each writes a membership, which history-service admits a few dozen a second here).
+    let pairs: BTreeSet<(usize, String)> = (0..plan.clients)
+        .map(|i| (i % tokens.len(), format!("fan-{}", i % room_count)))
+        .collect();
+    become_members(ctx, target, &tokens, &pairs).await?;
     let built = open_fleet(
         target,
         &tokens,

@@ -15,6 +15,7 @@
 //!    a time; the latency of each from request to the whole body read.
 //! 5. The inserted history is removed again.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::measure::{Latency, histogram, record};
+use crate::measure::{Latency, SharedHistogram, histogram, record};
 use crate::report::{Table, num, ratio};
 use crate::scenario::storm::Fill;
 use crate::scenario::{Ctx, clear, messages};
@@ -210,6 +211,9 @@ async fn create_room(ctx: &Ctx, base: &str, token: &str, id: String) -> anyhow::
         .with_context(|| format!("creating room {id}"))
 }
 
+/// First joins [`become_members`] asks for at once.
+pub const MEMBER_JOINS_AT_ONCE: usize = 16;
+
 /// Makes the token's user a member of `room` (`POST /api/rooms/{room}/join`), for set-ups
 /// that are not measured: tried again while history-service sheds it.
 pub async fn become_member(ctx: &Ctx, base: &str, token: &str, room: &str) -> anyhow::Result<()> {
@@ -217,6 +221,36 @@ pub async fn become_member(ctx: &Ctx, base: &str, token: &str, room: &str) -> an
     post_retrying(ctx, &url, token, &json!({}), &[200])
         .await
         .with_context(|| format!("joining room {room}"))
+}
+
+/// Makes each user (an index into `tokens`) a member of its room, [`MEMBER_JOINS_AT_ONCE`] at
+/// a time, through `target`'s first gateway; answers the time each first join took. Only ours
+/// has memberships: for the peer this does nothing.
+pub async fn become_members(
+    ctx: &Ctx,
+    target: &Target,
+    tokens: &[String],
+    pairs: &BTreeSet<(usize, String)>,
+) -> anyhow::Result<SharedHistogram> {
+    let took = SharedHistogram::default();
+    if target.protocol != Protocol::Ours {
+        return Ok(took);
+    }
+    let base = format!("http://{}", target.gateway(0));
+    let _: Vec<()> = stream::iter(pairs)
+        .map(|(user, room)| {
+            let (base, took) = (&base, &took);
+            async move {
+                let began = Instant::now();
+                become_member(ctx, base, &tokens[*user], room).await?;
+                took.record(began.elapsed());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(MEMBER_JOINS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(took)
 }
 
 /// POSTs `body` until it is answered with one of `done`; a 503 is tried again after its
