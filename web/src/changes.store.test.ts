@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { AppliedChange, UserRef, WireMessage } from './protocol';
 import { chatReducer, initialChatState, mergeMessages, type ChatAction, type ChatState } from './store';
+import { roomView } from './test/fakeChat';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
@@ -183,23 +184,11 @@ describe('changes of messages in the store', () => {
     s = chatReducer(s, {
       type: 'roomsLoaded',
       rooms: [
-        {
-          id: 'r',
-          kind: 'public',
-          name: 'r',
-          topic: '',
+        roomView('r', {
           created_by: null,
           created_at: null,
-          archived: false,
-          member_count: 2,
           last_message: { id: '01', author: bob, preview: 'body 01', sent_at: '2024-06-01T12:00:00Z' },
-          last_activity: null,
-          role: 'member',
-          unread: 0,
-          unread_capped: false,
-          read_id: null,
-          dm_user: null,
-        },
+        }),
       ],
     });
     s = chatReducer(s, applied(edited('01', 'fixed typo', 2)));
