@@ -96,6 +96,18 @@ pub mod topology {
         exchange: &str,
         consumer_tag: &str,
     ) -> lapin::Result<lapin::Consumer> {
+        consume_instance_events(channel, exchange, consumer_tag, &[ALL_ACCOUNTS_BINDING]).await
+    }
+
+    /// Consumes the events of `exchange` matching `bindings` from a queue of the caller's
+    /// own, as [`consume_account_events`] does; deliveries tell their kind by routing key.
+    #[cfg(feature = "amqp")]
+    pub async fn consume_instance_events(
+        channel: &lapin::Channel,
+        exchange: &str,
+        consumer_tag: &str,
+        bindings: &[&str],
+    ) -> lapin::Result<lapin::Consumer> {
         use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
         use lapin::types::FieldTable;
         let queue = channel
@@ -109,15 +121,17 @@ pub mod topology {
                 FieldTable::default(),
             )
             .await?;
-        channel
-            .queue_bind(
-                queue.name().as_str().into(),
-                exchange.into(),
-                ALL_ACCOUNTS_BINDING.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        for binding in bindings {
+            channel
+                .queue_bind(
+                    queue.name().as_str().into(),
+                    exchange.into(),
+                    (*binding).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         channel
             .basic_consume(
                 queue.name().as_str().into(),

@@ -16,16 +16,21 @@
 //! after the acknowledgement each applied change is announced to the room on `evt.<room>`
 //! through the room events' outbox.
 //!
-//! The same connection also consumes account events (`account.*`) from a queue of this
-//! instance's own (server-named, exclusive): every instance must learn of a deleted or disabled
-//! account, to refuse that user's earlier tokens on its HTTP API.
+//! The same connection also consumes account and member events (`account.*`, `member.*`)
+//! from a queue of this instance's own (server-named, exclusive): every instance must learn of
+//! a deleted or disabled account, to refuse that user's earlier tokens on its HTTP API, and of
+//! every membership change, to forget what its caches hold of it ([`Caches::member_changed`]).
+//! Events published while the connection was down are missed, so each new connection starts
+//! by forgetting everything cached ([`Caches::forget_all`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::amqp;
-use common::event::{AccountEvent, ChangeEvent, EVENT_VERSION, MessageEvent, RoomEvent, topology};
+use common::event::{
+    AccountEvent, ChangeEvent, EVENT_VERSION, MemberEvent, MessageEvent, RoomEvent, topology,
+};
 use common::revocation::Revocations;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -39,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::changes::{self, Rules};
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
+use crate::rooms::cache::Caches;
 use crate::rooms::events::{self as room_events, RoomEvents};
 use crate::settings::HistoryAmqpSettings;
 
@@ -64,6 +70,8 @@ pub struct Sinks {
     /// Announces applied changes to their rooms.
     pub events: RoomEvents,
     pub rules: Rules,
+    /// Forgotten by member events (of every instance).
+    pub caches: Caches,
 }
 
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker
@@ -154,7 +162,8 @@ async fn declare(channel: &lapin::Channel, settings: &HistoryAmqpSettings) -> la
     Ok(())
 }
 
-/// The connection, the history queue's channel and consumer, and the account events' consumer.
+/// The connection, the history queue's channel and consumer, and the account and member
+/// events' consumer.
 type Consumers = (Connection, lapin::Channel, lapin::Consumer, lapin::Consumer);
 
 /// Connects, declares the topology and starts consuming.
@@ -176,14 +185,18 @@ async fn open_consumer(
             FieldTable::default(),
         )
         .await?;
-    let accounts_channel = connection.create_channel().await?;
-    let accounts = topology::consume_account_events(
-        &accounts_channel,
+    let events_channel = connection.create_channel().await?;
+    let instance_events = topology::consume_instance_events(
+        &events_channel,
         &settings.connection.exchange,
-        "history-accounts",
+        "history-instance-events",
+        &[
+            topology::ALL_ACCOUNTS_BINDING,
+            topology::ALL_MEMBERS_BINDING,
+        ],
     )
     .await?;
-    Ok((connection, channel, consumer, accounts))
+    Ok((connection, channel, consumer, instance_events))
 }
 
 /// Where the consumer connects next and how long it waits before trying.
@@ -201,10 +214,12 @@ async fn consume(
     shutdown: &CancellationToken,
     link: &mut Link,
 ) -> anyhow::Result<()> {
-    let (connection, channel, mut consumer, mut accounts) = settings
+    let (connection, channel, mut consumer, mut instance_events) = settings
         .connection
         .within_setup_timeout(open_consumer(settings, &mut link.brokers))
         .await?;
+    // Member events published while this instance was not listening are lost.
+    sinks.caches.forget_all();
     status.set(true);
     link.backoff.reset();
     tracing::info!(
@@ -221,11 +236,16 @@ async fn consume(
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
             error = amqp::connection_failure(&mut events) => return Err(error),
-            account = accounts.next() => {
-                let Some(account) = account else {
-                    anyhow::bail!("the broker closed the account events' consumer");
+            event = instance_events.next() => {
+                let Some(event) = event else {
+                    anyhow::bail!("the broker closed the instance events' consumer");
                 };
-                apply_account_event(revocations, &account?.data);
+                let event = event?;
+                if event.routing_key.as_str().starts_with("member.") {
+                    apply_member_event(&sinks.caches, &event.data);
+                } else {
+                    apply_account_event(revocations, &event.data);
+                }
                 continue;
             }
             next = consumer.next() => next,
@@ -248,6 +268,13 @@ async fn consume(
     let _ = channel.close(200, "shutting down".into()).await;
     let _ = connection.close(200, "shutting down".into()).await;
     Ok(())
+}
+
+fn apply_member_event(caches: &Caches, data: &[u8]) {
+    match serde_json::from_slice::<MemberEvent>(data) {
+        Ok(event) => caches.member_changed(&event),
+        Err(error) => tracing::warn!(%error, "ignoring an unreadable member event"),
+    }
 }
 
 fn apply_account_event(revocations: &Revocations, data: &[u8]) {

@@ -101,6 +101,12 @@ pub struct RoomsSettings {
     pub list_cache_ttl_ms: u64,
     /// Most room documents the room lists' cache holds.
     pub list_cache_rooms: usize,
+    /// How long a member's membership and inbox entry read for a join answer their later
+    /// joins (see [`crate::rooms::cache::MemberCache`]), unless forgotten by a write or a
+    /// member event before.
+    pub join_cache_ttl_ms: u64,
+    /// Most members the join cache holds.
+    pub join_cache_members: usize,
 }
 
 /// One admission bound (see [`crate::reads`]).

@@ -22,7 +22,7 @@ use crate::doc_locks::DocLocks;
 use crate::message_store::MessageStore;
 use crate::metrics::ConsumerMetrics;
 use crate::reads::{self, ReadLimiter};
-use crate::rooms::cache::{InboxCache, RoomCache};
+use crate::rooms::cache::{Caches, InboxCache, MemberCache, RoomCache};
 use crate::rooms::events::RoomEvents;
 use crate::rooms::lookups::{self, JoinLookups};
 use crate::rooms::rate_limit::CreationLimit;
@@ -81,19 +81,20 @@ impl Application {
         let client = mongodb::Client::with_options(options)?;
         let db = client.database(&settings.mongodb.database);
         // Room documents read by room lists; both stores forget a room when they write it.
-        let room_cache = Arc::new(RoomCache::new(
-            Duration::from_millis(settings.rooms.list_cache_ttl_ms),
-            settings.rooms.list_cache_rooms,
-        ));
-        let inbox_cache = Arc::new(InboxCache::new(
-            Duration::from_millis(settings.rooms.list_cache_ttl_ms),
-            settings.rooms.list_cache_rooms,
-        ));
+        let list_ttl = Duration::from_millis(settings.rooms.list_cache_ttl_ms);
+        let caches = Caches {
+            rooms: Arc::new(RoomCache::new(list_ttl, settings.rooms.list_cache_rooms)),
+            inboxes: Arc::new(InboxCache::new(list_ttl, settings.rooms.list_cache_rooms)),
+            members: Arc::new(MemberCache::new(
+                Duration::from_millis(settings.rooms.join_cache_ttl_ms),
+                settings.rooms.join_cache_members,
+            )),
+        };
         // Writes to one room document, by the consumer or the routes, one at a time.
         let room_locks = Arc::new(DocLocks::default());
         let store = MessageStore::open(&db)
             .await?
-            .with_rooms(room_cache.clone(), room_locks.clone());
+            .with_rooms(caches.rooms.clone(), room_locks.clone());
         let verifier = settings.auth.verifier().await?;
 
         // Rooms have a pool of their own, sized so that every admitted join or operation (at
@@ -111,7 +112,7 @@ impl Application {
         );
         let rooms_db =
             mongodb::Client::with_options(rooms_options)?.database(&settings.mongodb.database);
-        let room_store = RoomStore::open(&rooms_db, (room_cache, inbox_cache), room_locks).await?;
+        let room_store = RoomStore::open(&rooms_db, caches.clone(), room_locks).await?;
 
         // Both listeners before the consumer starts, so that a port in use fails the start.
         let listener = common::net::listen(&settings.http.address())?;
@@ -167,6 +168,7 @@ impl Application {
                 store: store.clone(),
                 events: events.clone(),
                 rules,
+                caches,
             },
             status.clone(),
             ConsumerMetrics::new(&registry),

@@ -17,6 +17,13 @@
 //! a user whose list is read often does not wait for the whole list to expire and be read at
 //! once (for a user in 500 rooms, one `$in` that FerretDB answers only after decoding every
 //! room document).
+//!
+//! Joins keep a third kind: a member's [`Member`] pair (membership and inbox entry) of one
+//! room, so that a member's repeat join reads nothing. It lives longer
+//! (`rooms.join_cache_ttl_ms`) since every instance also forgets it on the member events
+//! (`member.<user>`) any instance publishes for a change ([`Caches::member_changed`]), and
+//! forgets everything after its broker connection was lost ([`Caches::forget_all`]), when
+//! events may have been missed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::store::{InboxDoc, RoomDoc};
+use common::event::MemberEvent;
+
+use super::store::{InboxDoc, InboxEntry, MembershipDoc, RoomDoc, membership_id};
 
 /// A document kept by a [`DocCache`], known by its `_id`.
 pub trait Cached: Clone {
@@ -43,18 +52,65 @@ impl Cached for InboxDoc {
     }
 }
 
+impl Cached for Member {
+    fn id(&self) -> &str {
+        &self.membership.id
+    }
+}
+
+/// What a member's join reads for one room, both present.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub membership: MembershipDoc,
+    pub entry: InboxEntry,
+}
+
 /// Room documents, by room id.
 pub type RoomCache = DocCache<RoomDoc>;
 /// Users' inboxes, by user id.
 pub type InboxCache = DocCache<InboxDoc>;
+/// Members' memberships with their inbox entries, by membership id (`<room>/<user>`).
+pub type MemberCache = DocCache<Member>;
+
+/// The three caches of rooms, shared by the room store, the message store and the consumer.
+#[derive(Clone)]
+pub struct Caches {
+    pub rooms: Arc<RoomCache>,
+    pub inboxes: Arc<InboxCache>,
+    pub members: Arc<MemberCache>,
+}
+
+impl Caches {
+    /// Forgets what a member event says changed, whichever instance wrote it.
+    pub fn member_changed(&self, event: &MemberEvent) {
+        self.inboxes.forget(event.user.as_str());
+        self.members
+            .forget(&membership_id(event.room.as_str(), event.user.as_str()));
+    }
+
+    /// Forgets everything: member events may have been missed (the broker connection was
+    /// lost).
+    pub fn forget_all(&self) {
+        self.rooms.forget_all();
+        self.inboxes.forget_all();
+        self.members.forget_all();
+    }
+}
 
 struct Slot<T> {
     doc: Option<(Arc<T>, Instant)>,
     generation: u64,
 }
 
+struct Slots<T> {
+    map: HashMap<String, Slot<T>>,
+    /// Bumped whenever slots are dropped with their generations (evicted, or all forgotten):
+    /// a read that started under an earlier epoch is not kept.
+    epoch: u64,
+}
+
 pub struct DocCache<T> {
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    slots: Mutex<Slots<T>>,
     /// Rooms served past half their time to live, to read again (at most `capacity`).
     aging: Mutex<HashSet<String>>,
     /// Woken when `aging` gains a room.
@@ -69,12 +125,16 @@ pub struct DocCache<T> {
 pub struct Misses {
     pub ids: Vec<String>,
     generations: HashMap<String, u64>,
+    epoch: u64,
 }
 
 impl<T: Cached> DocCache<T> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots {
+                map: HashMap::new(),
+                epoch: 0,
+            }),
             aging: Mutex::new(HashSet::new()),
             refresh: Notify::new(),
             ttl,
@@ -82,7 +142,7 @@ impl<T: Cached> DocCache<T> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots<T>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -95,9 +155,10 @@ impl<T: Cached> DocCache<T> {
         let mut misses = Misses {
             ids: Vec::new(),
             generations: HashMap::new(),
+            epoch: slots.epoch,
         };
         for id in ids {
-            let slot = slots.get(&id);
+            let slot = slots.map.get(&id);
             match slot.and_then(|slot| slot.doc.as_ref()) {
                 Some((doc, read_at)) if now.duration_since(*read_at) < self.ttl => {
                     if now.duration_since(*read_at) >= self.ttl / 2 {
@@ -147,11 +208,15 @@ impl<T: Cached> DocCache<T> {
                 let slots = self.lock();
                 let generations = taken
                     .iter()
-                    .map(|id| (id.clone(), slots.get(id).map_or(0, |slot| slot.generation)))
+                    .map(|id| {
+                        let generation = slots.map.get(id).map_or(0, |slot| slot.generation);
+                        (id.clone(), generation)
+                    })
                     .collect();
                 return Misses {
                     ids: taken,
                     generations,
+                    epoch: slots.epoch,
                 };
             }
             notified.await;
@@ -162,25 +227,29 @@ impl<T: Cached> DocCache<T> {
     pub fn keep(&self, misses: &Misses, docs: &[T]) -> Vec<Arc<T>> {
         let now = Instant::now();
         let mut slots = self.lock();
-        if slots.len() + docs.len() > self.capacity {
-            slots.retain(|_, slot| {
+        let current = slots.epoch == misses.epoch;
+        if slots.map.len() + docs.len() > self.capacity {
+            // Dropped slots take their generations with them: later reads that started
+            // before are not kept (a new epoch).
+            slots.epoch += 1;
+            slots.map.retain(|_, slot| {
                 slot.doc
                     .as_ref()
                     .is_some_and(|(_, read_at)| now.duration_since(*read_at) < self.ttl)
             });
-            if slots.len() + docs.len() > self.capacity {
-                slots.clear();
+            if slots.map.len() + docs.len() > self.capacity {
+                slots.map.clear();
             }
         }
         docs.iter()
             .map(|doc| {
                 let doc = Arc::new(doc.clone());
                 let read_under = misses.generations.get(doc.id()).copied().unwrap_or(0);
-                let slot = slots.entry(doc.id().to_string()).or_insert(Slot {
+                let slot = slots.map.entry(doc.id().to_string()).or_insert(Slot {
                     doc: None,
                     generation: 0,
                 });
-                if slot.generation == read_under {
+                if current && slot.generation == read_under {
                     slot.doc = Some((doc.clone(), now));
                 }
                 doc
@@ -188,21 +257,36 @@ impl<T: Cached> DocCache<T> {
             .collect()
     }
 
+    /// Forgets every document; reads in flight are not kept.
+    pub fn forget_all(&self) {
+        let mut slots = self.lock();
+        slots.epoch += 1;
+        slots.map.clear();
+        drop(slots);
+        self.aging
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Forgets document `room`: it was just written.
     pub fn forget(&self, room: &str) {
         let mut slots = self.lock();
-        if let Some(slot) = slots.get_mut(room) {
+        if let Some(slot) = slots.map.get_mut(room) {
             slot.doc = None;
             slot.generation += 1;
-        } else if slots.len() < self.capacity {
+        } else if slots.map.len() < self.capacity {
             // A read in flight took generation 0: make it stale.
-            slots.insert(
+            slots.map.insert(
                 room.to_string(),
                 Slot {
                     doc: None,
                     generation: 1,
                 },
             );
+        } else {
+            // No room to remember the generation: no read in flight is kept.
+            slots.epoch += 1;
         }
     }
 }
@@ -291,6 +375,31 @@ mod tests {
     }
 
     #[test]
+    fn nothing_read_before_everything_was_forgotten_is_kept() {
+        let cache = RoomCache::new(Duration::from_secs(60), 100);
+        let (_, kept) = cache.lookup(vec!["a".into()]);
+        cache.keep(&kept, &[doc("a", 1)]);
+        let (_, in_flight) = cache.lookup(vec!["b".into()]);
+        cache.forget_all();
+        assert_eq!(cache.lookup(vec!["a".into()]).1.ids, vec!["a"]);
+        let served = cache.keep(&in_flight, &[doc("b", 1)]);
+        assert_eq!(served.len(), 1, "the read still answers its own request");
+        assert_eq!(cache.lookup(vec!["b".into()]).1.ids, vec!["b"]);
+    }
+
+    #[test]
+    fn a_write_forgotten_in_a_full_cache_keeps_no_read_in_flight() {
+        let cache = RoomCache::new(Duration::from_secs(60), 2);
+        let (_, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        cache.keep(&misses, &[doc("a", 1), doc("b", 1)]);
+        let (_, in_flight) = cache.lookup(vec!["c".into()]);
+        // Full: `c`'s generation cannot be remembered.
+        cache.forget("c");
+        cache.keep(&in_flight, &[doc("c", 1)]);
+        assert_eq!(cache.lookup(vec!["c".into()]).1.ids, vec!["c"]);
+    }
+
+    #[test]
     fn the_cache_stays_within_its_capacity() {
         let cache = RoomCache::new(Duration::from_secs(60), 10);
         for round in 0..5 {
@@ -298,7 +407,7 @@ mod tests {
             let (_, misses) = cache.lookup(ids.clone());
             let docs: Vec<RoomDoc> = ids.iter().map(|id| doc(id, 0)).collect();
             cache.keep(&misses, &docs);
-            assert!(cache.lock().len() <= 10);
+            assert!(cache.lock().map.len() <= 10);
         }
     }
 }

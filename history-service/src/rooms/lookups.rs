@@ -14,10 +14,12 @@
 //! while the previous one was read, up to `rooms.join_batch`, so a lone join waits for nobody
 //! and a storm costs a few queries per batch instead of per join.
 //!
-//! Room documents come from the same cache as room lists: with several history-service
-//! instances, a room's kind or archival changed by another instance is seen here at most
-//! `rooms.list_cache_ttl_ms` late (the gateway keeps each decision much longer anyway; the
-//! membership events revoke those).
+//! A member's repeat join reads nothing: memberships found with their inbox entries are kept
+//! in the member cache ([`super::cache::MemberCache`]), forgotten by this instance's writes
+//! and by the member events of every instance. Room documents come from the same cache as
+//! room lists: with several history-service instances, a room's kind or archival changed by
+//! another instance is seen here at most `rooms.list_cache_ttl_ms` late (the gateway keeps
+//! each decision much longer anyway; the membership events revoke those).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use prometheus::{IntCounter, Registry};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::store::{InboxEntry, MembershipDoc, RoomDoc, RoomStore, membership_id};
+use super::store::{InboxEntry, JoinReads, MembershipDoc, RoomDoc, RoomStore, membership_id};
 use crate::reads::Deadline;
 
 /// Most connections the reader uses at once: three queries, each at most
@@ -184,20 +186,19 @@ async fn read(
     let mut rooms: Vec<String> = requests.iter().map(|r| r.room.clone()).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    let mut memberships: Vec<String> = requests
-        .iter()
-        .map(|r| membership_id(&r.room, &r.user))
-        .collect();
-    memberships.sort_unstable();
-    memberships.dedup();
     let pairs: Vec<(String, String)> = requests
         .iter()
         .map(|r| (r.user.clone(), r.room.clone()))
         .collect();
-    let (rooms, memberships, entries) = tokio::try_join!(
+    let (
+        rooms,
+        JoinReads {
+            memberships,
+            entries,
+        },
+    ) = tokio::try_join!(
         store.rooms_cached(rooms, deadline),
-        store.memberships_by_id(memberships, deadline),
-        store.inbox_entries(&pairs, deadline),
+        store.members_cached(&pairs, deadline),
     )?;
     let rooms: HashMap<&str, &Arc<RoomDoc>> = rooms.iter().map(|r| (r.id.as_str(), r)).collect();
     Ok(requests

@@ -39,7 +39,7 @@ use mongodb::{Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 
-use super::cache::{InboxCache, RoomCache};
+use super::cache::{Caches, Member};
 use crate::doc_locks::DocLocks;
 use crate::reads::Deadline;
 use crate::rooms::policy::RoomFacts;
@@ -145,6 +145,13 @@ pub struct InboxDoc {
     pub rooms: HashMap<String, InboxEntry>,
 }
 
+/// What [`RoomStore::members_cached`] found: memberships by id, inbox entries by
+/// (user, room).
+pub struct JoinReads {
+    pub memberships: HashMap<String, MembershipDoc>,
+    pub entries: HashMap<(String, String), InboxEntry>,
+}
+
 /// A room to create.
 pub struct NewRoom<'a> {
     pub id: &'a RoomId,
@@ -175,17 +182,20 @@ pub fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-/// A write to one user's inbox in progress: holds their lock, and forgets their cached inbox
-/// when dropped (after the write).
+/// A write to one user's inbox entry for one room in progress: holds the user's inbox lock,
+/// and forgets their cached inbox and that room's cached member when dropped (after the
+/// write).
 struct InboxWrite<'a> {
     _lock: tokio::sync::MutexGuard<'a, ()>,
-    cache: &'a InboxCache,
+    caches: &'a Caches,
     user: String,
+    member: String,
 }
 
 impl Drop for InboxWrite<'_> {
     fn drop(&mut self) {
-        self.cache.forget(&self.user);
+        self.caches.inboxes.forget(&self.user);
+        self.caches.members.forget(&self.member);
     }
 }
 
@@ -196,10 +206,9 @@ pub struct RoomStore {
     /// Serializes this instance's writes to one room document, shared with the consumer's
     /// [`crate::message_store::MessageStore`] (see [`DocLocks`]).
     room_locks: Arc<DocLocks>,
-    /// Room documents of room lists and joins; every write here forgets the room it changed.
-    cache: Arc<RoomCache>,
-    /// Inboxes of room lists; every write here forgets the inbox it changed.
-    inbox_cache: Arc<InboxCache>,
+    /// Room documents and inboxes of room lists, members of joins; every write here forgets
+    /// what it changed.
+    caches: Caches,
     /// Write sequences running to their end (see [`RoomStore::complete`]), and their turns.
     writes: TaskTracker,
     write_turns: Arc<tokio::sync::Semaphore>,
@@ -221,7 +230,7 @@ impl RoomStore {
 
     pub async fn open(
         db: &Database,
-        (cache, inbox_cache): (Arc<RoomCache>, Arc<InboxCache>),
+        caches: Caches,
         room_locks: Arc<DocLocks>,
     ) -> anyhow::Result<Self> {
         let store = Self {
@@ -229,8 +238,7 @@ impl RoomStore {
             room_locks,
             writes: TaskTracker::new(),
             write_turns: Arc::new(tokio::sync::Semaphore::new(Self::WRITES)),
-            cache,
-            inbox_cache,
+            caches,
             rooms: db.collection("rooms"),
             room_docs: db.collection("rooms"),
             memberships: db.collection("memberships"),
@@ -293,11 +301,12 @@ impl RoomStore {
     }
 
     /// Holds writes to `user`'s inbox (see [`RoomStore::inbox_locks`]) until the guard drops,
-    /// which also forgets the cached inbox.
-    async fn lock_inbox(&self, user: &str) -> InboxWrite<'_> {
+    /// which also forgets the cached inbox and the user's cached member of `room`.
+    async fn lock_inbox(&self, user: &str, room: &str) -> InboxWrite<'_> {
         InboxWrite {
             _lock: self.inbox_locks.lock(user).await,
-            cache: &self.inbox_cache,
+            caches: &self.caches,
+            member: membership_id(room, user),
             user: user.to_string(),
         }
     }
@@ -364,12 +373,15 @@ impl RoomStore {
     /// The user's inbox for room lists: from the cache (see [`InboxCache`]) when read
     /// recently, else read (and kept).
     pub async fn inbox_cached(&self, user: &str) -> anyhow::Result<Arc<InboxDoc>> {
-        let (hits, misses) = self.inbox_cache.lookup(vec![user.to_string()]);
+        let (hits, misses) = self.caches.inboxes.lookup(vec![user.to_string()]);
         if let Some(hit) = hits.into_iter().next() {
             return Ok(hit);
         }
         let read = self.inbox(user).await?;
-        let kept = self.inbox_cache.keep(&misses, std::slice::from_ref(&read));
+        let kept = self
+            .caches
+            .inboxes
+            .keep(&misses, std::slice::from_ref(&read));
         Ok(kept.into_iter().next().unwrap_or_else(|| Arc::new(read)))
     }
 
@@ -474,6 +486,55 @@ impl RoomStore {
             .collect())
     }
 
+    /// The memberships and inbox entries of joins' (user, room) `pairs`, by membership id and
+    /// by pair: a member's from the cache (see [`super::cache::MemberCache`]) when read
+    /// recently, the rest read (those found both ways are kept).
+    pub async fn members_cached(
+        &self,
+        pairs: &[(String, String)],
+        deadline: Deadline,
+    ) -> anyhow::Result<JoinReads> {
+        let mut ids: Vec<String> = pairs
+            .iter()
+            .map(|(user, room)| membership_id(room, user))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let (hits, misses) = self.caches.members.lookup(ids);
+        let missed: std::collections::HashSet<&str> =
+            misses.ids.iter().map(String::as_str).collect();
+        let unread_pairs: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(user, room)| missed.contains(membership_id(room, user).as_str()))
+            .cloned()
+            .collect();
+        let (mut memberships, mut entries) = tokio::try_join!(
+            self.memberships_by_id(misses.ids.clone(), deadline),
+            self.inbox_entries(&unread_pairs, deadline),
+        )?;
+        let read: Vec<Member> = memberships
+            .values()
+            .filter_map(|membership| {
+                let key = (membership.user.id.clone(), membership.room.clone());
+                let entry = entries.get(&key)?.clone();
+                Some(Member {
+                    membership: membership.clone(),
+                    entry,
+                })
+            })
+            .collect();
+        self.caches.members.keep(&misses, &read);
+        for hit in hits {
+            let key = (hit.membership.user.id.clone(), hit.membership.room.clone());
+            entries.insert(key, hit.entry.clone());
+            memberships.insert(hit.membership.id.clone(), hit.membership.clone());
+        }
+        Ok(JoinReads {
+            memberships,
+            entries,
+        })
+    }
+
     /// The room documents of `ids` for room lists and joins: those read recently from the
     /// cache (see [`RoomCache`]), the rest by [`RoomStore::by_ids`].
     pub async fn rooms_cached(
@@ -481,12 +542,12 @@ impl RoomStore {
         ids: Vec<String>,
         deadline: Deadline,
     ) -> anyhow::Result<Vec<Arc<RoomDoc>>> {
-        let (mut rooms, misses) = self.cache.lookup(ids);
+        let (mut rooms, misses) = self.caches.rooms.lookup(ids);
         let read = self
             .by_ids(&self.rooms, misses.ids.clone(), None, deadline)
             .await
             .context("reading rooms")?;
-        rooms.extend(self.cache.keep(&misses, &read));
+        rooms.extend(self.caches.rooms.keep(&misses, &read));
         Ok(rooms)
     }
 
@@ -537,15 +598,15 @@ impl RoomStore {
             let deadline = Deadline::after(timeout);
             let refreshed = tokio::select! {
                 () = shutdown.cancelled() => return,
-                aging = self.cache.aging(batch) => {
+                aging = self.caches.rooms.aging(batch) => {
                     self.by_ids(&self.rooms, aging.ids.clone(), None, deadline)
                         .await
-                        .map(|docs| drop(self.cache.keep(&aging, &docs)))
+                        .map(|docs| drop(self.caches.rooms.keep(&aging, &docs)))
                 }
-                aging = self.inbox_cache.aging(batch) => {
+                aging = self.caches.inboxes.aging(batch) => {
                     self.by_ids(&self.inbox_docs, aging.ids.clone(), None, deadline)
                         .await
-                        .map(|docs| drop(self.inbox_cache.keep(&aging, &docs)))
+                        .map(|docs| drop(self.caches.inboxes.keep(&aging, &docs)))
                 }
             };
             if let Err(error) = refreshed {
@@ -565,7 +626,7 @@ impl RoomStore {
     /// created yet. `Exists` when it was created already (by anyone).
     pub async fn create(&self, new: &NewRoom<'_>) -> anyhow::Result<Created> {
         let created = self.write_room(new).await;
-        self.cache.forget(new.id.as_str());
+        self.caches.rooms.forget(new.id.as_str());
         created
     }
 
@@ -637,7 +698,9 @@ impl RoomStore {
             role,
             joined_at: at,
         };
-        let (membership, added) = match self.memberships.insert_one(&membership).await {
+        let inserted = self.memberships.insert_one(&membership).await;
+        self.caches.members.forget(&membership.id);
+        let (membership, added) = match inserted {
             Ok(_) => (membership, true),
             Err(error) if common::mongo::is_duplicate_key(&error) => {
                 let existing = self
@@ -663,7 +726,7 @@ impl RoomStore {
             doc! {"_id": user.id.as_str(), field.clone(): {"$exists": false}}
         };
         let update = doc! {"$set": {field: bson::to_bson(&entry)?}};
-        let inbox = self.lock_inbox(user.id.as_str()).await;
+        let inbox = self.lock_inbox(user.id.as_str(), &room.id).await;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -698,7 +761,7 @@ impl RoomStore {
             .room_docs
             .update_one(doc! {"_id": room}, doc! {"$inc": {"member_count": by}})
             .await;
-        self.cache.forget(room);
+        self.caches.rooms.forget(room);
         counted.context("counting members")?;
         Ok(())
     }
@@ -711,12 +774,11 @@ impl RoomStore {
     }
 
     async fn delete_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
-        let deleted = self
-            .memberships
-            .delete_one(doc! {"_id": membership_id(room, user)})
-            .await
-            .context("deleting a membership")?;
-        let inbox = self.lock_inbox(user).await;
+        let id = membership_id(room, user);
+        let deleted = self.memberships.delete_one(doc! {"_id": &id}).await;
+        self.caches.members.forget(&id);
+        let deleted = deleted.context("deleting a membership")?;
+        let inbox = self.lock_inbox(user, room).await;
         self.inboxes
             .update_one(
                 doc! {"_id": user},
@@ -740,13 +802,13 @@ impl RoomStore {
 
     async fn write_role(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
         let role = bson::to_bson(&role)?;
-        self.memberships
-            .update_one(
-                doc! {"_id": membership_id(room, user)},
-                doc! {"$set": {"role": role.clone()}},
-            )
-            .await
-            .context("changing a role")?;
+        let id = membership_id(room, user);
+        let changed = self
+            .memberships
+            .update_one(doc! {"_id": &id}, doc! {"$set": {"role": role.clone()}})
+            .await;
+        self.caches.members.forget(&id);
+        changed.context("changing a role")?;
         self.set_entry_field(user, room, "role", role)
             .await
             .context("changing a role in an inbox")
@@ -767,7 +829,7 @@ impl RoomStore {
         field: &str,
         value: Bson,
     ) -> anyhow::Result<()> {
-        let _inbox = self.lock_inbox(user).await;
+        let _inbox = self.lock_inbox(user, room).await;
         self.inboxes
             .update_one(
                 doc! {"_id": user, format!("rooms.{room}"): {"$exists": true}},
@@ -826,7 +888,7 @@ impl RoomStore {
             .find_one_and_update(doc! {"_id": room}, doc! {"$set": set})
             .return_document(ReturnDocument::After)
             .await;
-        self.cache.forget(room);
+        self.caches.rooms.forget(room);
         updated.context("updating a room")
     }
 
@@ -846,7 +908,7 @@ impl RoomStore {
             entry: {"$exists": true},
             "$or": [{read_id.clone(): Bson::Null}, {read_id.clone(): {"$lt": id}}],
         };
-        let _inbox = self.lock_inbox(user).await;
+        let _inbox = self.lock_inbox(user, room).await;
         let moved = self
             .inboxes
             .update_one(

@@ -195,12 +195,24 @@ impl TestApp {
 
     /// Publishes a message change (`chg.<room>`), confirmed.
     pub async fn publish_change(&self, event: &common::event::ChangeEvent) {
+        self.publish_json(&topology::change_key(&event.room), event)
+            .await;
+    }
+
+    /// Publishes a member event (`member.<user>`) as another instance would, confirmed.
+    pub async fn publish_member_event(&self, event: &common::event::MemberEvent) {
+        self.publish_json(&topology::member_key(&event.user), event)
+            .await;
+    }
+
+    /// Publishes `event` as JSON, persistent, with routing key `key`, confirmed.
+    async fn publish_json(&self, key: &str, event: &impl serde::Serialize) {
         let payload = serde_json::to_vec(event).expect("json");
         let confirmation = self
             .channel
             .basic_publish(
                 self.exchange.as_str().into(),
-                topology::change_key(&event.room).as_str().into(),
+                key.into(),
                 BasicPublishOptions::default(),
                 &payload,
                 BasicProperties::default().with_delivery_mode(2),

@@ -85,11 +85,12 @@ async fn a_user_in_500_rooms_gets_all_of_them_most_recent_first() {
 async fn measure_room_lookups() {
     let app = spawn_app().await;
     let ids = fill_rooms(&app, "u-alice", 500).await;
-    use history_service::rooms::cache::{InboxCache, RoomCache};
-    let caches = (
-        std::sync::Arc::new(RoomCache::new(Duration::ZERO, 1)),
-        std::sync::Arc::new(InboxCache::new(Duration::ZERO, 1)),
-    );
+    use history_service::rooms::cache::{Caches, DocCache};
+    let caches = Caches {
+        rooms: std::sync::Arc::new(DocCache::new(Duration::ZERO, 1)),
+        inboxes: std::sync::Arc::new(DocCache::new(Duration::ZERO, 1)),
+        members: std::sync::Arc::new(DocCache::new(Duration::ZERO, 1)),
+    };
     let store = RoomStore::open(&app.db, caches, Default::default())
         .await
         .expect("store");

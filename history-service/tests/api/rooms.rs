@@ -1081,6 +1081,77 @@ async fn a_storm_of_joins_is_read_in_batches_and_each_join_is_decided_on_its_own
 }
 
 #[tokio::test]
+async fn a_members_repeat_join_reads_nothing_until_a_write_or_a_member_event_forgets_it() {
+    use common::domain::{RemovalReason, RoomId, UserId};
+    use common::event::{MemberChange, MemberEvent};
+    use mongodb::bson::{Document, doc};
+    let app = spawn_app().await;
+    create_room(&app, "u-host", "kept", "public").await;
+    // The first join writes the membership; the second reads it, and keeps it.
+    for _ in 0..2 {
+        let (status, view) = join(&app, "kept", "ben").await;
+        assert_eq!((status, view["role"].as_str()), (200, Some("member")));
+    }
+
+    // This instance's own writes forget it at once.
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        "/api/rooms/kept/members/u-ben",
+        "u-host",
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, view) = join(&app, "kept", "ben").await;
+    assert_eq!((status, view["role"].as_str()), (200, Some("admin")));
+
+    // Another instance bans ben: its writes reach the database, not this instance's memory,
+    // so ben's repeat join is still answered from memory (the cache is what serves it)…
+    app.db
+        .collection::<Document>("bans")
+        .insert_one(doc! {"_id": "kept/u-ben", "room": "kept", "user": "u-ben"})
+        .await
+        .expect("ban stored");
+    app.db
+        .collection::<Document>("memberships")
+        .delete_one(doc! {"_id": "kept/u-ben"})
+        .await
+        .expect("membership deleted");
+    app.db
+        .collection::<Document>("inboxes")
+        .update_one(doc! {"_id": "u-ben"}, doc! {"$unset": {"rooms.kept": ""}})
+        .await
+        .expect("inbox entry deleted");
+    let (status, _) = join(&app, "kept", "ben").await;
+    assert_eq!(status, 200, "answered from the cache");
+
+    // …until the member event that instance publishes arrives here.
+    app.publish_member_event(&MemberEvent::new(
+        UserId::parse("u-ben".to_string()).expect("user id"),
+        RoomId::parse("kept".to_string()).expect("room id"),
+        MemberChange::Removed {
+            reason: RemovalReason::Banned,
+        },
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = join(&app, "kept", "ben").await;
+        if status == 403 {
+            assert_eq!(code(&body), "banned");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the member event did not reach the join cache"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn joins_beyond_the_queue_are_answered_503_with_retry_after_at_once() {
     let app = spawn_app_with(|settings| {
         settings.rooms.join_queue = 1;
