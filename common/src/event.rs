@@ -505,6 +505,10 @@ pub struct MemberEvent {
     pub room: RoomId,
     #[serde(flatten)]
     pub change: MemberChange,
+    /// The process that stored the change (a history-service instance's id), when it says:
+    /// that process has applied it already and skips the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl MemberEvent {
@@ -514,6 +518,15 @@ impl MemberEvent {
             user,
             room,
             change,
+            origin: None,
+        }
+    }
+
+    /// The same event, saying that process `origin` stored the change.
+    pub fn from_origin(self, origin: &str) -> Self {
+        Self {
+            origin: Some(origin.to_string()),
+            ..self
         }
     }
 }

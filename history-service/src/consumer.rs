@@ -70,8 +70,10 @@ pub struct Sinks {
     /// Announces applied changes to their rooms.
     pub events: RoomEvents,
     pub rules: Rules,
-    /// Forgotten by member events (of every instance).
+    /// Forgotten by member events (of every other instance).
     pub caches: Caches,
+    /// This instance's id: its own member events are skipped (its writes updated its caches).
+    pub instance: String,
 }
 
 /// Consumes until `shutdown` is cancelled, reconnecting with backoff whenever the broker
@@ -242,7 +244,7 @@ async fn consume(
                 };
                 let event = event?;
                 if event.routing_key.as_str().starts_with("member.") {
-                    apply_member_event(&sinks.caches, &event.data);
+                    apply_member_event(sinks, &event.data);
                 } else {
                     apply_account_event(revocations, &event.data);
                 }
@@ -270,9 +272,10 @@ async fn consume(
     Ok(())
 }
 
-fn apply_member_event(caches: &Caches, data: &[u8]) {
+fn apply_member_event(sinks: &Sinks, data: &[u8]) {
     match serde_json::from_slice::<MemberEvent>(data) {
-        Ok(event) => caches.member_changed(&event),
+        Ok(event) if event.origin.as_deref() == Some(sinks.instance.as_str()) => {}
+        Ok(event) => sinks.caches.member_changed(&event),
         Err(error) => tracing::warn!(%error, "ignoring an unreadable member event"),
     }
 }

@@ -126,7 +126,10 @@ impl Application {
         let registry = prometheus::Registry::new();
         let http_metrics = web::Data::new(HttpMetrics::new(registry.clone()));
         let read_limiter = ReadLimiter::new(&Limits::from(&settings.history), "reads", &registry)?;
-        let (events, outbox) = RoomEvents::new(settings.rooms.outbox_capacity, &registry)?;
+        // Names this process in its member events, so that its consumer skips its own.
+        let instance = ulid::Ulid::new().to_string();
+        let (events, outbox) =
+            RoomEvents::new(settings.rooms.outbox_capacity, &instance, &registry)?;
         let (lookups, join_reader) = JoinLookups::new(
             room_store.clone(),
             settings.rooms.join_queue,
@@ -169,6 +172,7 @@ impl Application {
                 events: events.clone(),
                 rules,
                 caches,
+                instance,
             },
             status.clone(),
             ConsumerMetrics::new(&registry),

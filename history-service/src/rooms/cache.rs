@@ -257,6 +257,49 @@ impl<T: Cached> DocCache<T> {
             .collect()
     }
 
+    /// Keeps `doc`, just written by this instance as it is now; reads in flight are not kept.
+    pub fn put(&self, doc: T) {
+        let now = Instant::now();
+        let mut slots = self.lock();
+        if let Some(slot) = self.written(&mut slots, doc.id()) {
+            slot.doc = Some((Arc::new(doc), now));
+        }
+    }
+
+    /// Changes a kept document `id` as this instance just changed it (`change` gets the kept
+    /// one); reads in flight are not kept. Nothing kept, nothing to change.
+    pub fn modify(&self, id: &str, change: impl FnOnce(&T) -> T) {
+        let mut slots = self.lock();
+        if let Some(slot) = self.written(&mut slots, id) {
+            slot.doc = slot
+                .doc
+                .take()
+                .map(|(doc, read_at)| (Arc::new(change(&doc)), read_at));
+        }
+    }
+
+    /// Moves document `id` to its next generation, so that reads in flight are not kept: its
+    /// slot, or none when there is no room for one (then no read in flight is kept at all).
+    fn written<'s>(&self, slots: &'s mut Slots<T>, id: &str) -> Option<&'s mut Slot<T>> {
+        if !slots.map.contains_key(id) {
+            if slots.map.len() >= self.capacity {
+                slots.epoch += 1;
+                return None;
+            }
+            // A read in flight took generation 0: the slot starts at 1.
+            slots.map.insert(
+                id.to_string(),
+                Slot {
+                    doc: None,
+                    generation: 0,
+                },
+            );
+        }
+        let slot = slots.map.get_mut(id)?;
+        slot.generation += 1;
+        Some(slot)
+    }
+
     /// Forgets every document; reads in flight are not kept.
     pub fn forget_all(&self) {
         let mut slots = self.lock();
@@ -269,24 +312,11 @@ impl<T: Cached> DocCache<T> {
             .clear();
     }
 
-    /// Forgets document `room`: it was just written.
-    pub fn forget(&self, room: &str) {
+    /// Forgets document `id`: it was just written.
+    pub fn forget(&self, id: &str) {
         let mut slots = self.lock();
-        if let Some(slot) = slots.map.get_mut(room) {
+        if let Some(slot) = self.written(&mut slots, id) {
             slot.doc = None;
-            slot.generation += 1;
-        } else if slots.map.len() < self.capacity {
-            // A read in flight took generation 0: make it stale.
-            slots.map.insert(
-                room.to_string(),
-                Slot {
-                    doc: None,
-                    generation: 1,
-                },
-            );
-        } else {
-            // No room to remember the generation: no read in flight is kept.
-            slots.epoch += 1;
         }
     }
 }
@@ -397,6 +427,32 @@ mod tests {
         cache.forget("c");
         cache.keep(&in_flight, &[doc("c", 1)]);
         assert_eq!(cache.lookup(vec!["c".into()]).1.ids, vec!["c"]);
+    }
+
+    #[test]
+    fn a_document_written_here_is_served_and_reads_from_before_are_not_kept() {
+        let cache = RoomCache::new(Duration::from_secs(60), 100);
+        let (_, in_flight) = cache.lookup(vec!["a".into()]);
+        cache.put(doc("a", 2));
+        cache.keep(&in_flight, &[doc("a", 1)]);
+        let (hits, _) = cache.lookup(vec!["a".into()]);
+        assert_eq!(hits[0].seq, 2, "the older read did not replace the write");
+
+        let (_, in_flight) = cache.lookup(vec!["b".into()]);
+        cache.modify("a", |a| {
+            let mut a = a.clone();
+            a.seq += 1;
+            a
+        });
+        cache.modify("b", |_| unreachable!("nothing kept, nothing changed"));
+        cache.keep(&in_flight, &[doc("b", 1)]);
+        let (hits, misses) = cache.lookup(vec!["a".into(), "b".into()]);
+        assert_eq!(hits.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(
+            misses.ids,
+            vec!["b"],
+            "a read from before a change is not kept"
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const ORIGIN: &str = "history-service";
 #[derive(Clone)]
 pub struct RoomEvents {
     outbox: Outbox,
+    /// This instance's id, the `origin` of its member events (its own consumer skips them).
+    instance: String,
 }
 
 fn metrics(registry: &Registry) -> anyhow::Result<OutboxMetrics> {
@@ -45,9 +47,14 @@ fn metrics(registry: &Registry) -> anyhow::Result<OutboxMetrics> {
 }
 
 impl RoomEvents {
-    pub fn new(capacity: usize, registry: &Registry) -> anyhow::Result<(Self, OutboxReceiver)> {
+    pub fn new(
+        capacity: usize,
+        instance: &str,
+        registry: &Registry,
+    ) -> anyhow::Result<(Self, OutboxReceiver)> {
         let (outbox, receiver) = Outbox::new(capacity, metrics(registry)?)?;
-        Ok((Self { outbox }, receiver))
+        let instance = instance.to_string();
+        Ok((Self { outbox, instance }, receiver))
     }
 
     pub fn metrics(&self) -> &OutboxMetrics {
@@ -55,7 +62,8 @@ impl RoomEvents {
     }
 
     fn member(&self, user: &UserId, room: &RoomId, change: MemberChange) {
-        let event = MemberEvent::new(user.clone(), room.clone(), change);
+        let event =
+            MemberEvent::new(user.clone(), room.clone(), change).from_origin(&self.instance);
         if let Err(reason) = self.outbox.publish_json(topology::member_key(user), &event) {
             tracing::warn!(%user, %room, %reason, "member event dropped");
         }

@@ -183,19 +183,40 @@ pub fn to_chrono(at: bson::DateTime) -> DateTime<Utc> {
 }
 
 /// A write to one user's inbox entry for one room in progress: holds the user's inbox lock,
-/// and forgets their cached inbox and that room's cached member when dropped (after the
-/// write).
+/// and when dropped (after the write) forgets their cached inbox and brings that room's
+/// cached member up to date: forgotten unless the write said what it is now. Every write of
+/// a member's entry holds the lock, so a member kept here is never older than the entry.
 struct InboxWrite<'a> {
     _lock: tokio::sync::MutexGuard<'a, ()>,
     caches: &'a Caches,
     user: String,
     member: String,
+    now: MemberNow,
+}
+
+/// What a write made of the cached member of an [`InboxWrite`].
+enum MemberNow {
+    /// Unknown (the default): forgotten.
+    Unknown,
+    /// Exactly this, written both ways: kept.
+    Written(Member),
+    /// The read marker moved forward to this id and seq: moved in the cached member too.
+    ReadTo(String, i64),
 }
 
 impl Drop for InboxWrite<'_> {
     fn drop(&mut self) {
         self.caches.inboxes.forget(&self.user);
-        self.caches.members.forget(&self.member);
+        match std::mem::replace(&mut self.now, MemberNow::Unknown) {
+            MemberNow::Unknown => self.caches.members.forget(&self.member),
+            MemberNow::Written(member) => self.caches.members.put(member),
+            MemberNow::ReadTo(id, seq) => self.caches.members.modify(&self.member, |member| {
+                let mut member = member.clone();
+                member.entry.read_id = Some(id);
+                member.entry.read_seq = member.entry.read_seq.max(seq);
+                member
+            }),
+        }
     }
 }
 
@@ -308,6 +329,7 @@ impl RoomStore {
             caches: &self.caches,
             member: membership_id(room, user),
             user: user.to_string(),
+            now: MemberNow::Unknown,
         }
     }
 
@@ -726,7 +748,7 @@ impl RoomStore {
             doc! {"_id": user.id.as_str(), field.clone(): {"$exists": false}}
         };
         let update = doc! {"$set": {field: bson::to_bson(&entry)?}};
-        let inbox = self.lock_inbox(user.id.as_str(), &room.id).await;
+        let mut inbox = self.lock_inbox(user.id.as_str(), &room.id).await;
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -747,6 +769,13 @@ impl RoomStore {
                     return Err(anyhow::Error::from(error).context("writing an inbox entry"));
                 }
             }
+        }
+        if added {
+            // Both written here, whole (a repair leaves an entry that is there as it is).
+            inbox.now = MemberNow::Written(Member {
+                membership: membership.clone(),
+                entry: entry.clone(),
+            });
         }
         drop(inbox);
         if added {
@@ -908,7 +937,7 @@ impl RoomStore {
             entry: {"$exists": true},
             "$or": [{read_id.clone(): Bson::Null}, {read_id.clone(): {"$lt": id}}],
         };
-        let _inbox = self.lock_inbox(user, room).await;
+        let mut inbox = self.lock_inbox(user, room).await;
         let moved = self
             .inboxes
             .update_one(
@@ -917,7 +946,11 @@ impl RoomStore {
             )
             .await
             .context("moving a read marker")?;
-        Ok(moved.modified_count == 1)
+        let moved = moved.modified_count == 1;
+        if moved {
+            inbox.now = MemberNow::ReadTo(id.to_string(), seq);
+        }
+        Ok(moved)
     }
 
     /// A page of the room's members, oldest first, from `offset`; `limit + 1` are read to

@@ -1152,6 +1152,36 @@ async fn a_members_repeat_join_reads_nothing_until_a_write_or_a_member_event_for
 }
 
 #[tokio::test]
+async fn a_member_added_here_is_answered_from_memory_with_the_read_marker_moved_here() {
+    use mongodb::bson::{Document, doc};
+    let app = spawn_app().await;
+    create_room(&app, "u-host", "warm", "public").await;
+    let (status, view) = join(&app, "warm", "ben").await;
+    assert_eq!((status, view["unread"].as_i64()), (200, Some(0)), "{view}");
+    let ids = send(&app, "warm", 3, 3).await;
+    let (status, _) = call(
+        &app,
+        Method::PUT,
+        "/api/rooms/warm/read",
+        "ben",
+        Some(json!({"id": ids[1]})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Gone from the database behind this instance's back: only its memory answers now.
+    app.db
+        .collection::<Document>("memberships")
+        .delete_one(doc! {"_id": "warm/u-ben"})
+        .await
+        .expect("membership deleted");
+    let (status, view) = join(&app, "warm", "ben").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["role"], "member", "{view}");
+    assert_eq!(view["read_id"], ids[1], "{view}");
+    assert_eq!(view["unread"], 1, "{view}");
+}
+
+#[tokio::test]
 async fn joins_beyond_the_queue_are_answered_503_with_retry_after_at_once() {
     let app = spawn_app_with(|settings| {
         settings.rooms.join_queue = 1;
