@@ -544,6 +544,7 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
     }
     if routing_key.starts_with("msg.") {
         match serde_json::from_slice::<MessageEvent>(data) {
+            Ok(event) if !rooms.first_delivery(event.message.id) => {}
             Ok(event) => {
                 let message = event.message;
                 let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());

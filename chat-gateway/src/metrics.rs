@@ -29,6 +29,9 @@ pub struct GatewayMetrics {
     pub frames_delivered: IntCounter,
     /// Fan-out frames refused because a connection's queue was full (it is then closed).
     pub outbound_overflows: IntCounter,
+    /// Copies of messages fanned out already (redelivered by the broker, or published twice),
+    /// not delivered again.
+    pub duplicate_deliveries: IntCounter,
     pub http: HistogramVec,
 }
 
@@ -114,6 +117,11 @@ impl GatewayMetrics {
                 &registry,
                 "gateway_outbound_overflows_total",
                 "Room frames refused because a connection's outbound queue was full",
+            ),
+            duplicate_deliveries: counter(
+                &registry,
+                "gateway_duplicate_deliveries_total",
+                "Copies of messages fanned out already, not delivered again",
             ),
             http: common::metrics::http_requests(&registry),
             registry,

@@ -9,7 +9,7 @@
 //! binding has filled that memory, every later message arrives through the binding, so plain
 //! joins are answered from memory until the room is unbound or the broker connection is lost.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -93,6 +93,21 @@ pub struct Rooms {
     /// How long after a room's binding a history read must start for its answer to make the
     /// room's memory complete (messages published before the binding are stored by then).
     memory_grace: Duration,
+    /// The messages fanned out last (see [`Rooms::first_delivery`]).
+    delivered: Mutex<DeliveredIds>,
+}
+
+/// Messages [`Rooms::first_delivery`] remembers, over all rooms. A copy comes again when the
+/// broker redelivers what it handed over unacknowledged before a connection was lost (at most
+/// the prefetch of 1,024 deliveries, plus what arrives meanwhile) or when a send was published
+/// twice (a retry); both are within the last few thousand deliveries.
+const DELIVERED_IDS: usize = 8192;
+
+/// The ids of the messages fanned out last, oldest first, and the same as a set.
+#[derive(Default)]
+struct DeliveredIds {
+    order: VecDeque<MessageId>,
+    ids: HashSet<MessageId>,
 }
 
 impl Rooms {
@@ -109,6 +124,7 @@ impl Rooms {
                 metrics,
                 epoch: AtomicU64::new(0),
                 memory_grace,
+                delivered: Mutex::default(),
             },
             commands,
         )
@@ -224,6 +240,27 @@ impl Rooms {
         }
         self.metrics.frames_delivered.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Whether message `id` is fanned out for the first time by this gateway: a copy of one
+    /// delivered already (among the last [`DELIVERED_IDS`]) is not delivered again, so no
+    /// connection receives a message twice, whatever the broker redelivers.
+    pub fn first_delivery(&self, id: MessageId) -> bool {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !delivered.ids.insert(id) {
+            self.metrics.duplicate_deliveries.inc();
+            return false;
+        }
+        delivered.order.push_back(id);
+        if delivered.order.len() > DELIVERED_IDS
+            && let Some(oldest) = delivered.order.pop_front()
+        {
+            delivered.ids.remove(&oldest);
+        }
+        true
     }
 
     /// Records a message delivered to the room (see [`Room::recent`]).
@@ -531,6 +568,27 @@ mod tests {
 
     fn room(name: &str) -> RoomId {
         RoomId::parse(name.to_string()).expect("room")
+    }
+
+    #[test]
+    fn a_message_fanned_out_again_is_not_delivered_twice_within_the_last_ids() {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::ZERO);
+        let id = |n: u64| MessageId::from_ulid(ulid::Ulid::from_parts(1_700_000_000_000, n.into()));
+        assert!(rooms.first_delivery(id(0)));
+        assert!(
+            !rooms.first_delivery(id(0)),
+            "a copy of a delivered message"
+        );
+        for n in 1..DELIVERED_IDS as u64 {
+            assert!(rooms.first_delivery(id(n)));
+        }
+        assert!(!rooms.first_delivery(id(0)), "still among the last ids");
+        assert!(rooms.first_delivery(id(DELIVERED_IDS as u64)));
+        assert!(
+            rooms.first_delivery(id(0)),
+            "forgotten once older than the last ids (memory stays bounded)"
+        );
+        assert_eq!(rooms.metrics.duplicate_deliveries.get(), 2);
     }
 
     #[test]
