@@ -241,6 +241,16 @@ pub async fn publish_event(
     routing_key: &str,
     payload: &impl serde::Serialize,
 ) {
+    publish_events(settings, routing_key, std::slice::from_ref(payload)).await;
+}
+
+/// Publishes each of `payloads` in order, as [`publish_event`] does, over one connection.
+#[cfg(feature = "amqp")]
+pub async fn publish_events(
+    settings: &crate::settings::AmqpSettings,
+    routing_key: &str,
+    payloads: &[impl serde::Serialize],
+) {
     use secrecy::ExposeSecret;
     let connection = lapin::Connection::connect(
         settings.uri.expose_secret(),
@@ -256,19 +266,21 @@ pub async fn publish_event(
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
         .await
         .expect("confirm mode");
-    let payload = serde_json::to_vec(payload).expect("event serializes");
-    channel
-        .basic_publish(
-            settings.exchange.as_str().into(),
-            routing_key.into(),
-            lapin::options::BasicPublishOptions::default(),
-            &payload,
-            lapin::BasicProperties::default(),
-        )
-        .await
-        .expect("published")
-        .await
-        .expect("confirmed");
+    for payload in payloads {
+        let payload = serde_json::to_vec(payload).expect("event serializes");
+        channel
+            .basic_publish(
+                settings.exchange.as_str().into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                &payload,
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+    }
     let _ = connection.close(200, "done".into()).await;
 }
 

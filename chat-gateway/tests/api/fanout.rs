@@ -37,6 +37,54 @@ async fn a_message_reaches_every_member_on_every_gateway_once_and_the_sender_get
 }
 
 #[tokio::test]
+async fn a_copy_of_a_delivered_message_coming_again_from_the_broker_is_not_delivered_twice() {
+    use common::domain::{
+        ClientMessageId, MessageBody, MessageId, RoomId, UserId, UserRef, Username,
+    };
+    use common::event::{ChatMessage, MessageEvent, topology};
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    bob.join("lobby").await;
+    let room = RoomId::parse("lobby".to_string()).expect("room");
+    let event = |body: &str| {
+        MessageEvent::new(ChatMessage::new(
+            MessageId::from_ulid(ulid::Ulid::new()),
+            room.clone(),
+            ClientMessageId::parse(ulid::Ulid::new().to_string()).expect("client id"),
+            UserRef {
+                id: UserId::parse("u-alice".to_string()).expect("user id"),
+                username: Username::parse("alice".to_string()).expect("username"),
+            },
+            MessageBody::parse(body.to_string()).expect("body"),
+            chrono::Utc::now(),
+        ))
+    };
+    let mut settings = chat_gateway::settings::Settings::load()
+        .expect("settings load")
+        .amqp
+        .connection;
+    settings.exchange = cluster.exchange.clone();
+    // The broker hands over messages again after a lost connection (up to its prefetch of
+    // 1,024 unacknowledged ones), or a retry published one twice: the same message, the same
+    // id, here after more messages than a connection remembers on its own.
+    let first = event("once");
+    let others: Vec<MessageEvent> = (0..200).map(|k| event(&format!("after it {k}"))).collect();
+    let mut copies = vec![first.clone()];
+    copies.extend(others.iter().cloned());
+    copies.push(first);
+    common::testing::publish_events(&settings, &topology::message_key(&room), &copies).await;
+    let delivered = bob.collect("message", 202, Duration::from_secs(5)).await;
+    let bodies: Vec<&str> = delivered
+        .iter()
+        .map(|m| m["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(bodies.len(), 201, "each once: {:?}", &bodies[195..]);
+    assert_eq!(bodies[0], "once");
+    assert_eq!(bodies[200], "after it 199");
+}
+
+#[tokio::test]
 async fn many_messages_arrive_in_send_order_with_distinct_increasing_ids() {
     let cluster = Cluster::new().await;
     let gateway = cluster.gateway().await;
