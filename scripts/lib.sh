@@ -284,6 +284,25 @@ ferretdb_pids() {
 	} | sort -un
 }
 
+# ferretdb_orphan: prints the pid of a FerretDB listening on our address whose executable or
+# SQLite directory was deleted (a removed checkout's), and succeeds; fails when there is none.
+ferretdb_orphan() {
+	local cmdline pid exe dir
+	for cmdline in /proc/[0-9]*/cmdline; do
+		pid="${cmdline#/proc/}"
+		pid="${pid%/cmdline}"
+		exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || continue
+		[[ $exe == */ferretdb* ]] || continue
+		tr '\0' '\n' <"$cmdline" 2>/dev/null | grep -qx -- "--listen-addr=$FERRETDB_HOST:$FERRETDB_PORT" || continue
+		dir="$(tr '\0' '\n' <"$cmdline" 2>/dev/null | sed -n 's|^--sqlite-url=file:||p')"
+		if [[ $exe == *' (deleted)' || (-n $dir && ! -d $dir) ]]; then
+			echo "$pid"
+			return 0
+		fi
+	done
+	return 1
+}
+
 ferretdb_log_tail() {
 	[[ -s $FERRETDB_LOG ]] || return 0
 	printf -- '--- tail of %s ---\n' "$FERRETDB_LOG" >&2
@@ -293,6 +312,16 @@ ferretdb_log_tail() {
 # ferretdb_start: builds if needed, starts FerretDB detached unless its port already answers,
 # and waits until it does. Prints one status line.
 ferretdb_start() {
+	local orphan
+	if orphan="$(ferretdb_orphan)"; then
+		# A FerretDB whose checkout was deleted still answers, from files nobody can see: its
+		# data is gone at its next restart. Replaced by ours.
+		deps_log "ferretdb: the one on $FERRETDB_HOST:$FERRETDB_PORT (pid $orphan) serves a deleted directory; restarting it"
+		kill "$orphan" 2>/dev/null || true
+		local deadline=$((SECONDS + 10))
+		while port_open "$FERRETDB_HOST" "$FERRETDB_PORT" && ((SECONDS < deadline)); do sleep 0.2; done
+		kill -9 "$orphan" 2>/dev/null || true
+	fi
 	if port_open "$FERRETDB_HOST" "$FERRETDB_PORT"; then
 		deps_log "ferretdb: already running on $FERRETDB_HOST:$FERRETDB_PORT"
 		return 0
