@@ -10,7 +10,7 @@ import type { ChatClient } from '../connection';
 import { can, canDeleteOthers } from '../permissions';
 import type { RemovalReason, ReplyRef, UserRef, WireMessage } from '../protocol';
 import { linkTo, navigate } from '../routes';
-import { displayName, previewOf, typingNames, type RoomDenial } from '../store';
+import { displayName, previewOf, typingNames, unreadDividerId, type RoomDenial } from '../store';
 import { problemText, useApi } from './ApiContext';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionBanner';
@@ -216,6 +216,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 onRetry={onRetry}
                 onReloadLatest={onReloadLatest}
                 actions={actions}
+                unreadFrom={unreadDividerId(state, room, me.id)}
               />
             )}
             {r?.removed != null ? (

@@ -54,6 +54,8 @@ interface MessageListProps {
   /** Asks again for the latest messages after that failed. */
   onReloadLatest?: () => void;
   actions?: MessageActions;
+  /** The first unread message when the room was opened: a "New messages" divider goes above it. */
+  unreadFrom?: string | null;
 }
 
 /** How close to the top (px) the reader must scroll to load older messages. */
@@ -75,7 +77,7 @@ function sameDay(a: number, b: number): boolean {
   return new Date(a).toDateString() === new Date(b).toDateString();
 }
 
-export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest, actions }: MessageListProps) {
+export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest, actions, unreadFrom = null }: MessageListProps) {
   const scroller = useRef<HTMLDivElement>(null);
   const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null, lastId: null as string | null });
   /** Messages arrived below while the reader was scrolled up. */
@@ -205,11 +207,19 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
                     <span>{formatDay(m.sent_at)}</span>
                   </li>
                 )}
+                {m.id === unreadFrom && (
+                  <li className="unread-divider-item">
+                    {/* A separator's content is presentational: its label is what assistive technology reads. */}
+                    <div className="unread-divider" role="separator" aria-label="New messages" data-testid="unread-divider">
+                      <span aria-hidden="true">New messages</span>
+                    </div>
+                  </li>
+                )}
                 <StoredMessage
                   message={m}
                   mine={m.author.id === meId}
                   meId={meId}
-                  grouped={!newDay && continues(prev, m)}
+                  grouped={!newDay && m.id !== unreadFrom && continues(prev, m)}
                   highlighted={highlighted === m.id}
                   original={m.reply_to === undefined ? undefined : byId.get(m.reply_to.id)}
                   onJump={jumpTo}
