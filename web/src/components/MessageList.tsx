@@ -21,6 +21,7 @@ import { formatDay, formatFull, formatSentAt } from '../format';
 import { messageControls } from '../permissions';
 import { bodyProblem, type ReplyRef, type WireMessage } from '../protocol';
 import { previewOf, type OutboxEntry, type PendingChange, type RoomState } from '../store';
+import { mentions } from '../mentions';
 import { MessageBody } from './MessageBody';
 import { EmojiPicker, ReactionBar } from './Reactions';
 
@@ -219,6 +220,7 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
                   message={m}
                   mine={m.author.id === meId}
                   meId={meId}
+                  meName={meName}
                   grouped={!newDay && m.id !== unreadFrom && continues(prev, m)}
                   highlighted={highlighted === m.id}
                   original={m.reply_to === undefined ? undefined : byId.get(m.reply_to.id)}
@@ -262,6 +264,8 @@ function MessageSkeleton() {
 interface StoredMessageProps {
   message: WireMessage;
   mine: boolean;
+  /** The signed-in user's name: a message of someone else that mentions it is highlighted. */
+  meName?: string;
   /** Continues the previous message of the same author: the name and time are not repeated on screen. */
   grouped?: boolean;
   meId?: string;
@@ -275,7 +279,7 @@ interface StoredMessageProps {
   onRetry?: (clientId: string) => void;
 }
 
-function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
+function StoredMessage({ message, mine, meName = '', grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [picking, setPicking] = useState(false);
   const item = useRef<HTMLLIElement>(null);
@@ -284,7 +288,8 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
   const deleted = message.deleted === true;
   const controls = actions === undefined ? null : messageControls(meId, message, actions.deleteOthers);
   const editing = actions !== undefined && actions.editing === message.id && !deleted;
-  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}${deleted ? ' deleted' : ''}${highlighted ? ' highlighted' : ''}`;
+  const mentioned = !mine && !deleted && meName.length > 0 && mentions(message.body, meName);
+  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}${deleted ? ' deleted' : ''}${highlighted ? ' highlighted' : ''}${mentioned ? ' mentioned' : ''}`;
   const pending = changes.filter((c) => c.status === 'pending');
   const failed = changes.filter((c) => c.status === 'failed');
   return (
@@ -296,6 +301,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
       data-status="sent"
       data-version={message.version ?? 1}
       data-deleted={deleted || undefined}
+      data-mentioned={mentioned || undefined}
       tabIndex={-1}
     >
       <div className={grouped ? 'message-meta visually-hidden' : 'message-meta'}>
@@ -303,6 +309,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         <time dateTime={message.sent_at} title={formatFull(message.sent_at)}>
           {formatSentAt(message.sent_at)}
         </time>
+        {mentioned && <span className="visually-hidden">, mentions you</span>}
       </div>
       {message.reply_to !== undefined && !deleted && (
         <ReplyQuote reply={currentReply(message.reply_to, original)} loaded={original !== undefined} onJump={onJump} />
@@ -322,7 +329,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         />
       ) : (
         <>
-          <MessageBody body={message.body} />
+          <MessageBody body={message.body} meName={meName} />
           {message.edited_at !== undefined && (
             <span className="edited muted" data-testid="edited" title={`Edited ${formatFull(message.edited_at)}`}>
               (edited)

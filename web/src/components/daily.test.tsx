@@ -1,4 +1,5 @@
 import { act, render, screen, within } from '@testing-library/react';
+import userEvent from '@testing-library/user-event';
 import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { UserRef, WireMessage } from '../protocol';
@@ -8,6 +9,7 @@ import { ChatView } from './ChatView';
 
 const me: UserRef = { id: 'u1', username: 'alice' };
 const bob: UserRef = { id: 'u2', username: 'bob' };
+const carol: UserRef = { id: 'u3', username: 'carol' };
 
 const withToken: WithToken = (call) => call('tok');
 const wrap = (children: ReactNode) => <ApiContext.Provider value={withToken}>{children}</ApiContext.Provider>;
@@ -63,5 +65,18 @@ describe('ChatView: the "New messages" divider', () => {
     act(() => socket.receive({ type: 'joined', room: 'team', members: [me], messages: [msg('01'), msg('02')] }));
     expect(screen.getAllByTestId('message')).toHaveLength(2);
     expect(screen.queryByRole('separator', { name: 'New messages' })).toBeNull();
+  });
+});
+
+describe('ChatView: mentions', () => {
+  it('offers the members the panel loaded and those online', async () => {
+    stubMembers(me, bob);
+    const { client, socket } = await fakeChat(me, [roomView('team', { name: 'Team' })]);
+    render(wrap(<ChatView client={client} room="team" me={me} />));
+    act(() => socket.receive({ type: 'joined', room: 'team', members: [me, carol], messages: [] }));
+    await screen.findByText('bob', { selector: '.member-name' });
+    await userEvent.type(screen.getByLabelText('Message #Team'), '@');
+    const offered = within(screen.getByRole('listbox', { name: 'Members to mention' })).getAllByRole('option');
+    expect(offered.map((o) => o.textContent)).toEqual(['@bob', '@carol']);
   });
 });
