@@ -126,3 +126,36 @@ describe('NotificationToggle', () => {
   });
 });
 
+
+describe('browserNotifications', () => {
+  it('shows through window.Notification, and a click runs the action and closes it', async () => {
+    const { browserNotifications } = await import('./notifications');
+    const made: { title: string; options: NotificationOptions; close: () => void; onclick: (() => void) | null }[] = [];
+    class FakeNotification {
+      static permission = 'granted';
+      onclick: (() => void) | null = null;
+      close = vi.fn();
+      constructor(
+        public title: string,
+        public options: NotificationOptions,
+      ) {
+        made.push(this);
+      }
+    }
+    vi.stubGlobal('Notification', FakeNotification);
+    const onClick = vi.fn();
+    expect(browserNotifications.permission()).toBe('granted');
+    browserNotifications.show('bob', { body: 'hi', tag: 'chat-r' }, onClick);
+    expect(made.map((n) => [n.title, n.options])).toEqual([['bob', { body: 'hi', tag: 'chat-r' }]]);
+    made[0]!.onclick!();
+    expect(onClick).toHaveBeenCalled();
+    expect(made[0]!.close).toHaveBeenCalled();
+    // A browser that refuses the constructor (notifications only from a service worker) shows nothing and does not throw.
+    vi.stubGlobal('Notification', function Refusing() {
+      throw new TypeError('Illegal constructor');
+    });
+    expect(() => browserNotifications.show('bob', { body: 'hi', tag: 'chat-r' }, onClick)).not.toThrow();
+    vi.unstubAllGlobals();
+    expect(browserNotifications.permission()).toBe('unsupported');
+  });
+});

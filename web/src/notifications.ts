@@ -30,7 +30,13 @@ export const browserNotifications: NotificationApi = {
   request: async () => (typeof Notification === 'undefined' ? 'denied' : Notification.requestPermission()),
   show: (title, options, onClick) => {
     if (typeof Notification === 'undefined') return;
-    const n = new Notification(title, options);
+    let n: Notification;
+    try {
+      n = new Notification(title, options);
+    } catch {
+      // Some browsers (Chrome on Android) allow notifications only from a service worker.
+      return;
+    }
     n.onclick = () => {
       onClick();
       n.close();

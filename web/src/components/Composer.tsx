@@ -62,7 +62,7 @@ export function Composer({
 
   /** Where the caret is, to find the `@name` being typed. */
   const [caret, setCaret] = useState(0);
-  /** The `@` whose suggestions were closed with Escape (its position), until another is typed. */
+  /** The `@` whose suggestions were closed (Escape, or leaving the box), by its position, until another is typed. */
   const [dismissed, setDismissed] = useState<number | null>(null);
   const [active, setActive] = useState(0);
   /** Where to put the caret after a mention was put in. */
