@@ -60,7 +60,7 @@ step "web client: unit tests, build, browser end to end"
 	npm ci --no-audit --no-fund --loglevel=error
 	npm test
 	npm run build
-	node --test --test-concurrency=1 e2e/chat.e2e.mjs e2e/rooms.e2e.mjs e2e/resilience.e2e.mjs e2e/changes.e2e.mjs
+	node --test --test-concurrency=1 e2e/chat.e2e.mjs e2e/rooms.e2e.mjs e2e/resilience.e2e.mjs e2e/changes.e2e.mjs e2e/daily.e2e.mjs
 )
 done_step
 

@@ -19,6 +19,7 @@ import { SignupForm } from './components/SignupForm';
 import type { RoomView } from './protocol';
 import { linkTo, navigate, roomHref, useRoute } from './routes';
 import { clearSession, loadSession, parseSession, saveSession, SESSION_KEY, sharedTokenStore, type Session } from './session';
+import { Notifier, browserNotifications } from './notifications';
 import { TokenManager, type SessionEnd } from './tokens';
 
 export const ENDED_NOTICE = 'Your session has ended. Please log in again.';
@@ -185,6 +186,17 @@ function SignedIn({ session, onSignOut }: SignedInProps) {
       tokens.stop();
     };
   }, [client, tokens, session, onSignOut]);
+
+  // Desktop notifications for DMs and mentions (when the user turned them on).
+  useEffect(() => {
+    const notifier = new Notifier({
+      me: { id: user.id, username: user.username },
+      api: browserNotifications,
+      state: client.getSnapshot,
+      openRoom: (r) => navigate(roomHref(r)),
+    });
+    return client.onLiveMessage(notifier.message);
+  }, [client, user.id, user.username]);
 
   const logOut = useCallback(() => {
     // Revokes the session on the server in the background; the screen changes at once.

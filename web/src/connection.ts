@@ -36,6 +36,7 @@ import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
 import { apiErrorText, changeErrorText, errorCodeText, sendErrorText } from './errors';
 import {
+  type WireMessage,
   encodeClientFrame,
   newClientId,
   type ChangeFrame,
@@ -135,6 +136,7 @@ const CATCH_UP_PAGE_SIZE = 100;
 export class ChatClient {
   private state: ChatState = initialChatState;
   private readonly listeners = new Set<() => void>();
+  private readonly liveListeners = new Set<(message: WireMessage) => void>();
   private socket: SocketLike | null = null;
   private stopped = true;
   /** Rooms the user wants to be in, whether or not the server has confirmed yet. */
@@ -209,6 +211,16 @@ export class ChatClient {
   };
 
   getSnapshot = (): ChatState => this.state;
+
+  /**
+   * Calls `listener` with each message that arrives live (a `message` frame) and was not held
+   * yet, after the state has taken it; never with what a `joined` snapshot, a catch-up or a
+   * history page brings. For notifications.
+   */
+  onLiveMessage(listener: (message: WireMessage) => void): () => void {
+    this.liveListeners.add(listener);
+    return () => this.liveListeners.delete(listener);
+  }
 
   private dispatch(action: ChatAction): void {
     const next = chatReducer(this.state, action);
@@ -806,7 +818,10 @@ export class ChatClient {
       case 'message': {
         const { type: _type, ...message } = event;
         if (message.author.id === me.id && message.client_id !== null) this.clearAckTimer(message.client_id);
+        const held = this.state.rooms[message.room];
+        const fresh = held !== undefined && !held.messages.some((m) => m.id === message.id);
         this.dispatch({ type: 'messages', room: message.room, messages: [message], me: me.id });
+        if (fresh) for (const listener of this.liveListeners) listener(message);
         return;
       }
       case 'edited':

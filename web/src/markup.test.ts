@@ -45,3 +45,24 @@ describe('message markup', () => {
     expect(parseBody('``` unclosed')).toEqual([{ kind: 'paragraph', spans: [{ kind: 'text', text: '``` unclosed' }] }]);
   });
 });
+
+describe('mentions in the markup', () => {
+  it('makes a span of each @name, leaving sentence punctuation and e-mail addresses as text', () => {
+    expect(parseInline('hi @bob.smith and @Al, mail me@example.com.')).toEqual([
+      { kind: 'text', text: 'hi ' },
+      { kind: 'mention', name: 'bob.smith' },
+      { kind: 'text', text: ' and ' },
+      { kind: 'mention', name: 'Al' },
+      { kind: 'text', text: ', mail me@example.com.' },
+    ]);
+  });
+
+  it('leaves a name inside code or an address alone, and finds one inside bold', () => {
+    expect(parseInline('`@bob` https://x.org/@bob')).toEqual([
+      { kind: 'code', text: '@bob' },
+      { kind: 'text', text: ' ' },
+      { kind: 'link', href: 'https://x.org/@bob', text: 'https://x.org/@bob' },
+    ]);
+    expect(parseInline('**@bob**')).toEqual([{ kind: 'strong', children: [{ kind: 'mention', name: 'bob' }] }]);
+  });
+});

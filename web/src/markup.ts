@@ -2,21 +2,27 @@
  * The small, safe markup of message bodies: links, `inline code`, ``` code blocks ```,
  * **bold** and *italics* (or _italics_). A body is parsed into a tree of plain values that
  * `MessageBody` renders as React elements, never as HTML, so nothing in a body can become
- * markup the client did not make. Only `http:` and `https:` addresses become links.
+ * markup the client did not make. Only `http:` and `https:` addresses become links, and
+ * `@name` mentions (`mentions.ts`) become spans of their own.
  */
+import { MENTION } from './mentions';
 
 export type Span =
   | { kind: 'text'; text: string }
   | { kind: 'code'; text: string }
   | { kind: 'link'; href: string; text: string }
+  /** `name` is the mentioned username as written, without its `@`. */
+  | { kind: 'mention'; name: string }
   | { kind: 'strong'; children: Span[] }
   | { kind: 'em'; children: Span[] };
 
 export type Block = { kind: 'paragraph'; spans: Span[] } | { kind: 'codeBlock'; text: string };
 
 const FENCE = /```(?:[a-zA-Z0-9_+-]*\n)?([\s\S]*?)```/g;
-const INLINE =
-  /(`[^`\n]+`)|(\*\*(?=\S)[^*\n]*?\S\*\*)|(\*(?=[^\s*])[^*\n]*?[^\s*]\*|\*[^\s*]\*)|((?<![A-Za-z0-9])_(?=[^\s_])[^_\n]*?[^\s_]_(?![A-Za-z0-9])|(?<![A-Za-z0-9])_[^\s_]_(?![A-Za-z0-9]))|(https?:\/\/[^\s<>"'`]+)/g;
+const BASE_INLINE =
+  /(`[^`\n]+`)|(\*\*(?=\S)[^*\n]*?\S\*\*)|(\*(?=[^\s*])[^*\n]*?[^\s*]\*|\*[^\s*]\*)|((?<![A-Za-z0-9])_(?=[^\s_])[^_\n]*?[^\s_]_(?![A-Za-z0-9])|(?<![A-Za-z0-9])_[^\s_]_(?![A-Za-z0-9]))|(https?:\/\/[^\s<>"'`]+)/;
+/** The inline markup, and mentions last (a mention inside code or an address stays part of it). */
+const INLINE = new RegExp(`${BASE_INLINE.source}|${MENTION.source}`, 'g');
 /** Characters that end a sentence rather than an address when they come last. */
 const TRAILING = /[.,;:!?)\]}'"]+$/;
 
@@ -44,7 +50,7 @@ export function parseInline(text: string, depth = 0): Span[] {
   for (const m of text.matchAll(INLINE)) {
     const start = m.index;
     pushText(out, text.slice(at, start));
-    const [whole, code, strong, em1, em2, url] = m;
+    const [whole, code, strong, em1, em2, url, mentioned] = m;
     if (code !== undefined) {
       out.push({ kind: 'code', text: code.slice(1, -1) });
     } else if (strong !== undefined) {
@@ -55,6 +61,8 @@ export function parseInline(text: string, depth = 0): Span[] {
       const inner = (em1 ?? em2)!.slice(1, -1);
       if (depth < 2) out.push({ kind: 'em', children: parseInline(inner, depth + 1) });
       else pushText(out, whole);
+    } else if (mentioned !== undefined) {
+      out.push({ kind: 'mention', name: mentioned });
     } else if (url !== undefined) {
       const trailing = TRAILING.exec(url)?.[0] ?? '';
       const address = url.slice(0, url.length - trailing.length);

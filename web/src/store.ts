@@ -140,6 +140,21 @@ export interface ChatState {
   viewing: string | null;
   /** Whether the page is visible; messages in the room on screen of a hidden tab count as unread. */
   visible: boolean;
+  /** How far the room on screen had been read when it was opened (the "New messages" divider). */
+  opened: OpenedMark | null;
+}
+
+/**
+ * The user's read marker and unread count of the room on screen as they were when it was
+ * opened. They are kept while the room stays open, so the divider above the first unread
+ * message stays put while the marker moves on as the user reads. `known` is false until the
+ * room's view is known (a room opened before the list or its `joined` arrived).
+ */
+export interface OpenedMark {
+  room: string;
+  known: boolean;
+  readId: string | null;
+  unread: number;
 }
 
 /** How long a typing indicator stays up without a new `typing` event. */
@@ -151,6 +166,7 @@ export const initialChatState: ChatState = {
   list: { rooms: {}, loaded: false, error: null },
   viewing: null,
   visible: true,
+  opened: null,
 };
 
 /** Unread counts are exact up to this number (docs/rooms.md). */
@@ -632,7 +648,38 @@ export function unreadBadge(view: RoomView): string | null {
   return n > 0 ? String(n) : null;
 }
 
+/** Fills in the opened room's mark once its view (with the caller's fields) is known. */
+function settleOpened(state: ChatState): ChatState {
+  const o = state.opened;
+  if (o === null || o.known) return state;
+  const view = state.list.rooms[o.room];
+  if (view === undefined || view.role === null) return state;
+  return { ...state, opened: markOf(o.room, view) };
+}
+
+function markOf(room: string, view: RoomView | undefined): OpenedMark {
+  if (view === undefined || view.role === null) return { room, known: false, readId: null, unread: 0 };
+  return { room, known: true, readId: view.read_id, unread: view.unread_capped ? UNREAD_EXACT_LIMIT : (view.unread ?? 0) };
+}
+
+/**
+ * The message the "New messages" divider goes above in the room on screen: the first one from
+ * someone else after the read marker as it was when the room was opened, if anything was
+ * unread then; `null` for no divider.
+ */
+export function unreadDividerId(state: ChatState, room: string, me: string): string | null {
+  const o = state.opened;
+  if (o === null || o.room !== room || !o.known || o.unread === 0) return null;
+  const readId = o.readId;
+  const first = state.rooms[room]?.messages.find((m) => m.author.id !== me && (readId === null || compareIds(m.id, readId) > 0));
+  return first?.id ?? null;
+}
+
 export function chatReducer(state: ChatState, action: ChatAction): ChatState {
+  return settleOpened(reduce(state, action));
+}
+
+function reduce(state: ChatState, action: ChatAction): ChatState {
   switch (action.type) {
     case 'connecting':
       return { ...state, connection: { ...state.connection, status: 'connecting', retryAt: null } };
@@ -832,7 +879,12 @@ export function chatReducer(state: ChatState, action: ChatAction): ChatState {
     case 'readMoved':
       return moveReadMarker(state, action.room, action.id, action.me);
     case 'viewing':
-      return state.viewing === action.room ? state : { ...state, viewing: action.room };
+      if (state.viewing === action.room) return state;
+      return {
+        ...state,
+        viewing: action.room,
+        opened: action.room === null ? null : markOf(action.room, state.list.rooms[action.room]),
+      };
     case 'visibility':
       return state.visible === action.visible ? state : { ...state, visible: action.visible };
   }

@@ -10,7 +10,7 @@ import type { ChatClient } from '../connection';
 import { can, canDeleteOthers } from '../permissions';
 import type { RemovalReason, ReplyRef, UserRef, WireMessage } from '../protocol';
 import { linkTo, navigate } from '../routes';
-import { displayName, previewOf, typingNames, type RoomDenial } from '../store';
+import { displayName, previewOf, typingNames, unreadDividerId, type RoomDenial } from '../store';
 import { problemText, useApi } from './ApiContext';
 import { Composer } from './Composer';
 import { ConnectionBanner } from './ConnectionBanner';
@@ -55,6 +55,8 @@ export function ChatView({ client, room, me }: ChatViewProps) {
   const [showSettings, setShowSettings] = useState(false);
   const [confirmLeave, setConfirmLeave] = useState(false);
   const [problem, setProblem] = useState<string | null>(null);
+  /** The room's members as the members panel last loaded them, offered after `@`. */
+  const [listed, setListed] = useState<UserRef[]>([]);
 
   useEffect(() => {
     client.open(room);
@@ -87,6 +89,8 @@ export function ChatView({ client, room, me }: ChatViewProps) {
   const role = view?.role ?? null;
   const sigil = kind === 'dm' ? '@' : '#';
   const blocked = r?.denied != null || r?.removed != null;
+  // Members listed, and anyone online the list did not have yet (they just joined a public room).
+  const mentionable = [...listed, ...members];
 
   const focusComposer = () => document.querySelector<HTMLTextAreaElement>('[data-testid="composer"] textarea')?.focus();
   const actions: MessageActions = {
@@ -216,6 +220,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                 onRetry={onRetry}
                 onReloadLatest={onReloadLatest}
                 actions={actions}
+                unreadFrom={unreadDividerId(state, room, me.id)}
               />
             )}
             {r?.removed != null ? (
@@ -240,6 +245,8 @@ export function ChatView({ client, room, me }: ChatViewProps) {
                       focusComposer();
                     }}
                     onEditLast={onEditLast}
+                    members={mentionable}
+                    meId={me.id}
                   />
                 )}
               </>
@@ -258,6 +265,7 @@ export function ChatView({ client, room, me }: ChatViewProps) {
               presenceKnown={state.connection.status === 'open' && r?.joined === true}
               meId={me.id}
               version={view?.member_count ?? 0}
+              onMembers={setListed}
             />
           )}
         </div>

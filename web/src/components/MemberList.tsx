@@ -27,11 +27,13 @@ interface MemberListProps {
   id?: string;
   /** Changes when the room's membership may have changed (e.g. its member count), to load the list again. */
   version?: number;
+  /** Told the members listed each time the list is loaded (the composer offers them after `@`). */
+  onMembers?: (members: UserRef[]) => void;
 }
 
 const ROLE_ORDER: Record<Role, number> = { owner: 0, admin: 1, member: 2 };
 
-export function MemberList({ room, kind, myRole, online, live, presenceKnown = true, meId, id, version = 0 }: MemberListProps) {
+export function MemberList({ room, kind, myRole, online, live, presenceKnown = true, meId, id, version = 0, onMembers }: MemberListProps) {
   const api = useApi();
   const [members, setMembers] = useState<Member[] | null>(null);
   const [nextCursor, setNextCursor] = useState<string | null>(null);
@@ -58,6 +60,10 @@ export function MemberList({ room, kind, myRole, online, live, presenceKnown = t
       active = false;
     };
   }, [api, room, version, reloads]);
+
+  useEffect(() => {
+    if (members !== null) onMembers?.(members.map((m) => m.user));
+  }, [members, onMembers]);
 
   const loadMore = async () => {
     if (nextCursor === null) return;

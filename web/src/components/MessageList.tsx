@@ -21,6 +21,7 @@ import { formatDay, formatFull, formatSentAt } from '../format';
 import { messageControls } from '../permissions';
 import { bodyProblem, type ReplyRef, type WireMessage } from '../protocol';
 import { previewOf, type OutboxEntry, type PendingChange, type RoomState } from '../store';
+import { mentions } from '../mentions';
 import { MessageBody } from './MessageBody';
 import { EmojiPicker, ReactionBar } from './Reactions';
 
@@ -54,6 +55,8 @@ interface MessageListProps {
   /** Asks again for the latest messages after that failed. */
   onReloadLatest?: () => void;
   actions?: MessageActions;
+  /** The first unread message when the room was opened: a "New messages" divider goes above it. */
+  unreadFrom?: string | null;
 }
 
 /** How close to the top (px) the reader must scroll to load older messages. */
@@ -75,7 +78,7 @@ function sameDay(a: number, b: number): boolean {
   return new Date(a).toDateString() === new Date(b).toDateString();
 }
 
-export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest, actions }: MessageListProps) {
+export function MessageList({ room, title, connected, meId, meName, onLoadOlder, onRetry, onReloadLatest, actions, unreadFrom = null }: MessageListProps) {
   const scroller = useRef<HTMLDivElement>(null);
   const view = useRef({ atBottom: true, scrollTop: 0, scrollHeight: 0, firstId: null as string | null, lastId: null as string | null });
   /** Messages arrived below while the reader was scrolled up. */
@@ -205,11 +208,20 @@ export function MessageList({ room, title, connected, meId, meName, onLoadOlder,
                     <span>{formatDay(m.sent_at)}</span>
                   </li>
                 )}
+                {m.id === unreadFrom && (
+                  <li className="unread-divider-item">
+                    {/* A separator's content is presentational: its label is what assistive technology reads. */}
+                    <div className="unread-divider" role="separator" aria-label="New messages" data-testid="unread-divider">
+                      <span aria-hidden="true">New messages</span>
+                    </div>
+                  </li>
+                )}
                 <StoredMessage
                   message={m}
                   mine={m.author.id === meId}
                   meId={meId}
-                  grouped={!newDay && continues(prev, m)}
+                  meName={meName}
+                  grouped={!newDay && m.id !== unreadFrom && continues(prev, m)}
                   highlighted={highlighted === m.id}
                   original={m.reply_to === undefined ? undefined : byId.get(m.reply_to.id)}
                   onJump={jumpTo}
@@ -252,6 +264,8 @@ function MessageSkeleton() {
 interface StoredMessageProps {
   message: WireMessage;
   mine: boolean;
+  /** The signed-in user's name: a message of someone else that mentions it is highlighted. */
+  meName?: string;
   /** Continues the previous message of the same author: the name and time are not repeated on screen. */
   grouped?: boolean;
   meId?: string;
@@ -265,7 +279,7 @@ interface StoredMessageProps {
   onRetry?: (clientId: string) => void;
 }
 
-function StoredMessage({ message, mine, grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
+function StoredMessage({ message, mine, meName = '', grouped = false, meId = '', highlighted = false, original, onJump, actions, changes = [], onRetry }: StoredMessageProps) {
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [picking, setPicking] = useState(false);
   const item = useRef<HTMLLIElement>(null);
@@ -274,7 +288,8 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
   const deleted = message.deleted === true;
   const controls = actions === undefined ? null : messageControls(meId, message, actions.deleteOthers);
   const editing = actions !== undefined && actions.editing === message.id && !deleted;
-  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}${deleted ? ' deleted' : ''}${highlighted ? ' highlighted' : ''}`;
+  const mentioned = !mine && !deleted && meName.length > 0 && mentions(message.body, meName);
+  const className = `message${mine ? ' mine' : ''}${grouped ? ' grouped' : ''}${deleted ? ' deleted' : ''}${highlighted ? ' highlighted' : ''}${mentioned ? ' mentioned' : ''}`;
   const pending = changes.filter((c) => c.status === 'pending');
   const failed = changes.filter((c) => c.status === 'failed');
   return (
@@ -286,6 +301,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
       data-status="sent"
       data-version={message.version ?? 1}
       data-deleted={deleted || undefined}
+      data-mentioned={mentioned || undefined}
       tabIndex={-1}
     >
       <div className={grouped ? 'message-meta visually-hidden' : 'message-meta'}>
@@ -293,6 +309,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         <time dateTime={message.sent_at} title={formatFull(message.sent_at)}>
           {formatSentAt(message.sent_at)}
         </time>
+        {mentioned && <span className="visually-hidden">, mentions you</span>}
       </div>
       {message.reply_to !== undefined && !deleted && (
         <ReplyQuote reply={currentReply(message.reply_to, original)} loaded={original !== undefined} onJump={onJump} />
@@ -312,7 +329,7 @@ function StoredMessage({ message, mine, grouped = false, meId = '', highlighted 
         />
       ) : (
         <>
-          <MessageBody body={message.body} />
+          <MessageBody body={message.body} meName={meName} />
           {message.edited_at !== undefined && (
             <span className="edited muted" data-testid="edited" title={`Edited ${formatFull(message.edited_at)}`}>
               (edited)

@@ -1,22 +1,27 @@
 /**
  * The user's rooms and direct messages, most recently active first, with
  * unread badges and the last message of each; and the ways to find more
- * (browse public rooms, create one, message someone).
+ * (browse public rooms, create one, message someone); and the switch for desktop
+ * notifications.
  */
 import { useEffect, useSyncExternalStore } from 'react';
 import type { ChatClient } from '../connection';
+import type { NotificationApi } from '../notifications';
 import type { RoomView } from '../protocol';
 import { linkTo, roomHref } from '../routes';
 import { displayName, sortedRooms, titleWithUnread, unreadBadge } from '../store';
+import { NotificationToggle } from './NotificationToggle';
 
 interface SidebarProps {
   client: ChatClient;
   /** The room on screen, highlighted. */
   current: string | null;
   meId: string;
+  /** The browser's notifications (a fake in tests). */
+  notifications?: NotificationApi;
 }
 
-export function Sidebar({ client, current, meId }: SidebarProps) {
+export function Sidebar({ client, current, meId, notifications }: SidebarProps) {
   const state = useSyncExternalStore(client.subscribe, client.getSnapshot);
   const { list } = state;
   const rooms = sortedRooms(list, ['public', 'private']);
@@ -83,6 +88,9 @@ export function Sidebar({ client, current, meId }: SidebarProps) {
           ))}
         </ul>
       </section>
+      <div className="sidebar-footer">
+        <NotificationToggle api={notifications} />
+      </div>
     </nav>
   );
 }
