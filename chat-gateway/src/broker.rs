@@ -36,7 +36,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,13 @@ pub struct Broker {
     exchange: Arc<str>,
     origin: Arc<str>,
     confirm_timeout: Duration,
+    /// Ephemeral room events being published (see [`Broker::publish_room_event`]).
+    ephemeral: Arc<Semaphore>,
 }
+
+/// Ephemeral room events (presence, typing) published at once at most; beyond, one is dropped
+/// rather than queued behind a broker that does not take them (losing one is harmless).
+const EPHEMERAL_IN_FLIGHT: usize = 1024;
 
 impl Broker {
     pub fn new(settings: &GatewayAmqpSettings) -> Self {
@@ -78,6 +84,7 @@ impl Broker {
             exchange: settings.connection.exchange.as_str().into(),
             origin: settings.instance_id.as_str().into(),
             confirm_timeout: Duration::from_millis(settings.confirm_timeout_ms),
+            ephemeral: Arc::new(Semaphore::new(EPHEMERAL_IN_FLIGHT)),
         }
     }
 
@@ -150,13 +157,19 @@ impl Broker {
             .map_err(|_| PublishError::NotConfirmed)?
     }
 
-    /// Publishes an ephemeral room event without waiting; losing one is harmless.
+    /// Publishes an ephemeral room event without waiting; losing one is harmless, so one is
+    /// dropped when [`EPHEMERAL_IN_FLIGHT`] are still being published.
     pub fn publish_room_event(&self, event: RoomEvent) {
         let Some(channel) = self.channel() else {
             return;
         };
+        let Ok(turn) = Arc::clone(&self.ephemeral).try_acquire_owned() else {
+            tracing::debug!(room = %event.room(), "ephemeral room event dropped: too many in flight");
+            return;
+        };
         let exchange = self.exchange.clone();
         tokio::spawn(async move {
+            let _turn = turn;
             let Ok(payload) = serde_json::to_vec(&event) else {
                 return;
             };

@@ -116,6 +116,10 @@ impl Rooms {
         metrics: Arc<GatewayMetrics>,
         memory_grace: Duration,
     ) -> (Self, mpsc::UnboundedReceiver<TopologyCommand>) {
+        // Unbounded on purpose: commands are sent under the registry lock, which must not wait
+        // for the broker task. One is made only when a room gains its first local member or
+        // loses its last, so the backlog grows with room churn while the broker task is away
+        // (reconnecting), never with messages; each join waits for its own bind anyway.
         let (topology, commands) = mpsc::unbounded_channel();
         (
             Self {
