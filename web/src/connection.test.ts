@@ -223,6 +223,54 @@ describe('ChatClient', () => {
     expect(fetchHistory.mock.calls.map((c) => c[1])).toEqual([{ after: '04' }, { after: '06' }]);
   });
 
+  it('asks a catch-up page again while the server sheds it, and gives up only after many refusals', async () => {
+    // The server has 01..05; the client saw 01; the rejoin snapshot stops at 02. History
+    // sheds the first two asks (a reconnect storm), then answers.
+    const stored = ['01', '02', '03', '04', '05'].map((id) => msg(id));
+    let refusals = 2;
+    const { client, latest, fetchHistory } = setup({
+      history: async (_room, cursor) => {
+        if (refusals > 0) {
+          refusals -= 1;
+          throw new ApiError(503, 'unavailable', 'busy', {}, 1);
+        }
+        const after = 'after' in cursor ? cursor.after : '';
+        return { messages: stored.filter((m) => m.id > after), has_more: false };
+      },
+    });
+    client.start();
+    client.join('r');
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    latest().drop();
+    vi.advanceTimersByTime(1000);
+    latest().open();
+    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('02')], truncated: true });
+    await vi.waitFor(() => expect(fetchHistory).toHaveBeenCalledTimes(1));
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02']);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(fetchHistory).toHaveBeenCalledTimes(3);
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02', '03', '04', '05']);
+
+    // Refused for good (403): no more asks.
+    fetchHistory.mockClear();
+    fetchHistory.mockImplementation(async () => {
+      throw new ApiError(403, 'forbidden', 'no');
+    });
+    latest().receive({ type: 'lagged', room: 'r', last_id: '05' });
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(fetchHistory).toHaveBeenCalledTimes(1);
+
+    // Shed every time: asked a bounded number of times, then left.
+    fetchHistory.mockClear();
+    fetchHistory.mockImplementation(async () => {
+      throw new ApiError(503, 'unavailable', 'busy');
+    });
+    latest().receive({ type: 'lagged', room: 'r', last_id: '05' });
+    await vi.advanceTimersByTimeAsync(600_000);
+    expect(fetchHistory).toHaveBeenCalledTimes(9);
+  });
+
   it('catches up from history after the server reports the connection lagged', async () => {
     const { client, latest, fetchHistory } = setup({
       history: async () => ({ messages: [msg('02'), msg('03')], has_more: false }),

@@ -132,6 +132,15 @@ export const DENIAL_CODES = new Set(['not_found', 'forbidden', 'banned', 'archiv
 const MAX_CATCH_UP_PAGES = 20;
 /** The history API's largest page. */
 const CATCH_UP_PAGE_SIZE = 100;
+/** Attempts in a row at one catch-up page the server could not answer (about 80 s in all). */
+const CATCH_UP_ATTEMPTS = 8;
+const CATCH_UP_BACKOFF = { initialMs: 1_000, maxMs: 15_000, factor: 2, jitter: 0.5 };
+
+/** Whether a failed request may succeed if asked again later: no answer, overload, a 5xx. */
+function retryable(e: unknown): boolean {
+  if (!(e instanceof ApiError)) return true;
+  return e.status === 0 || e.status === 429 || e.status >= 500;
+}
 
 export class ChatClient {
   private state: ChatState = initialChatState;
@@ -1007,22 +1016,37 @@ export class ChatClient {
    * Pages the history API forward from `after` until it has no more, for
    * messages the live connection did not deliver: the rest of a truncated
    * rejoin snapshot, or what was dropped while the connection lagged.
-   * Merging by id makes any overlap with live messages harmless.
+   * Merging by id makes any overlap with live messages harmless. A page the
+   * server could not answer right now (shed `503` in a reconnect storm, 429,
+   * no connection) is asked again after a growing wait, up to
+   * `CATCH_UP_ATTEMPTS` times in a row: giving up leaves a hole in the
+   * conversation until the next reload.
    */
   private async catchUp(room: string, from: string): Promise<void> {
     let after = from;
-    try {
-      for (let page = 0; page < MAX_CATCH_UP_PAGES; page += 1) {
-        const result = await this.opts.fetchHistory(room, { after }, CATCH_UP_PAGE_SIZE);
-        if (!this.wanted.has(room)) return;
-        this.dispatch({ type: 'messages', room, messages: result.messages, me: this.opts.me.id });
-        const newest = result.messages[result.messages.length - 1]?.id;
-        if (!result.has_more || newest === undefined) return;
-        after = newest;
+    const backoff = new Backoff(CATCH_UP_BACKOFF);
+    for (let page = 0; page < MAX_CATCH_UP_PAGES; ) {
+      let result: HistoryPage;
+      try {
+        result = await this.opts.fetchHistory(room, { after }, CATCH_UP_PAGE_SIZE);
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) {
+          this.unauthorized();
+          return;
+        }
+        if (!retryable(e) || backoff.attempts >= CATCH_UP_ATTEMPTS) return;
+        const hinted = e instanceof ApiError && e.retryAfter !== null ? e.retryAfter * 1000 : 0;
+        await new Promise((resolve) => setTimeout(resolve, Math.max(hinted, backoff.next())));
+        if (this.stopped || !this.wanted.has(room)) return;
+        continue;
       }
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 401) this.unauthorized();
-      // Otherwise the conversation keeps a hole until the next reload; live messages still arrive.
+      backoff.reset();
+      page += 1;
+      if (!this.wanted.has(room)) return;
+      this.dispatch({ type: 'messages', room, messages: result.messages, me: this.opts.me.id });
+      const newest = result.messages[result.messages.length - 1]?.id;
+      if (!result.has_more || newest === undefined) return;
+      after = newest;
     }
   }
 }
