@@ -26,7 +26,7 @@ use common::amqp;
 use common::domain::RoomId;
 use common::event::{
     AccountEvent, ChangeEvent, ChatMessage, MemberEvent, MessageEvent, PresenceState, RoomEvent,
-    topology,
+    topology::{self, KeyKind},
 };
 use futures_util::StreamExt;
 use lapin::Acker;
@@ -539,7 +539,8 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         accounts,
         membership,
     } = inbound;
-    if routing_key.starts_with("member.") {
+    let kind = topology::kind_of(routing_key);
+    if kind == Some(KeyKind::Member) {
         match serde_json::from_slice::<MemberEvent>(data) {
             Ok(event) => {
                 membership::apply_member_event(&event, membership, rooms, accounts, broker)
@@ -548,14 +549,14 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         }
         return;
     }
-    if routing_key.starts_with("account.") {
+    if kind == Some(KeyKind::Account) {
         match serde_json::from_slice::<AccountEvent>(data) {
             Ok(event) => accounts.apply(&event),
             Err(error) => tracing::warn!(%error, "ignoring an unreadable account event"),
         }
         return;
     }
-    if routing_key.starts_with("msg.") {
+    if kind == Some(KeyKind::Message) {
         match serde_json::from_slice::<MessageEvent>(data) {
             Ok(event) if !rooms.first_delivery(event.message.id) => {}
             Ok(event) => {

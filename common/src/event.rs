@@ -71,6 +71,29 @@ pub mod topology {
     /// Binding of every gateway queue: all users' membership changes.
     pub const ALL_MEMBERS_BINDING: &str = "member.*";
 
+    /// What a delivery carries, told by its routing key (one of the keys above).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum KeyKind {
+        Message,
+        Change,
+        RoomEvent,
+        Account,
+        Member,
+    }
+
+    /// The kind of `routing_key`; `None` for a key none of the above makes.
+    pub fn kind_of(routing_key: &str) -> Option<KeyKind> {
+        let (prefix, _) = routing_key.split_once('.')?;
+        match prefix {
+            "msg" => Some(KeyKind::Message),
+            "chg" => Some(KeyKind::Change),
+            "evt" => Some(KeyKind::RoomEvent),
+            "account" => Some(KeyKind::Account),
+            "member" => Some(KeyKind::Member),
+            _ => None,
+        }
+    }
+
     /// Declares the durable topic exchange every service publishes to and binds on.
     #[cfg(feature = "amqp")]
     pub async fn declare_exchange(channel: &lapin::Channel, exchange: &str) -> lapin::Result<()> {
@@ -582,6 +605,27 @@ mod tests {
         });
         let event: MessageEvent = serde_json::from_value(json).expect("deserializes");
         assert_eq!(event.published_at, None);
+    }
+
+    #[test]
+    fn every_routing_key_tells_its_kind() {
+        let user = UserId::parse("u1".into()).expect("valid user id");
+        let room = RoomId::parse("general".into()).expect("valid room");
+        let keys = [
+            (topology::message_key(&room), topology::KeyKind::Message),
+            (topology::change_key(&room), topology::KeyKind::Change),
+            (
+                topology::room_event_key(&room),
+                topology::KeyKind::RoomEvent,
+            ),
+            (topology::account_key(&user), topology::KeyKind::Account),
+            (topology::member_key(&user), topology::KeyKind::Member),
+        ];
+        for (key, kind) in keys {
+            assert_eq!(topology::kind_of(&key), Some(kind), "{key}");
+        }
+        assert_eq!(topology::kind_of("other.x"), None);
+        assert_eq!(topology::kind_of("msg"), None);
     }
 
     #[test]

@@ -243,7 +243,7 @@ async fn consume(
                     anyhow::bail!("the broker closed the instance events' consumer");
                 };
                 let event = event?;
-                if event.routing_key.as_str().starts_with("member.") {
+                if topology::kind_of(event.routing_key.as_str()) == Some(topology::KeyKind::Member) {
                     apply_member_event(sinks, &event.data);
                 } else {
                     apply_account_event(revocations, &event.data);
@@ -298,7 +298,7 @@ enum Taken {
 }
 
 fn read_delivery(delivery: &Delivery) -> Result<Taken, String> {
-    if delivery.routing_key.as_str().starts_with("chg.") {
+    if topology::kind_of(delivery.routing_key.as_str()) == Some(topology::KeyKind::Change) {
         return serde_json::from_slice::<ChangeEvent>(&delivery.data)
             .map(|event| Taken::Change(Box::new(event)))
             .map_err(|e| e.to_string());
