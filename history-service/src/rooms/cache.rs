@@ -20,10 +20,10 @@
 //!
 //! Joins keep a third kind: a member's [`Member`] pair (membership and inbox entry) of one
 //! room, so that a member's repeat join reads nothing. It lives longer
-//! (`rooms.join_cache_ttl_ms`) since every instance also forgets it on the member events
-//! (`member.<user>`) any instance publishes for a change ([`Caches::member_changed`]), and
-//! forgets everything after its broker connection was lost ([`Caches::forget_all`]), when
-//! events may have been missed.
+//! (`rooms.join_cache_ttl_ms`): the instance that writes keeps or forgets it as it writes
+//! (`put`, `modify`, `forget`), every other one forgets it on the writer's member event
+//! (`member.<user>`, [`Caches::member_changed`]), and an instance forgets everything after its
+//! broker connection was lost ([`Caches::forget_all`]), when events may have been missed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,7 +81,7 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Forgets what a member event says changed, whichever instance wrote it.
+    /// Forgets what another instance's member event says changed.
     pub fn member_changed(&self, event: &MemberEvent) {
         self.inboxes.forget(event.user.as_str());
         self.members
