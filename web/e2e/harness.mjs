@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
 import { chromium } from 'playwright-core';
-import { distDir, killAllNow, repoDir, webDir } from './services.mjs';
+import { apiRequest, distDir, killAllNow, repoDir, signUpAndLogIn, webDir } from './services.mjs';
 
 export const screenshotDir = path.join(repoDir, 'docs', 'screenshots');
 export const password = 'correct horse battery';
@@ -102,24 +102,12 @@ export function browserHarness({ name, testTimeout, start, stop = async () => {}
     });
 
   /** A request to the (first) gateway's HTTP API; `token` null for none. */
-  harness.api = (method, urlPath, token, body) => {
-    const headers = { Accept: 'application/json' };
-    if (token !== null) headers.Authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['Content-Type'] = 'application/json';
-    return fetch(`${harness.services.gateway.url}${urlPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  };
+  harness.api = (method, urlPath, token, body) => apiRequest(harness.services.gateway.url, method, urlPath, token, body);
 
   /** Signs up and logs in a user through the API; names are unique within the run. */
   harness.newUser = async (base) => {
     harness.userCount += 1;
-    const username = `${base}${harness.userCount}`;
-    const res = await harness.api('POST', '/api/auth/signup', null, { username, email: `${username}@example.com`, password });
-    assert.equal(res.status, 201, `sign-up of ${username}`);
-    const login = await harness.api('POST', '/api/auth/login', null, { username, password });
-    assert.equal(login.status, 200, `login of ${username}`);
-    const { access_token: token } = await login.json();
-    const me = await (await harness.api('GET', '/api/auth/me', token)).json();
-    return { username, token, id: me.user.id };
+    return signUpAndLogIn(harness.services.gateway.url, `${base}${harness.userCount}`, password);
   };
 
   /**

@@ -126,6 +126,25 @@ export class Service {
   }
 }
 
+/** A JSON request to the HTTP API at `base` (a gateway or a service); `token` null for none. */
+export function apiRequest(base, method, urlPath, token, body) {
+  const headers = { Accept: 'application/json' };
+  if (token !== null) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  return fetch(`${base}${urlPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
+/** Signs up `username` and logs in through the API at `base`: `{ username, token, id }`. */
+export async function signUpAndLogIn(base, username, password) {
+  const signup = await apiRequest(base, 'POST', '/api/auth/signup', null, { username, email: `${username}@example.com`, password });
+  if (signup.status !== 201) throw new Error(`sign-up of ${username}: ${signup.status} ${await signup.text()}`);
+  const login = await apiRequest(base, 'POST', '/api/auth/login', null, { username, password });
+  if (login.status !== 200) throw new Error(`login of ${username}: ${login.status} ${await login.text()}`);
+  const { access_token: token } = await login.json();
+  const me = await (await apiRequest(base, 'GET', '/api/auth/me', token)).json();
+  return { username, token, id: me.user.id };
+}
+
 /**
  * Starts auth-service, history-service and a gateway for a run named `prefix`
  * (unique names for its database, exchange, queues and gateway instance).

@@ -22,7 +22,7 @@ import type { ChatState } from '../src/store';
 // @ts-expect-error: plain JavaScript test support, without type declarations
 import { startHistoryProxy } from './faults.mjs';
 // @ts-expect-error: plain JavaScript test support, without type declarations
-import { killAllNow, sleep, startServices, webDir } from './services.mjs';
+import { apiRequest, killAllNow, signUpAndLogIn, sleep, startServices, webDir } from './services.mjs';
 
 const CLIENTS = Number(process.env.STORM_CLIENTS ?? 500);
 /** Messages the room holds before the storm, so that every rejoin has history to catch up on. */
@@ -69,30 +69,10 @@ async function inBatches<T, R>(items: readonly T[], atOnce: number, work: (item:
   return results;
 }
 
-async function call(base: string, method: string, route: string, token: string | null, body?: unknown): Promise<Response> {
-  const headers: Record<string, string> = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (token !== null) headers.Authorization = `Bearer ${token}`;
-  return fetch(`${base}${route}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-}
-
-async function signUp(k: number): Promise<StormUser> {
-  const base = services.gateway.url;
-  const username = `storm${k}`;
-  const password = 'correct horse battery staple';
-  const signup = await call(base, 'POST', '/api/auth/signup', null, { username, email: `${username}@example.com`, password });
-  expect(signup.status, `sign-up of ${username}`).toBe(201);
-  const login = await call(base, 'POST', '/api/auth/login', null, { username, password });
-  expect(login.status, `login of ${username}`).toBe(200);
-  const { access_token: token } = (await login.json()) as { access_token: string };
-  const me = (await (await call(base, 'GET', '/api/auth/me', token)).json()) as { user: { id: string } };
-  return { username, id: me.user.id, token };
-}
-
 /** Makes `user` a member of `room` through the API, tried again while history-service sheds. */
 async function becomeMember(user: StormUser, room: string): Promise<void> {
   for (;;) {
-    const res = await call(services.gateway.url, 'POST', `/api/rooms/${room}/join`, user.token);
+    const res: Response = await apiRequest(services.gateway.url, 'POST', `/api/rooms/${room}/join`, user.token);
     if (res.status === 200) return;
     expect(res.status, `join of ${user.username}`).toBe(503);
     await sleep(200);
@@ -172,11 +152,11 @@ describe('a reconnect storm of the web client', () => {
       const users = await inBatches(
         Array.from({ length: CLIENTS }, (_, k) => k),
         SETUP_AT_ONCE,
-        signUp,
+        (k): Promise<StormUser> => signUpAndLogIn(services.gateway.url, `storm${k}`, 'correct horse battery staple'),
       );
       const [owner] = users;
       if (owner === undefined) throw new Error('no clients');
-      const created = await call(services.gateway.url, 'POST', '/api/rooms', owner.token, { kind: 'public', name: 'Storm', topic: '' });
+      const created: Response = await apiRequest(services.gateway.url, 'POST', '/api/rooms', owner.token, { kind: 'public', name: 'Storm', topic: '' });
       expect(created.status).toBe(201);
       const room = ((await created.json()) as { id: string }).id;
       await inBatches(users.slice(1), SETUP_AT_ONCE, (user) => becomeMember(user, room));
@@ -234,7 +214,7 @@ describe('a reconnect storm of the web client', () => {
       let before: string | null = null;
       for (;;) {
         const query: string = before === null ? 'limit=100' : `limit=100&before=${before}`;
-        const res = await call(services.history.url, 'GET', `/api/rooms/${room}/messages?${query}`, owner.token);
+        const res: Response = await apiRequest(services.history.url, 'GET', `/api/rooms/${room}/messages?${query}`, owner.token);
         expect(res.status).toBe(200);
         const page = (await res.json()) as { messages: { id: string; client_id: string }[]; has_more: boolean };
         stored.push(...page.messages);
