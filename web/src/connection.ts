@@ -827,7 +827,9 @@ export class ChatClient {
       case 'message': {
         const { type: _type, ...message } = event;
         if (message.author.id === me.id && message.client_id !== null) this.clearAckTimer(message.client_id);
-        const held = this.state.rooms[message.room];
+        // Whether the room held it already is looked up only when someone listens: every live
+        // message of every room passes here.
+        const held = this.liveListeners.size === 0 ? undefined : this.state.rooms[message.room];
         const fresh = held !== undefined && !held.messages.some((m) => m.id === message.id);
         this.dispatch({ type: 'messages', room: message.room, messages: [message], me: me.id });
         if (fresh) for (const listener of this.liveListeners) listener(message);
