@@ -557,6 +557,19 @@ impl RoomStore {
         })
     }
 
+    /// `user`'s membership and inbox entry in `room` and the room's document, when the caches
+    /// hold all three (see [`super::cache::MemberCache`]): no read.
+    pub fn member_in_memory(&self, room: &str, user: &str) -> Option<(Arc<RoomDoc>, Arc<Member>)> {
+        let member = self
+            .caches
+            .members
+            .lookup(vec![membership_id(room, user)])
+            .0
+            .pop()?;
+        let room = self.caches.rooms.lookup(vec![room.to_string()]).0.pop()?;
+        Some((room, member))
+    }
+
     /// The room documents of `ids` for room lists and joins: those read recently from the
     /// cache (see [`RoomCache`]), the rest by [`RoomStore::by_ids`].
     pub async fn rooms_cached(

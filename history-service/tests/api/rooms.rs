@@ -1125,6 +1125,15 @@ async fn a_members_repeat_join_reads_nothing_until_a_write_or_a_member_event_for
         .expect("inbox entry deleted");
     let (status, _) = join(&app, "kept", "ben").await;
     assert_eq!(status, 200, "answered from the cache");
+    // So are the checks gateways make of a member (the room's view) and history reads.
+    let (status, view) = call(&app, Method::GET, "/api/rooms/kept", "ben", None).await;
+    assert_eq!(
+        (status, view["role"].as_str()),
+        (200, Some("admin")),
+        "{view}"
+    );
+    let (status, _) = call(&app, Method::GET, "/api/rooms/kept/messages", "ben", None).await;
+    assert_eq!(status, 200, "a history read of a member in memory");
 
     // …until the member event that instance publishes arrives here.
     app.publish_member_event(&MemberEvent::new(
@@ -1149,6 +1158,10 @@ async fn a_members_repeat_join_reads_nothing_until_a_write_or_a_member_event_for
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let (status, body) = call(&app, Method::GET, "/api/rooms/kept/messages", "ben", None).await;
+    assert_eq!(status, 403, "{body}");
+    let (_, view) = call(&app, Method::GET, "/api/rooms/kept", "ben", None).await;
+    assert!(view["role"].is_null(), "no longer a member: {view}");
 }
 
 #[tokio::test]
