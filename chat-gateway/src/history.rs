@@ -131,8 +131,9 @@ pub struct HistoryClient {
     recent: u32,
     catch_up_limit: u32,
     late_window: chrono::Duration,
-    /// The recent-messages read in flight for each binding of a room.
-    recent_reads: Arc<Flights<(RoomId, Instant), SharedAnswer>>,
+    /// The recent-messages read in flight for each binding of a room, one made within the
+    /// grace and one after it (a settling read shares no earlier read).
+    recent_reads: Arc<Flights<(RoomId, Instant, bool), SharedAnswer>>,
     /// The catch-up reads in flight.
     catch_up_reads: Arc<Flights<CatchUpKey, SharedPage>>,
     /// The authorizations in flight.
@@ -140,7 +141,7 @@ pub struct HistoryClient {
     metrics: Arc<GatewayMetrics>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct HistoryPage {
     pub messages: Vec<ChatMessage>,
     pub has_more: bool,
@@ -153,6 +154,16 @@ pub struct HistoryPage {
     pub changes: Vec<ChatMessage>,
     #[serde(default)]
     pub changes_truncated: bool,
+}
+
+impl HistoryPage {
+    /// A page of the latest messages, as the room's memory holds them.
+    pub fn of(messages: Vec<ChatMessage>) -> Self {
+        Self {
+            messages,
+            ..Self::default()
+        }
+    }
 }
 
 /// What history-service answered about a change a user wants to make.
@@ -382,7 +393,7 @@ impl HistoryClient {
         ticket: Option<ReadTicket>,
     ) -> SharedAnswer {
         let client = self.clone();
-        let key = (room.clone(), binding);
+        let key = (room.clone(), binding, ticket.is_some_and(|t| t.settles()));
         let (room, token) = (room.clone(), token.to_string());
         self.recent_reads
             .share(key, move || {

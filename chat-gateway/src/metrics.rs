@@ -12,6 +12,9 @@ pub struct GatewayMetrics {
     pub history_reads: IntCounter,
     /// Plain joins answered from the room's messages in this gateway's memory, no read.
     pub joins_from_memory: IntCounter,
+    /// Messages a settling read found that joins answered within the grace lacked (stored
+    /// after the first read), delivered to those joins late.
+    pub late_messages: IntCounter,
     /// Room authorizations asked of history-service (joins, and sends or typing whose
     /// decision expired); concurrent identical ones count once.
     pub room_authorizations: IntCounter,
@@ -60,7 +63,12 @@ impl GatewayMetrics {
             joins_from_memory: counter(
                 &registry,
                 "gateway_joins_from_memory_total",
-                "Plain joins answered from the gateway's complete memory of the room",
+                "Plain joins answered from the gateway's memory of the room",
+            ),
+            late_messages: counter(
+                &registry,
+                "gateway_late_messages_total",
+                "Messages stored after a join's history read, delivered to it by the settling read",
             ),
             room_authorizations: counter(
                 &registry,

@@ -8,6 +8,9 @@
 //! Each room also remembers its latest messages. Once a history read made well after the
 //! binding has filled that memory, every later message arrives through the binding, so plain
 //! joins are answered from memory until the room is unbound or the broker connection is lost.
+//! Before that, the first read of the binding fills it provisionally: joins are answered from
+//! it at once, and the read made once the grace has passed (the settling read) delivers to
+//! those joins the messages it finds that the memory lacked (stored late).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::ConnId;
 use crate::metrics::GatewayMetrics;
-use crate::outbox::{self, Outbound};
+use crate::outbox::{self, LiveMessage, Outbound};
+use crate::protocol::ServerFrame;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Topology changes for the broker task, applied in order.
 #[derive(Debug)]
@@ -58,14 +63,44 @@ struct Room {
     /// made well after the binding, and every message since arrived through the binding.
     /// Plain joins are then answered from it without reading history.
     complete: bool,
+    /// `recent` was filled by a read made within the grace: plain joins are answered from it,
+    /// and the settling read delivers to them what it lacked.
+    provisional: bool,
+    /// Connections whose join was answered from the provisional memory.
+    unsettled: HashSet<ConnId>,
+    /// The settling read of the current binding is scheduled.
+    settling: bool,
 }
 
-/// What a history read for a plain join needs to make [`Room::recent`] complete: taken before
-/// the read, checked when its answer arrives.
+impl Room {
+    /// Forgets the memory's state for a new binding, or after a lost broker connection.
+    fn unsettle(&mut self) {
+        self.complete = false;
+        self.provisional = false;
+        self.unsettled.clear();
+        self.settling = false;
+    }
+}
+
+/// What a history read for a plain join needs to fill [`Room::recent`]: taken before the
+/// read, checked when its answer arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadTicket {
     epoch: u64,
     bound_at: Instant,
+    /// The read starts at least the grace after the binding: its answer completes the memory.
+    settles: bool,
+}
+
+impl ReadTicket {
+    pub fn settles(&self) -> bool {
+        self.settles
+    }
+
+    /// The binding the read is for.
+    pub fn bound_at(&self) -> Instant {
+        self.bound_at
+    }
 }
 
 /// Messages a room keeps in [`Room::recent`].
@@ -150,7 +185,7 @@ impl Rooms {
         if first_local {
             entry.bound = CancellationToken::new();
             entry.bound_at = Some(Instant::now());
-            entry.complete = false;
+            entry.unsettle();
             self.command(TopologyCommand::Bind(room.clone(), entry.bound.clone()));
         }
         let first_for_user = !entry.local.values().any(|m| m.user.id == member.user.id);
@@ -216,7 +251,7 @@ impl Rooms {
         if !removed.is_empty() && entry.local.is_empty() {
             self.command(TopologyCommand::Unbind(room.clone()));
             entry.bound_at = None;
-            entry.complete = false;
+            entry.unsettle();
             if entry.remote.is_empty() {
                 rooms.remove(room);
             }
@@ -231,19 +266,27 @@ impl Rooms {
         let Some(entry) = rooms.get(room) else {
             return 0;
         };
-        let mut delivered = 0;
-        for member in entry.local.values() {
-            match member.tx.try_send(make()) {
-                Ok(()) => delivered += 1,
-                Err(outbox::TrySendError::Full) => {
-                    self.metrics.outbound_overflows.inc();
-                    member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
-                }
-                Err(outbox::TrySendError::Closed) => {}
-            }
-        }
+        let delivered = entry
+            .local
+            .values()
+            .filter(|member| self.offer(room, member, make()))
+            .count();
         self.metrics.frames_delivered.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Hands `item` to one member without waiting; a member whose queue is full is stopped
+    /// with [`Outbound::Lagged`]. Whether it was queued.
+    fn offer(&self, room: &RoomId, member: &Member, item: Outbound) -> bool {
+        match member.tx.try_send(item) {
+            Ok(()) => true,
+            Err(outbox::TrySendError::Full) => {
+                self.metrics.outbound_overflows.inc();
+                member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
+                false
+            }
+            Err(outbox::TrySendError::Closed) => false,
+        }
     }
 
     /// Whether message `id` is fanned out for the first time by this gateway: a copy of one
@@ -353,8 +396,6 @@ impl Rooms {
         }
     }
 
-    /// A ticket for a history read of the room's recent messages, when its answer can make the
-    /// room's memory complete: the broker is connected and the room was bound long enough ago.
     /// When the room's current binding was asked for: reads shared by joins of the room are
     /// keyed by it, so none outlives an unbinding (what was published while the room was
     /// unbound here reaches no join through a read made before). `None` while the room has no
@@ -363,6 +404,8 @@ impl Rooms {
         self.lock().get(room)?.bound_at
     }
 
+    /// A ticket for a history read of the room's recent messages, whose answer fills the
+    /// room's memory: the broker is connected and the room is bound. `None` otherwise.
     pub fn read_ticket(&self, room: &RoomId, connected: bool) -> Option<ReadTicket> {
         if !connected {
             return None;
@@ -370,22 +413,35 @@ impl Rooms {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let rooms = self.lock();
         let bound_at = rooms.get(room)?.bound_at?;
-        (bound_at.elapsed() >= self.memory_grace).then_some(ReadTicket { epoch, bound_at })
+        Some(ReadTicket {
+            epoch,
+            bound_at,
+            settles: bound_at.elapsed() >= self.memory_grace,
+        })
     }
 
-    /// Adds the answer of a history read made with `ticket` to the room's memory, which is
-    /// then complete unless the broker connection was lost or the room rebound since.
-    pub fn fill(&self, room: &RoomId, messages: &[ChatMessage], ticket: ReadTicket) {
+    /// Adds the answer of a history read made with `ticket` to the room's memory, unless the
+    /// broker connection was lost or the room rebound since.
+    ///
+    /// Messages it holds that a provisional memory did not (stored after the earlier read)
+    /// are delivered to the connections answered from that memory. A read that settles makes
+    /// the memory complete; a read made within the grace makes it provisional, and the first
+    /// such fill of a binding returns when to make the settling read.
+    pub fn fill(
+        &self,
+        room: &RoomId,
+        messages: &[ChatMessage],
+        ticket: ReadTicket,
+    ) -> Option<Instant> {
         let mut rooms = self.lock();
         if self.epoch.load(Ordering::SeqCst) != ticket.epoch {
-            return;
+            return None;
         }
-        let Some(entry) = rooms.get_mut(room) else {
-            return;
-        };
+        let entry = rooms.get_mut(room)?;
         if entry.bound_at != Some(ticket.bound_at) {
-            return;
+            return None;
         }
+        let mut late = Vec::new();
         for message in messages {
             match entry.recent.iter_mut().find(|(m, _)| m.id == message.id) {
                 // The newer state of the two (a change may have passed either way).
@@ -393,22 +449,90 @@ impl Rooms {
                     *held = Arc::new(message.clone());
                 }
                 Some(_) => {}
-                None => entry.recent.push_back((Arc::new(message.clone()), None)),
+                None => {
+                    let message = Arc::new(message.clone());
+                    if entry.provisional {
+                        late.push(message.clone());
+                    }
+                    entry.recent.push_back((message, None));
+                }
             }
         }
         entry.recent.make_contiguous().sort_by_key(|(m, _)| m.id);
         while entry.recent.len() > RECENT_MESSAGES {
             entry.recent.pop_front();
         }
-        entry.complete = true;
+        if !late.is_empty() && !entry.unsettled.is_empty() {
+            late.sort_by_key(|m| m.id);
+            self.metrics.late_messages.inc_by(late.len() as u64);
+            let frames: Vec<Arc<LiveMessage>> = late
+                .iter()
+                .map(|message| {
+                    Arc::new(LiveMessage {
+                        room: room.clone(),
+                        id: message.id,
+                        frame: Utf8Bytes::from(ServerFrame::Message(message).to_text()),
+                    })
+                })
+                .collect();
+            for member in entry
+                .unsettled
+                .iter()
+                .filter_map(|conn| entry.local.get(conn))
+            {
+                for live in &frames {
+                    if !self.offer(room, member, Outbound::RoomMessage(live.clone())) {
+                        break;
+                    }
+                }
+            }
+        }
+        if ticket.settles {
+            entry.complete = true;
+            entry.provisional = false;
+            entry.settling = false;
+            entry.unsettled.clear();
+            return None;
+        }
+        if entry.complete {
+            return None;
+        }
+        entry.provisional = true;
+        if entry.settling {
+            return None;
+        }
+        entry.settling = true;
+        Some(ticket.bound_at + self.memory_grace)
     }
 
-    /// The room's latest `limit` messages, oldest first, when its memory is complete.
-    pub fn complete_recent(&self, room: &RoomId, limit: usize) -> Option<Vec<ChatMessage>> {
-        let rooms = self.lock();
-        let entry = rooms.get(room).filter(|entry| entry.complete)?;
+    /// A settling read of the room's current binding failed: joins read again from now on.
+    pub fn settle_failed(&self, room: &RoomId, bound_at: Instant) {
+        let mut rooms = self.lock();
+        if let Some(entry) = rooms.get_mut(room)
+            && entry.bound_at == Some(bound_at)
+            && !entry.complete
+        {
+            entry.unsettle();
+        }
+    }
+
+    /// The room's latest `limit` messages, oldest first, for a plain join of `conn`: when the
+    /// memory is complete, or provisional (then `conn` gets what the settling read finds).
+    pub fn recent_for_join(
+        &self,
+        room: &RoomId,
+        limit: usize,
+        conn: ConnId,
+    ) -> Option<Vec<ChatMessage>> {
+        let mut rooms = self.lock();
+        let entry = rooms
+            .get_mut(room)
+            .filter(|entry| entry.complete || entry.provisional)?;
         if limit > RECENT_MESSAGES {
             return None;
+        }
+        if !entry.complete {
+            entry.unsettled.insert(conn);
         }
         let mut messages: Vec<ChatMessage> = entry
             .recent
@@ -427,7 +551,7 @@ impl Rooms {
         let mut rooms = self.lock();
         self.epoch.fetch_add(1, Ordering::SeqCst);
         for entry in rooms.values_mut() {
-            entry.complete = false;
+            entry.unsettle();
         }
     }
 
@@ -727,7 +851,7 @@ mod tests {
         let (alice, _a) = member("alice", 4);
         let _ = rooms.join(&room("r"), 1, alice);
         assert!(
-            rooms.complete_recent(&room("r"), 2).is_none(),
+            rooms.recent_for_join(&room("r"), 2, 1).is_none(),
             "nothing read yet"
         );
         let ticket = rooms.read_ticket(&room("r"), true).expect("a ticket");
@@ -735,7 +859,7 @@ mod tests {
         let live = message("r", "live");
         rooms.remember(&live, None);
         rooms.fill(&room("r"), &[old.clone(), older.clone()], ticket);
-        let recent = rooms.complete_recent(&room("r"), 2).expect("complete");
+        let recent = rooms.recent_for_join(&room("r"), 2, 1).expect("complete");
         assert_eq!(
             bodies(&recent),
             vec!["older", "live"],
@@ -757,16 +881,16 @@ mod tests {
         rooms.connection_lost();
         rooms.fill(&room("r"), &[message("r", "a")], ticket);
         assert!(
-            rooms.complete_recent(&room("r"), 1).is_none(),
+            rooms.recent_for_join(&room("r"), 1, 1).is_none(),
             "a read from before a lost connection completes nothing"
         );
 
         let ticket = rooms.read_ticket(&room("r"), true).expect("a ticket");
         rooms.fill(&room("r"), &[message("r", "a")], ticket);
-        assert!(rooms.complete_recent(&room("r"), 1).is_some());
+        assert!(rooms.recent_for_join(&room("r"), 1, 1).is_some());
         rooms.connection_lost();
         assert!(
-            rooms.complete_recent(&room("r"), 1).is_none(),
+            rooms.recent_for_join(&room("r"), 1, 1).is_none(),
             "a lost connection may have let messages pass by"
         );
 
@@ -774,8 +898,111 @@ mod tests {
         let (bob, _b) = member("bob", 4);
         let _ = patient.join(&room("r"), 1, bob);
         assert!(
-            patient.read_ticket(&room("r"), true).is_none(),
+            !patient
+                .read_ticket(&room("r"), true)
+                .expect("a ticket")
+                .settles(),
             "a read right after the binding may miss a message not stored yet"
+        );
+    }
+
+    /// The ids of the live messages queued for a member.
+    fn queued(rx: &mut outbox::Receiver<Outbound>) -> Vec<MessageId> {
+        let mut ids = Vec::new();
+        while let Some(Some(item)) = rx.try_recv() {
+            if let Outbound::RoomMessage(live) = item {
+                ids.push(live.id);
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn joins_within_the_grace_are_answered_from_the_first_read_and_get_what_the_settling_read_finds()
+     {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::from_secs(3600));
+        let (alice, mut alice_rx) = member("alice", 8);
+        let (bob, mut bob_rx) = member("bob", 8);
+        let (carol, mut carol_rx) = member("carol", 8);
+        let _ = rooms.join(&room("r"), 1, alice);
+        assert!(
+            rooms.recent_for_join(&room("r"), 10, 1).is_none(),
+            "nothing read yet"
+        );
+
+        let early = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        assert!(!early.settles());
+        let (stored, late) = (message("r", "stored"), message("r", "late"));
+        let settle_at = rooms
+            .fill(&room("r"), std::slice::from_ref(&stored), early)
+            .expect("the first read within the grace schedules the settling read");
+        assert_eq!(settle_at, early.bound_at() + Duration::from_secs(3600));
+        assert_eq!(
+            rooms.fill(&room("r"), std::slice::from_ref(&stored), early),
+            None,
+            "scheduled once per binding"
+        );
+        let answered = rooms
+            .recent_for_join(&room("r"), 10, 1)
+            .expect("provisional");
+        assert_eq!(bodies(&answered), vec!["stored"]);
+        let _ = rooms.join(&room("r"), 2, bob);
+        let answered = rooms
+            .recent_for_join(&room("r"), 10, 2)
+            .expect("provisional");
+        assert_eq!(bodies(&answered), vec!["stored"], "no read of its own");
+        let _ = rooms.join(&room("r"), 3, carol);
+
+        let settling = ReadTicket {
+            settles: true,
+            ..early
+        };
+        rooms.fill(&room("r"), &[stored.clone(), late.clone()], settling);
+        assert_eq!(
+            queued(&mut alice_rx),
+            vec![late.id],
+            "stored after the first read"
+        );
+        assert_eq!(queued(&mut bob_rx), vec![late.id]);
+        assert_eq!(
+            queued(&mut carol_rx),
+            vec![],
+            "a connection not answered from the provisional memory has its own read"
+        );
+        let answered = rooms.recent_for_join(&room("r"), 10, 3).expect("complete");
+        assert_eq!(bodies(&answered), vec!["stored", "late"]);
+
+        let later = message("r", "later");
+        rooms.fill(&room("r"), &[later], settling);
+        assert_eq!(
+            queued(&mut alice_rx),
+            vec![],
+            "settled: nobody waits for more"
+        );
+    }
+
+    #[test]
+    fn a_failed_settling_read_makes_joins_read_again() {
+        let (rooms, _commands) = Rooms::new(Arc::default(), Duration::from_secs(3600));
+        let (alice, _a) = member("alice", 8);
+        let _ = rooms.join(&room("r"), 1, alice);
+        let early = rooms.read_ticket(&room("r"), true).expect("a ticket");
+        assert!(
+            rooms
+                .fill(&room("r"), &[message("r", "a")], early)
+                .is_some()
+        );
+        assert!(rooms.recent_for_join(&room("r"), 10, 1).is_some());
+        rooms.settle_failed(&room("r"), early.bound_at());
+        assert!(
+            rooms.recent_for_join(&room("r"), 10, 1).is_none(),
+            "a provisional memory never settled answers no join"
+        );
+        assert!(
+            rooms
+                .fill(&room("r"), &[message("r", "b")], early)
+                .is_some(),
+            "the next read within the grace schedules a settling read again"
         );
     }
 
@@ -790,7 +1017,7 @@ mod tests {
         let stale = rooms.read_ticket(&room("r"), true).expect("a ticket");
         rooms.fill(&room("r"), &[message("r", "a")], stale);
         assert_eq!(rooms.leave(&room("r"), 1), Some(true));
-        assert!(rooms.complete_recent(&room("r"), 1).is_none(), "unbound");
+        assert!(rooms.recent_for_join(&room("r"), 1, 1).is_none(), "unbound");
         assert_eq!(
             rooms.binding(&room("r")),
             None,
@@ -804,7 +1031,7 @@ mod tests {
         );
         rooms.fill(&room("r"), &[message("r", "b")], stale);
         assert!(
-            rooms.complete_recent(&room("r"), 1).is_none(),
+            rooms.recent_for_join(&room("r"), 1, 1).is_none(),
             "a read made for the earlier binding completes nothing"
         );
     }

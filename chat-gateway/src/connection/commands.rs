@@ -22,7 +22,7 @@ use crate::history::{ChangeRefusal, HistoryPage, Refusal};
 use crate::outbox::{self, JoinedFrame, Outbound};
 use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
 use crate::receipts::Reservation;
-use crate::rooms::Member;
+use crate::rooms::{Member, ReadTicket};
 
 use super::{Gone, Reader};
 
@@ -511,9 +511,20 @@ impl Reader {
         Ok(Ok(()))
     }
 
-    /// The room's recent messages from history-service (a read shared with the other joins of
-    /// the room in flight), filling the room's memory when the read can complete it.
-    async fn read_recent(&self, room: &RoomId, binding: Instant) -> anyhow::Result<HistoryPage> {
+    /// The room's recent messages for a plain join: from the room's memory when it is
+    /// complete or provisional, else from history-service (a read shared with the other joins
+    /// of the room in flight), which fills the memory (and, made within the grace, schedules
+    /// the settling read).
+    async fn recent_for_join(
+        &self,
+        room: &RoomId,
+        binding: Instant,
+    ) -> anyhow::Result<HistoryPage> {
+        let limit = self.hub.history.recent_limit();
+        if let Some(messages) = self.hub.rooms.recent_for_join(room, limit, self.conn) {
+            self.hub.metrics.joins_from_memory.inc();
+            return Ok(HistoryPage::of(messages));
+        }
         let ticket = self
             .hub
             .rooms
@@ -524,10 +535,51 @@ impl Reader {
             .recent(room, binding, &self.session.token, ticket)
             .await
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
-        if let Some(ticket) = ticket {
-            self.hub.rooms.fill(room, &page.messages, ticket);
+        if let Some(ticket) = ticket
+            && let Some(settle_at) = self.hub.rooms.fill(room, &page.messages, ticket)
+        {
+            self.settle_later(room.clone(), ticket, settle_at);
         }
-        Ok(HistoryPage::clone(&page))
+        // The memory holds the answer now, and what arrived meanwhile.
+        Ok(
+            match self.hub.rooms.recent_for_join(room, limit, self.conn) {
+                Some(messages) => HistoryPage::of(messages),
+                None => HistoryPage::clone(&page),
+            },
+        )
+    }
+
+    /// Makes the room's settling read at `at`: its answer completes the room's memory and
+    /// brings the joins answered from the provisional memory what was stored after its read.
+    /// If it cannot be made, later joins read again.
+    fn settle_later(&self, room: RoomId, early: ReadTicket, at: Instant) {
+        let (hub, token) = (self.hub.clone(), self.session.token.clone());
+        let bound_at = early.bound_at();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let ticket = hub
+                .rooms
+                .read_ticket(&room, hub.broker.is_connected())
+                .filter(|ticket| ticket.settles() && ticket.bound_at() == bound_at);
+            let Some(ticket) = ticket else {
+                hub.rooms.settle_failed(&room, bound_at);
+                return;
+            };
+            match hub
+                .history
+                .recent(&room, bound_at, &token, Some(ticket))
+                .await
+            {
+                Ok((page, Some(ticket))) if ticket.settles() => {
+                    hub.rooms.fill(&room, &page.messages, ticket);
+                }
+                Ok(_) => hub.rooms.settle_failed(&room, bound_at),
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), %room, "settling read failed; joins read again");
+                    hub.rooms.settle_failed(&room, bound_at);
+                }
+            }
+        });
     }
 
     async fn join(
@@ -632,23 +684,7 @@ impl Reader {
                     .map(|page| HistoryPage::clone(&page))
                     .map_err(|error| anyhow::anyhow!("{error:#}"))
             }
-            None => match self
-                .hub
-                .rooms
-                .complete_recent(&room, self.hub.history.recent_limit())
-            {
-                Some(messages) => {
-                    self.hub.metrics.joins_from_memory.inc();
-                    Ok(HistoryPage {
-                        messages,
-                        has_more: false,
-                        published_after: None,
-                        changes: Vec::new(),
-                        changes_truncated: false,
-                    })
-                }
-                None => self.read_recent(&room, binding).await,
-            },
+            None => self.recent_for_join(&room, binding).await,
         };
         let (changes, changes_truncated) = match &page {
             Ok(page) => (page.changes.clone(), page.changes_truncated),

@@ -1,8 +1,8 @@
 //! Joins of one room share their history reads, and a room whose messages the gateway holds
 //! completely is joined without reading history at all.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -10,11 +10,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Client, Cluster, StubHistory, TestGateway};
 
-/// A history-service stand-in: counts reads and holds every answer until released.
+/// A history-service stand-in: counts reads and holds every answer until released; stores
+/// one message at first.
 #[derive(Clone)]
 struct SlowHistory {
     reads: Arc<AtomicUsize>,
     release: Arc<tokio::sync::Semaphore>,
+    stored: Arc<Mutex<Vec<Value>>>,
 }
 
 impl SlowHistory {
@@ -22,7 +24,9 @@ impl SlowHistory {
         let history = Self {
             reads: Arc::default(),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
+            stored: Arc::default(),
         };
+        history.store("stored before");
         let app = axum::Router::new()
             .route(
                 "/api/rooms/{room}/messages",
@@ -30,14 +34,18 @@ impl SlowHistory {
                     |State(history): State<SlowHistory>, Path(room): Path<String>| async move {
                         history.reads.fetch_add(1, Ordering::SeqCst);
                         let _permit = history.release.acquire().await;
-                        axum::Json(json!({
-                            "messages": [{
-                                "id": ulid::Ulid::new().to_string(), "room": room,
-                                "client_id": "c-stored", "author": {"id": "u-old", "username": "old"},
-                                "body": "stored before", "sent_at": "2026-01-01T00:00:00Z"
-                            }],
-                            "has_more": false,
-                        }))
+                        let messages: Vec<Value> = history
+                            .stored
+                            .lock()
+                            .expect("stored")
+                            .iter()
+                            .map(|message| {
+                                let mut message = message.clone();
+                                message["room"] = room.clone().into();
+                                message
+                            })
+                            .collect();
+                        axum::Json(json!({"messages": messages, "has_more": false}))
                     },
                 ),
             )
@@ -49,6 +57,17 @@ impl SlowHistory {
         let address = listener.local_addr().expect("address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         (history, format!("http://{address}"))
+    }
+
+    /// Stores a message with an id made now.
+    fn store(&self, body: &str) {
+        let mut stored = self.stored.lock().expect("stored");
+        let client_id = format!("c-stored-{}", stored.len());
+        stored.push(json!({
+            "id": ulid::Ulid::new().to_string(), "room": "", "client_id": client_id,
+            "author": {"id": "u-old", "username": "old"},
+            "body": body, "sent_at": "2026-01-01T00:00:00Z"
+        }));
     }
 
     fn reads(&self) -> usize {
@@ -143,21 +162,41 @@ async fn simultaneous_joins_of_a_room_make_one_history_read_and_later_joins_none
 }
 
 #[tokio::test]
-async fn joins_right_after_the_binding_read_history_until_the_grace_has_passed() {
+async fn joins_within_the_grace_share_the_first_read_and_get_what_was_stored_after_it() {
     let cluster = Cluster::new().await;
     let (history, url) = SlowHistory::start().await;
-    let gateway = gateway(&cluster, &url, 3_600_000).await;
+    let gateway = gateway(&cluster, &url, 2_500).await;
     history.open();
 
     let mut first = gateway.connect("u-1", "one").await;
-    first.join("fresh").await;
+    let joined = first.join("fresh").await;
+    assert_eq!(bodies(&joined), vec!["stored before"]);
     let mut second = gateway.connect("u-2", "two").await;
-    second.join("fresh").await;
+    let joined = second.join("fresh").await;
+    assert_eq!(bodies(&joined), vec!["stored before"]);
+    assert_eq!(
+        history.reads(),
+        1,
+        "the second join is answered from the first read"
+    );
+
+    // A message that never came through the binding (published just before it), stored only
+    // after the first read.
+    history.store("stored late");
+    for client in [&mut first, &mut second] {
+        let late = client.next_of("message").await;
+        assert_eq!(late["body"], "stored late", "brought by the settling read");
+    }
     assert_eq!(
         history.reads(),
         2,
-        "a message published just before the binding may not be stored yet: read again"
+        "one settling read once the grace has passed"
     );
+
+    let mut third = gateway.connect("u-3", "three").await;
+    let joined = third.join("fresh").await;
+    assert_eq!(bodies(&joined), vec!["stored before", "stored late"]);
+    assert_eq!(history.reads(), 2, "a settled room is joined from memory");
 }
 
 #[tokio::test]
