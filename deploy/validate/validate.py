@@ -54,8 +54,11 @@ ADDITIONAL_KEYS_VAR = "AUTH__JWT__ADDITIONAL_PUBLIC_KEYS_PEM"
 # ENV names in the Dockerfile that look secret to BuildKit's check but are not.
 DOCKERFILE_ALLOWED_ENV = ["AUTH__HTTP__HOST", "AUTH__HTTP__PORT"]
 # Settings given in the environment as comma-separated lists (the services load them with
-# common::settings::load_with_lists); every other value is one scalar.
-LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins"}, "auth-service": {"admin.usernames"}}
+# common::settings::load_with_lists, or its Layout with the same list keys); every other value
+# is one scalar.
+LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins", "amqp.uris"},
+                 "auth-service": {"admin.usernames", "amqp.uris"},
+                 "history-service": {"amqp.uris"}}
 # Files whose text names settings (in values or prose); every name must be a real key.
 SETTING_TEXT_FILES = ["docker-compose.yml", ".env.example", "deploy/Dockerfile", "deploy/README.md",
                       "docs/scaling.md", "deploy/k8s/**/*.yaml"]

@@ -22,6 +22,7 @@ pub struct Settings {
 
 /// Rules of message changes (docs/protocol.md, "Changing messages").
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MessageSettings {
     /// How long after sending its author may edit a message; 0 = always.
     pub edit_window_secs: u64,
