@@ -557,17 +557,14 @@ impl RoomStore {
         })
     }
 
-    /// `user`'s membership and inbox entry in `room` and the room's document, when the caches
-    /// hold all three (see [`super::cache::MemberCache`]): no read.
-    pub fn member_in_memory(&self, room: &str, user: &str) -> Option<(Arc<RoomDoc>, Arc<Member>)> {
-        let member = self
-            .caches
+    /// `user`'s membership and inbox entry in `room` when the member cache holds them (see
+    /// [`super::cache::MemberCache`]): no read.
+    pub fn cached_member(&self, room: &str, user: &str) -> Option<Arc<Member>> {
+        self.caches
             .members
             .lookup(vec![membership_id(room, user)])
             .0
-            .pop()?;
-        let room = self.caches.rooms.lookup(vec![room.to_string()]).0.pop()?;
-        Some((room, member))
+            .pop()
     }
 
     /// The room documents of `ids` for room lists and joins: those read recently from the

@@ -19,8 +19,9 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::reads::{Deadline, ReadLimiter};
+use crate::rooms::cache::Member;
 use crate::rooms::policy::{self, Action, Decision, Facts, Refusal};
-use crate::rooms::store::{InboxEntry, MembershipDoc, RoomDoc, to_chrono};
+use crate::rooms::store::{MembershipDoc, RoomDoc, to_chrono};
 use crate::startup::AppState;
 
 use joins::{join, mark_read};
@@ -134,20 +135,25 @@ async fn known(state: &AppState, room: &RoomId, user: &UserId) -> Result<Known, 
     })
 }
 
-/// What the caches know of a member of `room`, without a read: `None` unless they hold the
-/// room and the caller's membership with its inbox entry. A member is not banned (a ban
-/// deletes the membership).
-fn member_in_memory(state: &AppState, room: &RoomId, user: &UserId) -> Option<(Known, InboxEntry)> {
-    let (room, member) = state
+/// What the store knows of a member of `room` whose membership the member cache holds: the
+/// room document is the only read, and none when it is cached too. A member is not banned (a
+/// ban deletes the membership).
+async fn known_member(
+    state: &AppState,
+    room: &RoomId,
+    member: &Member,
+    deadline: Deadline,
+) -> Result<Known, ApiError> {
+    let found = state
         .rooms
         .store
-        .member_in_memory(room.as_str(), user.as_str())?;
-    let known = Known {
-        room: Some(RoomDoc::clone(&room)),
+        .rooms_cached(vec![room.to_string()], deadline)
+        .await?;
+    Ok(Known {
+        room: found.first().map(|room| RoomDoc::clone(room)),
         membership: Some(member.membership.clone()),
         banned: false,
-    };
-    Some((known, member.entry.clone()))
+    })
 }
 
 /// Whether `user` may read `room`'s history (members only); used by the history routes.
@@ -157,13 +163,10 @@ pub async fn may_read(
     user: &UserId,
 ) -> anyhow::Result<Result<(), Refusal>> {
     let store = &state.rooms.store;
-    if let Some((known, _)) = member_in_memory(state, room, user) {
-        return Ok(match policy::decide(Action::Read, known.facts()) {
-            Decision::Refuse(refusal) => Err(refusal),
-            _ => Ok(()),
-        });
+    // The common case, a member: from the member cache, or one read by `_id`.
+    if store.cached_member(room.as_str(), user.as_str()).is_some() {
+        return Ok(Ok(()));
     }
-    // Otherwise a member costs one read by `_id`.
     if store
         .membership(room.as_str(), user.as_str())
         .await?

@@ -14,7 +14,7 @@ use crate::rooms::store::{Created, NewRoom, RoomDoc};
 use crate::rooms::view::room_view;
 use crate::startup::AppState;
 
-use super::{known, member_in_memory, offset, room_id, within};
+use super::{known, known_member, offset, room_id, within};
 
 /// Rooms per directory page.
 pub(super) const DIRECTORY_PAGE: u32 = 50;
@@ -234,16 +234,22 @@ pub(super) async fn show(
 ) -> Result<HttpResponse, ApiError> {
     let room = room_id(path.into_inner())?;
     let state = &state;
-    // A member's view, what gateways ask each time a decision expires: from memory.
-    if let Some((known, entry)) = member_in_memory(state, &room, &caller.user.id) {
-        known.decide(Action::View)?;
-        let view = room_view(
-            known.existing_room()?,
-            Some((caller.user.id.as_str(), Some(&entry))),
-        );
-        return Ok(HttpResponse::Ok().json(view));
-    }
-    within(&state.rooms.ops, |_| async move {
+    // A member's view, what gateways ask each time a decision expires: the membership and
+    // inbox entry from memory, at most the room read.
+    let member = state
+        .rooms
+        .store
+        .cached_member(room.as_str(), caller.user.id.as_str());
+    within(&state.rooms.ops, |deadline| async move {
+        if let Some(member) = member {
+            let known = known_member(state, &room, &member, deadline).await?;
+            known.decide(Action::View)?;
+            let view = room_view(
+                known.existing_room()?,
+                Some((caller.user.id.as_str(), Some(&member.entry))),
+            );
+            return Ok(HttpResponse::Ok().json(view));
+        }
         let known = known(state, &room, &caller.user.id).await?;
         known.decide(Action::View)?;
         let view = caller_view(state, known.existing_room()?, &caller.user.id).await?;
