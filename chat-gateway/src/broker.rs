@@ -304,6 +304,9 @@ pub async fn run(
     }
 }
 
+/// Most topology commands applied together (see [`Session::apply`]).
+const TOPOLOGY_BATCH: usize = 256;
+
 struct Session {
     connection: Connection,
     topology: Channel,
@@ -396,17 +399,17 @@ impl Session {
                 FieldTable::default(),
             )
             .await?;
-        for room in &session_rooms {
-            session.bind(room).await?;
-        }
         let left: Vec<RoomId> = stale
             .iter()
             .filter(|room| !session_rooms.contains(room))
             .cloned()
             .collect();
-        for room in &left {
-            session.unbind(room).await?;
-        }
+        let changes: Vec<(&RoomId, bool)> = session_rooms
+            .iter()
+            .map(|room| (room, true))
+            .chain(left.iter().map(|room| (room, false)))
+            .collect();
+        session.apply(&changes).await?;
         stale.clear();
         tracing::info!(
             queue,
@@ -417,33 +420,38 @@ impl Session {
         Ok(session)
     }
 
-    async fn bind(&self, room: &RoomId) -> lapin::Result<()> {
-        for key in [topology::message_key(room), topology::room_event_key(room)] {
-            self.topology
-                .queue_bind(
-                    self.queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn unbind(&self, room: &RoomId) -> lapin::Result<()> {
-        for key in [topology::message_key(room), topology::room_event_key(room)] {
-            self.topology
-                .queue_unbind(
-                    self.queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    key.as_str().into(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+    /// Binds (`true`) or unbinds (`false`) the instance queue for each room, in order. The
+    /// requests are pipelined on the topology channel, which the broker handles in order:
+    /// a wave of joins of many rooms waits one round trip, not one per room.
+    async fn apply(&self, changes: &[(&RoomId, bool)]) -> lapin::Result<()> {
+        let requests = changes.iter().flat_map(|(room, bind)| {
+            [topology::message_key(room), topology::room_event_key(room)]
+                .into_iter()
+                .map(move |key| (key, *bind))
+        });
+        let requests = requests.map(|(key, bind)| async move {
+            let (queue, exchange) = (self.queue.as_str().into(), self.exchange.as_str().into());
+            if bind {
+                self.topology
+                    .queue_bind(
+                        queue,
+                        exchange,
+                        key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+            } else {
+                self.topology
+                    .queue_unbind(queue, exchange, key.as_str().into(), FieldTable::default())
+                    .await
+            }
+        });
+        // Polled in order, so the requests are sent in order.
+        futures_util::future::join_all(requests)
+            .await
+            .into_iter()
+            .collect()
     }
 
     async fn serve(
@@ -477,20 +485,43 @@ impl Session {
                     let _ = self.connection.close(200, "shutting down".into()).await;
                     return Ok(());
                 }
-                Some(command) = commands.recv() => match command {
-                    TopologyCommand::Bind(room, bound) => {
-                        stale.remove(&room);
-                        let bound_now = self.bind(&room).await;
-                        // Failed or not, the join goes on: the registry rebinds on reconnect.
-                        bound.cancel();
-                        bound_now?;
+                Some(command) = commands.recv() => {
+                    // With the commands already waiting behind it, applied together.
+                    let mut batch = vec![command];
+                    while batch.len() < TOPOLOGY_BATCH {
+                        match commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
                     }
-                    TopologyCommand::Unbind(room) => {
-                        // Remembered until done, so a connection lost meanwhile retries it.
-                        stale.insert(room.clone());
-                        self.unbind(&room).await?;
-                        stale.remove(&room);
+                    let mut changes = Vec::with_capacity(batch.len());
+                    for command in &batch {
+                        match command {
+                            TopologyCommand::Bind(room, _) => {
+                                stale.remove(room);
+                                changes.push((room, true));
+                            }
+                            TopologyCommand::Unbind(room) => {
+                                // Remembered until done, so a connection lost meanwhile
+                                // retries it.
+                                stale.insert(room.clone());
+                                changes.push((room, false));
+                            }
+                        }
                     }
+                    let applied = self.apply(&changes).await;
+                    for command in &batch {
+                        match command {
+                            // Failed or not, the join goes on: the registry rebinds on
+                            // reconnect.
+                            TopologyCommand::Bind(_, bound) => bound.cancel(),
+                            TopologyCommand::Unbind(room) if applied.is_ok() => {
+                                stale.remove(room);
+                            }
+                            TopologyCommand::Unbind(_) => {}
+                        }
+                    }
+                    applied?;
                 },
                 error = amqp::connection_failure(&mut events) => return Err(error),
                 _ = flush.tick(), if unacked.is_some() => {
