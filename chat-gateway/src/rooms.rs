@@ -103,6 +103,14 @@ impl ReadTicket {
     }
 }
 
+/// A number that tells rooms apart, the same for a room every time.
+fn room_hash(room: &RoomId) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    room.hash(&mut hasher);
+    hasher.finish() as u32
+}
+
 /// Messages a room keeps in [`Room::recent`].
 const RECENT_MESSAGES: usize = 256;
 
@@ -502,7 +510,11 @@ impl Rooms {
             return None;
         }
         entry.settling = true;
-        Some(ticket.bound_at + self.memory_grace)
+        // Rooms bound together (a gateway's start, a wave of joins) settle spread over a
+        // quarter of the grace, not all in one instant.
+        let spread = self.memory_grace / 4;
+        let offset = spread.mul_f64(f64::from(room_hash(room) % 1_000) / 1_000.0);
+        Some(ticket.bound_at + self.memory_grace + offset)
     }
 
     /// A settling read of the room's current binding failed: joins read again from now on.
@@ -936,7 +948,11 @@ mod tests {
         let settle_at = rooms
             .fill(&room("r"), std::slice::from_ref(&stored), early)
             .expect("the first read within the grace schedules the settling read");
-        assert_eq!(settle_at, early.bound_at() + Duration::from_secs(3600));
+        let grace = Duration::from_secs(3600);
+        assert!(
+            (early.bound_at() + grace..=early.bound_at() + grace + grace / 4).contains(&settle_at),
+            "after the grace, spread over a quarter of it"
+        );
         assert_eq!(
             rooms.fill(&room("r"), std::slice::from_ref(&stored), early),
             None,

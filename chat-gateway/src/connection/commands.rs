@@ -26,6 +26,9 @@ use crate::rooms::{Member, ReadTicket};
 
 use super::{Gone, Reader};
 
+/// Settling reads asked before joins go back to reading (see [`Reader::settle_later`]).
+const SETTLE_ATTEMPTS: u32 = 4;
+
 impl Reader {
     async fn send(&self, frame: ServerFrame<'_>) -> Result<(), Gone> {
         self.enqueue(Outbound::Frame(Arc::new(frame.to_text().into())))
@@ -551,34 +554,42 @@ impl Reader {
 
     /// Makes the room's settling read at `at`: its answer completes the room's memory and
     /// brings the joins answered from the provisional memory what was stored after its read.
-    /// If it cannot be made, later joins read again.
+    /// A read history-service sheds is asked again a few times; if none is answered, later
+    /// joins read again. One task per room binding at most (see [`crate::rooms::Rooms::fill`]).
     fn settle_later(&self, room: RoomId, early: ReadTicket, at: Instant) {
         let (hub, token) = (self.hub.clone(), self.session.token.clone());
         let bound_at = early.bound_at();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let ticket = hub
-                .rooms
-                .read_ticket(&room, hub.broker.is_connected())
-                .filter(|ticket| ticket.settles() && ticket.bound_at() == bound_at);
-            let Some(ticket) = ticket else {
-                hub.rooms.settle_failed(&room, bound_at);
-                return;
-            };
-            match hub
-                .history
-                .recent(&room, bound_at, &token, Some(ticket))
-                .await
-            {
-                Ok((page, Some(ticket))) if ticket.settles() => {
-                    hub.rooms.fill(&room, &page.messages, ticket);
-                }
-                Ok(_) => hub.rooms.settle_failed(&room, bound_at),
-                Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), %room, "settling read failed; joins read again");
-                    hub.rooms.settle_failed(&room, bound_at);
+            let mut retry = Duration::from_millis(300);
+            for attempt in 1..=SETTLE_ATTEMPTS {
+                let ticket = hub
+                    .rooms
+                    .read_ticket(&room, hub.broker.is_connected())
+                    .filter(|ticket| ticket.settles() && ticket.bound_at() == bound_at);
+                let Some(ticket) = ticket else {
+                    break;
+                };
+                match hub
+                    .history
+                    .recent(&room, bound_at, &token, Some(ticket))
+                    .await
+                {
+                    Ok((page, Some(ticket))) if ticket.settles() => {
+                        hub.rooms.fill(&room, &page.messages, ticket);
+                        return;
+                    }
+                    Ok(_) => break,
+                    Err(error) if attempt == SETTLE_ATTEMPTS => {
+                        tracing::warn!(error = format!("{error:#}"), %room, "settling read failed; joins read again");
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(retry).await;
+                        retry *= 2;
+                    }
                 }
             }
+            hub.rooms.settle_failed(&room, bound_at);
         });
     }
 
