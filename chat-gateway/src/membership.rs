@@ -6,7 +6,8 @@
 //! repeat joins and every `send` and `typing` within it ask nothing. A `send` or `typing` whose
 //! decision expired asks again (`GET /api/rooms/{room}`: still a member?) before it is
 //! published; when history-service cannot answer, a decision that merely expired is extended
-//! (live chat goes on while history-service is away; events still revoke it).
+//! (live chat goes on while history-service is away; events still revoke it). A `send` or
+//! `typing` in a decision's last quarter is allowed by it and refreshes it in the background.
 //!
 //! Decisions are dropped early when they may have been revoked: a `member.<user>` event
 //! `removed` or `role` for the room, a room's archival, and every change of the broker
@@ -45,6 +46,8 @@ struct Decision {
     /// The room view of the answer, as JSON text (sent in `joined`).
     view: Arc<str>,
     until: Instant,
+    /// A refresh of this decision was started (see [`Membership::authorize_stay`]).
+    refreshing: bool,
 }
 
 struct Decisions {
@@ -60,7 +63,12 @@ pub struct Membership {
     ttl: Duration,
     capacity: usize,
     metrics: Arc<GatewayMetrics>,
+    /// Refreshes running in the background, at most [`REFRESHES`].
+    refreshes: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most decisions refreshed at once; beyond, a decision is asked again when it expires.
+const REFRESHES: usize = 32;
 
 /// An authorization's answer with the revision it was made at (see [`Membership::revision`]).
 pub struct Authorized {
@@ -84,6 +92,7 @@ impl Membership {
             ttl,
             capacity: capacity.max(1),
             metrics,
+            refreshes: Arc::new(tokio::sync::Semaphore::new(REFRESHES)),
         }
     }
 
@@ -109,6 +118,19 @@ impl Membership {
         (view, decisions.revision)
     }
 
+    /// Whether the (user, room) decision is in the last quarter of its life with no refresh
+    /// started; marks it refreshing if so.
+    fn take_refresh(&self, user: &UserId, room: &RoomId) -> bool {
+        let mut decisions = self.lock();
+        let Some(decision) = decisions.entries.get_mut(&(user.clone(), room.clone())) else {
+            return false;
+        };
+        let due = !decision.refreshing
+            && decision.until.saturating_duration_since(Instant::now()) < self.ttl / 4;
+        decision.refreshing |= due;
+        due
+    }
+
     /// Whether `user` may join `room`: a cached decision, or history-service's answer (shared
     /// with the identical request in flight), kept when allowed.
     pub async fn authorize_join(&self, user: &UserId, room: &RoomId, token: &str) -> Authorized {
@@ -117,17 +139,48 @@ impl Membership {
     }
 
     /// Whether `user` may still act in `room` (`send`, `typing`): free while the decision
-    /// holds, else asked again.
+    /// holds, else asked again. A decision in the last quarter of its life is asked again in
+    /// the background (at most [`REFRESHES`] at once), so an active member's sends do not
+    /// wait for the check when it expires, and the checks of decisions made together (a
+    /// gateway's start, a wave of joins) spread over the time their users next act.
     pub async fn authorize_stay(
-        &self,
+        self: &Arc<Self>,
         user: &UserId,
         room: &RoomId,
         token: &str,
     ) -> Result<(), Refusal> {
-        self.authorize(AuthorizationKind::Check, user, room, token)
+        let answer = self
+            .authorize(AuthorizationKind::Check, user, room, token)
             .await
             .answer
-            .map(|_| ())
+            .map(|_| ());
+        if answer.is_ok()
+            && let Ok(permit) = self.refreshes.clone().try_acquire_owned()
+            && self.take_refresh(user, room)
+        {
+            let (membership, user, room, token) =
+                (self.clone(), user.clone(), room.clone(), token.to_string());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let refreshed = membership
+                    .ask(AuthorizationKind::Check, &user, &room, &token)
+                    .await;
+                if let Err(refusal) = refreshed.answer
+                    && refusal != Refusal::Unavailable
+                {
+                    // No longer allowed: the next send asks and is refused.
+                    membership.revoke(&user, &room);
+                } else if let Some(decision) = membership
+                    .lock()
+                    .entries
+                    .get_mut(&(user.clone(), room.clone()))
+                {
+                    // Unanswered (or not kept): tried again on a later send.
+                    decision.refreshing = false;
+                }
+            });
+        }
+        answer
     }
 
     /// Asks history-service again for a join, whatever is cached.
@@ -211,6 +264,7 @@ impl Membership {
             Decision {
                 view,
                 until: now + self.ttl,
+                refreshing: false,
             },
         );
     }

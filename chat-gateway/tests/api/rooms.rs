@@ -226,6 +226,40 @@ async fn a_send_after_the_decision_expired_asks_again_and_a_refusal_removes_the_
 }
 
 #[tokio::test]
+async fn a_send_late_in_the_decisions_life_refreshes_it_in_the_background() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster
+        .gateway_with(|settings| settings.rooms.decision_ttl_s = 4)
+        .await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let joined_at = tokio::time::Instant::now();
+    alice.join("lobby").await;
+    alice.send_message("lobby", "c-1", "early").await;
+    alice.next_of("ack").await;
+    assert_eq!(
+        cluster.history.checks("u-alice", "lobby"),
+        0,
+        "a fresh decision"
+    );
+
+    // In the decision's last quarter: the send goes on, and the decision is asked again.
+    tokio::time::sleep_until(joined_at + Duration::from_millis(3_200)).await;
+    alice.send_message("lobby", "c-2", "late").await;
+    alice.next_of("ack").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cluster.history.checks("u-alice", "lobby") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Past the first decision's end, the refreshed one holds: no check before this send.
+    tokio::time::sleep_until(joined_at + Duration::from_millis(4_600)).await;
+    alice.send_message("lobby", "c-3", "after").await;
+    alice.next_of("ack").await;
+    assert_eq!(cluster.history.checks("u-alice", "lobby"), 1);
+}
+
+#[tokio::test]
 async fn room_added_and_read_markers_reach_every_connection_of_the_user() {
     let cluster = Cluster::new().await;
     let (first, second) = (cluster.gateway().await, cluster.gateway().await);
