@@ -474,7 +474,12 @@ impl Client {
             let frame = self
                 .next_json(Duration::from_secs(10))
                 .await
-                .unwrap_or_else(|| panic!("no `{kind}` frame within 10 s"));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no `{kind}` frame within 10 s; frames received meanwhile: {:?}",
+                        self.skipped
+                    )
+                });
             if frame["type"] == kind {
                 return frame;
             }
