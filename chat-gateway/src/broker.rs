@@ -592,13 +592,8 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
             Ok(event) if !rooms.first_delivery(event.message.id) => {}
             Ok(event) => {
                 let message = event.message;
-                let frame = Utf8Bytes::from(ServerFrame::Message(&message).to_text());
                 rooms.remember(&message, event.published_at);
-                let live = Arc::new(LiveMessage {
-                    room: message.room.clone(),
-                    id: message.id,
-                    frame,
-                });
+                let live = LiveMessage::of(&message);
                 rooms.deliver(&message.room, || Outbound::RoomMessage(live.clone()));
             }
             Err(error) => tracing::warn!(%error, "ignoring an unreadable chat message"),

@@ -57,6 +57,17 @@ pub struct LiveMessage {
     pub frame: Utf8Bytes,
 }
 
+impl LiveMessage {
+    /// The `message` frame of `message`, serialized once.
+    pub fn of(message: &common::event::ChatMessage) -> Arc<Self> {
+        Arc::new(Self {
+            room: message.room.clone(),
+            id: message.id,
+            frame: Utf8Bytes::from(crate::protocol::ServerFrame::Message(message).to_text()),
+        })
+    }
+}
+
 /// A `joined` frame and the ids of the messages it carries.
 #[derive(Debug)]
 pub struct JoinedFrame {

@@ -26,8 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::ConnId;
 use crate::metrics::GatewayMetrics;
 use crate::outbox::{self, LiveMessage, Outbound};
-use crate::protocol::ServerFrame;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Topology changes for the broker task, applied in order.
 #[derive(Debug)]
@@ -475,13 +473,7 @@ impl Rooms {
             self.metrics.late_messages.inc_by(late.len() as u64);
             let frames: Vec<Arc<LiveMessage>> = late
                 .iter()
-                .map(|message| {
-                    Arc::new(LiveMessage {
-                        room: room.clone(),
-                        id: message.id,
-                        frame: Utf8Bytes::from(ServerFrame::Message(message).to_text()),
-                    })
-                })
+                .map(|message| LiveMessage::of(message))
                 .collect();
             for member in entry
                 .unsettled
@@ -496,10 +488,8 @@ impl Rooms {
             }
         }
         if ticket.settles {
+            entry.unsettle();
             entry.complete = true;
-            entry.provisional = false;
-            entry.settling = false;
-            entry.unsettled.clear();
             return None;
         }
         if entry.complete {
