@@ -384,3 +384,50 @@ ferretdb_stop() {
 		deps_die "ferretdb: port $FERRETDB_PORT still answers after stopping pid(s) $pids"
 	deps_log "ferretdb: stopped (pid ${pids//$'\n'/ })"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Owners: processes (test runs) a script's servers are kept for, one empty file per pid in an
+# owners directory. The servers are stopped once every owner has exited.
+
+# owners_live DIR: prints the registered pids that are still running; forgets the others.
+owners_live() {
+	local f pid
+	for f in "$1"/*; do
+		[[ -e $f ]] || continue
+		pid="${f##*/}"
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "$pid"
+		else
+			rm -f "$f"
+		fi
+	done
+}
+
+# owners_add DIR PID SCRIPT LOG: registers PID and leaves a detached `bash SCRIPT _watch PID`
+# (output appended to LOG), which is to call owners_watch. Fails when PID does not run.
+owners_add() {
+	local dir=$1 pid=$2 script=$3 log=$4
+	if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+		deps_die "no running process $pid"
+	fi
+	mkdir -p "$dir"
+	[[ -e $dir/$pid ]] && return 0
+	: >"$dir/$pid"
+	setsid nohup bash "$script" _watch "$pid" </dev/null >>"$log" 2>&1 9>&- &
+}
+
+# owners_watch DIR PID LOCK STOP: waits for PID to exit, then, holding the flock on LOCK, runs
+# the command STOP unless another registered owner is still alive.
+owners_watch() {
+	local dir=$1 pid=$2 lock=$3 stop=$4
+	while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+	exec 9>"$lock"
+	flock -w 120 9 || deps_die "timed out waiting for $lock"
+	rm -f "$dir/$pid"
+	if [[ -n "$(owners_live "$dir")" ]]; then
+		deps_log "process $pid exited; others still use the servers"
+		return 0
+	fi
+	deps_log "process $pid exited; stopping"
+	"$stop"
+}
