@@ -57,20 +57,8 @@ check_node() {
 # names, ports and directories are RABBITMQ_* variables (passed through `env`). All nodes run
 # as that user, so they share its Erlang cookie (/var/lib/rabbitmq/.erlang.cookie).
 node_vars() {
-	local n=$1 dir
-	dir="$(node_dir "$n")"
-	printf '%s\n' \
-		"RABBITMQ_NODENAME=$(node_name "$n")" \
-		"RABBITMQ_NODE_IP_ADDRESS=$CLUSTER_HOST" \
-		"RABBITMQ_NODE_PORT=$(node_port "$n")" \
-		"RABBITMQ_DIST_PORT=$(node_dist_port "$n")" \
-		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
-		"RABBITMQ_LOG_BASE=$dir/log" \
-		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
-		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
-		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
-		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
-		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+	local n=$1
+	rabbitmq_node_vars "$(node_dir "$n")" "$(node_name "$n")" "$(node_dist_port "$n")" "$CLUSTER_HOST" "$(node_port "$n")"
 }
 
 # on_node N CMD ARGS...: a RabbitMQ command (rabbitmq-server, rabbitmqctl) as root with node

@@ -54,19 +54,8 @@ fault_die() {
 # RABBITMQ_* variables (passed through `env` so that sudo's env_reset cannot drop them).
 
 rabbitmq_vars() {
-	local dir=$FAULT_RABBITMQ_DIR
-	printf '%s\n' \
-		"RABBITMQ_NODENAME=$FAULT_RABBITMQ_NODENAME" \
-		"RABBITMQ_NODE_IP_ADDRESS=$FAULT_RABBITMQ_HOST" \
-		"RABBITMQ_NODE_PORT=$FAULT_RABBITMQ_PORT" \
-		"RABBITMQ_DIST_PORT=$FAULT_RABBITMQ_DIST_PORT" \
-		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
-		"RABBITMQ_LOG_BASE=$dir/log" \
-		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
-		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
-		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
-		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
-		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+	rabbitmq_node_vars "$FAULT_RABBITMQ_DIR" "$FAULT_RABBITMQ_NODENAME" "$FAULT_RABBITMQ_DIST_PORT" \
+		"$FAULT_RABBITMQ_HOST" "$FAULT_RABBITMQ_PORT"
 }
 
 # fault_rabbitmq CMD ARGS...: runs a RabbitMQ command (rabbitmq-server, rabbitmqctl) as root

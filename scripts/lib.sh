@@ -238,6 +238,27 @@ rabbitmq_start() {
 	[[ -n $started ]] || rabbitmq_check_listeners
 }
 
+# rabbitmq_node_vars DIR NODENAME DIST_PORT [IP PORT]: the RABBITMQ_* variables, one a line for
+# `env`, of another node of the Debian package with its own name, distribution port and
+# directory DIR (data, logs, pid file, plugin list, config and env files), for the scripts that
+# run nodes of their own. IP and PORT set its AMQP listener; without them, its config file's
+# listeners apply.
+rabbitmq_node_vars() {
+	local dir=$1
+	printf '%s\n' "RABBITMQ_NODENAME=$2" "RABBITMQ_DIST_PORT=$3"
+	if [[ -n ${4:-} ]]; then
+		printf '%s\n' "RABBITMQ_NODE_IP_ADDRESS=$4" "RABBITMQ_NODE_PORT=$5"
+	fi
+	printf '%s\n' \
+		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
+		"RABBITMQ_LOG_BASE=$dir/log" \
+		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
+		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
+		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
+		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
+		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+}
+
 # rabbitmq_stop: stops the node (and waits for the VM to exit). epmd is left running; it is harmless.
 rabbitmq_stop() {
 	if ! command -v rabbitmqctl >/dev/null; then

@@ -103,17 +103,7 @@ certs_present() { [[ -s $CERT_DIR/ca.pem && -s $CERT_DIR/server.pem && -s $CERT_
 # variables (through `env`, so that sudo's env_reset cannot drop them).
 
 rabbitmq_vars() {
-	local dir=$TLS_RABBITMQ_DIR
-	printf '%s\n' \
-		"RABBITMQ_NODENAME=$TLS_RABBITMQ_NODENAME" \
-		"RABBITMQ_DIST_PORT=$TLS_RABBITMQ_DIST_PORT" \
-		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
-		"RABBITMQ_LOG_BASE=$dir/log" \
-		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
-		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
-		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
-		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
-		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+	rabbitmq_node_vars "$TLS_RABBITMQ_DIR" "$TLS_RABBITMQ_NODENAME" "$TLS_RABBITMQ_DIST_PORT"
 }
 
 tls_rabbitmq() {
