@@ -57,20 +57,8 @@ check_node() {
 # names, ports and directories are RABBITMQ_* variables (passed through `env`). All nodes run
 # as that user, so they share its Erlang cookie (/var/lib/rabbitmq/.erlang.cookie).
 node_vars() {
-	local n=$1 dir
-	dir="$(node_dir "$n")"
-	printf '%s\n' \
-		"RABBITMQ_NODENAME=$(node_name "$n")" \
-		"RABBITMQ_NODE_IP_ADDRESS=$CLUSTER_HOST" \
-		"RABBITMQ_NODE_PORT=$(node_port "$n")" \
-		"RABBITMQ_DIST_PORT=$(node_dist_port "$n")" \
-		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
-		"RABBITMQ_LOG_BASE=$dir/log" \
-		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
-		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
-		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
-		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
-		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+	local n=$1
+	rabbitmq_node_vars "$(node_dir "$n")" "$(node_name "$n")" "$(node_dist_port "$n")" "$CLUSTER_HOST" "$(node_port "$n")"
 }
 
 # on_node N CMD ARGS...: a RabbitMQ command (rabbitmq-server, rabbitmqctl) as root with node
@@ -251,50 +239,11 @@ cluster_status() {
 
 OWNERS_DIR="$CLUSTER_DIR/owners"
 
-live_owners() {
-	local f pid
-	for f in "$OWNERS_DIR"/*; do
-		[[ -e $f ]] || continue
-		pid="${f##*/}"
-		if kill -0 "$pid" 2>/dev/null; then
-			echo "$pid"
-		else
-			rm -f "$f"
-		fi
-	done
-}
-
-stop_when_gone() {
-	local pid=$1
-	if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
-		cluster_die "no running process $pid"
-	fi
-	mkdir -p "$OWNERS_DIR" "$CLUSTER_LOG_DIR"
-	[[ -e $OWNERS_DIR/$pid ]] && return 0
-	: >"$OWNERS_DIR/$pid"
-	setsid nohup bash "${BASH_SOURCE[0]}" _watch "$pid" </dev/null >>"$CLUSTER_LOG_DIR/watch.log" 2>&1 9>&- &
-	cluster_log "stopping the cluster once process $pid has exited"
-}
-
-watch_owner() {
-	local pid=$1
-	while kill -0 "$pid" 2>/dev/null; do sleep 1; done
-	exec 9>"$CLUSTER_DIR/deps.lock"
-	flock -w 120 9 || cluster_die "timed out waiting for $CLUSTER_DIR/deps.lock"
-	rm -f "$OWNERS_DIR/$pid"
-	if [[ -n "$(live_owners)" ]]; then
-		cluster_log "process $pid exited; others still use the cluster"
-		return 0
-	fi
-	cluster_log "process $pid exited; stopping"
-	cluster_stop
-}
-
 usage() { sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 command=${1:-start}
 if [[ $command == _watch ]]; then
-	watch_owner "${2:?pid}"
+	owners_watch "$OWNERS_DIR" "${2:?pid}" "$CLUSTER_DIR/deps.lock" cluster_stop
 	exit 0
 fi
 
@@ -314,7 +263,11 @@ uris)
 kill-node) check_node "${2:-}" && node_kill "$2" ;;
 stop-node) check_node "${2:-}" && node_stop "$2" ;;
 start-node) check_node "${2:-}" && node_start "$2" ;;
-stop-when-gone) stop_when_gone "${2:?usage: stop-when-gone PID}" ;;
+stop-when-gone)
+	mkdir -p "$CLUSTER_LOG_DIR"
+	owners_add "$OWNERS_DIR" "${2:?usage: stop-when-gone PID}" "${BASH_SOURCE[0]}" "$CLUSTER_LOG_DIR/watch.log" &&
+		cluster_log "stopping the cluster once process $2 has exited"
+	;;
 -h | --help | help) usage ;;
 *)
 	usage >&2

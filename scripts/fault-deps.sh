@@ -54,19 +54,8 @@ fault_die() {
 # RABBITMQ_* variables (passed through `env` so that sudo's env_reset cannot drop them).
 
 rabbitmq_vars() {
-	local dir=$FAULT_RABBITMQ_DIR
-	printf '%s\n' \
-		"RABBITMQ_NODENAME=$FAULT_RABBITMQ_NODENAME" \
-		"RABBITMQ_NODE_IP_ADDRESS=$FAULT_RABBITMQ_HOST" \
-		"RABBITMQ_NODE_PORT=$FAULT_RABBITMQ_PORT" \
-		"RABBITMQ_DIST_PORT=$FAULT_RABBITMQ_DIST_PORT" \
-		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
-		"RABBITMQ_LOG_BASE=$dir/log" \
-		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
-		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
-		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
-		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
-		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+	rabbitmq_node_vars "$FAULT_RABBITMQ_DIR" "$FAULT_RABBITMQ_NODENAME" "$FAULT_RABBITMQ_DIST_PORT" \
+		"$FAULT_RABBITMQ_HOST" "$FAULT_RABBITMQ_PORT"
 }
 
 # fault_rabbitmq CMD ARGS...: runs a RabbitMQ command (rabbitmq-server, rabbitmqctl) as root
@@ -232,45 +221,7 @@ fault_ferretdb_stop() {
 
 OWNERS_DIR="$FAULT_DIR/owners"
 
-# live_owners: prints the registered pids that are still running; forgets the others.
-live_owners() {
-	local f pid
-	for f in "$OWNERS_DIR"/*; do
-		[[ -e $f ]] || continue
-		pid="${f##*/}"
-		if kill -0 "$pid" 2>/dev/null; then
-			echo "$pid"
-		else
-			rm -f "$f"
-		fi
-	done
-}
-
-# stop_when_gone PID: registers PID and leaves a detached watcher that stops both dependencies
-# once PID and every other registered process have exited.
-stop_when_gone() {
-	local pid=$1
-	if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
-		fault_die "no running process $pid"
-	fi
-	mkdir -p "$OWNERS_DIR" "$FAULT_LOG_DIR"
-	[[ -e $OWNERS_DIR/$pid ]] && return 0
-	: >"$OWNERS_DIR/$pid"
-	setsid nohup bash "${BASH_SOURCE[0]}" _watch "$pid" </dev/null >>"$FAULT_LOG_DIR/watch.log" 2>&1 9>&- &
-	fault_log "stopping both once process $pid has exited"
-}
-
-watch_owner() {
-	local pid=$1
-	while kill -0 "$pid" 2>/dev/null; do sleep 1; done
-	exec 9>"$FAULT_DIR/deps.lock"
-	flock -w 120 9 || fault_die "timed out waiting for $FAULT_DIR/deps.lock"
-	rm -f "$OWNERS_DIR/$pid"
-	if [[ -n "$(live_owners)" ]]; then
-		fault_log "process $pid exited; others still use the dependencies"
-		return 0
-	fi
-	fault_log "process $pid exited; stopping"
+fault_stop() {
 	fault_rabbitmq_stop
 	fault_ferretdb_stop
 }
@@ -288,7 +239,7 @@ usage() { sed -n '2,25s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 command=${1:-start}
 if [[ $command == _watch ]]; then
-	watch_owner "${2:?pid}"
+	owners_watch "$OWNERS_DIR" "${2:?pid}" "$FAULT_DIR/deps.lock" fault_stop
 	exit 0
 fi
 
@@ -301,10 +252,7 @@ up | start)
 	fault_rabbitmq_start
 	fault_ferretdb_start fresh
 	;;
-stop | down)
-	fault_rabbitmq_stop
-	fault_ferretdb_stop
-	;;
+stop | down) fault_stop ;;
 status)
 	status rabbitmq "$FAULT_RABBITMQ_HOST" "$FAULT_RABBITMQ_PORT"
 	status ferretdb "$FAULT_FERRETDB_HOST" "$FAULT_FERRETDB_PORT"
@@ -315,7 +263,11 @@ restart-rabbitmq) fault_rabbitmq_stop && fault_rabbitmq_start ;;
 start-ferretdb) fault_ferretdb_start ;;
 stop-ferretdb) fault_ferretdb_stop ;;
 restart-ferretdb) fault_ferretdb_stop && fault_ferretdb_start ;;
-stop-when-gone) stop_when_gone "${2:?usage: stop-when-gone PID}" ;;
+stop-when-gone)
+	mkdir -p "$FAULT_LOG_DIR"
+	owners_add "$OWNERS_DIR" "${2:?usage: stop-when-gone PID}" "${BASH_SOURCE[0]}" "$FAULT_LOG_DIR/watch.log" &&
+		fault_log "stopping both once process $2 has exited"
+	;;
 -h | --help | help) usage ;;
 *)
 	usage >&2

@@ -238,6 +238,27 @@ rabbitmq_start() {
 	[[ -n $started ]] || rabbitmq_check_listeners
 }
 
+# rabbitmq_node_vars DIR NODENAME DIST_PORT [IP PORT]: the RABBITMQ_* variables, one a line for
+# `env`, of another node of the Debian package with its own name, distribution port and
+# directory DIR (data, logs, pid file, plugin list, config and env files), for the scripts that
+# run nodes of their own. IP and PORT set its AMQP listener; without them, its config file's
+# listeners apply.
+rabbitmq_node_vars() {
+	local dir=$1
+	printf '%s\n' "RABBITMQ_NODENAME=$2" "RABBITMQ_DIST_PORT=$3"
+	if [[ -n ${4:-} ]]; then
+		printf '%s\n' "RABBITMQ_NODE_IP_ADDRESS=$4" "RABBITMQ_NODE_PORT=$5"
+	fi
+	printf '%s\n' \
+		"RABBITMQ_MNESIA_BASE=$dir/mnesia" \
+		"RABBITMQ_LOG_BASE=$dir/log" \
+		"RABBITMQ_PID_FILE=$dir/rabbitmq.pid" \
+		"RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins" \
+		"RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf" \
+		"RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config" \
+		"RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf"
+}
+
 # rabbitmq_stop: stops the node (and waits for the VM to exit). epmd is left running; it is harmless.
 rabbitmq_stop() {
 	if ! command -v rabbitmqctl >/dev/null; then
@@ -383,4 +404,51 @@ ferretdb_stop() {
 	wait_port_closed "$FERRETDB_HOST" "$FERRETDB_PORT" 10 ||
 		deps_die "ferretdb: port $FERRETDB_PORT still answers after stopping pid(s) $pids"
 	deps_log "ferretdb: stopped (pid ${pids//$'\n'/ })"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Owners: processes (test runs) a script's servers are kept for, one empty file per pid in an
+# owners directory. The servers are stopped once every owner has exited.
+
+# owners_live DIR: prints the registered pids that are still running; forgets the others.
+owners_live() {
+	local f pid
+	for f in "$1"/*; do
+		[[ -e $f ]] || continue
+		pid="${f##*/}"
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "$pid"
+		else
+			rm -f "$f"
+		fi
+	done
+}
+
+# owners_add DIR PID SCRIPT LOG: registers PID and leaves a detached `bash SCRIPT _watch PID`
+# (output appended to LOG), which is to call owners_watch. Fails when PID does not run.
+owners_add() {
+	local dir=$1 pid=$2 script=$3 log=$4
+	if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+		deps_die "no running process $pid"
+	fi
+	mkdir -p "$dir"
+	[[ -e $dir/$pid ]] && return 0
+	: >"$dir/$pid"
+	setsid nohup bash "$script" _watch "$pid" </dev/null >>"$log" 2>&1 9>&- &
+}
+
+# owners_watch DIR PID LOCK STOP: waits for PID to exit, then, holding the flock on LOCK, runs
+# the command STOP unless another registered owner is still alive.
+owners_watch() {
+	local dir=$1 pid=$2 lock=$3 stop=$4
+	while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+	exec 9>"$lock"
+	flock -w 120 9 || deps_die "timed out waiting for $lock"
+	rm -f "$dir/$pid"
+	if [[ -n "$(owners_live "$dir")" ]]; then
+		deps_log "process $pid exited; others still use the servers"
+		return 0
+	fi
+	deps_log "process $pid exited; stopping"
+	"$stop"
 }

@@ -3,6 +3,9 @@
 //! The client can report a connection failure without ending a consumer stream or resolving
 //! an acknowledgement that was under way; a supervisor that waits only on those never
 //! notices the connection is gone. These helpers make both waits end.
+//!
+//! [`Brokers`] makes the connections: to each broker address in turn, over TLS for
+//! `amqps://` ones.
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,9 +59,14 @@ pub async fn acknowledged(ack: impl Future<Output = lapin::Result<bool>>) -> any
 /// connection is made to the current one, or failing that to each next one in turn, and a
 /// supervisor whose connection failed moves on with [`Self::failed`], so a cluster node that
 /// went away is tried last.
+///
+/// `amqps://` addresses are reached over TLS (rustls): the broker's certificate must chain to
+/// a public CA (the Mozilla roots built in) or to one of `amqp.tls_ca_file`, and name the
+/// address's host.
 pub struct Brokers {
     addresses: Vec<SecretString>,
     current: usize,
+    tls: lapin::tcp::OwnedTLSConfig,
 }
 
 impl Brokers {
@@ -66,6 +74,10 @@ impl Brokers {
         Self {
             addresses: settings.addresses(),
             current: 0,
+            tls: lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: settings.tls_ca_file.pem().map(str::to_string),
+            },
         }
     }
 
@@ -82,7 +94,13 @@ impl Brokers {
         let mut errors = Vec::new();
         for _ in 0..self.addresses.len() {
             let uri = &self.addresses[self.current];
-            match lapin::Connection::connect(uri.expose_secret(), properties.clone()).await {
+            let attempt = lapin::Connection::connect_with_config(
+                uri.expose_secret(),
+                properties.clone(),
+                self.tls.clone(),
+                lapin::runtime::default_runtime()?,
+            );
+            match attempt.await {
                 Ok(connection) => return Ok(connection),
                 Err(error) => {
                     errors.push(format!("{}: {error}", endpoint(uri.expose_secret())));
@@ -133,6 +151,7 @@ mod tests {
                 .collect(),
             exchange: "x".into(),
             setup_timeout_ms: 1000,
+            tls_ca_file: crate::settings::CaBundle::default(),
         }
     }
 

@@ -199,6 +199,81 @@ pub struct AmqpSettings {
     /// Longest a connection attempt with its set-up (channels, declarations, consumer) may
     /// take before it counts as failed and is retried.
     pub setup_timeout_ms: u64,
+    /// Certificate authorities trusted for `amqps://` addresses besides the public ones, for
+    /// a broker whose certificate a private CA signed. Read and checked when the settings
+    /// load, so a wrong path stops the service at start instead of failing every connection.
+    pub tls_ca_file: CaBundle,
+}
+
+/// A PEM file of CA certificates (`amqp.tls_ca_file`), or none when the setting is empty.
+/// Deserialized from the file's path: the file is read then, and refused when it cannot be
+/// read or holds no certificate.
+#[derive(Clone, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CaBundle {
+    /// The path and the file's PEM text.
+    file: Option<(String, String)>,
+}
+
+/// Why `amqp.tls_ca_file` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("amqp.tls_ca_file: cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("amqp.tls_ca_file: {path} is not a PEM certificate bundle: {reason}")]
+    NotPem { path: String, reason: String },
+}
+
+impl CaBundle {
+    /// Reads and checks the PEM file at `path`; an empty path is no bundle.
+    pub fn read(path: &str) -> Result<Self, CaBundleError> {
+        if path.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let pem = std::fs::read_to_string(path).map_err(|source| CaBundleError::Unreadable {
+            path: path.to_string(),
+            source,
+        })?;
+        let not_pem = |reason: String| CaBundleError::NotPem {
+            path: path.to_string(),
+            reason,
+        };
+        use rustls_pki_types::pem::PemObject;
+        let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| not_pem(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(not_pem("it holds no CERTIFICATE block".to_string()));
+        }
+        Ok(Self {
+            file: Some((path.to_string(), pem)),
+        })
+    }
+
+    /// The certificates as PEM text, when a file is configured.
+    pub fn pem(&self) -> Option<&str> {
+        self.file.as_ref().map(|(_, pem)| pem.as_str())
+    }
+}
+
+impl TryFrom<String> for CaBundle {
+    type Error = CaBundleError;
+
+    fn try_from(path: String) -> Result<Self, Self::Error> {
+        Self::read(&path)
+    }
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some((path, _)) => f.debug_tuple("CaBundle").field(path).finish(),
+            None => f.write_str("CaBundle(none)"),
+        }
+    }
 }
 
 impl AmqpSettings {
@@ -617,6 +692,65 @@ mod tests {
             .to_string();
         assert!(error.contains("path"), "{error}");
     }
+    /// A file under a directory of its own (removed by the caller) holding `text`.
+    fn temp_file(name: &str, text: &str) -> (std::path::PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("settings-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        let path = path.to_string_lossy().to_string();
+        (dir, path)
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct WithAmqp {
+        amqp: ServiceAmqp,
+    }
+
+    /// As the services hold the shared broker settings: flattened into their own section.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ServiceAmqp {
+        #[serde(flatten)]
+        connection: AmqpSettings,
+        #[allow(dead_code)]
+        queue: String,
+    }
+
+    const AMQP_DEFAULTS: &str = "[amqp]\nuri = \"amqp://u:p@h:5672/%2f\"\nuris = []\n\
+        tls_ca_file = \"\"\nexchange = \"x\"\nsetup_timeout_ms = 1000\nqueue = \"q\"\n";
+
+    // Parsing checks the PEM armour and base64 only; the bytes need not be a real certificate.
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn no_tls_ca_file_by_default_and_a_pem_file_named_in_the_environment_is_read() {
+        let loaded: WithAmqp =
+            load_with_env(AMQP_DEFAULTS, "APP", &[], Some(HashMap::new())).expect("loads");
+        assert!(loaded.amqp.connection.tls_ca_file.pem().is_none());
+
+        let (dir, path) = temp_file("ca.pem", PEM);
+        let env = HashMap::from([("APP__AMQP__TLS_CA_FILE".to_string(), path)]);
+        let loaded: WithAmqp = load_with_env(AMQP_DEFAULTS, "APP", &[], Some(env)).expect("loads");
+        assert_eq!(loaded.amqp.connection.tls_ca_file.pem(), Some(PEM));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_cannot_be_read_or_holds_no_certificate_is_refused_naming_the_setting() {
+        let (dir, not_pem) = temp_file("ca.pem", "not a certificate\n");
+        let missing = dir.join("missing.pem").to_string_lossy().to_string();
+        for path in [missing, not_pem] {
+            let env = HashMap::from([("APP__AMQP__TLS_CA_FILE".to_string(), path.clone())]);
+            let error = load_with_env::<WithAmqp>(AMQP_DEFAULTS, "APP", &[], Some(env))
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("amqp.tls_ca_file"), "{error}");
+            assert!(error.contains(&path), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     fn refused(uri: &str) -> Option<String> {
         let secret = SecretString::from(uri.to_string());
         Profile::Production
@@ -674,6 +808,7 @@ mod tests {
             ],
             exchange: "chat.events".into(),
             setup_timeout_ms: 1000,
+            tls_ca_file: CaBundle::default(),
         };
         let named = settings.named_uris();
         let uris: Vec<(&str, &SecretString)> = named

@@ -56,6 +56,10 @@ DOCKERFILE_ALLOWED_ENV = ["AUTH__HTTP__HOST", "AUTH__HTTP__PORT"]
 # Settings given in the environment as comma-separated lists (the services load them with
 # common::settings::load_with_lists, or its Layout with the same list keys); every other value
 # is one scalar.
+# Schemes a `uri` setting accepts, by the scheme of its default.
+URI_SCHEMES = {"amqp": {"amqp", "amqps"}, "mongodb": {"mongodb", "mongodb+srv"}}
+# A `$(NAME)` reference in a container's env value, which Kubernetes expands.
+ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 LIST_SETTINGS = {"chat-gateway": {"security.allowed_origins", "amqp.uris"},
                  "auth-service": {"admin.usernames", "amqp.uris"},
                  "history-service": {"amqp.uris"}}
@@ -188,7 +192,9 @@ def setting_problems(where: str, service: str, var: str, value: str | None) -> l
     elif path[-1] == "url":
         ok = re.fullmatch(r"https?://[^/\s:]+(:[0-9]+)?/?", text) is not None
     elif path[-1] == "uri":
-        ok = text.split("://", 1)[0] == str(default).split("://", 1)[0]
+        # The default's scheme, or its TLS form (`amqps`, `mongodb+srv`).
+        scheme = str(default).split("://", 1)[0]
+        ok = text.split("://", 1)[0] in URI_SCHEMES.get(scheme, {scheme})
     else:
         ok = True
     if not ok:
@@ -1094,7 +1100,12 @@ def deployment_env(docs: list[dict]) -> dict[str, dict]:
             for ef in c.get("envFrom", []):
                 env.update(cms.get((ef.get("configMapRef") or {}).get("name"), {}))
             for e in c.get("env", []):
-                env[e["name"]] = e.get("value")
+                value = e.get("value")
+                if value is not None:
+                    # As Kubernetes does: `$(NAME)` of a variable defined before it, whose value
+                    # is known here, is replaced by that value; other references stay.
+                    value = ENV_REF.sub(lambda m: env.get(m.group(1)) or m.group(0), value)
+                env[e["name"]] = value
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
                 if ref:
                     secret_refs[e["name"]] = (ref["name"], ref["key"])

@@ -5,51 +5,18 @@
 //! The first test to take the lock starts both and registers this process with the script,
 //! which stops them again once the process has exited, however the run ended.
 
-use std::path::PathBuf;
-use std::time::Instant;
-
 use tokio::sync::{Mutex, MutexGuard, OnceCell};
 
-/// Port of the isolated dependency: `var` (as `scripts/fault-deps.sh` reads it) or its default.
-fn port(var: &str, default: u16) -> u16 {
-    std::env::var(var)
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(default)
-}
+use super::env_port as port;
 
 /// Held by the running fault test: they share the isolated broker and database, so they must
 /// not overlap whatever `--test-threads` says.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 static STARTED: OnceCell<()> = OnceCell::const_new();
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/fault-deps.sh")
-}
-
 /// Runs `scripts/fault-deps.sh <args>`; panics with its output when it fails.
 async fn run_script(args: &[&str]) {
-    let started = Instant::now();
-    let output = tokio::process::Command::new("bash")
-        .arg(script())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("bash runs scripts/fault-deps.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "scripts/fault-deps.sh {} failed:\n{text}",
-        args.join(" ")
-    );
-    for line in text.lines() {
-        println!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
-    }
+    super::run_script("fault-deps.sh", args).await;
 }
 
 /// Exclusive use of the isolated dependencies for one test.

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod isolated;
 pub mod ledger;
 pub mod resilient;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,43 @@ pub fn bin_dir() -> PathBuf {
     std::env::var_os("CHAT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+/// Runs `scripts/<script> <args>` from the repository; panics with its output when it fails.
+/// Prints each line of the output with the time the script took; returns its standard output.
+pub async fn run_script(script: &str, args: &[&str]) -> String {
+    let started = Instant::now();
+    let output = tokio::process::Command::new("bash")
+        .arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts")
+                .join(script),
+        )
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("bash runs scripts/{script}: {error}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "scripts/{script} {} failed:\n{text}",
+        args.join(" ")
+    );
+    for line in text.lines() {
+        println!("  [{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+    }
+    stdout
+}
+
+/// The port named by the environment variable `var` (as the script that starts the server
+/// reads it), or `default`.
+pub fn env_port(var: &str, default: u16) -> u16 {
+    std::env::var(var)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn free_port() -> u16 {
