@@ -16,7 +16,9 @@
 //!
 //! A member's repeat join reads nothing: memberships found with their inbox entries are kept
 //! in the member cache ([`super::cache::MemberCache`]), forgotten by this instance's writes
-//! and by the member events of every instance. Room documents come from the same cache as
+//! and by the member events of every instance. When the room document is cached too, such a
+//! join does not queue at all: a batch waits for its slowest read, and a join that needs
+//! nothing from the database must not wait behind another join's misses. Room documents come from the same cache as
 //! room lists: with several history-service instances, a room's kind or archival changed by
 //! another instance is seen here at most `rooms.list_cache_ttl_ms` late (the gateway keeps
 //! each decision much longer anyway; the membership events revoke those).
@@ -64,6 +66,7 @@ struct Request {
 /// The queue of joins waiting for their reads (see the module documentation).
 #[derive(Clone)]
 pub struct JoinLookups {
+    store: RoomStore,
     queue: mpsc::Sender<Request>,
     timeout: Duration,
 }
@@ -95,12 +98,30 @@ impl JoinLookups {
                 )?,
             ),
         };
-        let reader = read_batches(store, requests, batch.max(1), timeout, metrics, shutdown);
-        Ok((Self { queue, timeout }, reader))
+        let reader = read_batches(
+            store.clone(),
+            requests,
+            batch.max(1),
+            timeout,
+            metrics,
+            shutdown,
+        );
+        Ok((
+            Self {
+                store,
+                queue,
+                timeout,
+            },
+            reader,
+        ))
     }
 
-    /// The room, the user's membership and inbox entry, read with the other joins waiting.
+    /// The room, the user's membership and inbox entry: from the caches when they hold all
+    /// three, otherwise read with the other joins waiting.
     pub async fn find(&self, room: &str, user: &str) -> Result<Found, LookupError> {
+        if let Some(found) = self.cached(room, user) {
+            return Ok(found);
+        }
         let (reply, answer) = oneshot::channel();
         self.queue
             .try_send(Request {
@@ -116,6 +137,19 @@ impl JoinLookups {
             Ok(Err(_)) => Err(LookupError::TimedOut),
             Err(_) => Err(LookupError::TimedOut),
         }
+    }
+
+    /// A member's join when the caches hold all it needs. Answered here rather than in the
+    /// queue: a batch waits for its slowest read, so a join that needs nothing from the
+    /// database would otherwise wait behind another's misses.
+    fn cached(&self, room: &str, user: &str) -> Option<Found> {
+        let member = self.store.cached_member(room, user)?;
+        let room = self.store.cached_room(room)?;
+        Some(Found {
+            room: Some(room),
+            membership: Some(member.membership.clone()),
+            entry: Some(member.entry.clone()),
+        })
     }
 }
 
@@ -155,7 +189,13 @@ async fn read_batches(
         }
         metrics.batches.inc();
         metrics.joins.inc_by(waiting.len() as u64);
+        let started = std::time::Instant::now();
         let read = read(&store, &waiting, Deadline::after(timeout)).await;
+        tracing::debug!(
+            joins = waiting.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "join batch read"
+        );
         match read {
             Ok(mut found) => {
                 for (request, found) in waiting.drain(..).zip(found.drain(..)) {

@@ -523,6 +523,11 @@ impl RoomStore {
         ids.sort_unstable();
         ids.dedup();
         let (hits, misses) = self.caches.members.lookup(ids);
+        tracing::debug!(
+            hits = hits.len(),
+            misses = misses.ids.len(),
+            "members cached"
+        );
         let missed: std::collections::HashSet<&str> =
             misses.ids.iter().map(String::as_str).collect();
         let unread_pairs: Vec<(String, String)> = pairs
@@ -567,6 +572,11 @@ impl RoomStore {
             .pop()
     }
 
+    /// The room document of `room` when the room cache holds it fresh: no read.
+    pub fn cached_room(&self, room: &str) -> Option<Arc<RoomDoc>> {
+        self.caches.rooms.lookup(vec![room.to_string()]).0.pop()
+    }
+
     /// The room documents of `ids` for room lists and joins: those read recently from the
     /// cache (see [`RoomCache`]), the rest by [`RoomStore::by_ids`].
     pub async fn rooms_cached(
@@ -575,6 +585,11 @@ impl RoomStore {
         deadline: Deadline,
     ) -> anyhow::Result<Vec<Arc<RoomDoc>>> {
         let (mut rooms, misses) = self.caches.rooms.lookup(ids);
+        tracing::debug!(
+            hits = rooms.len(),
+            misses = misses.ids.len(),
+            "rooms cached"
+        );
         let read = self
             .by_ids(&self.rooms, misses.ids.clone(), None, deadline)
             .await
@@ -800,7 +815,17 @@ impl RoomStore {
             .room_docs
             .update_one(doc! {"_id": room}, doc! {"$inc": {"member_count": by}})
             .await;
-        self.caches.rooms.forget(room);
+        match &counted {
+            // The kept document, counted as the database just did (a wave of first joins
+            // of one room would otherwise leave it uncached for every join in between).
+            Ok(result) if result.matched_count == 1 => {
+                self.caches.rooms.modify(room, |kept| RoomDoc {
+                    member_count: kept.member_count + by,
+                    ..kept.clone()
+                });
+            }
+            _ => self.caches.rooms.forget(room),
+        }
         counted.context("counting members")?;
         Ok(())
     }
