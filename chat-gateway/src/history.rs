@@ -26,6 +26,7 @@ use futures_util::future::{BoxFuture, Shared};
 use serde::Deserialize;
 
 use crate::metrics::GatewayMetrics;
+use crate::protocol::ErrorCode;
 use crate::rooms::ReadTicket;
 use crate::settings::HistorySettings;
 
@@ -43,7 +44,7 @@ pub type SharedPage = Result<Arc<HistoryPage>, ReadError>;
 pub enum Refusal {
     /// A refusal of docs/rooms.md, by its error code: `not_found`, `forbidden`, `banned`,
     /// `archived` (or `unauthorized` for a token history-service no longer honours).
-    Denied(&'static str),
+    Denied(ErrorCode),
     /// No answer, a 5xx, or an answer that is none of the above: retry later.
     Unavailable,
 }
@@ -181,7 +182,7 @@ pub struct ChangeCheck {
 /// Why a change was refused: an error code of docs/protocol.md, or no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeRefusal {
-    Denied(&'static str),
+    Denied(ErrorCode),
     Unavailable,
 }
 
@@ -258,22 +259,23 @@ impl HistoryClient {
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         let code = body["error"]["code"].as_str().unwrap_or("");
-        let known = [
-            "not_found",
-            "forbidden",
-            "banned",
-            "archived",
-            "message_deleted",
-            "edit_window_passed",
-            "too_many_reactions",
-            "invalid_emoji",
-        ]
-        .into_iter()
-        .find(|known| *known == code);
+        let known = ErrorCode::parse(code).filter(|code| {
+            matches!(
+                code,
+                ErrorCode::NotFound
+                    | ErrorCode::Forbidden
+                    | ErrorCode::Banned
+                    | ErrorCode::Archived
+                    | ErrorCode::MessageDeleted
+                    | ErrorCode::EditWindowPassed
+                    | ErrorCode::TooManyReactions
+                    | ErrorCode::InvalidEmoji
+            )
+        });
         match (status.as_u16(), known) {
-            (404, _) => Err(ChangeRefusal::Denied("not_found")),
-            (403, _) => Err(ChangeRefusal::Denied(known.unwrap_or("forbidden"))),
-            (401, _) => Err(ChangeRefusal::Denied("unauthorized")),
+            (404, _) => Err(ChangeRefusal::Denied(ErrorCode::NotFound)),
+            (403, _) => Err(ChangeRefusal::Denied(known.unwrap_or(ErrorCode::Forbidden))),
+            (401, _) => Err(ChangeRefusal::Denied(ErrorCode::Unauthorized)),
             (409 | 422, Some(code)) => Err(ChangeRefusal::Denied(code)),
             _ => Err(ChangeRefusal::Unavailable),
         }
@@ -481,14 +483,17 @@ impl HistoryClient {
 /// The refusal a status and error code of history-service stand for, if any.
 fn refusal(status: reqwest::StatusCode, code: &str) -> Option<Refusal> {
     use reqwest::StatusCode;
-    let known = ["not_found", "forbidden", "banned", "archived"]
-        .into_iter()
-        .find(|known| *known == code);
+    let known = ErrorCode::parse(code).filter(|code| {
+        matches!(
+            code,
+            ErrorCode::NotFound | ErrorCode::Forbidden | ErrorCode::Banned | ErrorCode::Archived
+        )
+    });
     match status {
-        StatusCode::NOT_FOUND => Some(Refusal::Denied("not_found")),
-        StatusCode::FORBIDDEN => Some(Refusal::Denied(known.unwrap_or("forbidden"))),
-        StatusCode::CONFLICT if code == "archived" => Some(Refusal::Denied("archived")),
-        StatusCode::UNAUTHORIZED => Some(Refusal::Denied("unauthorized")),
+        StatusCode::NOT_FOUND => Some(Refusal::Denied(ErrorCode::NotFound)),
+        StatusCode::FORBIDDEN => Some(Refusal::Denied(known.unwrap_or(ErrorCode::Forbidden))),
+        StatusCode::CONFLICT if code == "archived" => Some(Refusal::Denied(ErrorCode::Archived)),
+        StatusCode::UNAUTHORIZED => Some(Refusal::Denied(ErrorCode::Unauthorized)),
         _ => None,
     }
 }
@@ -497,10 +502,10 @@ fn refusal(status: reqwest::StatusCode, code: &str) -> Option<Refusal> {
 /// member) and the room is not archived.
 fn member_of(view: serde_json::Value) -> Result<serde_json::Value, Refusal> {
     if view.get("archived").and_then(serde_json::Value::as_bool) == Some(true) {
-        return Err(Refusal::Denied("archived"));
+        return Err(Refusal::Denied(ErrorCode::Archived));
     }
     if view.get("role").is_none_or(serde_json::Value::is_null) {
-        return Err(Refusal::Denied("forbidden"));
+        return Err(Refusal::Denied(ErrorCode::Forbidden));
     }
     Ok(view)
 }
@@ -514,19 +519,19 @@ mod tests {
     fn refusals_keep_their_code_and_anything_unexpected_is_unavailable() {
         assert_eq!(
             refusal(StatusCode::NOT_FOUND, ""),
-            Some(Refusal::Denied("not_found"))
+            Some(Refusal::Denied(ErrorCode::NotFound))
         );
         assert_eq!(
             refusal(StatusCode::FORBIDDEN, "banned"),
-            Some(Refusal::Denied("banned"))
+            Some(Refusal::Denied(ErrorCode::Banned))
         );
         assert_eq!(
             refusal(StatusCode::FORBIDDEN, "whatever"),
-            Some(Refusal::Denied("forbidden"))
+            Some(Refusal::Denied(ErrorCode::Forbidden))
         );
         assert_eq!(
             refusal(StatusCode::CONFLICT, "archived"),
-            Some(Refusal::Denied("archived"))
+            Some(Refusal::Denied(ErrorCode::Archived))
         );
         assert_eq!(refusal(StatusCode::CONFLICT, "room_exists"), None);
         assert_eq!(refusal(StatusCode::INTERNAL_SERVER_ERROR, ""), None);
@@ -538,11 +543,11 @@ mod tests {
         assert_eq!(view(serde_json::json!({"role": "member"})), Ok(()));
         assert_eq!(
             view(serde_json::json!({"kind": "public"})),
-            Err(Refusal::Denied("forbidden"))
+            Err(Refusal::Denied(ErrorCode::Forbidden))
         );
         assert_eq!(
             view(serde_json::json!({"role": "owner", "archived": true})),
-            Err(Refusal::Denied("archived"))
+            Err(Refusal::Denied(ErrorCode::Archived))
         );
     }
 }

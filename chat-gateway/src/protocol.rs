@@ -55,10 +55,120 @@ pub enum ClientFrame {
 /// Longest token accepted in an `auth` frame.
 pub const MAX_TOKEN_LEN: usize = 8192;
 
+/// The `code` of an `error` event: docs/protocol.md, "Error codes", lists each with its
+/// cause (a test keeps the two in step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedJson,
+    InvalidFrame,
+    UnknownType,
+    InvalidRoom,
+    InvalidBody,
+    InvalidClientId,
+    InvalidSince,
+    NotJoined,
+    NotFound,
+    Forbidden,
+    InvalidId,
+    EditWindowPassed,
+    MessageDeleted,
+    InvalidReplyTo,
+    InvalidEmoji,
+    TooManyReactions,
+    Banned,
+    Archived,
+    InvalidMarker,
+    AlreadyJoined,
+    TooManyRooms,
+    Unavailable,
+    UnsupportedFrame,
+    DuplicateClientId,
+    RateLimited,
+    Unauthorized,
+    InvalidToken,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 27] = [
+        Self::MalformedJson,
+        Self::InvalidFrame,
+        Self::UnknownType,
+        Self::InvalidRoom,
+        Self::InvalidBody,
+        Self::InvalidClientId,
+        Self::InvalidSince,
+        Self::NotJoined,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::InvalidId,
+        Self::EditWindowPassed,
+        Self::MessageDeleted,
+        Self::InvalidReplyTo,
+        Self::InvalidEmoji,
+        Self::TooManyReactions,
+        Self::Banned,
+        Self::Archived,
+        Self::InvalidMarker,
+        Self::AlreadyJoined,
+        Self::TooManyRooms,
+        Self::Unavailable,
+        Self::UnsupportedFrame,
+        Self::DuplicateClientId,
+        Self::RateLimited,
+        Self::Unauthorized,
+        Self::InvalidToken,
+    ];
+
+    /// The code as it goes on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidFrame => "invalid_frame",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidRoom => "invalid_room",
+            Self::InvalidBody => "invalid_body",
+            Self::InvalidClientId => "invalid_client_id",
+            Self::InvalidSince => "invalid_since",
+            Self::NotJoined => "not_joined",
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::InvalidId => "invalid_id",
+            Self::EditWindowPassed => "edit_window_passed",
+            Self::MessageDeleted => "message_deleted",
+            Self::InvalidReplyTo => "invalid_reply_to",
+            Self::InvalidEmoji => "invalid_emoji",
+            Self::TooManyReactions => "too_many_reactions",
+            Self::Banned => "banned",
+            Self::Archived => "archived",
+            Self::InvalidMarker => "invalid_marker",
+            Self::AlreadyJoined => "already_joined",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::Unavailable => "unavailable",
+            Self::UnsupportedFrame => "unsupported_frame",
+            Self::DuplicateClientId => "duplicate_client_id",
+            Self::RateLimited => "rate_limited",
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidToken => "invalid_token",
+        }
+    }
+
+    /// The code written `code`, if it is one (history-service answers with the same codes).
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a client frame was refused; becomes an `error` event and the connection stays open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// The `client_id` of a refused `send`, when it could be read, so the client can match it.
     pub client_id: Option<String>,
@@ -68,7 +178,7 @@ pub struct FrameError {
 }
 
 impl FrameError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -105,11 +215,11 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, Fram
     match object.get(name) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(FrameError::new(
-            "invalid_frame",
+            ErrorCode::InvalidFrame,
             format!("`{name}` must be a string"),
         )),
         None => Err(FrameError::new(
-            "invalid_frame",
+            ErrorCode::InvalidFrame,
             format!("`{name}` is required"),
         )),
     }
@@ -117,22 +227,26 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, Fram
 
 fn room(object: &Map<String, Value>) -> Result<RoomId, FrameError> {
     RoomId::parse(field(object, "room")?.to_string())
-        .map_err(|e| FrameError::new("invalid_room", e.0))
+        .map_err(|e| FrameError::new(ErrorCode::InvalidRoom, e.0))
 }
 
 fn body(object: &Map<String, Value>) -> Result<MessageBody, FrameError> {
     field(object, "body").and_then(|b| {
-        MessageBody::parse(b.to_string()).map_err(|e| FrameError::new("invalid_body", e.0))
+        MessageBody::parse(b.to_string()).map_err(|e| FrameError::new(ErrorCode::InvalidBody, e.0))
     })
 }
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| FrameError::new("malformed_json", format!("frame is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        FrameError::new(
+            ErrorCode::MalformedJson,
+            format!("frame is not valid JSON: {e}"),
+        )
+    })?;
     let Value::Object(object) = value else {
         return Err(FrameError::new(
-            "invalid_frame",
+            ErrorCode::InvalidFrame,
             "frame must be a JSON object",
         ));
     };
@@ -142,11 +256,11 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             let since = match object.get("since") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(MessageId::parse(s).map_err(|_| {
-                    FrameError::new("invalid_since", "`since` must be a message id")
+                    FrameError::new(ErrorCode::InvalidSince, "`since` must be a message id")
                 })?),
                 Some(_) => {
                     return Err(FrameError::new(
-                        "invalid_since",
+                        ErrorCode::InvalidSince,
                         "`since` must be a message id",
                     ));
                 }
@@ -157,7 +271,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                     chrono::DateTime::parse_from_rfc3339(s)
                         .map_err(|_| {
                             FrameError::new(
-                                "invalid_since",
+                                ErrorCode::InvalidSince,
                                 "`changes_since` must be an RFC 3339 time",
                             )
                         })?
@@ -165,7 +279,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 ),
                 Some(_) => {
                     return Err(FrameError::new(
-                        "invalid_since",
+                        ErrorCode::InvalidSince,
                         "`changes_since` must be an RFC 3339 time",
                     ));
                 }
@@ -184,8 +298,9 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         }),
         "read" => {
             let id = field(&object, "id").and_then(|id| {
-                MessageId::parse(id)
-                    .map_err(|_| FrameError::new("invalid_marker", "`id` must be a message id"))
+                MessageId::parse(id).map_err(|_| {
+                    FrameError::new(ErrorCode::InvalidMarker, "`id` must be a message id")
+                })
             })?;
             Ok(ClientFrame::Read {
                 room: room(&object)?,
@@ -197,7 +312,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             let token = field(&object, "token")?;
             if token.is_empty() || token.len() > MAX_TOKEN_LEN {
                 return Err(FrameError::new(
-                    "invalid_token",
+                    ErrorCode::InvalidToken,
                     "`token` must be 1–8192 bytes",
                 ));
             }
@@ -208,7 +323,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         "send" => {
             let client_id = field(&object, "client_id").and_then(|c| {
                 ClientMessageId::parse(c.to_string())
-                    .map_err(|e| FrameError::new("invalid_client_id", e.0))
+                    .map_err(|e| FrameError::new(ErrorCode::InvalidClientId, e.0))
             })?;
             let with_id = |mut e: FrameError| {
                 e.client_id = Some(client_id.to_string());
@@ -220,13 +335,13 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                 None | Some(Value::Null) => None,
                 Some(Value::String(id)) => Some(MessageId::parse(id).map_err(|_| {
                     with_id(FrameError::new(
-                        "invalid_reply_to",
+                        ErrorCode::InvalidReplyTo,
                         "`reply_to` must be a message id",
                     ))
                 })?),
                 Some(_) => {
                     return Err(with_id(FrameError::new(
-                        "invalid_reply_to",
+                        ErrorCode::InvalidReplyTo,
                         "`reply_to` must be a message id",
                     )));
                 }
@@ -241,7 +356,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
         "edit" | "delete" | "react" => {
             let client_id = field(&object, "client_id").and_then(|c| {
                 ClientMessageId::parse(c.to_string())
-                    .map_err(|e| FrameError::new("invalid_client_id", e.0))
+                    .map_err(|e| FrameError::new(ErrorCode::InvalidClientId, e.0))
             })?;
             let with_id = |mut e: FrameError| {
                 e.client_id = Some(client_id.to_string());
@@ -250,8 +365,9 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             let room = room(&object).map_err(with_id)?;
             let id = field(&object, "id")
                 .and_then(|id| {
-                    MessageId::parse(id)
-                        .map_err(|_| FrameError::new("invalid_id", "`id` must be a message id"))
+                    MessageId::parse(id).map_err(|_| {
+                        FrameError::new(ErrorCode::InvalidId, "`id` must be a message id")
+                    })
                 })
                 .map_err(with_id)?;
             let change = match kind {
@@ -263,14 +379,14 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
                     let emoji = field(&object, "emoji")
                         .and_then(|e| {
                             Emoji::parse(e.to_string())
-                                .map_err(|e| FrameError::new("invalid_emoji", e.0))
+                                .map_err(|e| FrameError::new(ErrorCode::InvalidEmoji, e.0))
                         })
                         .map_err(with_id)?;
                     let on = match object.get("on") {
                         Some(Value::Bool(on)) => *on,
                         _ => {
                             return Err(with_id(FrameError::new(
-                                "invalid_frame",
+                                ErrorCode::InvalidFrame,
                                 "`on` must be true or false",
                             )));
                         }
@@ -286,7 +402,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         other => Err(FrameError::new(
-            "unknown_type",
+            ErrorCode::UnknownType,
             format!(
                 "unknown frame type `{}`",
                 other.chars().take(32).collect::<String>()
@@ -362,7 +478,7 @@ pub enum ServerFrame<'a> {
         last_id: Option<MessageId>,
     },
     Error {
-        code: &'a str,
+        code: ErrorCode,
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
@@ -420,6 +536,47 @@ pub mod close_code {
 mod tests {
     use super::*;
 
+    /// The codes docs/protocol.md's "Error codes" table lists, in its first column.
+    fn documented_codes() -> Vec<String> {
+        let doc = include_str!("../../docs/protocol.md");
+        let table = doc
+            .split("### Error codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("docs/protocol.md has an Error codes section");
+        table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .flat_map(|row| {
+                let first = row.split(" | ").next().unwrap_or_default();
+                format!("`{first}")
+                    .split(',')
+                    .map(|code| code.trim().trim_matches('`').to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_error_code_is_documented_and_every_documented_code_exists() {
+        let documented = documented_codes();
+        for code in ErrorCode::ALL {
+            assert!(
+                documented.iter().any(|d| d == code.as_str()),
+                "`{code}` is missing from docs/protocol.md's Error codes"
+            );
+            let wire = serde_json::to_value(code).expect("serialized");
+            assert_eq!(wire, code.as_str(), "serialized as documented");
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        for code in &documented {
+            assert!(
+                ErrorCode::parse(code).is_some(),
+                "docs/protocol.md documents `{code}`, which the gateway never sends"
+            );
+        }
+    }
+
     #[test]
     fn valid_frames_parse() {
         assert_eq!(
@@ -439,7 +596,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_bad_frame_has_its_code() {
-        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code;
+        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code.as_str();
         assert_eq!(code("{not json"), "malformed_json");
         assert_eq!(code("[1,2]"), "invalid_frame");
         assert_eq!(code(r#"{"room":"r"}"#), "invalid_frame");
@@ -463,7 +620,7 @@ mod tests {
         ))
         .expect_err("refused");
         assert_eq!(
-            (error.code, error.client_id.as_deref()),
+            (error.code.as_str(), error.client_id.as_deref()),
             ("invalid_body", Some("c"))
         );
         assert_eq!(
@@ -530,7 +687,7 @@ mod tests {
         ));
         let error = |text: String| {
             let error = parse(&text).map(|_| ()).expect_err("refused");
-            (error.code, error.client_id)
+            (error.code.as_str(), error.client_id)
         };
         let c = Some("c".to_string());
         assert_eq!(
@@ -570,7 +727,7 @@ mod tests {
             parse(r#"{"type":"read","room":"r","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#),
             Ok(ClientFrame::Read { .. })
         ));
-        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code;
+        let code = |text: &str| parse(text).map(|_| ()).expect_err("refused").code.as_str();
         assert_eq!(
             code(r#"{"type":"read","room":"r","id":"x"}"#),
             "invalid_marker"

@@ -24,7 +24,7 @@ use crate::accounts::Accounts;
 use crate::connection::ConnId;
 use crate::history::{HistoryClient, MarkerWrite};
 use crate::metrics::GatewayMetrics;
-use crate::protocol::ServerFrame;
+use crate::protocol::{ErrorCode, ServerFrame};
 
 /// Writes in flight at once during a flush.
 const CONCURRENT_WRITES: usize = 16;
@@ -134,7 +134,7 @@ impl ReadMarkers {
                     MarkerWrite::Written => self.metrics.read_markers_written.inc(),
                     MarkerWrite::Invalid => {
                         let text = ServerFrame::Error {
-                            code: "invalid_marker",
+                            code: ErrorCode::InvalidMarker,
                             message: &format!("message {} is not in room `{room}`", marker.id),
                             client_id: None,
                             room: Some(&room),

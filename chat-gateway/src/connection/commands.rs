@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::history::{ChangeRefusal, HistoryPage, Refusal};
 use crate::outbox::{self, JoinedFrame, Outbound};
-use crate::protocol::{self, ClientFrame, FrameError, ServerFrame, close_code};
+use crate::protocol::{self, ClientFrame, ErrorCode, FrameError, ServerFrame, close_code};
 use crate::receipts::Reservation;
 use crate::rooms::{Member, ReadTicket};
 
@@ -158,7 +158,7 @@ impl Reader {
             )
             .map_err(|_| {
                 FrameError::new(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "too many read markers are waiting to be written; retry shortly",
                 )
             })
@@ -198,8 +198,8 @@ impl Reader {
                     self.enqueue(Outbound::Forget(Box::new(room.clone())))
                         .await?;
                     let reason = match code {
-                        "banned" => RemovalReason::Banned,
-                        "archived" => RemovalReason::Archived,
+                        ErrorCode::Banned => RemovalReason::Banned,
+                        ErrorCode::Archived => RemovalReason::Archived,
                         _ => RemovalReason::Kicked,
                     };
                     self.send(ServerFrame::Removed { room, reason }).await?;
@@ -220,7 +220,7 @@ impl Reader {
         reply_to: Option<MessageId>,
     ) -> Result<Result<(), FrameError>, Gone> {
         let cid = client_id.to_string();
-        let refuse = |code: &'static str, message: String| {
+        let refuse = |code: ErrorCode, message: String| {
             Ok(Err(FrameError {
                 code,
                 message,
@@ -253,9 +253,9 @@ impl Reader {
                         excerpt: check.excerpt.filter(|_| !check.deleted),
                         deleted: check.deleted,
                     }),
-                    Err(ChangeRefusal::Denied("not_found")) => {
+                    Err(ChangeRefusal::Denied(ErrorCode::NotFound)) => {
                         return refuse(
-                            "invalid_reply_to",
+                            ErrorCode::InvalidReplyTo,
                             "`reply_to` is not a message of this room".into(),
                         );
                     }
@@ -265,7 +265,7 @@ impl Reader {
                     }
                     Err(ChangeRefusal::Unavailable) => {
                         return refuse(
-                            "unavailable",
+                            ErrorCode::Unavailable,
                             "history is unavailable; retry with the same client_id".into(),
                         );
                     }
@@ -286,7 +286,7 @@ impl Reader {
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "send receipts unavailable");
                 return refuse(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the message store is unavailable; retry with the same client_id".into(),
                 );
             }
@@ -295,7 +295,7 @@ impl Reader {
             Reservation::New => (id, sent_at, true),
             Reservation::Existing { room: earlier, .. } if earlier != room.as_str() => {
                 return refuse(
-                    "duplicate_client_id",
+                    ErrorCode::DuplicateClientId,
                     format!("client_id was already used for a message in room `{earlier}`"),
                 );
             }
@@ -351,7 +351,7 @@ impl Reader {
         };
         if let Err(error) = published {
             return refuse(
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("{error}; retry with the same client_id"),
             );
         }
@@ -406,7 +406,7 @@ impl Reader {
             Err(ChangeRefusal::Denied(code)) => return refuse(change_refused(code)),
             Err(ChangeRefusal::Unavailable) => {
                 return refuse(FrameError::new(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "history is unavailable; retry with the same client_id",
                 ));
             }
@@ -437,7 +437,7 @@ impl Reader {
             }) => {
                 if earlier_room != room.as_str() || earlier_target.as_deref() != Some(&target) {
                     return refuse(FrameError::new(
-                        "duplicate_client_id",
+                        ErrorCode::DuplicateClientId,
                         "client_id was already used for something else",
                     ));
                 }
@@ -446,7 +446,7 @@ impl Reader {
             Err(error) => {
                 tracing::warn!(error = format!("{error:#}"), "send receipts unavailable");
                 return refuse(FrameError::new(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "the message store is unavailable; retry with the same client_id",
                 ));
             }
@@ -467,7 +467,7 @@ impl Reader {
         if let Err(error) = self.hub.broker.publish_change(&event).await {
             self.hub.metrics.publish_failures.inc();
             return refuse(FrameError::new(
-                "unavailable",
+                ErrorCode::Unavailable,
                 format!("{error}; retry with the same client_id"),
             ));
         }
@@ -486,21 +486,21 @@ impl Reader {
             Ok(verified) => verified,
             Err(common::token::TokenError::KeysUnavailable(_)) => {
                 return Ok(Err(FrameError::new(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "tokens cannot be verified right now; retry shortly",
                 )));
             }
             Err(error) => {
                 tracing::debug!(%error, "in-band token refused");
                 return Ok(Err(FrameError::new(
-                    "unauthorized",
+                    ErrorCode::Unauthorized,
                     "the token is invalid or expired",
                 )));
             }
         };
         if verified.user.id != self.session.user.id {
             return Ok(Err(FrameError::new(
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "the token belongs to another user",
             )));
         }
@@ -601,7 +601,7 @@ impl Reader {
     ) -> Result<Result<(), FrameError>, Gone> {
         if self.in_room(&room) {
             return Ok(Err(FrameError::new(
-                "already_joined",
+                ErrorCode::AlreadyJoined,
                 format!("already in room `{room}`"),
             )));
         }
@@ -613,7 +613,7 @@ impl Reader {
         }
         if self.joined.len() >= max_rooms {
             return Ok(Err(FrameError::new(
-                "too_many_rooms",
+                ErrorCode::TooManyRooms,
                 format!("at most {max_rooms} rooms per connection"),
             )));
         }
@@ -743,7 +743,7 @@ impl Reader {
                 self.enqueue(Outbound::Forget(Box::new(room.clone())))
                     .await?;
                 return Ok(Err(FrameError::new(
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "history is unavailable; retry the join",
                 )));
             }
@@ -753,7 +753,7 @@ impl Reader {
             self.enqueue(Outbound::Forget(Box::new(room.clone())))
                 .await?;
             return Ok(Err(FrameError::new(
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("removed from room `{room}` while joining"),
             )));
         }
@@ -838,47 +838,50 @@ fn merge_recent(
 /// The `error` answering a refused authorization.
 fn refused(room: &RoomId, refusal: Refusal) -> FrameError {
     match refusal {
-        Refusal::Denied("not_found") => FrameError::new(
-            "not_found",
+        Refusal::Denied(ErrorCode::NotFound) => FrameError::new(
+            ErrorCode::NotFound,
             format!("no room `{room}`, or it is private and you are not a member"),
         ),
-        Refusal::Denied("banned") => {
-            FrameError::new("banned", format!("you are banned from room `{room}`"))
-        }
-        Refusal::Denied("archived") => {
-            FrameError::new("archived", format!("room `{room}` is archived: read only"))
-        }
-        Refusal::Denied("unauthorized") => FrameError::new(
-            "unauthorized",
+        Refusal::Denied(ErrorCode::Banned) => FrameError::new(
+            ErrorCode::Banned,
+            format!("you are banned from room `{room}`"),
+        ),
+        Refusal::Denied(ErrorCode::Archived) => FrameError::new(
+            ErrorCode::Archived,
+            format!("room `{room}` is archived: read only"),
+        ),
+        Refusal::Denied(ErrorCode::Unauthorized) => FrameError::new(
+            ErrorCode::Unauthorized,
             "the token is no longer honoured; sign in again",
         ),
-        Refusal::Denied(_) => {
-            FrameError::new("forbidden", format!("you may not do this in room `{room}`"))
-        }
+        Refusal::Denied(_) => FrameError::new(
+            ErrorCode::Forbidden,
+            format!("you may not do this in room `{room}`"),
+        ),
         Refusal::Unavailable => FrameError::new(
-            "unavailable",
+            ErrorCode::Unavailable,
             format!("room `{room}` cannot be authorized right now; retry"),
         ),
     }
 }
 
 /// The `error` answering a change history-service refused.
-fn change_refused(code: &'static str) -> FrameError {
+fn change_refused(code: ErrorCode) -> FrameError {
     let message = match code {
-        "not_found" => "no such message in this room",
-        "forbidden" => "your role does not allow changing this message",
-        "message_deleted" => "the message is deleted",
-        "edit_window_passed" => "the message can no longer be edited",
-        "too_many_reactions" => "the message has 20 distinct emoji already",
-        "invalid_emoji" => "emoji must be exactly one emoji",
-        "banned" => "you are banned from this room",
-        "archived" => "the room is archived: read only",
-        "unauthorized" => "the token is no longer honoured; sign in again",
+        ErrorCode::NotFound => "no such message in this room",
+        ErrorCode::Forbidden => "your role does not allow changing this message",
+        ErrorCode::MessageDeleted => "the message is deleted",
+        ErrorCode::EditWindowPassed => "the message can no longer be edited",
+        ErrorCode::TooManyReactions => "the message has 20 distinct emoji already",
+        ErrorCode::InvalidEmoji => "emoji must be exactly one emoji",
+        ErrorCode::Banned => "you are banned from this room",
+        ErrorCode::Archived => "the room is archived: read only",
+        ErrorCode::Unauthorized => "the token is no longer honoured; sign in again",
         _ => "refused",
     };
     FrameError::new(code, message)
 }
 
 fn not_joined(room: &RoomId) -> FrameError {
-    FrameError::new("not_joined", format!("join room `{room}` first"))
+    FrameError::new(ErrorCode::NotJoined, format!("join room `{room}` first"))
 }

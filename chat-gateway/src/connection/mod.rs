@@ -43,7 +43,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::accounts::revoked_close;
 use crate::outbox::{self, Outbound};
-use crate::protocol::{FrameError, close_code};
+use crate::protocol::{ErrorCode, FrameError, close_code};
 
 pub use hub::{ConnectionSlot, Hub};
 use writer::write_loop;
@@ -184,7 +184,8 @@ where
                                 Err(_) => break Some((close_code::POLICY_VIOLATION, REASON)),
                             }
                         }
-                        let error = FrameError::new("rate_limited", "too many frames; slow down");
+                        let error =
+                            FrameError::new(ErrorCode::RateLimited, "too many frames; slow down");
                         if reader.try_reply_error(&error).is_err() {
                             break None;
                         }
@@ -198,7 +199,7 @@ where
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let error = FrameError::new(
-                        "unsupported_frame",
+                        ErrorCode::UnsupportedFrame,
                         "binary frames are not supported; send JSON text",
                     );
                     if Box::pin(reader.reply_error(&error)).await.is_err() {
