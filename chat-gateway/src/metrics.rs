@@ -35,6 +35,11 @@ pub struct GatewayMetrics {
     /// Copies of messages fanned out already (redelivered by the broker, or published twice),
     /// not delivered again.
     pub duplicate_deliveries: IntCounter,
+    /// Where a join's time goes, by step: `authorize` (the decision: cached or asked of
+    /// history-service), `bind` (waiting for the room's queue binding; the first join of a
+    /// room on this gateway pays for it), `history` (the recent messages or the `since`
+    /// catch-up: memory, a shared read or a read of its own).
+    pub join_step_seconds: HistogramVec,
     pub http: HistogramVec,
 }
 
@@ -130,6 +135,18 @@ impl GatewayMetrics {
                 &registry,
                 "gateway_duplicate_deliveries_total",
                 "Copies of messages fanned out already, not delivered again",
+            ),
+            join_step_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "gateway_join_step_seconds",
+                        "Time a room join spent in each step (authorize, bind, history)",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["step"],
+                )
+                .expect("static histogram options are valid"),
             ),
             http: common::metrics::http_requests(&registry),
             registry,

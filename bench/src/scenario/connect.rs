@@ -20,6 +20,7 @@ use crate::client::{self, Ws};
 use crate::measure::{Latency, SharedHistogram, paced};
 use crate::report::{Table, num};
 use crate::scenario::rooms::{MEMBER_JOINS_AT_ONCE, become_members};
+use crate::scenario::storm::{fetch, metric_sum};
 use crate::scenario::{Better, Ctx, open_fleet, warn_failures};
 use crate::target::Target;
 use crate::wire::Protocol;
@@ -37,12 +38,17 @@ struct Outcome {
 
 pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
+    let mut steps = None;
     for target in targets {
         let tokens = ctx.tokens(target).await?;
         if target.protocol == Protocol::Ours {
             outcomes.push(members_phase(ctx, target, &tokens).await?);
         }
+        let before = gateway_metrics(ctx, target).await;
         outcomes.push(paced_phase(ctx, target, &tokens).await);
+        if let (Some(before), Some(after)) = (before, gateway_metrics(ctx, target).await) {
+            steps = Some(step_table(&before, &after));
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         outcomes.push(burst_phase(ctx, target, &tokens).await);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -79,6 +85,9 @@ pub async fn run(ctx: &mut Ctx, targets: &[&Target]) -> anyhow::Result<()> {
         ]);
     }
     ctx.reporter.emit(&table)?;
+    if let Some(steps) = steps {
+        ctx.reporter.emit(&steps)?;
+    }
 
     let find = |target: &str, phase: &str| {
         outcomes
@@ -224,4 +233,120 @@ async fn burst_phase(ctx: &Ctx, target: &Target, tokens: &[String]) -> Outcome {
     };
     drop(built);
     outcome
+}
+
+/// The first gateway's metrics text, when the target has them.
+async fn gateway_metrics(ctx: &Ctx, target: &Target) -> Option<String> {
+    let url = target.gateway_metrics.as_ref()?;
+    match fetch(&ctx.http, url).await {
+        Ok(text) => Some(text),
+        Err(error) => {
+            eprintln!("chat-bench: the gateway's metrics at {url}: {error:#}");
+            None
+        }
+    }
+}
+
+/// The steps of the joins the first gateway served between `before` and `after`, from its
+/// `gateway_join_step_seconds` histogram: how many, the mean, and the bucket bounds the median
+/// and the 99th percentile fall under.
+fn step_table(before: &str, after: &str) -> Table {
+    const NAME: &str = "gateway_join_step_seconds";
+    let mut table = Table::new(
+        "connect_steps",
+        "Where the paced joins' time went on the first gateway (ms; p50/p99 as histogram bucket bounds)",
+        &["step", "joins", "mean", "p50_under", "p99_under"],
+    );
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        metric_sum(after, name, labels).unwrap_or(0.0)
+            - metric_sum(before, name, labels).unwrap_or(0.0)
+    };
+    for step in ["authorize", "bind", "history"] {
+        let labels = [("step", step)];
+        let count = delta(&format!("{NAME}_count"), &labels);
+        let sum = delta(&format!("{NAME}_sum"), &labels);
+        let before_buckets = buckets(before, NAME, step);
+        let buckets: Vec<(f64, f64)> = buckets(after, NAME, step)
+            .into_iter()
+            .map(|(le, n)| {
+                let earlier = before_buckets
+                    .iter()
+                    .find(|(b, _)| *b == le)
+                    .map_or(0.0, |b| b.1);
+                (le, n - earlier)
+            })
+            .collect();
+        let under = |q: f64| {
+            buckets.iter().find(|(_, n)| *n >= q * count).map_or_else(
+                || "-".to_string(),
+                |(le, _)| match le.is_finite() {
+                    true => num(le * 1000.0, 1),
+                    false => "+Inf".to_string(),
+                },
+            )
+        };
+        table.push(vec![
+            step.to_string(),
+            num(count, 0),
+            num(sum * 1000.0 / count.max(1.0), 2),
+            under(0.5),
+            under(0.99),
+        ]);
+    }
+    table
+}
+
+/// The cumulative buckets `(le, count)` of histogram `name` for `step`, in ascending order.
+fn buckets(text: &str, name: &str, step: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let wanted = format!("step=\"{step}\"");
+    let mut found: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter(|rest| rest.contains(&wanted))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once('}')?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = match le {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().ok()?,
+            };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.total_cmp(&b.0));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_steps_are_read_from_the_histogram_growth_between_two_scrapes() {
+        let text = |bind: [u32; 3]| {
+            format!(
+                "gateway_join_step_seconds_bucket{{step=\"bind\",le=\"0.01\"}} {}\n\
+                 gateway_join_step_seconds_bucket{{step=\"bind\",le=\"0.5\"}} {}\n\
+                 gateway_join_step_seconds_bucket{{step=\"bind\",le=\"+Inf\"}} {}\n\
+                 gateway_join_step_seconds_sum{{step=\"bind\"}} {}\n\
+                 gateway_join_step_seconds_count{{step=\"bind\"}} {}\n",
+                bind[0],
+                bind[1],
+                bind[2],
+                f64::from(bind[2]) * 0.02,
+                bind[2]
+            )
+        };
+        // 100 joins between the scrapes: 98 under 10 ms, 2 under 500 ms.
+        let table = step_table(&text([5, 5, 5]), &text([103, 105, 105])).text();
+        let bind = table
+            .lines()
+            .find(|line| line.contains("bind"))
+            .expect("a bind row");
+        let cells: Vec<&str> = bind.split_whitespace().collect();
+        assert!(cells.contains(&"100"), "{bind}");
+        assert!(cells.contains(&"10.0"), "median under 10 ms: {bind}");
+        assert!(cells.contains(&"500.0"), "p99 under 500 ms: {bind}");
+    }
 }

@@ -397,7 +397,7 @@ impl Counters {
     }
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+pub async fn fetch(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     Ok(http
         .get(url)
         .timeout(Duration::from_secs(10))

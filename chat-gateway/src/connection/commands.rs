@@ -618,6 +618,8 @@ impl Reader {
             )));
         }
         self.hub.metrics.joins.inc();
+        let steps = &self.hub.metrics.join_step_seconds;
+        let started = Instant::now();
         let user = &self.session.user.id;
         let authorized = self
             .hub
@@ -654,7 +656,15 @@ impl Reader {
                 }
             }
         }
+        let authorized_at = Instant::now();
+        steps
+            .with_label_values(&["authorize"])
+            .observe((authorized_at - started).as_secs_f64());
         joined.bound.cancelled().await;
+        let bound_at = Instant::now();
+        steps
+            .with_label_values(&["bind"])
+            .observe((bound_at - authorized_at).as_secs_f64());
         self.joined.push(room.clone());
         if joined.first_local {
             self.hub
@@ -697,6 +707,9 @@ impl Reader {
             }
             None => self.recent_for_join(&room, binding).await,
         };
+        steps
+            .with_label_values(&["history"])
+            .observe(bound_at.elapsed().as_secs_f64());
         let (changes, changes_truncated) = match &page {
             Ok(page) => (page.changes.clone(), page.changes_truncated),
             Err(_) => (Vec::new(), false),
