@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
 """Static checks of the deployment files: docker-compose.yml, deploy/Dockerfile, deploy/k8s.
 
-Nothing here needs a Docker engine, a cluster or the network. scripts/validate-deploy.sh
-installs the tools first (kustomize and deploy-check from tools/deploy-check, the Python
-packages from requirements.txt) and then runs this file with their paths.
+Nothing here needs a Docker engine or a cluster. scripts/validate-deploy.sh installs the tools
+first (kustomize, kubeconform and deploy-check from tools/deploy-check, the Python packages from
+requirements.txt) and then runs this file with their paths. The schemas kubeconform reads are
+made by schemas.py into a cache, from the Kubernetes schemas kubernetes-validate ships and the
+operators' CRDs (crds.txt), downloaded through the Go module proxy when the cache is made.
+
+The standard tools check what they can: compose-go loads the compose file, BuildKit lints the
+Dockerfile, kustomize renders the manifests and kubeconform validates them. What is left here
+are this project's own rules: the services' settings against their config/default.toml, the
+references between the objects, the NetworkPolicies against the calls the settings make, the
+broker and database users, metrics scraping, and the shape of the images.
 
 Each check prints PASS, FAIL or SKIP with its reasons; the closing line counts them and the
 exit status is non-zero when any check failed.
@@ -26,14 +34,11 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
-import kubernetes_validate
 import yaml
-from kubernetes_validate import utils as kv_utils
-from referencing import Registry, Resource
+
+import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 # Kubernetes versions the manifests are checked against: the oldest one supported and the
 # newest schemas kubernetes-validate ships.
@@ -735,44 +740,32 @@ def check_build_scope(stages: dict[str, list[tuple[str, str]]], members: list[st
 # Kubernetes
 
 
-class Schemas:
-    """Kubernetes' own schemas from kubernetes-validate, plus ours for the operators' kinds."""
+class Kubeconform:
+    """kubeconform, strict, once per Kubernetes version in K8S_VERSIONS, against the schemas
+    schemas.py makes (Kubernetes' own and the operators' CRDs). Every object must have a schema."""
 
-    def __init__(self) -> None:
-        self.crd: dict[tuple[str, str], dict] = {}
-        for f in sorted(SCHEMAS.glob("*.json")):
-            schema = json.loads(f.read_text())
-            api_version = schema["properties"]["apiVersion"]["const"]
-            kind = schema["properties"]["kind"]["const"]
-            self.crd[(api_version, kind)] = schema
-        version = K8S_VERSIONS[0]
-        defs = kv_utils.schema_contents(
-            f"kubernetes-json-schema/v{version}.0-local-strict/_definitions.json", version
-        )
-        registry = Registry().with_resource(defs["$id"], Resource.from_contents(defs))
-        for schema in self.crd.values():
-            registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
-        self.registry = registry
+    def __init__(self, binary: str, cache: Path, go: str) -> None:
+        schemas.ensure(cache, go, K8S_VERSIONS)
+        self.cmd = [binary, "-strict", "-output", "json", "-verbose"]
+        for location in schemas.locations(cache):
+            self.cmd += ["-schema-location", location]
 
-    def validate(self, doc: dict) -> list[str]:
-        key = (doc.get("apiVersion"), doc.get("kind"))
-        where = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-        if key in self.crd:
-            validator = jsonschema.Draft202012Validator(self.crd[key], registry=self.registry)
-            return [
-                f"{where}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                for e in validator.iter_errors(doc)
-            ]
-        problems = []
+    def validate(self, text: str, where: str = "") -> tuple[list[str], list[str]]:
+        """(kinds found, problems) for the manifests in `text`."""
+        kinds: set[str] = set()
+        problems: list[str] = []
         for version in K8S_VERSIONS:
+            res = run([*self.cmd, "-kubernetes-version", f"{version}.0", "-"], input=text)
             try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                path = ".".join(map(str, e.path))
-                problems.append(f"{where} (Kubernetes {version}): {path}: {e.message}")
-            except kubernetes_validate.SchemaNotFoundError:
-                problems.append(f"{where}: no schema for {key[0]} {key[1]} (add one to deploy/validate/schemas)")
-        return problems
+                resources = json.loads(res.stdout)["resources"]
+            except (ValueError, KeyError):
+                problems.append(f"{where}kubeconform: {(res.stdout + res.stderr).strip()}")
+                continue
+            for r in resources:
+                kinds.add(r["kind"])
+                if r["status"] != "statusValid":
+                    problems.append(f"{where}{r['kind']}/{r['name']} (Kubernetes {version}): {r.get('msg', r['status'])}")
+        return sorted(kinds), problems
 
 
 PROMETHEUS_ADAPTER_VALUES = ROOT / "deploy/monitoring/prometheus-adapter-values.yaml"
@@ -1070,12 +1063,13 @@ def check_workload_policy(docs: list[dict]) -> list[str]:
     return problems
 
 
-def read_template_secrets(paths: list[str], schemas: Schemas) -> tuple[dict[str, set[str]], list[str]]:
+def read_template_secrets(paths: list[str], kubeconform: Kubeconform) -> tuple[dict[str, set[str]], list[str]]:
     secrets: dict[str, set[str]] = {}
     problems: list[str] = []
     for rel in paths:
-        for doc in load_yaml_docs((ROOT / rel).read_text()):
-            problems += [f"{rel}: {p}" for p in schemas.validate(doc)]
+        text = (ROOT / rel).read_text()
+        problems += kubeconform.validate(text, f"{rel}: ")[1]
+        for doc in load_yaml_docs(text):
             if doc.get("kind") != "Secret":
                 problems.append(f"{rel}: holds a {doc.get('kind')}, only Secrets belong there")
                 continue
@@ -1439,25 +1433,19 @@ def check_ingress_headers_and_metrics(docs: list[dict]) -> list[str]:
     return problems
 
 
-def check_kubernetes(report: Report, kustomize: str) -> None:
-    schemas = Schemas()
+def check_kubernetes(report: Report, kustomize: str, kubeconform: Kubeconform) -> None:
     for overlay, template_files in OVERLAYS.items():
         res = run([kustomize, "build", str(ROOT / overlay)])
         if not report.record(f"k8s {overlay}: kustomize build renders", [res.stderr.strip()] if res.returncode else []):
             continue
         docs = load_yaml_docs(res.stdout)
-        kinds = sorted({f"{d['kind']}" for d in docs})
-        problems = []
-        for doc in docs:
-            problems += schemas.validate(doc)
-        builtin = sum(1 for d in docs if (d.get("apiVersion"), d.get("kind")) not in schemas.crd)
-        custom = len(docs) - builtin
+        kinds, problems = kubeconform.validate(res.stdout)
         report.record(
-            f"k8s {overlay}: {builtin} objects valid against the Kubernetes {' and '.join(K8S_VERSIONS)} schemas (strict), "
-            f"{custom} operator objects against deploy/validate/schemas [{', '.join(kinds)}]",
+            f"k8s {overlay}: kubeconform (strict): {len(docs)} objects valid against the Kubernetes "
+            f"{' and '.join(K8S_VERSIONS)} schemas and the operators' CRDs [{', '.join(kinds)}]",
             problems,
         )
-        template_secrets, problems = read_template_secrets(template_files, schemas)
+        template_secrets, problems = read_template_secrets(template_files, kubeconform)
         report.record(f"k8s {overlay}: Secret templates are valid and hold only placeholders", problems)
         report.record(
             f"k8s {overlay}: references resolve (selectors, ports, ConfigMaps, Secrets, $(VAR) order, "
@@ -1495,17 +1483,15 @@ DASHBOARD = ROOT / "deploy/monitoring/grafana-dashboard.json"
 ALERT_TESTS = ROOT / "deploy/monitoring/alerts.test.yaml"
 
 
-def check_monitoring(report: Report, kustomize: str, promtool: str | None) -> None:
+def check_monitoring(report: Report, kustomize: str, kubeconform: Kubeconform, promtool: str | None) -> None:
     """The PodMonitor, the alert rules (promtool check + unit tests) and the dashboard."""
-    schemas = Schemas()
     res = run([kustomize, "build", str(MONITORING)])
     if not report.record("monitoring: deploy/k8s/monitoring renders", [res.stderr.strip()] if res.returncode else []):
         return
     docs = load_yaml_docs(res.stdout)
-    problems = []
-    for doc in docs:
-        problems += schemas.validate(doc)
-    report.record("monitoring: PodMonitor and PrometheusRule valid against deploy/validate/schemas", problems)
+    kinds, problems = kubeconform.validate(res.stdout)
+    report.record(f"monitoring: kubeconform (strict): {', '.join(kinds)} valid against the Prometheus Operator's CRDs",
+                  problems)
 
     base = run([kustomize, "build", str(ROOT / "deploy/k8s/base")])
     deployments = {name_of(d): d for d in by_kind(load_yaml_docs(base.stdout), "Deployment")}
@@ -1590,6 +1576,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kustomize", required=True)
     parser.add_argument("--deploy-check", required=True)
+    parser.add_argument("--kubeconform", required=True)
+    parser.add_argument("--go", required=True, help="go, to download the operators' modules (crds.txt)")
+    parser.add_argument("--schema-cache", required=True, type=Path, help="where schemas.py keeps the schemas it makes")
     parser.add_argument("--promtool", help="promtool, for the alert rules (skipped without it)")
     args = parser.parse_args()
 
@@ -1599,21 +1588,22 @@ def main() -> int:
     print("== Dockerfile")
     check_dockerfile(report, args.deploy_check)
     print("== Kubernetes")
-    check_kubernetes(report, args.kustomize)
+    kubeconform = Kubeconform(args.kubeconform, args.schema_cache, args.go)
+    check_kubernetes(report, args.kustomize, kubeconform)
     print("== Monitoring")
-    check_monitoring(report, args.kustomize, args.promtool)
+    check_monitoring(report, args.kustomize, kubeconform, args.promtool)
     print("== Settings named in the files and docs")
     check_docs(report)
 
     print()
     print("Verified here, statically: the compose file as `docker compose` would load it; the Dockerfile")
     print("against BuildKit's checks and this project's rules; every rendered Kubernetes manifest against the")
-    print("Kubernetes API schemas, the operator resources against schemas kept in deploy/validate/schemas,")
-    print("and the references between the manifests; every setting against the services' config/default.toml,")
-    print("and the NetworkPolicies against the calls those settings make.")
-    print("Not verified here: no image was built and no container was run (there is no Docker engine), no")
+    print("Kubernetes API schemas and the operators' CRDs (kubeconform; RabbitmqCluster against a hand-written")
+    print("schema), and the references between the manifests; every setting against the services'")
+    print("config/default.toml, and the NetworkPolicies against the calls those settings make.")
+    print("Not verified here: no image was built and no container was run (there is no Docker engine), and no")
     print("manifest was applied to a cluster (no admission webhooks, operators, ingress controller or")
-    print("NetworkPolicy enforcement), and the operators' real CRD schemas were not used.")
+    print("NetworkPolicy enforcement).")
     if report.warnings:
         print(f"{len(report.warnings)} warning(s) above do not fail the run.")
     print(f"validate-deploy: {len(report.passed)} passed, {len(report.failed)} failed, {len(report.skipped)} skipped")
