@@ -340,8 +340,8 @@ def check_compose(report: Report, deploy_check: str) -> None:
 
     project, err = compose_load(deploy_check, None)
     report.record(
-        "compose: docker-compose.yml loads with compose-go (schema, interpolation, references), "
-        "no .env as on a fresh clone",
+        "compose: docker-compose.yml loads with compose-go (schema, interpolation, references to services, "
+        "volumes, networks, secrets and env_files), no .env as on a fresh clone",
         [err] if project is None else [],
     )
     with_example, err = compose_load(deploy_check, example)
@@ -382,38 +382,6 @@ def check_compose(report: Report, deploy_check: str) -> None:
 
     raw = yaml.safe_load(compose_path.read_text())
     services: dict = raw.get("services") or {}
-    declared_volumes = set((raw.get("volumes") or {}).keys())
-
-    problems = []
-    for svc_name, svc in services.items():
-        for dep in depends_on_names(svc):
-            if dep not in services:
-                problems.append(f"{svc_name}: depends_on names undefined service {dep!r}")
-        for link in svc.get("links") or []:
-            target = link.split(":")[0]
-            if target not in services:
-                problems.append(f"{svc_name}: links to undefined service {target!r}")
-        for vol in svc.get("volumes") or []:
-            source = vol.get("source") if isinstance(vol, dict) else vol.split(":")[0]
-            kind = vol.get("type", "volume") if isinstance(vol, dict) else None
-            is_named = (kind == "volume") if kind else not source.startswith((".", "/", "~", "$"))
-            if is_named and source and source not in declared_volumes:
-                problems.append(f"{svc_name}: volume {source!r} is not declared under top-level volumes")
-        env_files = svc.get("env_file") or []
-        if isinstance(env_files, (str, dict)):
-            env_files = [env_files]
-        for ef in env_files:
-            path, required = (ef, True) if isinstance(ef, str) else (ef["path"], ef.get("required", True))
-            if required and not (ROOT / path).exists():
-                problems.append(f"{svc_name}: env_file {path!r} does not exist (mark it `required: false` or commit it)")
-    for vol in declared_volumes:
-        if not any(
-            (v.get("source") if isinstance(v, dict) else v.split(":")[0]) == vol
-            for s in services.values()
-            for v in (s.get("volumes") or [])
-        ):
-            problems.append(f"volume {vol!r} is declared but no service uses it")
-    report.record("compose: depends_on/links name defined services, named volumes are declared, env_files exist", problems)
 
     problems = []
     for svc_name, svc in services.items():
@@ -753,19 +721,27 @@ class Kubeconform:
     def validate(self, text: str, where: str = "") -> tuple[list[str], list[str]]:
         """(kinds found, problems) for the manifests in `text`."""
         kinds: set[str] = set()
-        problems: list[str] = []
+        # A problem found with several versions' schemas is told once, naming them.
+        problems: dict[str, list[str]] = {}
         for version in K8S_VERSIONS:
             res = run([*self.cmd, "-kubernetes-version", f"{version}.0", "-"], input=text)
             try:
                 resources = json.loads(res.stdout)["resources"]
             except (ValueError, KeyError):
-                problems.append(f"{where}kubeconform: {(res.stdout + res.stderr).strip()}")
+                problems.setdefault(f"kubeconform: {(res.stdout + res.stderr).strip()}", []).append(version)
                 continue
             for r in resources:
                 kinds.add(r["kind"])
-                if r["status"] != "statusValid":
-                    problems.append(f"{where}{r['kind']}/{r['name']} (Kubernetes {version}): {r.get('msg', r['status'])}")
-        return sorted(kinds), problems
+                if r["status"] == "statusValid":
+                    continue
+                # kubeconform's message names the schema file, then each error as "at PATH: WHAT";
+                # an error that only says a parent failed is left out when its causes are there.
+                detail = (r.get("msg") or r["status"]).split("#' - ", 1)[-1]
+                errors = [e.strip() for e in re.split(r"\s+- (?=at ')", detail) if e.strip()]
+                errors = [e for e in errors if not e.endswith(": validation failed")] or errors
+                for e in errors:
+                    problems.setdefault(f"{r['kind']}/{r['name']}: {e}", []).append(version)
+        return sorted(kinds), [f"{where}{p} (Kubernetes {', '.join(v)})" for p, v in problems.items()]
 
 
 PROMETHEUS_ADAPTER_VALUES = ROOT / "deploy/monitoring/prometheus-adapter-values.yaml"
