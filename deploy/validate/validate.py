@@ -305,33 +305,12 @@ def env_map(svc: dict) -> dict[str, str | None]:
     return {k: (None if v is None else str(v)) for k, v in env.items()}
 
 
-def dockerfile_stages(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> [(INSTRUCTION, arguments)], continuation lines joined."""
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] | None = None
-    logical = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not logical and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            logical += line[:-1] + " "
-            continue
-        logical += line
-        instr, _, args = logical.partition(" ")
-        instr = instr.upper()
-        logical = ""
-        if instr == "FROM":
-            m = re.search(r"\bAS\s+(\S+)\s*$", args, re.IGNORECASE)
-            name = m.group(1) if m else f"stage-{len(stages)}"
-            base = args.split()[0]
-            current = stages.setdefault(name, [])
-            current.append(("FROM", base))
-        elif current is not None:
-            current.append((instr, args.strip()))
-    return stages
+def dockerfile_stages(deploy_check: str, path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> [(INSTRUCTION, arguments)], as BuildKit's parser reads the Dockerfile."""
+    res = run([deploy_check, "stages", str(path)])
+    if res.returncode != 0:
+        raise SystemExit(f"{path}: {res.stderr.strip()}")
+    return {name: [(i, a) for i, a in instrs] for name, instrs in json.loads(res.stdout).items()}
 
 
 def check_compose(report: Report, deploy_check: str) -> None:
@@ -423,7 +402,7 @@ def check_compose(report: Report, deploy_check: str) -> None:
     problems = []
     instance_ids: dict[str, str] = {}
     host_ports: dict[str, str] = {}
-    stages = dockerfile_stages(ROOT / "deploy/Dockerfile")
+    stages = dockerfile_stages(deploy_check, ROOT / "deploy/Dockerfile")
     for svc_name, svc in services.items():
         env = env_map(svc)
         iid = env.get("GATEWAY__AMQP__INSTANCE_ID")
@@ -570,7 +549,7 @@ def check_dockerfile(report: Report, deploy_check: str) -> None:
         out if res.returncode != 0 else [],
     )
 
-    stages = dockerfile_stages(path)
+    stages = dockerfile_stages(deploy_check, path)
     problems: list[str] = []
 
     def chain(name: str) -> list[tuple[str, str]]:
