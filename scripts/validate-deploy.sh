@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Static validation of the deployment files (docker-compose.yml, deploy/Dockerfile,
-# deploy/k8s): no Docker engine, cluster or network needed when it runs.
+# deploy/k8s): no Docker engine or cluster needed, and no network once the tools are in.
 #
 # First run installs, into .local/deploy-tools (git-ignored):
-#   - kustomize and deploy-check, built from tools/deploy-check (Go modules pinned by
-#     its go.sum, fetched through the Go module proxy);
+#   - kustomize, kubeconform and deploy-check, built from tools/deploy-check (Go modules
+#     pinned by its go.sum, fetched through the Go module proxy);
 #   - a Python venv with deploy/validate/requirements.txt (kubernetes-validate ships
 #     the Kubernetes JSON schemas inside the package);
-#   - promtool, when none is on the PATH, unpacked from the Debian package prometheus.
+#   - promtool, when none is on the PATH, unpacked from the Debian package prometheus;
+#   - the JSON schemas kubeconform reads (deploy/validate/schemas.py): Kubernetes' from
+#     kubernetes-validate, the operators' from their CRDs, whose Go modules
+#     deploy/validate/crds.txt pins.
 # Later runs reuse them; each is rebuilt only when its pinned inputs change.
 #
 # Usage: scripts/validate-deploy.sh        (exit status non-zero when a check fails)
@@ -24,17 +27,19 @@ go_bin="$(command -v go || true)"
 [[ -z "$go_bin" && -x /usr/local/go/bin/go ]] && go_bin=/usr/local/go/bin/go
 go_src="$root/tools/deploy-check"
 go_stamp="$(cat "$go_src/go.mod" "$go_src/go.sum" "$go_src"/*.go | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$tools/go.stamp" 2>/dev/null)" != "$go_stamp" || ! -x "$tools/bin/kustomize" || ! -x "$tools/bin/deploy-check" ]]; then
+if [[ "$(cat "$tools/go.stamp" 2>/dev/null)" != "$go_stamp" || ! -x "$tools/bin/kustomize" \
+      || ! -x "$tools/bin/kubeconform" || ! -x "$tools/bin/deploy-check" ]]; then
   if [[ -z "$go_bin" ]]; then
-    log "Go is not installed (needed once, to build kustomize and deploy-check)"
+    log "Go is not installed (needed once, to build kustomize, kubeconform and deploy-check)"
     exit 1
   fi
-  log "building kustomize and deploy-check (first run only)"
+  log "building kustomize, kubeconform and deploy-check (first run only)"
   (
     cd "$go_src"
     export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
     "$go_bin" build -trimpath -o "$tools/bin/deploy-check" .
     "$go_bin" build -trimpath -o "$tools/bin/kustomize" sigs.k8s.io/kustomize/kustomize/v5
+    "$go_bin" build -trimpath -o "$tools/bin/kubeconform" github.com/yannh/kubeconform/cmd/kubeconform
   )
   echo "$go_stamp" > "$tools/go.stamp"
 fi
@@ -77,4 +82,7 @@ fi
 exec "$venv/bin/python" "$root/deploy/validate/validate.py" \
   --kustomize "$tools/bin/kustomize" \
   --deploy-check "$tools/bin/deploy-check" \
+  --kubeconform "$tools/bin/kubeconform" \
+  --go "${go_bin:-go}" \
+  --schema-cache "$tools/schemas" \
   --promtool "$promtool"

@@ -1,9 +1,17 @@
 #!/usr/bin/env python3
 """Static checks of the deployment files: docker-compose.yml, deploy/Dockerfile, deploy/k8s.
 
-Nothing here needs a Docker engine, a cluster or the network. scripts/validate-deploy.sh
-installs the tools first (kustomize and deploy-check from tools/deploy-check, the Python
-packages from requirements.txt) and then runs this file with their paths.
+Nothing here needs a Docker engine or a cluster. scripts/validate-deploy.sh installs the tools
+first (kustomize, kubeconform and deploy-check from tools/deploy-check, the Python packages from
+requirements.txt) and then runs this file with their paths. The schemas kubeconform reads are
+made by schemas.py into a cache, from the Kubernetes schemas kubernetes-validate ships and the
+operators' CRDs (crds.txt), downloaded through the Go module proxy when the cache is made.
+
+The standard tools check what they can: compose-go loads the compose file, BuildKit lints the
+Dockerfile, kustomize renders the manifests and kubeconform validates them. What is left here
+are this project's own rules: the services' settings against their config/default.toml, the
+references between the objects, the NetworkPolicies against the calls the settings make, the
+broker and database users, metrics scraping, and the shape of the images.
 
 Each check prints PASS, FAIL or SKIP with its reasons; the closing line counts them and the
 exit status is non-zero when any check failed.
@@ -26,14 +34,11 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
-import kubernetes_validate
 import yaml
-from kubernetes_validate import utils as kv_utils
-from referencing import Registry, Resource
+
+import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 # Kubernetes versions the manifests are checked against: the oldest one supported and the
 # newest schemas kubernetes-validate ships.
@@ -300,33 +305,12 @@ def env_map(svc: dict) -> dict[str, str | None]:
     return {k: (None if v is None else str(v)) for k, v in env.items()}
 
 
-def dockerfile_stages(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """Stage name -> [(INSTRUCTION, arguments)], continuation lines joined."""
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] | None = None
-    logical = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not logical and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            logical += line[:-1] + " "
-            continue
-        logical += line
-        instr, _, args = logical.partition(" ")
-        instr = instr.upper()
-        logical = ""
-        if instr == "FROM":
-            m = re.search(r"\bAS\s+(\S+)\s*$", args, re.IGNORECASE)
-            name = m.group(1) if m else f"stage-{len(stages)}"
-            base = args.split()[0]
-            current = stages.setdefault(name, [])
-            current.append(("FROM", base))
-        elif current is not None:
-            current.append((instr, args.strip()))
-    return stages
+def dockerfile_stages(deploy_check: str, path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> [(INSTRUCTION, arguments)], as BuildKit's parser reads the Dockerfile."""
+    res = run([deploy_check, "stages", str(path)])
+    if res.returncode != 0:
+        raise SystemExit(f"{path}: {res.stderr.strip()}")
+    return {name: [(i, a) for i, a in instrs] for name, instrs in json.loads(res.stdout).items()}
 
 
 def check_compose(report: Report, deploy_check: str) -> None:
@@ -335,8 +319,8 @@ def check_compose(report: Report, deploy_check: str) -> None:
 
     project, err = compose_load(deploy_check, None)
     report.record(
-        "compose: docker-compose.yml loads with compose-go (schema, interpolation, references), "
-        "no .env as on a fresh clone",
+        "compose: docker-compose.yml loads with compose-go (schema, interpolation, references to services, "
+        "volumes, networks, secrets and env_files), no .env as on a fresh clone",
         [err] if project is None else [],
     )
     with_example, err = compose_load(deploy_check, example)
@@ -377,38 +361,6 @@ def check_compose(report: Report, deploy_check: str) -> None:
 
     raw = yaml.safe_load(compose_path.read_text())
     services: dict = raw.get("services") or {}
-    declared_volumes = set((raw.get("volumes") or {}).keys())
-
-    problems = []
-    for svc_name, svc in services.items():
-        for dep in depends_on_names(svc):
-            if dep not in services:
-                problems.append(f"{svc_name}: depends_on names undefined service {dep!r}")
-        for link in svc.get("links") or []:
-            target = link.split(":")[0]
-            if target not in services:
-                problems.append(f"{svc_name}: links to undefined service {target!r}")
-        for vol in svc.get("volumes") or []:
-            source = vol.get("source") if isinstance(vol, dict) else vol.split(":")[0]
-            kind = vol.get("type", "volume") if isinstance(vol, dict) else None
-            is_named = (kind == "volume") if kind else not source.startswith((".", "/", "~", "$"))
-            if is_named and source and source not in declared_volumes:
-                problems.append(f"{svc_name}: volume {source!r} is not declared under top-level volumes")
-        env_files = svc.get("env_file") or []
-        if isinstance(env_files, (str, dict)):
-            env_files = [env_files]
-        for ef in env_files:
-            path, required = (ef, True) if isinstance(ef, str) else (ef["path"], ef.get("required", True))
-            if required and not (ROOT / path).exists():
-                problems.append(f"{svc_name}: env_file {path!r} does not exist (mark it `required: false` or commit it)")
-    for vol in declared_volumes:
-        if not any(
-            (v.get("source") if isinstance(v, dict) else v.split(":")[0]) == vol
-            for s in services.values()
-            for v in (s.get("volumes") or [])
-        ):
-            problems.append(f"volume {vol!r} is declared but no service uses it")
-    report.record("compose: depends_on/links name defined services, named volumes are declared, env_files exist", problems)
 
     problems = []
     for svc_name, svc in services.items():
@@ -450,7 +402,7 @@ def check_compose(report: Report, deploy_check: str) -> None:
     problems = []
     instance_ids: dict[str, str] = {}
     host_ports: dict[str, str] = {}
-    stages = dockerfile_stages(ROOT / "deploy/Dockerfile")
+    stages = dockerfile_stages(deploy_check, ROOT / "deploy/Dockerfile")
     for svc_name, svc in services.items():
         env = env_map(svc)
         iid = env.get("GATEWAY__AMQP__INSTANCE_ID")
@@ -597,7 +549,7 @@ def check_dockerfile(report: Report, deploy_check: str) -> None:
         out if res.returncode != 0 else [],
     )
 
-    stages = dockerfile_stages(path)
+    stages = dockerfile_stages(deploy_check, path)
     problems: list[str] = []
 
     def chain(name: str) -> list[tuple[str, str]]:
@@ -735,44 +687,40 @@ def check_build_scope(stages: dict[str, list[tuple[str, str]]], members: list[st
 # Kubernetes
 
 
-class Schemas:
-    """Kubernetes' own schemas from kubernetes-validate, plus ours for the operators' kinds."""
+class Kubeconform:
+    """kubeconform, strict, once per Kubernetes version in K8S_VERSIONS, against the schemas
+    schemas.py makes (Kubernetes' own and the operators' CRDs). Every object must have a schema."""
 
-    def __init__(self) -> None:
-        self.crd: dict[tuple[str, str], dict] = {}
-        for f in sorted(SCHEMAS.glob("*.json")):
-            schema = json.loads(f.read_text())
-            api_version = schema["properties"]["apiVersion"]["const"]
-            kind = schema["properties"]["kind"]["const"]
-            self.crd[(api_version, kind)] = schema
-        version = K8S_VERSIONS[0]
-        defs = kv_utils.schema_contents(
-            f"kubernetes-json-schema/v{version}.0-local-strict/_definitions.json", version
-        )
-        registry = Registry().with_resource(defs["$id"], Resource.from_contents(defs))
-        for schema in self.crd.values():
-            registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
-        self.registry = registry
+    def __init__(self, binary: str, cache: Path, go: str) -> None:
+        schemas.ensure(cache, go, K8S_VERSIONS)
+        self.cmd = [binary, "-strict", "-output", "json", "-verbose"]
+        for location in schemas.locations(cache):
+            self.cmd += ["-schema-location", location]
 
-    def validate(self, doc: dict) -> list[str]:
-        key = (doc.get("apiVersion"), doc.get("kind"))
-        where = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-        if key in self.crd:
-            validator = jsonschema.Draft202012Validator(self.crd[key], registry=self.registry)
-            return [
-                f"{where}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-                for e in validator.iter_errors(doc)
-            ]
-        problems = []
+    def validate(self, text: str, where: str = "") -> tuple[list[str], list[str]]:
+        """(kinds found, problems) for the manifests in `text`."""
+        kinds: set[str] = set()
+        # A problem found with several versions' schemas is told once, naming them.
+        problems: dict[str, list[str]] = {}
         for version in K8S_VERSIONS:
+            res = run([*self.cmd, "-kubernetes-version", f"{version}.0", "-"], input=text)
             try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                path = ".".join(map(str, e.path))
-                problems.append(f"{where} (Kubernetes {version}): {path}: {e.message}")
-            except kubernetes_validate.SchemaNotFoundError:
-                problems.append(f"{where}: no schema for {key[0]} {key[1]} (add one to deploy/validate/schemas)")
-        return problems
+                resources = json.loads(res.stdout)["resources"]
+            except (ValueError, KeyError):
+                problems.setdefault(f"kubeconform: {(res.stdout + res.stderr).strip()}", []).append(version)
+                continue
+            for r in resources:
+                kinds.add(r["kind"])
+                if r["status"] == "statusValid":
+                    continue
+                # kubeconform's message names the schema file, then each error as "at PATH: WHAT";
+                # an error that only says a parent failed is left out when its causes are there.
+                detail = (r.get("msg") or r["status"]).split("#' - ", 1)[-1]
+                errors = [e.strip() for e in re.split(r"\s+- (?=at ')", detail) if e.strip()]
+                errors = [e for e in errors if not e.endswith(": validation failed")] or errors
+                for e in errors:
+                    problems.setdefault(f"{r['kind']}/{r['name']}: {e}", []).append(version)
+        return sorted(kinds), [f"{where}{p} (Kubernetes {', '.join(v)})" for p, v in problems.items()]
 
 
 PROMETHEUS_ADAPTER_VALUES = ROOT / "deploy/monitoring/prometheus-adapter-values.yaml"
@@ -1070,12 +1018,13 @@ def check_workload_policy(docs: list[dict]) -> list[str]:
     return problems
 
 
-def read_template_secrets(paths: list[str], schemas: Schemas) -> tuple[dict[str, set[str]], list[str]]:
+def read_template_secrets(paths: list[str], kubeconform: Kubeconform) -> tuple[dict[str, set[str]], list[str]]:
     secrets: dict[str, set[str]] = {}
     problems: list[str] = []
     for rel in paths:
-        for doc in load_yaml_docs((ROOT / rel).read_text()):
-            problems += [f"{rel}: {p}" for p in schemas.validate(doc)]
+        text = (ROOT / rel).read_text()
+        problems += kubeconform.validate(text, f"{rel}: ")[1]
+        for doc in load_yaml_docs(text):
             if doc.get("kind") != "Secret":
                 problems.append(f"{rel}: holds a {doc.get('kind')}, only Secrets belong there")
                 continue
@@ -1439,25 +1388,19 @@ def check_ingress_headers_and_metrics(docs: list[dict]) -> list[str]:
     return problems
 
 
-def check_kubernetes(report: Report, kustomize: str) -> None:
-    schemas = Schemas()
+def check_kubernetes(report: Report, kustomize: str, kubeconform: Kubeconform) -> None:
     for overlay, template_files in OVERLAYS.items():
         res = run([kustomize, "build", str(ROOT / overlay)])
         if not report.record(f"k8s {overlay}: kustomize build renders", [res.stderr.strip()] if res.returncode else []):
             continue
         docs = load_yaml_docs(res.stdout)
-        kinds = sorted({f"{d['kind']}" for d in docs})
-        problems = []
-        for doc in docs:
-            problems += schemas.validate(doc)
-        builtin = sum(1 for d in docs if (d.get("apiVersion"), d.get("kind")) not in schemas.crd)
-        custom = len(docs) - builtin
+        kinds, problems = kubeconform.validate(res.stdout)
         report.record(
-            f"k8s {overlay}: {builtin} objects valid against the Kubernetes {' and '.join(K8S_VERSIONS)} schemas (strict), "
-            f"{custom} operator objects against deploy/validate/schemas [{', '.join(kinds)}]",
+            f"k8s {overlay}: kubeconform (strict): {len(docs)} objects valid against the Kubernetes "
+            f"{' and '.join(K8S_VERSIONS)} schemas and the operators' CRDs [{', '.join(kinds)}]",
             problems,
         )
-        template_secrets, problems = read_template_secrets(template_files, schemas)
+        template_secrets, problems = read_template_secrets(template_files, kubeconform)
         report.record(f"k8s {overlay}: Secret templates are valid and hold only placeholders", problems)
         report.record(
             f"k8s {overlay}: references resolve (selectors, ports, ConfigMaps, Secrets, $(VAR) order, "
@@ -1495,17 +1438,15 @@ DASHBOARD = ROOT / "deploy/monitoring/grafana-dashboard.json"
 ALERT_TESTS = ROOT / "deploy/monitoring/alerts.test.yaml"
 
 
-def check_monitoring(report: Report, kustomize: str, promtool: str | None) -> None:
+def check_monitoring(report: Report, kustomize: str, kubeconform: Kubeconform, promtool: str | None) -> None:
     """The PodMonitor, the alert rules (promtool check + unit tests) and the dashboard."""
-    schemas = Schemas()
     res = run([kustomize, "build", str(MONITORING)])
     if not report.record("monitoring: deploy/k8s/monitoring renders", [res.stderr.strip()] if res.returncode else []):
         return
     docs = load_yaml_docs(res.stdout)
-    problems = []
-    for doc in docs:
-        problems += schemas.validate(doc)
-    report.record("monitoring: PodMonitor and PrometheusRule valid against deploy/validate/schemas", problems)
+    kinds, problems = kubeconform.validate(res.stdout)
+    report.record(f"monitoring: kubeconform (strict): {', '.join(kinds)} valid against the Prometheus Operator's CRDs",
+                  problems)
 
     base = run([kustomize, "build", str(ROOT / "deploy/k8s/base")])
     deployments = {name_of(d): d for d in by_kind(load_yaml_docs(base.stdout), "Deployment")}
@@ -1590,6 +1531,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kustomize", required=True)
     parser.add_argument("--deploy-check", required=True)
+    parser.add_argument("--kubeconform", required=True)
+    parser.add_argument("--go", required=True, help="go, to download the operators' modules (crds.txt)")
+    parser.add_argument("--schema-cache", required=True, type=Path, help="where schemas.py keeps the schemas it makes")
     parser.add_argument("--promtool", help="promtool, for the alert rules (skipped without it)")
     args = parser.parse_args()
 
@@ -1599,21 +1543,22 @@ def main() -> int:
     print("== Dockerfile")
     check_dockerfile(report, args.deploy_check)
     print("== Kubernetes")
-    check_kubernetes(report, args.kustomize)
+    kubeconform = Kubeconform(args.kubeconform, args.schema_cache, args.go)
+    check_kubernetes(report, args.kustomize, kubeconform)
     print("== Monitoring")
-    check_monitoring(report, args.kustomize, args.promtool)
+    check_monitoring(report, args.kustomize, kubeconform, args.promtool)
     print("== Settings named in the files and docs")
     check_docs(report)
 
     print()
     print("Verified here, statically: the compose file as `docker compose` would load it; the Dockerfile")
     print("against BuildKit's checks and this project's rules; every rendered Kubernetes manifest against the")
-    print("Kubernetes API schemas, the operator resources against schemas kept in deploy/validate/schemas,")
-    print("and the references between the manifests; every setting against the services' config/default.toml,")
-    print("and the NetworkPolicies against the calls those settings make.")
-    print("Not verified here: no image was built and no container was run (there is no Docker engine), no")
+    print("Kubernetes API schemas and the operators' CRDs (kubeconform; RabbitmqCluster against a hand-written")
+    print("schema), and the references between the manifests; every setting against the services'")
+    print("config/default.toml, and the NetworkPolicies against the calls those settings make.")
+    print("Not verified here: no image was built and no container was run (there is no Docker engine), and no")
     print("manifest was applied to a cluster (no admission webhooks, operators, ingress controller or")
-    print("NetworkPolicy enforcement), and the operators' real CRD schemas were not used.")
+    print("NetworkPolicy enforcement).")
     if report.warnings:
         print(f"{len(report.warnings)} warning(s) above do not fail the run.")
     print(f"validate-deploy: {len(report.passed)} passed, {len(report.failed)} failed, {len(report.skipped)} skipped")

@@ -19,6 +19,10 @@
 //	    Dockerfile skips that rule because it matches every `AUTH__*` setting,
 //	    so this check applies the same pattern to ARG and ENV names and accepts
 //	    only the names given with --allow-env.
+//	deploy-check stages FILE
+//	    parses FILE with BuildKit's parser and prints its stages as JSON, for the
+//	    caller's own rules: {"stage": [["FROM", "base"], ["INSTRUCTION",
+//	    "arguments as written, continuation lines joined"], ...], ...}.
 package main
 
 import (
@@ -48,7 +52,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: deploy-check compose FILE [--env-file F]... | deploy-check dockerfile FILE")
+		fmt.Fprintln(os.Stderr, "usage: deploy-check compose FILE [--env-file F]... | deploy-check dockerfile FILE | deploy-check stages FILE")
 		os.Exit(2)
 	}
 	var err error
@@ -57,6 +61,8 @@ func main() {
 		err = checkCompose(os.Args[2:])
 	case "dockerfile":
 		err = checkDockerfile(os.Args[2:])
+	case "stages":
+		err = printStages(os.Args[2])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -279,4 +285,35 @@ func secretLookingNames(path string, dt []byte, allow []string) []string {
 		}
 	}
 	return out
+}
+
+// printStages prints the stages of a Dockerfile as BuildKit reads them.
+func printStages(path string) error {
+	dt, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	ast, err := parser.Parse(bytes.NewReader(dt))
+	if err != nil {
+		return err
+	}
+	stages, _, err := instructions.Parse(ast.AST, nil)
+	if err != nil {
+		return err
+	}
+	out := map[string][][2]string{}
+	for i, st := range stages {
+		name := st.Name
+		if name == "" {
+			name = fmt.Sprintf("stage-%d", i)
+		}
+		instrs := [][2]string{{"FROM", st.BaseName}}
+		for _, cmd := range st.Commands {
+			code := fmt.Sprint(cmd)
+			_, args, _ := strings.Cut(strings.TrimSpace(code), " ")
+			instrs = append(instrs, [2]string{strings.ToUpper(cmd.Name()), strings.TrimSpace(args)})
+		}
+		out[name] = instrs
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
 }
