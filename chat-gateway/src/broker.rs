@@ -307,9 +307,16 @@ pub async fn run(
 /// Most topology commands applied together (see [`Session::apply`]).
 const TOPOLOGY_BATCH: usize = 256;
 
+/// Channels the bindings of rooms are spread over (see [`Session::apply`]). The broker makes
+/// a durable binding in about 1 ms on one channel (RabbitMQ 3.10, 2 busy cores: 400 in
+/// 380 ms), and works on several channels partly side by side (4: 290 ms, 16: 200 ms).
+const BINDING_CHANNELS: usize = 4;
+
 struct Session {
     connection: Connection,
     topology: Channel,
+    /// The channels bindings are made on, a room always on the same one.
+    binders: Vec<Channel>,
     publisher: Channel,
     consumer: lapin::Consumer,
     queue: String,
@@ -371,9 +378,14 @@ impl Session {
                 FieldTable::default(),
             )
             .await?;
+        let mut binders = Vec::with_capacity(BINDING_CHANNELS);
+        for _ in 0..BINDING_CHANNELS {
+            binders.push(connection.create_channel().await?);
+        }
         let session = Self {
             connection,
             topology,
+            binders,
             publisher,
             consumer,
             queue: queue.to_string(),
@@ -404,10 +416,10 @@ impl Session {
             .filter(|room| !session_rooms.contains(room))
             .cloned()
             .collect();
-        let changes: Vec<(&RoomId, bool)> = session_rooms
+        let changes: Vec<(&RoomId, bool, Option<&CancellationToken>)> = session_rooms
             .iter()
-            .map(|room| (room, true))
-            .chain(left.iter().map(|room| (room, false)))
+            .map(|room| (room, true, None))
+            .chain(left.iter().map(|room| (room, false, None)))
             .collect();
         session.apply(&changes).await?;
         stale.clear();
@@ -420,34 +432,42 @@ impl Session {
         Ok(session)
     }
 
-    /// Binds (`true`) or unbinds (`false`) the instance queue for each room, in order. The
-    /// requests are pipelined on the topology channel, which the broker handles in order:
-    /// a wave of joins of many rooms waits one round trip, not one per room.
-    async fn apply(&self, changes: &[(&RoomId, bool)]) -> lapin::Result<()> {
-        let requests = changes.iter().flat_map(|(room, bind)| {
-            [topology::message_key(room), topology::room_event_key(room)]
-                .into_iter()
-                .map(move |key| (key, *bind))
-        });
-        let requests = requests.map(|(key, bind)| async move {
-            let (queue, exchange) = (self.queue.as_str().into(), self.exchange.as_str().into());
-            if bind {
-                self.topology
-                    .queue_bind(
-                        queue,
-                        exchange,
-                        key.as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-            } else {
-                self.topology
-                    .queue_unbind(queue, exchange, key.as_str().into(), FieldTable::default())
-                    .await
+    /// Binds (`true`) or unbinds (`false`) the instance queue for each room, in order for
+    /// each room, and cancels a bind's token as soon as that room is bound (the room's joins
+    /// wait for it, not for the rest of the wave). The requests are pipelined: each room's
+    /// on one of [`BINDING_CHANNELS`] channels chosen by the room, which the broker handles
+    /// in order, the channels side by side. So a wave of joins of many rooms waits for the
+    /// broker's binding work spread over the channels, not one round trip per room.
+    async fn apply(
+        &self,
+        changes: &[(&RoomId, bool, Option<&CancellationToken>)],
+    ) -> lapin::Result<()> {
+        let requests = changes.iter().map(|(room, bind, bound)| async move {
+            let channel = &self.binders[binder_of(room, self.binders.len())];
+            for key in [topology::message_key(room), topology::room_event_key(room)] {
+                let (queue, exchange) = (self.queue.as_str().into(), self.exchange.as_str().into());
+                if *bind {
+                    channel
+                        .queue_bind(
+                            queue,
+                            exchange,
+                            key.as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
+                } else {
+                    channel
+                        .queue_unbind(queue, exchange, key.as_str().into(), FieldTable::default())
+                        .await?;
+                }
             }
+            if let Some(bound) = bound {
+                bound.cancel();
+            }
+            Ok(())
         });
-        // Polled in order, so the requests are sent in order.
+        // Polled in order, so each channel's requests are sent in order.
         futures_util::future::join_all(requests)
             .await
             .into_iter()
@@ -497,15 +517,15 @@ impl Session {
                     let mut changes = Vec::with_capacity(batch.len());
                     for command in &batch {
                         match command {
-                            TopologyCommand::Bind(room, _) => {
+                            TopologyCommand::Bind(room, bound) => {
                                 stale.remove(room);
-                                changes.push((room, true));
+                                changes.push((room, true, Some(bound)));
                             }
                             TopologyCommand::Unbind(room) => {
                                 // Remembered until done, so a connection lost meanwhile
                                 // retries it.
                                 stale.insert(room.clone());
-                                changes.push((room, false));
+                                changes.push((room, false, None));
                             }
                         }
                     }
@@ -548,6 +568,15 @@ impl Session {
             }
         }
     }
+}
+
+/// Which of `channels` binding channels carries `room`'s bindings: always the same one, so
+/// that a room's bind and unbind reach the broker in the order they were made.
+fn binder_of(room: &RoomId, channels: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    room.hash(&mut hasher);
+    (hasher.finish() % channels.max(1) as u64) as usize
 }
 
 /// Acknowledges `acker`'s delivery and every one before it, unless the connection fails first.
