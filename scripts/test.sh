@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on this machine, installing what is missing first:
 #   1. dependencies (RabbitMQ, FerretDB) via scripts/deps.sh, Chromium and an emoji font via apt;
-#   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings);
+#   2. formatting and lints (cargo fmt --check, cargo clippy -D warnings, cargo machete for
+#      unused dependencies);
 #   3. Rust unit, integration and end-to-end tests (real RabbitMQ and MongoDB-wire server);
 #   4. the web client's Vitest tests, build, and browser end-to-end test in headless Chromium;
 #   5. bounded fuzzing of the WebSocket frame parser and token verification (cargo fuzz);
@@ -47,6 +48,13 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Dependencies no crate uses (a `[package.metadata.cargo-machete] ignored` list would name any
+# it misreads; none today).
+machete_version=0.9.2
+if [[ "$(cargo machete --version 2>/dev/null || true)" != *"$machete_version"* ]]; then
+	cargo install --locked "cargo-machete@$machete_version" </dev/null
+fi
+cargo machete
 done_step
 
 step "Rust tests (unit, integration, end to end)"
