@@ -1,0 +1,77 @@
+//! Fan-out: a room's frames handed to its local members' outboxes without waiting, and the
+//! copies of messages delivered already dropped.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::PoisonError;
+
+use common::domain::{MessageId, RoomId};
+
+use crate::outbox::{self, Outbound};
+
+use super::{Member, Rooms};
+
+/// Messages [`Rooms::first_delivery`] remembers, over all rooms. A copy comes again when the
+/// broker redelivers what it handed over unacknowledged before a connection was lost (at most
+/// the prefetch of 1,024 deliveries, plus what arrives meanwhile) or when a send was published
+/// twice (a retry); both are within the last few thousand deliveries.
+pub(super) const DELIVERED_IDS: usize = 8192;
+
+/// The ids of the messages fanned out last, oldest first, and the same as a set.
+#[derive(Default)]
+pub(super) struct DeliveredIds {
+    order: VecDeque<MessageId>,
+    ids: HashSet<MessageId>,
+}
+
+impl Rooms {
+    /// Hands `make()` to every local member of the room without waiting: a member whose queue
+    /// is full is stopped with [`Outbound::Lagged`] instead of slowing everyone down.
+    pub fn deliver(&self, room: &RoomId, make: impl Fn() -> Outbound) -> usize {
+        let rooms = self.lock();
+        let Some(entry) = rooms.get(room) else {
+            return 0;
+        };
+        let delivered = entry
+            .local
+            .values()
+            .filter(|member| self.offer(room, member, make()))
+            .count();
+        self.metrics.frames_delivered.inc_by(delivered as u64);
+        delivered
+    }
+
+    /// Hands `item` to one member without waiting; a member whose queue is full is stopped
+    /// with [`Outbound::Lagged`]. Whether it was queued.
+    pub(super) fn offer(&self, room: &RoomId, member: &Member, item: Outbound) -> bool {
+        match member.tx.try_send(item) {
+            Ok(()) => true,
+            Err(outbox::TrySendError::Full) => {
+                self.metrics.outbound_overflows.inc();
+                member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
+                false
+            }
+            Err(outbox::TrySendError::Closed) => false,
+        }
+    }
+
+    /// Whether message `id` is fanned out for the first time by this gateway: a copy of one
+    /// delivered already (among the last [`DELIVERED_IDS`]) is not delivered again, so no
+    /// connection receives a message twice, whatever the broker redelivers.
+    pub fn first_delivery(&self, id: MessageId) -> bool {
+        let mut delivered = self
+            .delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !delivered.ids.insert(id) {
+            self.metrics.duplicate_deliveries.inc();
+            return false;
+        }
+        delivered.order.push_back(id);
+        if delivered.order.len() > DELIVERED_IDS
+            && let Some(oldest) = delivered.order.pop_front()
+        {
+            delivered.ids.remove(&oldest);
+        }
+        true
+    }
+}
