@@ -1,46 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, type HistoryCursor } from './api';
 import { Backoff } from './backoff';
-import { ChatClient, type SocketLike } from './connection';
-import type { ChangesPage, ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
+import { ChatClient } from './connection';
+import type { ChangesPage, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
+import { FakeSocket } from './test/fakeChat';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
-
-class FakeSocket implements SocketLike {
-  readyState = 0;
-  sent: ClientFrame[] = [];
-  closed = false;
-  onopen: ((ev: Event) => void) | null = null;
-  onclose: ((ev: CloseEvent) => void) | null = null;
-  onmessage: ((ev: MessageEvent) => void) | null = null;
-  onerror: ((ev: Event) => void) | null = null;
-
-  constructor(readonly url: string) {}
-
-  send(data: string): void {
-    this.sent.push(JSON.parse(data) as ClientFrame);
-  }
-  close(): void {
-    this.closed = true;
-    this.readyState = 3;
-  }
-  // Server side:
-  open(): void {
-    this.readyState = 1;
-    this.onopen?.(new Event('open'));
-  }
-  receive(event: object): void {
-    this.onmessage?.(new MessageEvent('message', { data: JSON.stringify(event) }));
-  }
-  drop(code = 1006): void {
-    this.readyState = 3;
-    this.onclose?.(new CloseEvent('close', { code }));
-  }
-  framesOf<T extends ClientFrame['type']>(type: T): Extract<ClientFrame, { type: T }>[] {
-    return this.sent.filter((f): f is Extract<ClientFrame, { type: T }> => f.type === type);
-  }
-}
 
 function msg(id: string, author: UserRef = bob, clientId: string | null = null): WireMessage {
   return { room: 'r', id, client_id: clientId, author, body: `body ${id}`, sent_at: '2024-06-01T12:00:00Z' };
