@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError } from './api';
-import type { RoomView, UserRef, WireMessage } from './protocol';
+import type { UserRef, WireMessage } from './protocol';
 import { bob, chatClient, joinedClient, me } from './test/chatClient';
+import { roomView } from './test/fakeChat';
 
 function msg(id: string, author: UserRef = bob, clientId: string | null = null): WireMessage {
   return { room: 'r', id, client_id: clientId, author, body: `body ${id}`, sent_at: '2024-06-01T12:00:00Z' };
@@ -408,27 +409,6 @@ describe('ChatClient', () => {
     expect(sockets).toHaveLength(1);
   });
 });
-
-function roomView(id: string, extra: Partial<RoomView> = {}): RoomView {
-  return {
-    id,
-    kind: 'private',
-    name: id,
-    topic: '',
-    created_by: 'u-me',
-    created_at: '2024-06-01T00:00:00Z',
-    archived: false,
-    member_count: 2,
-    last_message: null,
-    last_activity: null,
-    role: 'member',
-    unread: 0,
-    unread_capped: false,
-    read_id: null,
-    dm_user: null,
-    ...extra,
-  };
-}
 
 function inRoom(room: string, id: string, author: UserRef = bob): WireMessage {
   return { ...msg(id, author), room };

@@ -39,6 +39,7 @@ export class FakeSocket implements SocketLike {
   }
 }
 
+/** A room as the rooms API lists it: public, the user a member, nothing unread, no message yet. */
 export function roomView(id: string, extra: Partial<RoomView> = {}): RoomView {
   return {
     id,
