@@ -1,94 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ApiError, type HistoryCursor } from './api';
-import { Backoff } from './backoff';
-import { ChatClient, type SocketLike } from './connection';
-import type { ChangesPage, ClientFrame, HistoryPage, RoomView, UserRef, WireMessage } from './protocol';
-
-const me: UserRef = { id: 'u-me', username: 'me' };
-const bob: UserRef = { id: 'u-bob', username: 'bob' };
-
-class FakeSocket implements SocketLike {
-  readyState = 0;
-  sent: ClientFrame[] = [];
-  closed = false;
-  onopen: ((ev: Event) => void) | null = null;
-  onclose: ((ev: CloseEvent) => void) | null = null;
-  onmessage: ((ev: MessageEvent) => void) | null = null;
-  onerror: ((ev: Event) => void) | null = null;
-
-  constructor(readonly url: string) {}
-
-  send(data: string): void {
-    this.sent.push(JSON.parse(data) as ClientFrame);
-  }
-  close(): void {
-    this.closed = true;
-    this.readyState = 3;
-  }
-  // Server side:
-  open(): void {
-    this.readyState = 1;
-    this.onopen?.(new Event('open'));
-  }
-  receive(event: object): void {
-    this.onmessage?.(new MessageEvent('message', { data: JSON.stringify(event) }));
-  }
-  drop(code = 1006): void {
-    this.readyState = 3;
-    this.onclose?.(new CloseEvent('close', { code }));
-  }
-  framesOf<T extends ClientFrame['type']>(type: T): Extract<ClientFrame, { type: T }>[] {
-    return this.sent.filter((f): f is Extract<ClientFrame, { type: T }> => f.type === type);
-  }
-}
+import { ApiError } from './api';
+import type { UserRef, WireMessage } from './protocol';
+import { bob, chatClient, joinedClient, me } from './test/chatClient';
+import { roomView } from './test/fakeChat';
 
 function msg(id: string, author: UserRef = bob, clientId: string | null = null): WireMessage {
   return { room: 'r', id, client_id: clientId, author, body: `body ${id}`, sent_at: '2024-06-01T12:00:00Z' };
-}
-
-function setup(
-  options: {
-    history?: (room: string, cursor: HistoryCursor) => Promise<HistoryPage>;
-    fetchChanges?: (room: string, afterMs: number, limit: number) => Promise<ChangesPage>;
-    checkToken?: () => Promise<boolean>;
-    renewToken?: () => Promise<unknown>;
-    fetchRooms?: () => Promise<RoomView[]>;
-    joinsPerSecond?: number;
-    maxBackgroundRooms?: number;
-    pingIntervalMs?: number;
-    pongTimeoutMs?: number;
-  } = {},
-) {
-  const sockets: FakeSocket[] = [];
-  const onUnauthorized = vi.fn();
-  const fetchHistory = vi.fn(options.history ?? (async () => ({ messages: [], has_more: false })));
-  let n = 0;
-  const token = { current: 't1' };
-  const client = new ChatClient({
-    me,
-    url: () => `ws://test/ws?token=${token.current}`,
-    createSocket: (url) => {
-      const s = new FakeSocket(url);
-      sockets.push(s);
-      return s;
-    },
-    fetchHistory,
-    checkToken: options.checkToken,
-    renewToken: options.renewToken,
-    onUnauthorized,
-    backoff: new Backoff({ initialMs: 1000, maxMs: 8000, factor: 2, jitter: 0 }),
-    newClientId: () => `c${++n}`,
-    fetchRooms: options.fetchRooms,
-    fetchChanges: options.fetchChanges,
-    readDelayMs: 500,
-    joinsPerSecond: options.joinsPerSecond ?? 10,
-    maxBackgroundRooms: options.maxBackgroundRooms ?? 90,
-    // Long enough that tests which advance time by many seconds keep their socket.
-    pingIntervalMs: options.pingIntervalMs ?? 25_000,
-    pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
-  });
-  const latest = () => sockets[sockets.length - 1]!;
-  return { client, sockets, latest, fetchHistory, onUnauthorized, token };
 }
 
 beforeEach(() => {
@@ -101,7 +18,7 @@ afterEach(() => {
 
 describe('ChatClient', () => {
   it('joins wanted rooms once the socket opens', () => {
-    const { client, latest } = setup();
+    const { client, latest } = chatClient();
     client.start();
     client.join('r');
     expect(client.getSnapshot().connection.status).toBe('connecting');
@@ -111,11 +28,7 @@ describe('ChatClient', () => {
   });
 
   it('shows own messages pending until the ack, then stored', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     client.send('r', 'hello');
     expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'hello' }]);
     expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
@@ -129,11 +42,7 @@ describe('ChatClient', () => {
   });
 
   it('marks a message failed when no ack comes in time, and retries with the same client id', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     client.send('r', 'hello');
     vi.advanceTimersByTime(9_999);
     expect(client.getSnapshot().rooms.r!.outbox[0]!.status).toBe('pending');
@@ -148,11 +57,7 @@ describe('ChatClient', () => {
   });
 
   it('marks a message failed at once when the server reports an error for it', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     client.send('r', 'hello');
     latest().receive({ type: 'error', code: 'unavailable', message: 'try later', client_id: 'c1' });
     expect(client.getSnapshot().rooms.r!.outbox[0]).toMatchObject({ status: 'failed' });
@@ -160,7 +65,7 @@ describe('ChatClient', () => {
   });
 
   it('reconnects with growing delays and resets them after a successful connection', () => {
-    const { client, sockets, latest } = setup();
+    const { client, sockets, latest } = chatClient();
     client.start();
     latest().drop();
     expect(client.getSnapshot().connection.status).toBe('disconnected');
@@ -180,11 +85,7 @@ describe('ChatClient', () => {
   });
 
   it('rejoins with since = last seen id and shows what was missed once', () => {
-    const { client, latest, fetchHistory } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('01'), msg('02')] });
+    const { client, latest, fetchHistory } = joinedClient({ members: [me, bob], messages: [msg('01'), msg('02')] });
     latest().drop();
     expect(client.getSnapshot().rooms.r!.joined).toBe(false);
 
@@ -202,17 +103,14 @@ describe('ChatClient', () => {
   it('pages in the rest of a truncated rejoin snapshot from history', async () => {
     // The server has 01..08; the client saw 01..02; the rejoin snapshot stops at 04.
     const stored = ['01', '02', '03', '04', '05', '06', '07', '08'].map((id) => msg(id));
-    const { client, latest, fetchHistory } = setup({
+    const { client, latest, fetchHistory } = joinedClient({
+      messages: [msg('01'), msg('02')],
       history: async (_room, cursor) => {
         const after = 'after' in cursor ? cursor.after : '';
         const rest = stored.filter((m) => m.id > after);
         return { messages: rest.slice(0, 2), has_more: rest.length > 2 };
       },
     });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
     latest().drop();
     vi.advanceTimersByTime(1000);
     latest().open();
@@ -228,7 +126,8 @@ describe('ChatClient', () => {
     // sheds the first two asks (a reconnect storm), then answers.
     const stored = ['01', '02', '03', '04', '05'].map((id) => msg(id));
     let refusals = 2;
-    const { client, latest, fetchHistory } = setup({
+    const { client, latest, fetchHistory } = joinedClient({
+      messages: [msg('01')],
       history: async (_room, cursor) => {
         if (refusals > 0) {
           refusals -= 1;
@@ -238,10 +137,6 @@ describe('ChatClient', () => {
         return { messages: stored.filter((m) => m.id > after), has_more: false };
       },
     });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
     latest().drop();
     vi.advanceTimersByTime(1000);
     latest().open();
@@ -272,24 +167,17 @@ describe('ChatClient', () => {
   });
 
   it('catches up from history after the server reports the connection lagged', async () => {
-    const { client, latest, fetchHistory } = setup({
+    const { client, latest, fetchHistory } = joinedClient({
+      messages: [msg('01')],
       history: async () => ({ messages: [msg('02'), msg('03')], has_more: false }),
     });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
     latest().receive({ type: 'lagged', room: 'r', last_id: '01' });
     await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages).toHaveLength(3));
     expect(fetchHistory).toHaveBeenCalledWith('r', { after: '01' }, 100);
   });
 
   it('sends messages written while disconnected once the room is rejoined', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     latest().drop();
     client.send('r', 'while away');
     vi.advanceTimersByTime(1000);
@@ -300,11 +188,7 @@ describe('ChatClient', () => {
   });
 
   it('keeps a message written while disconnected pending, then times it from when it is sent', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     latest().drop();
     client.send('r', 'while away');
     vi.advanceTimersByTime(30_000);
@@ -316,11 +200,7 @@ describe('ChatClient', () => {
   });
 
   it('writes an unacknowledged message again after a reconnect, under the same client id', () => {
-    const { client, latest, sockets } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest, sockets } = joinedClient();
     client.send('r', 'in flight');
     latest().drop();
     vi.advanceTimersByTime(1000);
@@ -330,11 +210,7 @@ describe('ChatClient', () => {
   });
 
   it('does not write a message again when the rejoin snapshot shows it was stored', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     client.send('r', 'in flight');
     latest().drop();
     vi.advanceTimersByTime(1000);
@@ -345,7 +221,7 @@ describe('ChatClient', () => {
   });
 
   it('gives up a connection that does not answer a ping', () => {
-    const { client, sockets, latest } = setup();
+    const { client, sockets, latest } = chatClient();
     client.start();
     latest().open();
     vi.advanceTimersByTime(25_000);
@@ -356,7 +232,7 @@ describe('ChatClient', () => {
   });
 
   it('keeps a connection that answers pings', () => {
-    const { client, sockets, latest } = setup();
+    const { client, sockets, latest } = chatClient();
     client.start();
     latest().open();
     vi.advanceTimersByTime(25_000);
@@ -367,7 +243,7 @@ describe('ChatClient', () => {
   });
 
   it('signs out when the token is refused instead of retrying forever', async () => {
-    const { client, sockets, latest, onUnauthorized } = setup({ checkToken: async () => false });
+    const { client, sockets, latest, onUnauthorized } = chatClient({ checkToken: async () => false });
     client.start();
     latest().drop();
     await vi.waitFor(() => expect(onUnauthorized).toHaveBeenCalledTimes(1));
@@ -378,7 +254,7 @@ describe('ChatClient', () => {
 
   it('signs out without reconnecting when the account was deleted or disabled', async () => {
     const renewToken = vi.fn(async () => {});
-    const { client, sockets, latest, onUnauthorized } = setup({ renewToken });
+    const { client, sockets, latest, onUnauthorized } = chatClient({ renewToken });
     client.start();
     latest().open();
     latest().drop(4003);
@@ -390,7 +266,7 @@ describe('ChatClient', () => {
   });
 
   it('keeps retrying when the gateway is unreachable', async () => {
-    const { client, sockets, latest, onUnauthorized } = setup({
+    const { client, sockets, latest, onUnauthorized } = chatClient({
       checkToken: async () => {
         throw new ApiError(0, 'network', 'down');
       },
@@ -403,13 +279,10 @@ describe('ChatClient', () => {
   });
 
   it('loads older history before the oldest message shown', async () => {
-    const { client, latest, fetchHistory } = setup({
+    const { client, fetchHistory } = joinedClient({
+      messages: [msg('02')],
       history: async () => ({ messages: [msg('01')], has_more: false }),
     });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('02')] });
     await client.loadOlder('r');
     expect(fetchHistory).toHaveBeenCalledWith('r', { before: '02' }, 50);
     expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02']);
@@ -418,11 +291,7 @@ describe('ChatClient', () => {
   });
 
   it('throttles typing notices', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, latest } = joinedClient();
     client.typing('r');
     client.typing('r');
     vi.advanceTimersByTime(2_500);
@@ -431,7 +300,7 @@ describe('ChatClient', () => {
   });
 
   it('leaves a room and forgets it', () => {
-    const { client, latest } = setup();
+    const { client, latest } = chatClient();
     client.start();
     client.join('r');
     latest().open();
@@ -441,7 +310,7 @@ describe('ChatClient', () => {
   });
 
   it('hands a fresh token to the open connection in-band, without reconnecting', () => {
-    const { client, sockets, latest } = setup();
+    const { client, sockets, latest } = chatClient();
     client.start();
     client.join('r');
     latest().open();
@@ -453,7 +322,7 @@ describe('ChatClient', () => {
   });
 
   it('sends a token that arrived while the socket was opening as soon as it opens', () => {
-    const { client, latest, token } = setup();
+    const { client, latest, token } = chatClient();
     client.start();
     client.join('r');
     token.current = 't2';
@@ -467,7 +336,7 @@ describe('ChatClient', () => {
   });
 
   it('opens the next connection with the current token instead of sending it in-band', () => {
-    const { client, latest, token } = setup();
+    const { client, latest, token } = chatClient();
     client.start();
     latest().open();
     latest().drop();
@@ -482,11 +351,7 @@ describe('ChatClient', () => {
   it('renews the token and reconnects at once when the server closes for an expired token', async () => {
     let renewed = () => {};
     const renewToken = vi.fn(() => new Promise<void>((resolve) => (renewed = resolve)));
-    const { client, sockets, latest, token } = setup({ renewToken });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    const { sockets, latest, token } = joinedClient({ messages: [msg('01')], renewToken });
     latest().drop(4001);
     expect(renewToken).toHaveBeenCalledTimes(1);
     expect(sockets).toHaveLength(1);
@@ -501,7 +366,7 @@ describe('ChatClient', () => {
 
   it('does not renew the token for other closes', () => {
     const renewToken = vi.fn(async () => {});
-    const { client, latest } = setup({ renewToken });
+    const { client, latest } = chatClient({ renewToken });
     client.start();
     latest().open();
     latest().drop(1001);
@@ -512,7 +377,7 @@ describe('ChatClient', () => {
     const renewToken = vi.fn(async () => {
       throw new ApiError(0, 'network', 'down');
     });
-    const { client, sockets, latest } = setup({ renewToken });
+    const { client, sockets, latest } = chatClient({ renewToken });
     client.start();
     latest().open();
     latest().drop(4001);
@@ -523,7 +388,7 @@ describe('ChatClient', () => {
   });
 
   it('does not show a refused in-band token or a rate limit as a room problem', () => {
-    const { client, latest } = setup();
+    const { client, latest } = chatClient();
     client.start();
     client.join('r');
     latest().open();
@@ -535,7 +400,7 @@ describe('ChatClient', () => {
   });
 
   it('closes the socket and stops reconnecting when stopped', () => {
-    const { client, sockets, latest } = setup();
+    const { client, sockets, latest } = chatClient();
     client.start();
     latest().open();
     client.stop();
@@ -545,27 +410,6 @@ describe('ChatClient', () => {
   });
 });
 
-function roomView(id: string, extra: Partial<RoomView> = {}): RoomView {
-  return {
-    id,
-    kind: 'private',
-    name: id,
-    topic: '',
-    created_by: 'u-me',
-    created_at: '2024-06-01T00:00:00Z',
-    archived: false,
-    member_count: 2,
-    last_message: null,
-    last_activity: null,
-    role: 'member',
-    unread: 0,
-    unread_capped: false,
-    read_id: null,
-    dm_user: null,
-    ...extra,
-  };
-}
-
 function inRoom(room: string, id: string, author: UserRef = bob): WireMessage {
   return { ...msg(id, author), room };
 }
@@ -574,7 +418,7 @@ describe('ChatClient rooms', () => {
   it('fetches the room list when connected and joins each room in the background from its last message', async () => {
     const last = { id: '05', author: bob, preview: 'x', sent_at: '2024-06-01T00:00:00Z' };
     const fetchRooms = vi.fn(async () => [roomView('a', { last_message: last }), roomView('b')]);
-    const { client, latest } = setup({ fetchRooms });
+    const { client, latest } = chatClient({ fetchRooms });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
@@ -583,7 +427,7 @@ describe('ChatClient rooms', () => {
 
   it('paces background joins under the server’s frame rate', async () => {
     const rooms = Array.from({ length: 5 }, (_, i) => roomView(`r${i}`));
-    const { client, latest } = setup({ fetchRooms: async () => rooms, joinsPerSecond: 2 });
+    const { client, latest } = chatClient({ fetchRooms: async () => rooms, joinsPerSecond: 2 });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
@@ -598,7 +442,7 @@ describe('ChatClient rooms', () => {
       roomView('quiet', { created_at: '2024-01-01T00:00:00Z' }),
       roomView('busy', { last_activity: '2024-06-09T00:00:00Z' }),
     ];
-    const { client, latest } = setup({ fetchRooms: async () => rooms, maxBackgroundRooms: 1 });
+    const { client, latest } = chatClient({ fetchRooms: async () => rooms, maxBackgroundRooms: 1 });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'busy' }]));
@@ -606,7 +450,7 @@ describe('ChatClient rooms', () => {
 
   it('fetches the list again after a reconnect, drops rooms left meanwhile and joins new ones', async () => {
     let rooms = [roomView('a'), roomView('b')];
-    const { client, latest, sockets } = setup({ fetchRooms: async () => rooms });
+    const { client, latest, sockets } = chatClient({ fetchRooms: async () => rooms });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(2));
@@ -622,7 +466,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('counts a message in a room not on screen as unread and moves that room up', async () => {
-    const { client, latest } = setup({
+    const { client, latest } = chatClient({
       fetchRooms: async () => [roomView('a', { last_activity: '2024-06-09T00:00:00Z' }), roomView('b')],
     });
     client.start();
@@ -634,7 +478,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('writes the read marker once the newest message of the room on screen has been shown, and clears the badge', async () => {
-    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { unread: 2, read_id: '01' })] });
+    const { client, latest } = chatClient({ fetchRooms: async () => [roomView('a', { unread: 2, read_id: '01' })] });
     client.start();
     client.open('a');
     latest().open();
@@ -657,7 +501,7 @@ describe('ChatClient rooms', () => {
 
   it('does not mark anything read while the page is hidden', async () => {
     const first = { id: '01', author: bob, preview: '', sent_at: '' };
-    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { last_message: first })] });
+    const { client, latest } = chatClient({ fetchRooms: async () => [roomView('a', { last_message: first })] });
     client.start();
     client.setVisible(false);
     client.open('a');
@@ -674,7 +518,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('clears the badge when another tab read the room', async () => {
-    const { client, latest } = setup({
+    const { client, latest } = chatClient({
       fetchRooms: async () => [roomView('a', { unread: 3, last_message: { id: '09', author: bob, preview: '', sent_at: '' } })],
     });
     client.start();
@@ -687,7 +531,7 @@ describe('ChatClient rooms', () => {
   it('loads the latest history of a room joined in the background when it is opened', async () => {
     const last = { id: '05', author: bob, preview: 'x', sent_at: '' };
     const history = vi.fn(async () => ({ messages: [inRoom('a', '04'), inRoom('a', '05')], has_more: true }));
-    const { client, latest } = setup({ fetchRooms: async () => [roomView('a', { last_message: last })], history });
+    const { client, latest } = chatClient({ fetchRooms: async () => [roomView('a', { last_message: last })], history });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(latest().framesOf('join')).toEqual([{ type: 'join', room: 'a', since: '05' }]));
@@ -704,7 +548,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('adds a room on room_added and joins it; renames it on room_updated', async () => {
-    const { client, latest } = setup({ fetchRooms: async () => [] });
+    const { client, latest } = chatClient({ fetchRooms: async () => [] });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(client.getSnapshot().list.loaded).toBe(true));
@@ -716,7 +560,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('on removed drops the room, keeps the notice for the room on screen, fails waiting messages and does not rejoin', async () => {
-    const { client, latest, sockets } = setup({ fetchRooms: async () => [roomView('a')] });
+    const { client, latest, sockets } = chatClient({ fetchRooms: async () => [roomView('a')] });
     client.start();
     client.open('a');
     latest().open();
@@ -739,7 +583,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('shows a refused join in the room, not as a banner, and does not retry it', () => {
-    const { client, latest, sockets } = setup();
+    const { client, latest, sockets } = chatClient();
     client.start();
     client.open('secret');
     latest().open();
@@ -753,7 +597,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('joins again, with growing waits, after a join refused as unavailable', () => {
-    const { client, latest, sockets } = setup();
+    const { client, latest, sockets } = chatClient();
     client.start();
     client.open('busy');
     latest().open();
@@ -781,7 +625,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('stops retrying a refused join once the room is closed', () => {
-    const { client, latest, sockets } = setup();
+    const { client, latest, sockets } = chatClient();
     client.start();
     client.open('busy');
     latest().open();
@@ -793,7 +637,7 @@ describe('ChatClient rooms', () => {
   });
 
   it('pins a refusal that names no room on the oldest unanswered join', async () => {
-    const { client, latest } = setup({ fetchRooms: async () => [roomView('listed')] });
+    const { client, latest } = chatClient({ fetchRooms: async () => [roomView('listed')] });
     client.start();
     client.open('x');
     latest().open();
@@ -806,7 +650,7 @@ describe('ChatClient rooms', () => {
 
 describe('ChatClient rooms, background removal', () => {
   it('forgets a room removed while not on screen', async () => {
-    const { client, latest } = setup({ fetchRooms: async () => [roomView('a')] });
+    const { client, latest } = chatClient({ fetchRooms: async () => [roomView('a')] });
     client.start();
     latest().open();
     await vi.waitFor(() => expect(latest().framesOf('join')).toHaveLength(1));
@@ -819,11 +663,7 @@ describe('ChatClient rooms, background removal', () => {
 
 describe('ChatClient with a slow or failing backend', () => {
   it('keeps a room on screen through a refused rejoin and sends what waited, each once, when the retried join is answered', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me, bob], messages: [msg('01'), msg('02')] });
+    const { client, latest } = joinedClient({ onScreen: true, members: [me, bob], messages: [msg('01'), msg('02')] });
     latest().drop();
     vi.advanceTimersByTime(1000);
     latest().open();
@@ -856,16 +696,10 @@ describe('ChatClient with a slow or failing backend', () => {
 
   it('does not call a room empty when its join came without history but the room view has a last message', async () => {
     const page = { messages: [msg('01'), msg('02')], has_more: false };
-    const { client, latest, fetchHistory } = setup({ history: async () => page });
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({
-      type: 'joined',
-      room: 'r',
-      members: [me],
-      messages: [],
+    const { client, fetchHistory } = joinedClient({
+      onScreen: true,
       view: roomView('r', { last_message: { id: '02', author: bob, preview: 'body 02', sent_at: '2024-06-01T12:00:00Z' } }),
+      history: async () => page,
     });
     expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(false);
     expect(fetchHistory).toHaveBeenCalledWith('r', { before: null }, 50);
@@ -874,38 +708,27 @@ describe('ChatClient with a slow or failing backend', () => {
   });
 
   it('asks the history API when a join without history has no room view to tell', async () => {
-    const { client, latest, fetchHistory } = setup();
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
+    const { client, fetchHistory } = joinedClient({ onScreen: true });
     expect(fetchHistory).toHaveBeenCalledTimes(1);
     await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true));
     expect(client.getSnapshot().rooms.r!.messages).toEqual([]);
   });
 
   it('takes an empty join as empty when the room view says there is no message', () => {
-    const { client, latest, fetchHistory } = setup();
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [], view: roomView('r') });
+    const { client, fetchHistory } = joinedClient({ onScreen: true, view: roomView('r') });
     expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(true);
     expect(fetchHistory).not.toHaveBeenCalled();
   });
 
   it('keeps the room loading, with the error, when the history API fails too; a retry loads it', async () => {
     let fail = true;
-    const { client, latest } = setup({
+    const { client } = joinedClient({
+      onScreen: true,
       history: async () => {
         if (fail) throw new ApiError(503, 'unavailable', 'history read shed');
         return { messages: [msg('01')], has_more: false };
       },
     });
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [] });
     await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.error).not.toBeNull());
     expect(client.getSnapshot().rooms.r!.error).not.toMatch(/shed/);
     expect(client.getSnapshot().rooms.r!.historyLoaded).toBe(false);
@@ -916,7 +739,7 @@ describe('ChatClient with a slow or failing backend', () => {
   });
 
   it('gives the connection up when the browser goes offline, and reconnects at once when it is back', () => {
-    const { client, latest, sockets } = setup();
+    const { client, latest, sockets } = chatClient();
     client.start();
     client.open('r');
     latest().open();
@@ -930,7 +753,7 @@ describe('ChatClient with a slow or failing backend', () => {
   });
 
   it('finds a silent connection dead after a missed pong', () => {
-    const { client, latest, sockets } = setup({ pingIntervalMs: 5_000, pongTimeoutMs: 5_000 });
+    const { client, latest, sockets } = chatClient({ pingIntervalMs: 5_000, pongTimeoutMs: 5_000 });
     client.start();
     latest().open();
     vi.advanceTimersByTime(5_000);
@@ -947,11 +770,7 @@ describe('ChatClient with a slow or failing backend', () => {
 
 describe('ChatClient: changing messages', () => {
   it('rejoins with changes_since = the latest changed_at seen in the room, and applies joined.changes', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    const { client, latest } = joinedClient({ messages: [msg('01'), msg('02')] });
     latest().receive({ type: 'edited', room: 'r', id: '01', body: 'live edit', edited_at: 't', version: 2, changed_at: '2024-06-01T12:05:00Z' });
     expect(client.getSnapshot().rooms.r!.messages[0]!.body).toBe('live edit');
     latest().drop();
@@ -975,11 +794,7 @@ describe('ChatClient: changing messages', () => {
   });
 
   it('writes an edit, a delete and a reaction and drops each from the pending changes at its ack', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    const { client, latest } = joinedClient({ messages: [msg('01', me)] });
     client.edit('r', '01', 'better');
     client.react('r', '01', '👍', true);
     client.remove('r', '01');
@@ -993,11 +808,7 @@ describe('ChatClient: changing messages', () => {
   });
 
   it('writes a pending change again under the same client id after a reconnect', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    const { client, latest } = joinedClient({ messages: [msg('01', me)] });
     client.edit('r', '01', 'better');
     latest().drop();
     vi.advanceTimersByTime(1000);
@@ -1007,11 +818,7 @@ describe('ChatClient: changing messages', () => {
   });
 
   it('shows a refused change in words and retries it with the same client id', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01', me)] });
+    const { client, latest } = joinedClient({ messages: [msg('01', me)] });
     client.edit('r', '01', 'too late');
     latest().receive({ type: 'error', code: 'edit_window_passed', message: 'edit window passed', client_id: 'c1' });
     expect(client.getSnapshot().rooms.r!.changes[0]).toMatchObject({ status: 'failed', error: 'This message is too old to edit.' });
@@ -1022,11 +829,7 @@ describe('ChatClient: changing messages', () => {
   });
 
   it('sends a reply with reply_to and keeps the quote on the acknowledged message', () => {
-    const { client, latest } = setup();
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01')] });
+    const { client, latest } = joinedClient({ messages: [msg('01')] });
     client.send('r', 'answer', { id: '01', author: bob, excerpt: 'body 01' });
     expect(latest().framesOf('send')).toEqual([{ type: 'send', room: 'r', client_id: 'c1', body: 'answer', reply_to: '01' }]);
     latest().receive({ type: 'ack', client_id: 'c1', id: '02', sent_at: 't' });
@@ -1039,11 +842,7 @@ describe('ChatClient: changing messages', () => {
         ? { changes: [{ ...msg('02'), body: 'from the feed', version: 2, changed_at: '2024-06-01T12:08:00Z' }], has_more: false }
         : { changes: [], has_more: false },
     );
-    const { client, latest } = setup({ fetchChanges });
-    client.start();
-    client.join('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [msg('01'), msg('02')] });
+    const { client, latest } = joinedClient({ messages: [msg('01'), msg('02')], fetchChanges });
     latest().drop();
     vi.advanceTimersByTime(1000);
     latest().open();
@@ -1065,11 +864,7 @@ describe('ChatClient: changing messages', () => {
       messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1, me: true }] }],
       has_more: false,
     }));
-    const { client, latest } = setup({ history });
-    client.start();
-    client.open('r');
-    latest().open();
-    latest().receive({ type: 'joined', room: 'r', members: [me], messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1 }] }] });
+    const { client } = joinedClient({ onScreen: true, messages: [{ ...msg('01'), version: 2, reactions: [{ emoji: '👍', count: 1 }] }], history });
     await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages[0]!.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]));
   });
 });

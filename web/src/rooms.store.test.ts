@@ -12,30 +12,10 @@ import {
   type ChatAction,
   type ChatState,
 } from './store';
+import { roomView } from './test/fakeChat';
 
 const me: UserRef = { id: 'u-me', username: 'me' };
 const bob: UserRef = { id: 'u-bob', username: 'bob' };
-
-function view(id: string, extra: Partial<RoomView> = {}): RoomView {
-  return {
-    id,
-    kind: 'public',
-    name: id,
-    topic: '',
-    created_by: 'u-me',
-    created_at: '2024-06-01T00:00:00Z',
-    archived: false,
-    member_count: 2,
-    last_message: null,
-    last_activity: null,
-    role: 'member',
-    unread: 0,
-    unread_capped: false,
-    read_id: null,
-    dm_user: null,
-    ...extra,
-  };
-}
 
 function msg(room: string, id: string, author: UserRef = bob, minute = 0): WireMessage {
   const sentAt = `2024-06-02T12:${String(minute).padStart(2, '0')}:00Z`;
@@ -52,21 +32,21 @@ const order = (s: ChatState) => sortedRooms(s.list, ['public', 'private', 'dm'])
 
 describe('room list: unread counts', () => {
   it('counts messages from others in rooms that are not on screen', () => {
-    const s = run(loaded(view('a'), view('b')), { type: 'joinRequested', room: 'a' }, live('a', msg('a', '01'), msg('a', '02')));
+    const s = run(loaded(roomView('a'), roomView('b')), { type: 'joinRequested', room: 'a' }, live('a', msg('a', '01'), msg('a', '02')));
     expect(s.list.rooms.a).toMatchObject({ unread: 2, last_message: { id: '02', preview: 'body 02', author: bob } });
     expect(s.list.rooms.b!.unread).toBe(0);
   });
 
   it('does not count the user’s own messages, nor a message it already knew', () => {
     const s = run(
-      loaded(view('a', { last_message: { id: '05', author: bob, preview: 'x', sent_at: '' }, unread: 1 })),
+      loaded(roomView('a', { last_message: { id: '05', author: bob, preview: 'x', sent_at: '' }, unread: 1 })),
       live('a', msg('a', '04'), msg('a', '05'), msg('a', '06', me)),
     );
     expect(s.list.rooms.a).toMatchObject({ unread: 1, last_message: { id: '06', author: me } });
   });
 
   it('does not count messages in the room on screen while the page is visible, but does when hidden', () => {
-    let s = run(loaded(view('a')), { type: 'viewing', room: 'a' }, live('a', msg('a', '01')));
+    let s = run(loaded(roomView('a')), { type: 'viewing', room: 'a' }, live('a', msg('a', '01')));
     expect(s.list.rooms.a!.unread).toBe(0);
     s = [{ type: 'visibility', visible: false } as ChatAction, live('a', msg('a', '02'))].reduce(chatReducer, s);
     expect(s.list.rooms.a!.unread).toBe(1);
@@ -74,17 +54,17 @@ describe('room list: unread counts', () => {
 
   it('stops counting exactly past 100 and shows 99+', () => {
     const many = Array.from({ length: 102 }, (_, i) => msg('a', String(i).padStart(4, '0')));
-    const s = run(loaded(view('a', { unread: 0 })), live('a', ...many));
+    const s = run(loaded(roomView('a', { unread: 0 })), live('a', ...many));
     expect(s.list.rooms.a).toMatchObject({ unread: 100, unread_capped: true });
     expect(unreadBadge(s.list.rooms.a!)).toBe('99+');
-    expect(unreadBadge(view('x', { unread: 99 }))).toBe('99');
-    expect(unreadBadge(view('x', { unread: 3, unread_capped: true }))).toBe('99+');
-    expect(unreadBadge(view('x', { unread: 0 }))).toBeNull();
+    expect(unreadBadge(roomView('x', { unread: 99 }))).toBe('99');
+    expect(unreadBadge(roomView('x', { unread: 3, unread_capped: true }))).toBe('99+');
+    expect(unreadBadge(roomView('x', { unread: 0 }))).toBeNull();
   });
 
   it('counts an own message acknowledged by the server as the last message, not as unread', () => {
     const s = run(
-      loaded(view('a')),
+      loaded(roomView('a')),
       { type: 'joinRequested', room: 'a' },
       { type: 'queued', room: 'a', clientId: 'c1', body: 'mine' },
       { type: 'ack', clientId: 'c1', id: '09', sentAt: '2024-06-03T00:00:00Z', me },
@@ -95,13 +75,13 @@ describe('room list: unread counts', () => {
 
 describe('room list: read markers', () => {
   it('a read up to the last message clears the count (another tab read it)', () => {
-    const s = run(loaded(view('a')), live('a', msg('a', '01'), msg('a', '02')), { type: 'readMoved', room: 'a', id: '02', me: me.id });
+    const s = run(loaded(roomView('a')), live('a', msg('a', '01'), msg('a', '02')), { type: 'readMoved', room: 'a', id: '02', me: me.id });
     expect(s.list.rooms.a).toMatchObject({ unread: 0, unread_capped: false, read_id: '02' });
   });
 
   it('a read of an earlier message leaves what follows it unread, when the client holds those messages', () => {
     const s = run(
-      loaded(view('a')),
+      loaded(roomView('a')),
       { type: 'joinRequested', room: 'a' },
       live('a', msg('a', '01'), msg('a', '02'), msg('a', '03')),
       { type: 'readMoved', room: 'a', id: '01', me: me.id },
@@ -110,12 +90,12 @@ describe('room list: read markers', () => {
   });
 
   it('never moves the marker backwards', () => {
-    const s = run(loaded(view('a', { read_id: '05' })), { type: 'readMoved', room: 'a', id: '03', me: me.id });
+    const s = run(loaded(roomView('a', { read_id: '05' })), { type: 'readMoved', room: 'a', id: '03', me: me.id });
     expect(s.list.rooms.a!.read_id).toBe('05');
   });
 
   it('messages up to the marker are not counted', () => {
-    const s = run(loaded(view('a', { read_id: '02' })), live('a', msg('a', '01'), msg('a', '02'), msg('a', '03')));
+    const s = run(loaded(roomView('a', { read_id: '02' })), live('a', msg('a', '01'), msg('a', '02'), msg('a', '03')));
     expect(s.list.rooms.a!.unread).toBe(1);
   });
 });
@@ -124,8 +104,8 @@ describe('room list: order and changes', () => {
   it('orders by the latest activity and moves a room up when a message arrives', () => {
     let s = run(
       loaded(
-        view('old', { created_at: '2024-01-01T00:00:00Z' }),
-        view('new', { last_message: { id: '01', author: bob, preview: '', sent_at: '2024-06-02T00:00:00Z' } }),
+        roomView('old', { created_at: '2024-01-01T00:00:00Z' }),
+        roomView('new', { last_message: { id: '01', author: bob, preview: '', sent_at: '2024-06-02T00:00:00Z' } }),
       ),
     );
     expect(order(s)).toEqual(['new', 'old']);
@@ -134,26 +114,26 @@ describe('room list: order and changes', () => {
   });
 
   it('separates rooms from DMs and calls a DM by the other person', () => {
-    const dm = view('dm-1', { kind: 'dm', name: '', dm_user: bob });
-    const s = run(loaded(view('a'), dm));
+    const dm = roomView('dm-1', { kind: 'dm', name: '', dm_user: bob });
+    const s = run(loaded(roomView('a'), dm));
     expect(sortedRooms(s.list, ['dm']).map(displayName)).toEqual(['bob']);
     expect(sortedRooms(s.list, ['public', 'private']).map((r) => r.id)).toEqual(['a']);
   });
 
   it('room_added inserts, room_updated renames but keeps the user’s count, removed drops', () => {
-    let s = run(loaded(view('a', { unread: 3 })), { type: 'roomAdded', room: view('b', { kind: 'private', name: 'Bee' }) });
+    let s = run(loaded(roomView('a', { unread: 3 })), { type: 'roomAdded', room: roomView('b', { kind: 'private', name: 'Bee' }) });
     expect(Object.keys(s.list.rooms).sort()).toEqual(['a', 'b']);
-    s = chatReducer(s, { type: 'roomUpdated', room: { ...view('a', { name: 'Renamed', topic: 't' }), role: null, unread: null } });
+    s = chatReducer(s, { type: 'roomUpdated', room: { ...roomView('a', { name: 'Renamed', topic: 't' }), role: null, unread: null } });
     expect(s.list.rooms.a).toMatchObject({ name: 'Renamed', topic: 't', unread: 3, role: 'member' });
     // An update of a room the user is not in adds nothing.
-    expect(chatReducer(s, { type: 'roomUpdated', room: view('zzz') })).toBe(s);
+    expect(chatReducer(s, { type: 'roomUpdated', room: roomView('zzz') })).toBe(s);
     s = chatReducer(s, { type: 'roomRemoved', room: 'b', reason: 'kicked' });
     expect(Object.keys(s.list.rooms)).toEqual(['a']);
   });
 
   it('a removal of the room on screen leaves a notice and stops the room', () => {
     const s = run(
-      loaded(view('a')),
+      loaded(roomView('a')),
       { type: 'joinRequested', room: 'a' },
       { type: 'joined', room: 'a', members: [me, bob], messages: [], me: me.id },
       { type: 'roomRemoved', room: 'a', reason: 'banned' },
@@ -166,9 +146,9 @@ describe('room list: order and changes', () => {
 
   it('a refetch replaces the list (rooms left while away disappear) but keeps a message seen meanwhile', () => {
     const s = run(
-      loaded(view('a'), view('gone')),
+      loaded(roomView('a'), roomView('gone')),
       live('a', msg('a', '09')),
-      loaded(view('a', { last_message: { id: '08', author: bob, preview: '', sent_at: '' }, unread: 0 })),
+      loaded(roomView('a', { last_message: { id: '08', author: bob, preview: '', sent_at: '' }, unread: 0 })),
     );
     expect(Object.keys(s.list.rooms)).toEqual(['a']);
     expect(s.list.rooms.a).toMatchObject({ last_message: { id: '09' }, unread: 1 });
@@ -178,7 +158,7 @@ describe('room list: order and changes', () => {
   it('joined with a view adds the room to the list', () => {
     const s = run(
       { type: 'joinRequested', room: 'general' },
-      { type: 'joined', room: 'general', members: [], messages: [msg('general', '01')], me: me.id, view: view('general') },
+      { type: 'joined', room: 'general', members: [], messages: [msg('general', '01')], me: me.id, view: roomView('general') },
     );
     expect(s.list.rooms.general).toMatchObject({ last_message: { id: '01' } });
     expect(s.rooms.general!.historyLoaded).toBe(true);
@@ -200,8 +180,8 @@ describe('room list: order and changes', () => {
   });
 
   it('mergeView keeps the newer read marker and activity', () => {
-    expect(activityOf(view('a', { last_activity: '2024-06-05T00:00:00Z' }))).toBe(Date.parse('2024-06-05T00:00:00Z'));
-    expect(mergeView(view('a', { read_id: '05' }), view('a', { read_id: '03' })).read_id).toBe('05');
+    expect(activityOf(roomView('a', { last_activity: '2024-06-05T00:00:00Z' }))).toBe(Date.parse('2024-06-05T00:00:00Z'));
+    expect(mergeView(roomView('a', { read_id: '05' }), roomView('a', { read_id: '03' })).read_id).toBe('05');
   });
 
   it('lists a room joined through a gateway that sends no view while no list was loaded', () => {
@@ -219,9 +199,9 @@ function loaded_(): ChatAction {
 describe('titleWithUnread', () => {
   it('puts the unread total of every room first, up to 99+', () => {
     const list = (...views: RoomView[]) => ({ rooms: Object.fromEntries(views.map((v) => [v.id, v])), loaded: true, error: null });
-    expect(titleWithUnread(list(view('a'), view('b')))).toBe('Chat');
-    expect(titleWithUnread(list(view('a', { unread: 2 }), view('b', { unread: 1 })))).toBe('(3) Chat');
-    expect(titleWithUnread(list(view('a', { unread: 60 }), view('b', { unread: 50 })))).toBe('(99+) Chat');
-    expect(titleWithUnread(list(view('a', { unread: 100, unread_capped: true })))).toBe('(99+) Chat');
+    expect(titleWithUnread(list(roomView('a'), roomView('b')))).toBe('Chat');
+    expect(titleWithUnread(list(roomView('a', { unread: 2 }), roomView('b', { unread: 1 })))).toBe('(3) Chat');
+    expect(titleWithUnread(list(roomView('a', { unread: 60 }), roomView('b', { unread: 50 })))).toBe('(99+) Chat');
+    expect(titleWithUnread(list(roomView('a', { unread: 100, unread_capped: true })))).toBe('(99+) Chat');
   });
 });
