@@ -1225,34 +1225,47 @@ async fn joins_beyond_the_queue_are_answered_503_with_retry_after_at_once() {
     let app = spawn_app_with(|settings| {
         settings.rooms.join_queue = 1;
         settings.rooms.join_batch = 1;
+        // Every batch reads the room too, as a cold instance's do: the reader stays busy
+        // long enough for joins to pile up.
+        settings.rooms.list_cache_ttl_ms = 0;
     })
     .await;
     create_room(&app, "u-host", "narrow", "public").await;
-    let answers = futures_util::future::join_all((0..40).map(|k| {
-        app.http
-            .post(format!("{}/api/rooms/narrow/join", app.address))
-            .bearer_auth(user_token(&format!("u-queue{k}")))
-            .send()
-    }))
-    .await;
+    // Joins arriving together overflow a queue of one unless the reader happens to keep up
+    // with each arrival (a busy machine can spread them out): waves until one is shed.
     let mut shed = 0;
-    for answer in answers {
-        let answer = answer.expect("answered");
-        match answer.status().as_u16() {
-            200 => {}
-            503 => {
-                shed += 1;
-                assert_eq!(
-                    answer.headers().get("retry-after").map(|v| v.as_bytes()),
-                    Some(&b"1"[..])
-                );
-                let body: Value = answer.json().await.expect("JSON");
-                assert_eq!(code(&body), "unavailable", "{body}");
+    for wave in 0..10 {
+        let answers = futures_util::future::join_all((0..40).map(|k| {
+            app.http
+                .post(format!("{}/api/rooms/narrow/join", app.address))
+                .bearer_auth(user_token(&format!("u-queue{wave}-{k}")))
+                .send()
+        }))
+        .await;
+        for answer in answers {
+            let answer = answer.expect("answered");
+            match answer.status().as_u16() {
+                200 => {}
+                503 => {
+                    shed += 1;
+                    assert_eq!(
+                        answer.headers().get("retry-after").map(|v| v.as_bytes()),
+                        Some(&b"1"[..])
+                    );
+                    let body: Value = answer.json().await.expect("JSON");
+                    assert_eq!(code(&body), "unavailable", "{body}");
+                }
+                other => panic!("unexpected status {other}"),
             }
-            other => panic!("unexpected status {other}"),
+        }
+        if shed > 0 {
+            break;
         }
     }
-    assert!(shed > 0, "40 joins at once do not fit a queue of one");
+    assert!(
+        shed > 0,
+        "10 waves of 40 joins at once never overflowed a queue of one"
+    );
     let (status, view) = join(&app, "narrow", "u-later").await;
     assert_eq!((status, view["role"].as_str()), (200, Some("member")));
 }
