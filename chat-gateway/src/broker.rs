@@ -44,7 +44,7 @@ use crate::accounts::Accounts;
 use crate::membership::{self, Membership};
 use crate::outbox::{LiveMessage, Outbound};
 use crate::protocol::ServerFrame;
-use crate::rooms::{Rooms, TopologyCommand};
+use crate::rooms::{Rooms, TopologyCommand, room_hash};
 use crate::settings::{GatewayAmqpSettings, QueueType};
 
 /// Deliveries of the instance queue the broker sends ahead of their acknowledgements.
@@ -573,10 +573,7 @@ impl Session {
 /// Which of `channels` binding channels carries `room`'s bindings: always the same one, so
 /// that a room's bind and unbind reach the broker in the order they were made.
 fn binder_of(room: &RoomId, channels: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    room.hash(&mut hasher);
-    (hasher.finish() % channels.max(1) as u64) as usize
+    room_hash(room) as usize % channels.max(1)
 }
 
 /// Acknowledges `acker`'s delivery and every one before it, unless the connection fails first.

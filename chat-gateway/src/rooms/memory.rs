@@ -42,7 +42,7 @@ impl ReadTicket {
 }
 
 /// A number that tells rooms apart, the same for a room every time.
-fn room_hash(room: &RoomId) -> u32 {
+pub(crate) fn room_hash(room: &RoomId) -> u32 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::hash::DefaultHasher::new();
     room.hash(&mut hasher);

@@ -26,6 +26,7 @@ mod memory;
 
 use fanout::DeliveredIds;
 pub use memory::ReadTicket;
+pub(crate) use memory::room_hash;
 
 /// Topology changes for the broker task, applied in order.
 #[derive(Debug)]
