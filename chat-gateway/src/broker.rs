@@ -44,6 +44,7 @@ use crate::accounts::Accounts;
 use crate::membership::{self, Membership};
 use crate::outbox::{LiveMessage, Outbound};
 use crate::protocol::ServerFrame;
+use crate::recovery::Gaps;
 use crate::rooms::{Rooms, TopologyCommand, room_hash};
 use crate::settings::{GatewayAmqpSettings, QueueType};
 
@@ -211,6 +212,9 @@ pub struct Inbound {
     pub rooms: Arc<Rooms>,
     pub accounts: Arc<Accounts>,
     pub membership: Arc<Membership>,
+    /// Told of each loss and reconnect, for the rooms to be read back (see
+    /// [`crate::recovery`]).
+    pub gaps: Arc<Gaps>,
 }
 
 /// Keeps the broker connection up until `shutdown`, applying topology commands in order.
@@ -255,6 +259,7 @@ pub async fn run(
             Ok(session) => {
                 fresh = false;
                 delay = Duration::from_millis(100);
+                inbound.gaps.reconnected();
                 // Decisions made before this session may predate events it will never see.
                 inbound.membership.revoke_all();
                 let outcome = session
@@ -262,6 +267,7 @@ pub async fn run(
                     .await;
                 broker.set_channel(None);
                 rooms.connection_lost();
+                inbound.gaps.lost(rooms.last_delivery());
                 inbound.membership.revoke_all();
                 match outcome {
                     Ok(()) => break,
@@ -595,6 +601,7 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         rooms,
         accounts,
         membership,
+        ..
     } = inbound;
     let kind = topology::kind_of(routing_key);
     if kind == Some(KeyKind::Member) {

@@ -469,6 +469,22 @@ impl HistoryClient {
             .await
     }
 
+    /// The room's messages with ids after `after`, oldest first, at most the catch-up limit:
+    /// the next page of a catch-up, by id alone.
+    pub async fn page(
+        &self,
+        room: &RoomId,
+        after: MessageId,
+        token: &str,
+    ) -> anyhow::Result<HistoryPage> {
+        let query = [
+            ("after", after.to_string()),
+            ("limit", self.catch_up_limit.to_string()),
+            ("me", "false".to_string()),
+        ];
+        self.get(room, &query, token).await
+    }
+
     /// For a catch-up after a message published at `published`: messages published after
     /// the returned time are sent even when their ids sort before it. The window covers the
     /// time between stamping a message's publish time and the broker routing it, and clock

@@ -7,7 +7,8 @@
 //! queued in its bounded [`outbox`]. [`receipts`] lets a retried send keep its first id;
 //! [`rooms`] tracks which local connections are in which room and fans frames out to them;
 //! [`broker`] publishes chat messages to RabbitMQ with confirms and feeds this instance's queue
-//! back into [`rooms`], so any number of gateways serve one room; [`history`] fetches recent
+//! back into [`rooms`], so any number of gateways serve one room, and after a lost broker
+//! connection [`recovery`] reads the rooms back to deliver what passed by; [`history`] fetches recent
 //! messages on join; [`proxy`] forwards the HTTP APIs so the web client needs one origin;
 //! [`accounts`] closes the connections of users whose account was deleted or disabled.
 //! [`membership`] asks history-service whether a user may join a room, caches the decisions
@@ -25,6 +26,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod read_markers;
 pub mod receipts;
+pub mod recovery;
 pub mod rooms;
 pub mod server;
 pub mod settings;

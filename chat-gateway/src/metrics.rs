@@ -15,6 +15,11 @@ pub struct GatewayMetrics {
     /// Messages a settling read found that joins answered within the grace lacked (stored
     /// after the first read), delivered to those joins late.
     pub late_messages: IntCounter,
+    /// Messages the recovery after a lost broker connection found stored but never received
+    /// through the queue, delivered late (see [`crate::recovery`]).
+    pub recovered_messages: IntCounter,
+    /// Rooms the recovery could not read back, whose clients were told to rejoin.
+    pub recovery_handed_back: IntCounter,
     /// Room authorizations asked of history-service (joins, and sends or typing whose
     /// decision expired); concurrent identical ones count once.
     pub room_authorizations: IntCounter,
@@ -74,6 +79,16 @@ impl GatewayMetrics {
                 &registry,
                 "gateway_late_messages_total",
                 "Messages stored after a join's history read, delivered to it by the settling read",
+            ),
+            recovered_messages: counter(
+                &registry,
+                "gateway_recovered_messages_total",
+                "Messages stored while the broker connection was lost that never came through the queue, delivered from history",
+            ),
+            recovery_handed_back: counter(
+                &registry,
+                "gateway_recovery_handed_back_total",
+                "Rooms the recovery after a lost broker connection could not read back; their clients were told to rejoin",
             ),
             room_authorizations: counter(
                 &registry,

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::connection::{self, Hub, Session};
+use crate::connection::{self, Hub, Session, SessionToken};
 use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 
@@ -361,7 +361,7 @@ async fn upgrade(
     };
     let session = Session {
         user: user.user,
-        token,
+        token: SessionToken::new(token),
         expires_at: user.expires_at,
         issued_at: user.issued_at,
         slot,

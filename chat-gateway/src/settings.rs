@@ -52,6 +52,9 @@ pub enum QueueType {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptSettings {
     pub retention_hours: u32,
+    /// A retry this soon after its first attempt is published again without asking whether
+    /// the message is stored (see `connection/commands.rs`, `send_message`).
+    pub republish_within_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

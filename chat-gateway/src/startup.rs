@@ -22,6 +22,7 @@ use crate::metrics::GatewayMetrics;
 use crate::proxy::Upstreams;
 use crate::read_markers::ReadMarkers;
 use crate::receipts::Receipts;
+use crate::recovery::{Gaps, Recovery};
 use crate::rooms::Rooms;
 use crate::server::{ServerState, metrics_router, router};
 use crate::settings::Settings;
@@ -41,6 +42,8 @@ pub struct Application {
     hub: Arc<Hub>,
     tracker: TaskTracker,
     broker_task: JoinHandle<()>,
+    /// Reads rooms back after a lost broker connection; stops with the broker task.
+    recovery_task: JoinHandle<()>,
     broker_shutdown: CancellationToken,
     /// Writes the read markers still pending once the connections are closed.
     markers_task: JoinHandle<()>,
@@ -83,6 +86,19 @@ impl Application {
             Duration::from_millis(settings.rooms.read_flush_ms.max(1)),
             markers_shutdown.clone(),
         ));
+        let gaps = Arc::new(Gaps::new(Duration::from_millis(
+            settings.history.late_window_ms,
+        )));
+        let recovery_task = tokio::spawn(
+            Recovery {
+                rooms: rooms.clone(),
+                history: history.clone(),
+                metrics: metrics.clone(),
+                gaps: gaps.clone(),
+                grace: Duration::from_millis(settings.history.memory_grace_ms),
+            }
+            .run(broker_shutdown.clone()),
+        );
         let broker_task = tokio::spawn(broker::run(
             settings.amqp.clone(),
             broker::Inbound {
@@ -90,6 +106,7 @@ impl Application {
                 rooms: rooms.clone(),
                 accounts: accounts.clone(),
                 membership: membership.clone(),
+                gaps,
             },
             commands,
             broker_shutdown.clone(),
@@ -102,6 +119,7 @@ impl Application {
             membership,
             read_markers,
             receipts: receipts.clone(),
+            republish_within: Duration::from_millis(settings.receipts.republish_within_ms),
             limits: settings.limits.clone(),
             ids: std::sync::Mutex::new(ulid::Generator::new()),
             next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -148,6 +166,7 @@ impl Application {
             hub,
             tracker,
             broker_task,
+            recovery_task,
             broker_shutdown,
             markers_task,
             markers_shutdown,
@@ -203,6 +222,7 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.markers_task).await;
         self.broker_shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.broker_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.recovery_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), metrics_server).await;
         Ok(())

@@ -153,7 +153,7 @@ impl Reader {
                 &self.session.user.id,
                 &room,
                 id,
-                &self.session.token,
+                &self.session.token.get(),
                 self.conn,
             )
             .map_err(|_| {
@@ -186,7 +186,7 @@ impl Reader {
         let allowed = self
             .hub
             .membership
-            .authorize_stay(&self.session.user.id, room, &self.session.token)
+            .authorize_stay(&self.session.user.id, room, &self.session.token.get())
             .await;
         match allowed {
             Ok(()) if self.in_room(room) => Ok(Ok(())),
@@ -211,7 +211,8 @@ impl Reader {
 
     /// Publishes a message and acknowledges it once the broker confirmed it. A `client_id`
     /// this user already used is answered with the original id (see [`crate::receipts`]) and
-    /// published again only when history-service has not stored it.
+    /// published again when the first attempt is recent (`receipts.republish_within_ms`) or
+    /// history-service has not stored it.
     async fn send_message(
         &mut self,
         room: RoomId,
@@ -244,7 +245,7 @@ impl Reader {
                 match self
                     .hub
                     .history
-                    .check_change(&room, answered, action, &self.session.token)
+                    .check_change(&room, answered, action, &self.session.token.get())
                     .await
                 {
                     Ok(check) => Some(ReplyRef {
@@ -299,6 +300,12 @@ impl Reader {
                     format!("client_id was already used for a message in room `{earlier}`"),
                 );
             }
+            Reservation::Existing { id, sent_at, .. } if self.hub.republish_soon(sent_at) => {
+                // A first attempt cut off by the loss of a broker node may have reached some
+                // queues only (history-service's, not another gateway's): a stored message
+                // may still be missing on a gateway, so a prompt retry publishes again.
+                (id, sent_at, true)
+            }
             Reservation::Existing { id, sent_at, .. } => {
                 // Publish again unless it is known to be stored: the first attempt may never
                 // have reached the broker. When history cannot tell, publishing is the safe
@@ -306,7 +313,7 @@ impl Reader {
                 let stored = self
                     .hub
                     .history
-                    .is_stored(&room, id, &self.session.token)
+                    .is_stored(&room, id, &self.session.token.get())
                     .await;
                 if let Err(error) = &stored {
                     tracing::debug!(
@@ -399,7 +406,7 @@ impl Reader {
         let checked = self
             .hub
             .history
-            .check_change(&room, id, action, &self.session.token)
+            .check_change(&room, id, action, &self.session.token.get())
             .await;
         match checked {
             Ok(_) => {}
@@ -504,7 +511,7 @@ impl Reader {
                 "the token belongs to another user",
             )));
         }
-        self.session.token = token;
+        self.session.token.set(token);
         self.session.expires_at = verified.expires_at;
         self.session.issued_at = verified.issued_at;
         self.send(ServerFrame::Authenticated {
@@ -535,7 +542,7 @@ impl Reader {
         let (page, ticket) = self
             .hub
             .history
-            .recent(room, binding, &self.session.token, ticket)
+            .recent(room, binding, &self.session.token.get(), ticket)
             .await
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
         if let Some(ticket) = ticket
@@ -557,7 +564,7 @@ impl Reader {
     /// A read history-service sheds is asked again a few times; if none is answered, later
     /// joins read again. One task per room binding at most (see [`crate::rooms::Rooms::fill`]).
     fn settle_later(&self, room: RoomId, early: ReadTicket, at: Instant) {
-        let (hub, token) = (self.hub.clone(), self.session.token.clone());
+        let (hub, token) = (self.hub.clone(), self.session.token.get());
         let bound_at = early.bound_at();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
@@ -624,7 +631,7 @@ impl Reader {
         let authorized = self
             .hub
             .membership
-            .authorize_join(user, &room, &self.session.token)
+            .authorize_join(user, &room, &self.session.token.get())
             .await;
         let mut view = match authorized.answer {
             Ok(view) => view,
@@ -636,6 +643,7 @@ impl Reader {
         let member = Member {
             user: self.session.user.clone(),
             tx: self.tx.clone(),
+            token: self.session.token.clone(),
         };
         let joined = self.hub.rooms.join(&room, self.conn, member);
         if self.hub.membership.revision() != authorized.revision {
@@ -644,7 +652,7 @@ impl Reader {
             let again = self
                 .hub
                 .membership
-                .reauthorize_join(&self.session.user.id, &room, &self.session.token)
+                .reauthorize_join(&self.session.user.id, &room, &self.session.token.get())
                 .await;
             match again.answer {
                 Ok(fresh) => view = fresh,
@@ -699,7 +707,7 @@ impl Reader {
                         since,
                         published_after,
                         changes_since,
-                        &self.session.token,
+                        &self.session.token.get(),
                     )
                     .await
                     .map(|page| HistoryPage::clone(&page))

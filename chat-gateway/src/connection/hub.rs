@@ -32,6 +32,9 @@ pub struct Hub {
     /// Read markers coalesced before they are written.
     pub read_markers: Arc<ReadMarkers>,
     pub receipts: Receipts,
+    /// A retry this soon after its first attempt is published again without asking whether
+    /// the message is stored.
+    pub republish_within: std::time::Duration,
     pub limits: Limits,
     /// Monotonic within this instance, so one gateway's ids never go backwards.
     pub ids: Mutex<ulid::Generator>,
@@ -68,6 +71,14 @@ impl Drop for ConnectionSlot {
 }
 
 impl Hub {
+    /// Whether a retry of a message first sent at `sent_at` is published again whether or
+    /// not it is stored.
+    pub fn republish_soon(&self, sent_at: chrono::DateTime<chrono::Utc>) -> bool {
+        (chrono::Utc::now() - sent_at)
+            .to_std()
+            .is_ok_and(|age| age < self.republish_within)
+    }
+
     /// Takes a connection slot for `user`, or `None` when the user is at the limit.
     pub fn claim_slot(self: &Arc<Self>, user: &UserId) -> Option<ConnectionSlot> {
         let mut connections = self

@@ -28,7 +28,7 @@ mod writer;
 use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use common::domain::{RoomId, UserRef};
@@ -51,11 +51,34 @@ use writer::write_loop;
 /// Identifies one WebSocket connection of this gateway.
 pub type ConnId = u64;
 
+/// A connection's current access token, shared: an `auth` frame replaces it, and the
+/// requests made for the user read it, those of the connection and those the gateway makes
+/// for the rooms the connection is in (see [`crate::recovery`]).
+#[derive(Clone)]
+pub struct SessionToken(Arc<RwLock<Arc<str>>>);
+
+impl SessionToken {
+    pub fn new(token: String) -> Self {
+        Self(Arc::new(RwLock::new(token.into())))
+    }
+
+    pub fn get(&self) -> Arc<str> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, token: String) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = token.into();
+    }
+}
+
 /// A verified user's connection, after the upgrade.
 pub struct Session {
     pub user: UserRef,
     /// Forwarded to history-service on joins.
-    pub token: String,
+    pub token: SessionToken,
     /// When the token expires (seconds since the Unix epoch): the connection closes then
     /// unless an `auth` frame brings a fresh token.
     pub expires_at: u64,

@@ -2,7 +2,8 @@
 //! copies of messages delivered already dropped.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use common::domain::{MessageId, RoomId};
 
@@ -21,6 +22,8 @@ pub(super) const DELIVERED_IDS: usize = 8192;
 pub(super) struct DeliveredIds {
     order: VecDeque<MessageId>,
     ids: HashSet<MessageId>,
+    /// When the last one was fanned out.
+    last_at: Option<Instant>,
 }
 
 impl Rooms {
@@ -66,6 +69,7 @@ impl Rooms {
             self.metrics.duplicate_deliveries.inc();
             return false;
         }
+        delivered.last_at = Some(Instant::now());
         delivered.order.push_back(id);
         if delivered.order.len() > DELIVERED_IDS
             && let Some(oldest) = delivered.order.pop_front()
@@ -73,5 +77,33 @@ impl Rooms {
             delivered.ids.remove(&oldest);
         }
         true
+    }
+
+    /// When the last message was fanned out, if any was.
+    pub fn last_delivery(&self) -> Option<Instant> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_at
+    }
+
+    /// The current token of one of the room's local members, for a read made for all of them.
+    pub fn member_token(&self, room: &RoomId) -> Option<Arc<str>> {
+        let rooms = self.lock();
+        let member = rooms.get(room)?.local.values().next()?;
+        Some(member.token.get())
+    }
+
+    /// Stops every local member of the room with [`Outbound::Lagged`]: their clients are told
+    /// the last message they got and rejoin from it.
+    pub fn lag_members(&self, room: &RoomId) -> usize {
+        let rooms = self.lock();
+        let Some(entry) = rooms.get(room) else {
+            return 0;
+        };
+        for member in entry.local.values() {
+            member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
+        }
+        entry.local.len()
     }
 }

@@ -17,7 +17,7 @@ use common::event::ChatMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::ConnId;
+use crate::connection::{ConnId, SessionToken};
 use crate::metrics::GatewayMetrics;
 use crate::outbox::{self, Outbound};
 
@@ -43,6 +43,9 @@ pub enum TopologyCommand {
 pub struct Member {
     pub user: UserRef,
     pub tx: outbox::Sender<Outbound>,
+    /// The connection's token: a read the gateway makes for the room is authorized with a
+    /// member's.
+    pub token: SessionToken,
 }
 
 #[derive(Default)]
@@ -321,7 +324,8 @@ mod tests {
             id: UserId::parse(format!("id-{user}")).expect("id"),
             username: Username::parse(user.to_string()).expect("username"),
         };
-        (Member { user, tx }, rx)
+        let token = SessionToken::new(format!("token-{}", user.id));
+        (Member { user, tx, token }, rx)
     }
 
     fn room(name: &str) -> RoomId {

@@ -4,7 +4,7 @@ use chat_gateway::settings::Settings;
 use common::testing::BrokerProxy;
 use secrecy::SecretString;
 
-use crate::helpers::Cluster;
+use crate::helpers::{Cluster, SlowHistory, TestGateway};
 
 async fn broker_proxy() -> BrokerProxy {
     BrokerProxy::start(&Settings::load().expect("settings load").amqp.connection).await
@@ -68,4 +68,75 @@ async fn a_message_lost_in_flight_to_a_gateway_comes_again_after_it_reconnects()
         .collect("message", 1, Duration::from_millis(300))
         .await;
     assert!(again.is_empty(), "delivered twice: {again:?}");
+}
+
+/// A gateway behind `proxy` whose history-service is `history`, with a short memory grace.
+async fn gateway_behind(
+    cluster: &Cluster,
+    proxy: &BrokerProxy,
+    history: &str,
+    timeout_ms: u64,
+) -> TestGateway {
+    let (uri, history) = (proxy.uri().to_string(), history.to_string());
+    cluster
+        .gateway_with(move |settings| {
+            settings.amqp.connection.uri = SecretString::from(uri);
+            settings.history.url = history;
+            settings.history.timeout_ms = timeout_ms;
+            settings.history.memory_grace_ms = 200;
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_message_stored_while_a_gateway_was_cut_off_but_never_queued_for_it_comes_after_its_reconnect()
+ {
+    let cluster = Cluster::new().await;
+    let proxy = broker_proxy().await;
+    let (history, url) = SlowHistory::start().await;
+    history.open();
+    let gateway = gateway_behind(&cluster, &proxy, &url, 5_000).await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let joined = alice.join("lobby").await;
+    assert_eq!(joined["messages"][0]["body"], "stored before");
+
+    // Stored, but routed to no queue of this gateway: as a publish cut off by the loss of a
+    // broker node that reached history-service's queue only, or a message a classic queue
+    // lost with its node.
+    proxy.cut();
+    history.store("stored while the gateway was cut off");
+
+    let message = alice.next_of("message").await;
+    assert_eq!(message["body"], "stored while the gateway was cut off");
+    let again = alice
+        .collect("message", 1, Duration::from_millis(1_500))
+        .await;
+    assert!(
+        again.is_empty(),
+        "neither the joined history nor the recovered message again: {again:?}"
+    );
+}
+
+#[tokio::test]
+async fn clients_of_a_room_that_cannot_be_read_back_after_a_reconnect_are_told_to_rejoin() {
+    let cluster = Cluster::new().await;
+    let proxy = broker_proxy().await;
+    let (history, url) = SlowHistory::start().await;
+    history.open();
+    let gateway = gateway_behind(&cluster, &proxy, &url, 300).await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let joined = alice.join("lobby").await;
+    let last = joined["messages"][0]["id"].clone();
+
+    history.close();
+    proxy.cut();
+
+    // Six attempts at the read, each given 300 ms, with 12.5 s of waits between them.
+    let lagged = alice.collect("lagged", 1, Duration::from_secs(30)).await;
+    let lagged = lagged.first().expect("a `lagged` frame");
+    assert_eq!(lagged["room"], "lobby");
+    assert_eq!(
+        lagged["last_id"], last,
+        "rejoin from the last message it has"
+    );
 }

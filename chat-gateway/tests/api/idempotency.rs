@@ -185,21 +185,25 @@ async fn published_total(address: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn a_retry_is_published_again_only_when_history_has_not_stored_it() {
-    for stored in [true, false] {
+async fn a_prompt_retry_is_published_again_and_a_later_one_only_when_history_has_not_stored_it() {
+    // (stored, republish window, publishes): a retry within the window is published again
+    // even when stored; one after it only when not stored.
+    for (stored, window_ms, expected) in [(true, 0, 1), (false, 0, 2), (true, 60_000, 2)] {
         let history = history_where_everything_is_stored(stored).await;
         let cluster = Cluster::new().await;
         let gateway = cluster
-            .gateway_with(|settings| settings.history.url = history.clone())
+            .gateway_with(|settings| {
+                settings.history.url = history.clone();
+                settings.receipts.republish_within_ms = window_ms;
+            })
             .await;
         let mut alice = gateway.connect("u-alice", "alice").await;
         alice.join("lobby").await;
         send_and_retry(&mut alice, "lobby", "c-1").await;
-        let expected = if stored { 1 } else { 2 };
         assert_eq!(
             published_total(&gateway.metrics_address).await,
             expected,
-            "stored: {stored}"
+            "stored: {stored}, window: {window_ms} ms"
         );
         // Either way the connection sees the message once.
         let delivered = alice

@@ -1,91 +1,11 @@
 //! Joins of one room share their history reads, and a room whose messages the gateway holds
 //! completely is joined without reading history at all.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, Cluster, StubHistory, TestGateway};
-
-/// A history-service stand-in: counts reads and holds every answer until released; stores
-/// one message at first.
-#[derive(Clone)]
-struct SlowHistory {
-    reads: Arc<AtomicUsize>,
-    release: Arc<tokio::sync::Semaphore>,
-    stored: Arc<Mutex<Vec<Value>>>,
-}
-
-impl SlowHistory {
-    async fn start() -> (Self, String) {
-        let history = Self {
-            reads: Arc::default(),
-            release: Arc::new(tokio::sync::Semaphore::new(0)),
-            stored: Arc::default(),
-        };
-        history.store("stored before");
-        let app = axum::Router::new()
-            .route(
-                "/api/rooms/{room}/messages",
-                axum::routing::get(
-                    |State(history): State<SlowHistory>, Path(room): Path<String>| async move {
-                        history.reads.fetch_add(1, Ordering::SeqCst);
-                        let _permit = history.release.acquire().await;
-                        let messages: Vec<Value> = history
-                            .stored
-                            .lock()
-                            .expect("stored")
-                            .iter()
-                            .map(|message| {
-                                let mut message = message.clone();
-                                message["room"] = room.clone().into();
-                                message
-                            })
-                            .collect();
-                        axum::Json(json!({"messages": messages, "has_more": false}))
-                    },
-                ),
-            )
-            .with_state(history.clone())
-            .merge(StubHistory::default().routes());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (history, format!("http://{address}"))
-    }
-
-    /// Stores a message with an id made now.
-    fn store(&self, body: &str) {
-        let mut stored = self.stored.lock().expect("stored");
-        let client_id = format!("c-stored-{}", stored.len());
-        stored.push(json!({
-            "id": ulid::Ulid::new().to_string(), "room": "", "client_id": client_id,
-            "author": {"id": "u-old", "username": "old"},
-            "body": body, "sent_at": "2026-01-01T00:00:00Z"
-        }));
-    }
-
-    fn reads(&self) -> usize {
-        self.reads.load(Ordering::SeqCst)
-    }
-
-    /// Answers the reads held so far and every later one.
-    fn open(&self) {
-        self.release
-            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
-    }
-
-    /// Holds every later read again.
-    fn close(&self) {
-        self.release
-            .forget_permits(tokio::sync::Semaphore::MAX_PERMITS);
-    }
-}
+use crate::helpers::{Client, Cluster, SlowHistory, TestGateway};
 
 async fn gateway(cluster: &Cluster, history: &str, grace_ms: u64) -> TestGateway {
     let history = history.to_string();
