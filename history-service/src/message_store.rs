@@ -257,6 +257,22 @@ pub struct Page {
     pub has_more: bool,
 }
 
+impl Page {
+    /// The page of `documents` (in the order given); `reader` as in
+    /// [`MessageDocument::into_message`].
+    fn of(
+        documents: Vec<MessageDocument>,
+        has_more: bool,
+        reader: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let messages = documents
+            .into_iter()
+            .map(|m| m.into_message(reader))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { messages, has_more })
+    }
+}
+
 #[derive(Clone)]
 pub struct MessageStore {
     messages: Collection<MessageDocument>,
@@ -448,6 +464,32 @@ impl MessageStore {
         }
     }
 
+    /// The first `limit` messages matching `filter` in `sort` order, and whether there are
+    /// more. One more than asked tells whether there are more; it also keeps the limit off 0,
+    /// which MongoDB reads as no limit at all. `what` names the read in its error.
+    async fn read_page(
+        &self,
+        filter: Document,
+        sort: Document,
+        limit: u32,
+        deadline: Deadline,
+        what: &'static str,
+    ) -> anyhow::Result<(Vec<MessageDocument>, bool)> {
+        let mut documents: Vec<MessageDocument> = self
+            .messages
+            .find(filter)
+            .sort(sort)
+            .limit(i64::from(limit) + 1)
+            .max_time(deadline.max_time())
+            .await?
+            .try_collect()
+            .await
+            .context(what)?;
+        let has_more = documents.len() > limit as usize;
+        documents.truncate(limit as usize);
+        Ok((documents, has_more))
+    }
+
     /// The room and number of the stored message `id` (by `_id`), if stored.
     pub async fn locate(
         &self,
@@ -476,24 +518,10 @@ impl MessageStore {
         if let Some(before) = before {
             filter.insert("_id", doc! {"$lt": before.to_string()});
         }
-        let mut documents: Vec<MessageDocument> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"_id": -1})
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading a page of history")?;
-        let has_more = documents.len() > limit as usize;
-        documents.truncate(limit as usize);
+        let (sort, what) = (doc! {"_id": -1}, "reading a page of history");
+        let (mut documents, has_more) = self.read_page(filter, sort, limit, deadline, what).await?;
         documents.reverse();
-        let messages = documents
-            .into_iter()
-            .map(|m| m.into_message(reader))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Page { messages, has_more })
+        Page::of(documents, has_more, reader)
     }
 
     /// The first `limit` messages of `room` after `after`, oldest first (catching up). With
@@ -507,23 +535,9 @@ impl MessageStore {
         reader: Option<&str>,
     ) -> anyhow::Result<Page> {
         let filter = doc! {"room": room.as_str(), "_id": {"$gt": after.to_string()}};
-        let mut documents: Vec<MessageDocument> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading messages after a cursor")?;
-        let has_more = documents.len() > limit as usize;
-        documents.truncate(limit as usize);
-        let messages = documents
-            .into_iter()
-            .map(|m| m.into_message(reader))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Page { messages, has_more })
+        let (sort, what) = (doc! {"_id": 1}, "reading messages after a cursor");
+        let (documents, has_more) = self.read_page(filter, sort, limit, deadline, what).await?;
+        Page::of(documents, has_more, reader)
     }
 
     /// The stored message `id` of `room`, if stored.
@@ -586,25 +600,9 @@ impl MessageStore {
             "_id": {"$lte": up_to.to_string()},
             "published_at": {"$gt": bson::DateTime::from_millis(published_after.timestamp_millis())},
         };
-        // One more than asked tells whether there are more; it also keeps the limit off 0,
-        // which MongoDB reads as no limit at all.
-        let mut documents: Vec<MessageDocument> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading messages published late")?;
-        let has_more = documents.len() > limit as usize;
-        documents.truncate(limit as usize);
-        let messages = documents
-            .into_iter()
-            .map(|m| m.into_message(reader))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Page { messages, has_more })
+        let (sort, what) = (doc! {"_id": 1}, "reading messages published late");
+        let (documents, has_more) = self.read_page(filter, sort, limit, deadline, what).await?;
+        Page::of(documents, has_more, reader)
     }
 
     /// Fills in the excerpt (or `deleted`) of every reply in `messages` from the messages they
@@ -673,23 +671,9 @@ impl MessageStore {
         if let Some(up_to) = up_to {
             filter.insert("_id", doc! {"$lte": up_to.to_string()});
         }
-        let mut documents: Vec<MessageDocument> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"changed_at": 1, "_id": 1})
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading changed messages")?;
-        let has_more = documents.len() > limit as usize;
-        documents.truncate(limit as usize);
-        let messages = documents
-            .into_iter()
-            .map(|m| m.into_message(reader))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Page { messages, has_more })
+        let (sort, what) = (doc! {"changed_at": 1, "_id": 1}, "reading changed messages");
+        let (documents, has_more) = self.read_page(filter, sort, limit, deadline, what).await?;
+        Page::of(documents, has_more, reader)
     }
 
     /// The stored document of `id` in `room`, if stored.
