@@ -45,11 +45,7 @@ impl MessageStore {
         id: MessageId,
         deadline: Option<Deadline>,
     ) -> anyhow::Result<Option<MessageDocument>> {
-        let mut find = self.messages.find_one(doc! {"_id": id.to_string()});
-        if let Some(deadline) = deadline {
-            find = find.max_time(deadline.max_time());
-        }
-        let stored = find.await.context("reading a message")?;
+        let stored = self.stored(id, deadline).await?;
         Ok(stored.filter(|m| m.room == room.as_str()))
     }
 

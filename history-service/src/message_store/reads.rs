@@ -63,18 +63,26 @@ impl MessageStore {
         Ok((documents, has_more))
     }
 
+    /// The stored document of `id` (by `_id`), if stored, read within `deadline` when given.
+    pub(super) async fn stored(
+        &self,
+        id: MessageId,
+        deadline: Option<Deadline>,
+    ) -> anyhow::Result<Option<MessageDocument>> {
+        let mut find = self.messages.find_one(doc! {"_id": id.to_string()});
+        if let Some(deadline) = deadline {
+            find = find.max_time(deadline.max_time());
+        }
+        find.await.context("reading a message")
+    }
+
     /// The room and number of the stored message `id` (by `_id`), if stored.
     pub async fn locate(
         &self,
         id: MessageId,
         deadline: Deadline,
     ) -> anyhow::Result<Option<(String, Option<i64>)>> {
-        let stored = self
-            .messages
-            .find_one(doc! {"_id": id.to_string()})
-            .max_time(deadline.max_time())
-            .await
-            .context("reading a message")?;
+        let stored = self.stored(id, Some(deadline)).await?;
         Ok(stored.map(|m| (m.room, m.seq)))
     }
 
@@ -122,12 +130,7 @@ impl MessageStore {
         reader: Option<&str>,
     ) -> anyhow::Result<Option<ChatMessage>> {
         // By `_id` alone, which every server answers from its primary key; then the room.
-        let stored = self
-            .messages
-            .find_one(doc! {"_id": id.to_string()})
-            .max_time(deadline.max_time())
-            .await
-            .context("reading a message")?;
+        let stored = self.stored(id, Some(deadline)).await?;
         stored
             .filter(|m| m.room == room.as_str())
             .map(|m| m.into_message(reader))
@@ -141,12 +144,7 @@ impl MessageStore {
         id: MessageId,
         deadline: Deadline,
     ) -> anyhow::Result<DateTime<Utc>> {
-        let stored = self
-            .messages
-            .find_one(doc! {"_id": id.to_string()})
-            .max_time(deadline.max_time())
-            .await
-            .context("reading a message")?;
+        let stored = self.stored(id, Some(deadline)).await?;
         let at = stored
             .and_then(|m| m.published_at)
             .map(|at| at.timestamp_millis())
