@@ -27,8 +27,9 @@ pub(crate) struct MessageDocument {
     /// When the stored copy was published (absent on messages from older gateways).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) published_at: Option<bson::DateTime>,
-    /// The message's number in its room (1, 2, …; see [`MessageStore::number`](super::MessageStore::number)); absent on
-    /// messages stored before rooms counted them.
+    /// The message's number in its room (1, 2, …; see
+    /// [`MessageStore::number`](super::MessageStore::number)); absent on messages stored before
+    /// rooms counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) seq: Option<i64>,
     /// The message this one answers: its id and author only (the excerpt is read when served).
@@ -171,7 +172,8 @@ impl MessageDocument {
 
     /// Stored documents were validated on the way in; a document that no longer parses (edited
     /// by hand, say) is reported rather than served. `reader` sets `me` in the reactions
-    /// (none: counts only); a reply's excerpt is filled in by [`MessageStore::resolve_replies`](super::MessageStore::resolve_replies).
+    /// (none: counts only); a reply's excerpt is filled in by
+    /// [`MessageStore::resolve_replies`](super::MessageStore::resolve_replies).
     pub(crate) fn into_message(self, reader: Option<&str>) -> anyhow::Result<ChatMessage> {
         let invalid =
             |e: common::domain::InvalidValue| anyhow::anyhow!("stored message {}: {e}", self.id);
