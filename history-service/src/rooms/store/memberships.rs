@@ -6,11 +6,11 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use common::domain::{Role, UserRef};
-use futures_util::TryStreamExt;
 use mongodb::bson::{self, doc};
 
 use super::documents::now;
 use super::inbox::MemberNow;
+use super::queries::page;
 use super::{InboxEntry, MembershipDoc, RoomDoc, RoomStore, membership_id};
 use crate::reads::Deadline;
 use crate::rooms::cache::Member;
@@ -49,16 +49,18 @@ impl RoomStore {
         limit: u32,
         deadline: Deadline,
     ) -> anyhow::Result<Vec<MembershipDoc>> {
-        self.memberships
-            .find(doc! {"room": room})
-            .sort(doc! {"joined_at": 1, "_id": 1})
-            .skip(offset)
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading members")
+        let (filter, sort) = (doc! {"room": room}, doc! {"joined_at": 1, "_id": 1});
+        let what = "reading members";
+        page(
+            &self.memberships,
+            filter,
+            sort,
+            offset,
+            limit,
+            deadline,
+            what,
+        )
+        .await
     }
 
     /// Whether a member other than `user` is an owner (bounded: the room's index narrows it).

@@ -27,14 +27,14 @@
 //! `documents.rs` the documents' shapes, `rooms.rs` room documents (creation, updates, the
 //! directory), `memberships.rs` membership reads and the add, remove and role sequences,
 //! `inbox.rs` inbox entries and read markers, `bans.rs` bans, `cached.rs` the reads that go
-//! through the caches, `by_ids.rs` reading many documents by `_id`.
+//! through the caches, `queries.rs` the reads several collections share (by `_id`, a page).
 
 mod bans;
-mod by_ids;
 mod cached;
 mod documents;
 mod inbox;
 mod memberships;
+mod queries;
 mod rooms;
 
 use std::future::Future;

@@ -8,6 +8,7 @@ use mongodb::bson::{self, Document, doc};
 use mongodb::options::ReturnDocument;
 
 use super::documents::now;
+use super::queries::page;
 use super::{RoomDoc, RoomStore, StoredUser};
 use crate::reads::Deadline;
 
@@ -150,16 +151,8 @@ impl RoomStore {
                 ],
             );
         }
-        self.rooms
-            .find(filter)
-            .sort(doc! {"member_count": -1, "_id": 1})
-            .skip(offset)
-            .limit(i64::from(limit) + 1)
-            .max_time(deadline.max_time())
-            .await?
-            .try_collect()
-            .await
-            .context("reading the directory")
+        let (sort, what) = (doc! {"member_count": -1, "_id": 1}, "reading the directory");
+        page(&self.rooms, filter, sort, offset, limit, deadline, what).await
     }
 }
 

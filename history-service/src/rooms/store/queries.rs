@@ -1,6 +1,7 @@
-//! Reading many documents of one collection by `_id`: lookups one by one for a few ids, one
-//! `$in` query for more.
+//! The shapes of read that several of the store's collections share: many documents by
+//! `_id` (lookups one by one for a few ids, one `$in` query for more) and a page of a query.
 
+use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
 use mongodb::Collection;
 use mongodb::bson::{Document, doc};
@@ -66,4 +67,31 @@ impl RoomStore {
             .try_collect()
             .await?)
     }
+}
+
+/// The documents of `collection` matching `filter` in `sort` order from `offset`: `limit + 1`
+/// of them, the last one read telling whether there are more. `what` names the read in its
+/// error.
+pub(super) async fn page<T>(
+    collection: &Collection<T>,
+    filter: Document,
+    sort: Document,
+    offset: u64,
+    limit: u32,
+    deadline: Deadline,
+    what: &'static str,
+) -> anyhow::Result<Vec<T>>
+where
+    T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+{
+    collection
+        .find(filter)
+        .sort(sort)
+        .skip(offset)
+        .limit(i64::from(limit) + 1)
+        .max_time(deadline.max_time())
+        .await?
+        .try_collect()
+        .await
+        .context(what)
 }
