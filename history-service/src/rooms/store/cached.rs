@@ -37,8 +37,8 @@ impl RoomStore {
     }
 
     /// The memberships and inbox entries of joins' (user, room) `pairs`, by membership id and
-    /// by pair: a member's from the cache (see [`MemberCache`]) when read
-    /// recently, the rest read (those found both ways are kept).
+    /// by pair: a member's from the cache (see [`MemberCache`]) when read recently, the rest
+    /// read (those found both ways are kept).
     ///
     /// [`MemberCache`]: crate::rooms::cache::MemberCache
     pub async fn members_cached(
