@@ -138,7 +138,7 @@ impl Fill {
     }
 
     /// Message `index` of `room` as history-service stores it (`MessageDocument` in
-    /// `history-service/src/message_store.rs`), written by `author`.
+    /// `history-service/src/message_store/document.rs`), written by `author`.
     pub fn ours_document(&self, room: usize, index: usize, author: &str) -> Document {
         let sent = self.sent_ms(index);
         doc! {
