@@ -627,6 +627,14 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
         }
         return;
     }
+    if kind != Some(KeyKind::RoomEvent) {
+        // A room binding also matches longer `msg.<room>.…` keys a later version may add.
+        tracing::debug!(
+            routing_key,
+            "ignoring a delivery of a kind this gateway does not know"
+        );
+        return;
+    }
     let event = match serde_json::from_slice::<RoomEvent>(data) {
         Ok(event) => event,
         Err(error) => {
