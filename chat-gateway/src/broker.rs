@@ -3,7 +3,8 @@
 //! Out: chat messages are published persistent on a confirm-mode channel and a send is
 //! acknowledged to its client only after the broker confirmed it; room events (presence,
 //! typing) are published fire-and-forget. In: this instance's own queue, bound to the rooms
-//! its connections are in, feeds [`Rooms::deliver`]; it is also bound to every account event,
+//! its connections are in (one binding a room, [`topology::room_binding`], for its messages
+//! and its room events), feeds [`Rooms::deliver`]; it is also bound to every account event,
 //! which [`Accounts::apply`] acts on, and to every membership event (`member.*`), which
 //! [`crate::membership`] applies. Every change of the broker connection drops the cached room
 //! decisions: membership events may have been missed meanwhile.
@@ -438,35 +439,35 @@ impl Session {
         Ok(session)
     }
 
-    /// Binds (`true`) or unbinds (`false`) the instance queue for each room, in order for
-    /// each room, and cancels a bind's token as soon as that room is bound (the room's joins
-    /// wait for it, not for the rest of the wave). The requests are pipelined: each room's
-    /// on one of [`BINDING_CHANNELS`] channels chosen by the room, which the broker handles
-    /// in order, the channels side by side. So a wave of joins of many rooms waits for the
-    /// broker's binding work spread over the channels, not one round trip per room.
+    /// Binds (`true`) or unbinds (`false`) the instance queue for each room, with the room's
+    /// one [`topology::room_binding`] (its messages and its room events), and cancels a bind's
+    /// token as soon as that room is bound (the room's joins wait for it, not for the rest of
+    /// the wave). The requests are pipelined: each room's on one of [`BINDING_CHANNELS`]
+    /// channels chosen by the room, which the broker handles in order, the channels side by
+    /// side. So a wave of joins of many rooms waits for the broker's binding work spread over
+    /// the channels, not one round trip per room.
     async fn apply(
         &self,
         changes: &[(&RoomId, bool, Option<&CancellationToken>)],
     ) -> lapin::Result<()> {
         let requests = changes.iter().map(|(room, bind, bound)| async move {
             let channel = &self.binders[binder_of(room, self.binders.len())];
-            for key in [topology::message_key(room), topology::room_event_key(room)] {
-                let (queue, exchange) = (self.queue.as_str().into(), self.exchange.as_str().into());
-                if *bind {
-                    channel
-                        .queue_bind(
-                            queue,
-                            exchange,
-                            key.as_str().into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await?;
-                } else {
-                    channel
-                        .queue_unbind(queue, exchange, key.as_str().into(), FieldTable::default())
-                        .await?;
-                }
+            let key = topology::room_binding(room);
+            let (queue, exchange) = (self.queue.as_str().into(), self.exchange.as_str().into());
+            if *bind {
+                channel
+                    .queue_bind(
+                        queue,
+                        exchange,
+                        key.as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            } else {
+                channel
+                    .queue_unbind(queue, exchange, key.as_str().into(), FieldTable::default())
+                    .await?;
             }
             if let Some(bound) = bound {
                 bound.cancel();
@@ -631,6 +632,14 @@ fn dispatch(inbound: &Inbound, routing_key: &str, data: &[u8]) {
             }
             Err(error) => tracing::warn!(%error, "ignoring an unreadable chat message"),
         }
+        return;
+    }
+    if kind != Some(KeyKind::RoomEvent) {
+        // A room binding also matches longer `msg.<room>.…` keys a later version may add.
+        tracing::debug!(
+            routing_key,
+            "ignoring a delivery of a kind this gateway does not know"
+        );
         return;
     }
     let event = match serde_json::from_slice::<RoomEvent>(data) {

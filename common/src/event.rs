@@ -1,13 +1,16 @@
 //! The events carried over RabbitMQ and the topology both sides declare.
 //!
-//! One durable topic exchange carries two families of routing keys:
+//! One durable topic exchange carries these families of routing keys:
 //! - `msg.<room>`: chat messages, published persistent with publisher confirms; the history
-//!   service's durable queue is bound to `msg.*`, each gateway instance's queue to the rooms
-//!   its connections have joined;
+//!   service's durable queue is bound to `msg.*`, which matches two-word keys only, so it
+//!   gets messages and nothing else;
+//! - `msg.<room>.evt`: ephemeral room events (presence, typing, room updates), never
+//!   stored; history-service announces each change it applied here too. They share the
+//!   room's `msg.` prefix so that a gateway binds its queue once per room with local
+//!   members, `msg.<room>.#` (`#` matches zero or more words: the room's messages and its
+//!   events), and unbinds that key when the room's last local member leaves;
 //! - `chg.<room>`: changes of stored messages (edit, delete, react), published persistent
 //!   with publisher confirms like messages and bound to the history queue only;
-//!   history-service announces each change it applied on `evt.<room>`;
-//! - `evt.<room>`: ephemeral room events (presence, typing), never stored;
 //! - `account.<user_id>`: account changes published by auth-service (deleted, disabled,
 //!   enabled); every gateway and history-service instance binds a queue of its own to
 //!   `account.*` and stops honouring the user's access tokens;
@@ -16,7 +19,8 @@
 //!   (see docs/rooms.md).
 //!
 //! Every payload carries a version number `v` so the format can evolve while old and new
-//! services run side by side.
+//! services run side by side. Versions that published room events on `evt.<room>` do not
+//! exchange room events with this one (docs/architecture.md, "Routing keys").
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -34,12 +38,29 @@ pub mod topology {
 
     pub const DEFAULT_EXCHANGE: &str = "chat.events";
     pub const DEFAULT_HISTORY_QUEUE: &str = "chat.history";
-    /// Binding of the history queue: every room's chat messages.
+    /// Binding of the history queue: every room's chat messages. `*` is exactly one word, so
+    /// the room events under `msg.<room>.evt` do not match it.
     pub const ALL_MESSAGES_BINDING: &str = "msg.*";
 
     /// Routing key of a room's chat messages.
     pub fn message_key(room: &RoomId) -> String {
         format!("msg.{room}")
+    }
+
+    /// The word after a room's message key that makes the key of its room events.
+    const ROOM_EVENT_WORD: &str = "evt";
+
+    /// Routing key of a room's ephemeral events: under the room's message key, one word
+    /// longer, so that [`room_binding`] carries them and [`ALL_MESSAGES_BINDING`] does not.
+    pub fn room_event_key(room: &RoomId) -> String {
+        format!("msg.{room}.{ROOM_EVENT_WORD}")
+    }
+
+    /// Binding of a gateway's queue for a room with local members: the room's messages and its
+    /// events in one binding (`#` matches zero or more words), so joining a room waits for one
+    /// binding on the broker, not one per kind.
+    pub fn room_binding(room: &RoomId) -> String {
+        format!("msg.{room}.#")
     }
 
     /// Routing key of the changes (edit, delete, react) of a room's messages.
@@ -49,11 +70,6 @@ pub mod topology {
 
     /// Binding of the history queue: every room's message changes.
     pub const ALL_CHANGES_BINDING: &str = "chg.*";
-
-    /// Routing key of a room's ephemeral events.
-    pub fn room_event_key(room: &RoomId) -> String {
-        format!("evt.{room}")
-    }
 
     /// Routing key of a user's account changes.
     pub fn account_key(user: &crate::domain::UserId) -> String {
@@ -81,13 +97,17 @@ pub mod topology {
         Member,
     }
 
-    /// The kind of `routing_key`; `None` for a key none of the above makes.
+    /// The kind of `routing_key`; `None` for a key none of the above makes (a gateway's room
+    /// binding also matches any longer `msg.<room>.…` key a later version may add).
     pub fn kind_of(routing_key: &str) -> Option<KeyKind> {
-        let (prefix, _) = routing_key.split_once('.')?;
+        let (prefix, rest) = routing_key.split_once('.')?;
         match prefix {
-            "msg" => Some(KeyKind::Message),
+            "msg" => match rest.split_once('.') {
+                None if !rest.is_empty() => Some(KeyKind::Message),
+                Some((room, ROOM_EVENT_WORD)) if !room.is_empty() => Some(KeyKind::RoomEvent),
+                _ => None,
+            },
             "chg" => Some(KeyKind::Change),
-            "evt" => Some(KeyKind::RoomEvent),
             "account" => Some(KeyKind::Account),
             "member" => Some(KeyKind::Member),
             _ => None,
@@ -395,7 +415,7 @@ pub enum PresenceState {
     Offline,
 }
 
-/// Payload of an `evt.<room>` publication.
+/// Payload of a `msg.<room>.evt` publication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RoomEvent {
@@ -626,6 +646,20 @@ mod tests {
         }
         assert_eq!(topology::kind_of("other.x"), None);
         assert_eq!(topology::kind_of("msg"), None);
+        assert_eq!(topology::kind_of("msg."), None);
+        assert_eq!(topology::kind_of("msg.general.other"), None);
+        assert_eq!(topology::kind_of("msg.a.b.c"), None);
+        assert_eq!(topology::kind_of("msg..evt"), None);
+        assert_eq!(topology::kind_of("evt.general"), None);
+    }
+
+    #[test]
+    fn a_room_s_events_sit_one_word_under_its_messages_and_one_binding_covers_both() {
+        let room = RoomId::parse("general".into()).expect("valid room");
+        assert_eq!(topology::message_key(&room), "msg.general");
+        assert_eq!(topology::room_event_key(&room), "msg.general.evt");
+        assert_eq!(topology::room_binding(&room), "msg.general.#");
+        assert_eq!(topology::ALL_MESSAGES_BINDING, "msg.*");
     }
 
     #[test]

@@ -280,7 +280,7 @@ async fn gateway_user_runs_its_own_queue_and_publishes_only_room_traffic() {
     declare_durable_queue(&ch, &queue, None)
         .await
         .expect("gateway declares its own queue");
-    for key in ["msg.general", "evt.general", "account.*"] {
+    for key in ["msg.general.#", "account.*"] {
         bind(&ch, &queue, &broker.exchange, key)
             .await
             .unwrap_or_else(|e| panic!("gateway binds {key}: {e}"));
@@ -288,7 +288,7 @@ async fn gateway_user_runs_its_own_queue_and_publishes_only_room_traffic() {
     let mut own = consume(&ch, &queue)
         .await
         .expect("gateway consumes its own queue");
-    for key in ["msg.general", "evt.general"] {
+    for key in ["msg.general", "msg.general.evt"] {
         publish(&ch, &broker.exchange, key)
             .await
             .unwrap_or_else(|e| panic!("gateway publishes {key}: {e}"));
@@ -302,7 +302,7 @@ async fn gateway_user_runs_its_own_queue_and_publishes_only_room_traffic() {
     broker
         .refuses_publish(
             &gateway,
-            "gateway publishes with a key outside msg./evt.",
+            "gateway publishes with a key outside msg./chg./evt.",
             "x.general",
         )
         .await;
@@ -315,7 +315,7 @@ async fn gateway_user_runs_its_own_queue_and_publishes_only_room_traffic() {
             &channel(&gateway).await,
             &broker.history_queue,
             &broker.exchange,
-            "evt.*",
+            "msg.*.evt",
         )
         .await,
     );
@@ -324,7 +324,7 @@ async fn gateway_user_runs_its_own_queue_and_publishes_only_room_traffic() {
 }
 
 #[tokio::test]
-async fn history_user_consumes_messages_and_account_events_but_publishes_nothing() {
+async fn history_user_consumes_messages_and_account_events_and_publishes_no_message() {
     let broker = Broker::new().await;
     let history = broker.connect("history").await;
     let ch = channel(&history).await;
@@ -335,6 +335,13 @@ async fn history_user_consumes_messages_and_account_events_but_publishes_nothing
     let mut account_events = consume(&ch, &accounts)
         .await
         .expect("history consumes its account queue");
+
+    // It announces room events (applied changes, room updates) under the room's `msg.` key,
+    // one word longer than a message's, so its own queue does not get them back: the next
+    // delivery there is the gateway's message.
+    publish(&ch, &broker.exchange, "msg.general.evt")
+        .await
+        .expect("history publishes a room event");
 
     // What the other services publish reaches it.
     let gateway = broker.connect("gateway").await;
@@ -350,6 +357,13 @@ async fn history_user_consumes_messages_and_account_events_but_publishes_nothing
 
     broker
         .refuses_publish(&history, "history publishes a chat message", "msg.general")
+        .await;
+    broker
+        .refuses_publish(
+            &history,
+            "history publishes under a room's messages other than its events",
+            "msg.general.other",
+        )
         .await;
     broker
         .refuses_publish(&history, "history publishes an account event", "account.x")

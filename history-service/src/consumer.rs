@@ -13,7 +13,7 @@
 //!
 //! Message changes (`chg.<room>`: edit, delete, react) come through the same queue. A batch's
 //! messages are stored first, then its changes applied ([`crate::changes::apply_batch`]);
-//! after the acknowledgement each applied change is announced to the room on `evt.<room>`
+//! after the acknowledgement each applied change is announced to the room on `msg.<room>.evt`
 //! through the room events' outbox.
 //!
 //! The same connection also consumes account and member events (`account.*`, `member.*`)

@@ -1,8 +1,12 @@
 use std::time::Duration;
 
 use chat_gateway::settings::Settings;
+use common::domain::RoomId;
+use common::event::topology;
 use common::testing::BrokerProxy;
-use secrecy::SecretString;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::helpers::{Cluster, SlowHistory, TestGateway};
 
@@ -139,4 +143,81 @@ async fn clients_of_a_room_that_cannot_be_read_back_after_a_reconnect_are_told_t
         lagged["last_id"], last,
         "rejoin from the last message it has"
     );
+}
+
+/// A confirm-mode channel to the broker the gateways of the tests use.
+async fn broker_channel() -> (Connection, Channel) {
+    let settings = Settings::load().expect("settings load").amqp.connection;
+    let connection = Connection::connect(
+        settings.uri.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("broker reachable");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
+    (connection, channel)
+}
+
+/// Whether `exchange` routes `key` to some queue: a mandatory publish that no binding matches
+/// comes back with its confirm. What is routed reaches the gateway as an unreadable event,
+/// which it ignores.
+async fn routed(channel: &Channel, exchange: &str, key: &str) -> bool {
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            b"{}",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    confirmation.take_message().is_none()
+}
+
+#[tokio::test]
+async fn a_room_s_messages_and_events_reach_a_gateway_until_its_last_local_member_leaves() {
+    let cluster = Cluster::new().await;
+    let gateway = cluster.gateway().await;
+    let mut alice = gateway.connect("u-alice", "alice").await;
+    let mut bob = gateway.connect("u-bob", "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    let (connection, channel) = broker_channel().await;
+    let room = RoomId::parse("lobby".to_string()).expect("room");
+    let keys = [
+        topology::message_key(&room),
+        topology::room_event_key(&room),
+    ];
+
+    alice.leave("lobby").await;
+    for key in &keys {
+        assert!(
+            routed(&channel, &cluster.exchange, key).await,
+            "{key} is not routed while bob is in the room"
+        );
+    }
+
+    // The room is unbound after `left` is answered, so the test waits for it.
+    bob.leave("lobby").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for key in &keys {
+        while routed(&channel, &cluster.exchange, key).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} is still routed after the room's last member left"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
 }

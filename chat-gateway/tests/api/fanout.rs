@@ -184,6 +184,32 @@ async fn typing_is_relayed_to_the_room() {
 }
 
 #[tokio::test]
+async fn a_member_on_another_gateway_gets_the_room_s_presence_typing_and_messages() {
+    let cluster = Cluster::new().await;
+    let first = cluster.gateway().await;
+    let second = cluster.gateway().await;
+    let mut alice = first.connect("u-alice", "alice").await;
+    alice.join("lobby").await;
+    // The second gateway's first join of the room: its one binding of the room is made now.
+    let mut bob = second.connect("u-bob", "bob").await;
+    bob.join("lobby").await;
+
+    let mut carol = first.connect("u-carol", "carol").await;
+    carol.join("lobby").await;
+    let presence = next_presence_of(&mut bob, "carol").await;
+    assert_eq!(presence["state"], "online");
+    alice
+        .send_json(json!({"type": "typing", "room": "lobby"}))
+        .await;
+    let typing = bob.next_of("typing").await;
+    assert_eq!(typing["user"]["username"], "alice");
+    alice.send_message("lobby", "c-1", "hello bob").await;
+    let message = bob.next_of("message").await;
+    assert_eq!(message["body"], "hello bob");
+    assert_eq!(message["author"]["username"], "alice");
+}
+
+#[tokio::test]
 async fn after_leaving_a_room_its_messages_stop_arriving() {
     let cluster = Cluster::new().await;
     let gateway = cluster.gateway().await;

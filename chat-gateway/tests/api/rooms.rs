@@ -32,7 +32,7 @@ async fn member_event(cluster: &Cluster, user_id: &str, room_id: &str, change: M
     publish(cluster, &topology::member_key(&user(user_id)), &event).await;
 }
 
-/// Publishes an `evt.<room>` event.
+/// Publishes a room event (`msg.<room>.evt`).
 async fn room_event(cluster: &Cluster, event: RoomEvent) {
     publish(cluster, &topology::room_event_key(event.room()), &event).await;
 }

@@ -1,4 +1,4 @@
-//! Announcing stored changes: `member.<user_id>` ([`MemberEvent`]) and `evt.<room>`
+//! Announcing stored changes: `member.<user_id>` ([`MemberEvent`]) and `msg.<room>.evt`
 //! ([`RoomEvent::RoomUpdated`], [`RoomEvent::RoomArchived`]) through the bounded outbox of
 //! [`common::outbox`], published by a task of its own that retries while the broker is away.
 //! Called after the change is in MongoDB; never waits. A dropped event (outbox full) is

@@ -139,14 +139,14 @@ async fn changes_in_any_order_and_twice_end_in_the_newest_state() {
     assert_eq!(bobs["reactions"][0]["me"], true);
 
     let edited = events
-        .expect("evt.lobby", |e| {
+        .expect("msg.lobby.evt", |e| {
             e["kind"] == "message_changed" && e["change"]["type"] == "edited"
         })
         .await;
     assert_eq!(edited["change"]["body"], "newer edit");
     assert_eq!(edited["change"]["version"], 2);
     let reactions = events
-        .expect("evt.lobby", |e| e["change"]["type"] == "reactions")
+        .expect("msg.lobby.evt", |e| e["change"]["type"] == "reactions")
         .await;
     assert_eq!(
         reactions["change"]["reactions"],

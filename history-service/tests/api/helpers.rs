@@ -328,8 +328,8 @@ pub fn user_token(name: &str) -> String {
     common::testing::token(&format!("u-{name}"), name)
 }
 
-/// A queue of the test's own bound to `member.*` and `evt.*` of the app's exchange; events it
-/// skips while looking for one stay queued for later expectations.
+/// A queue of the test's own bound to `member.*` and `msg.*.evt` (every room's events) of the
+/// app's exchange; events it skips while looking for one stay queued for later expectations.
 pub struct EventListener {
     consumer: lapin::Consumer,
     skipped: Vec<(String, serde_json::Value)>,
@@ -356,7 +356,7 @@ impl TestApp {
             )
             .await
             .expect("queue");
-        for binding in [topology::ALL_MEMBERS_BINDING, "evt.*"] {
+        for binding in [topology::ALL_MEMBERS_BINDING, "msg.*.evt"] {
             channel
                 .queue_bind(
                     queue.name().as_str().into(),

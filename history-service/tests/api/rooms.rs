@@ -876,7 +876,7 @@ async fn every_change_is_announced_on_the_exchange() {
     )
     .await;
     let updated = events
-        .expect("evt.stage", |e| e["kind"] == "room_updated")
+        .expect("msg.stage.evt", |e| e["kind"] == "room_updated")
         .await;
     assert_eq!(updated["room"], "stage");
     assert_eq!(updated["view"]["name"], "Main Stage");
@@ -928,7 +928,7 @@ async fn every_change_is_announced_on_the_exchange() {
     let (status, _) = call(&app, Method::DELETE, "/api/rooms/stage", "alice", None).await;
     assert_eq!(status, 204);
     events
-        .expect("evt.stage", |e| e["kind"] == "room_archived")
+        .expect("msg.stage.evt", |e| e["kind"] == "room_archived")
         .await;
     // Archived: read-only.
     let (status, body) = join(&app, "stage", "erin").await;
