@@ -425,8 +425,6 @@ async fn cluster_node_faults(scenario_name: &'static str, gateway_env: &[(&str, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky on a loaded machine: one gateway's clients missed 126 messages live after a \
-            failover (stored, found by `since`); see docs/guarantees.md, Broker cluster"]
 async fn a_cluster_node_killed_then_another_restarted_loses_and_duplicates_nothing() {
     let figures = cluster_node_faults(
         "3-node cluster: kill -9, rolling restart",
