@@ -94,12 +94,17 @@ BROKER_PERMISSIONS = ["configure", "write", "read"]
 BROKER_TOPIC_PERMISSIONS = ["write", "read"]
 
 OVERLAYS = {
-    # overlay directory: files with the Secrets it expects to exist beforehand
+    # overlay directory: files with the Secrets (and ConfigMaps) it expects to exist beforehand
     "deploy/k8s/base": ["deploy/k8s/base/secret.template.yaml"],
     "deploy/k8s/overlays/example": ["deploy/k8s/base/secret.template.yaml"],
     "deploy/k8s/overlays/external-services": [
         "deploy/k8s/base/secret.template.yaml",
         "deploy/k8s/overlays/external-services/secrets.template.yaml",
+    ],
+    "deploy/k8s/overlays/external-services-private-ca": [
+        "deploy/k8s/base/secret.template.yaml",
+        "deploy/k8s/overlays/external-services/secrets.template.yaml",
+        "deploy/k8s/overlays/external-services-private-ca/ca.template.yaml",
     ],
 }
 
@@ -1025,14 +1030,16 @@ def read_template_secrets(paths: list[str], kubeconform: Kubeconform) -> tuple[d
         text = (ROOT / rel).read_text()
         problems += kubeconform.validate(text, f"{rel}: ")[1]
         for doc in load_yaml_docs(text):
-            if doc.get("kind") != "Secret":
-                problems.append(f"{rel}: holds a {doc.get('kind')}, only Secrets belong there")
+            kind = doc.get("kind")
+            if kind not in ("Secret", "ConfigMap"):
+                problems.append(f"{rel}: holds a {kind}, only Secrets and ConfigMaps belong there")
                 continue
             values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
             for key, value in values.items():
                 if not str(value).startswith("REPLACE-"):
-                    problems.append(f"{rel}: Secret/{name_of(doc)} key {key!r} holds a value, not a REPLACE- placeholder")
-            secrets[name_of(doc)] = set(values)
+                    problems.append(f"{rel}: {kind}/{name_of(doc)} key {key!r} holds a value, not a REPLACE- placeholder")
+            if kind == "Secret":
+                secrets[name_of(doc)] = set(values)
     return secrets, problems
 
 
