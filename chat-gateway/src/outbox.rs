@@ -43,6 +43,10 @@ pub enum Outbound {
     /// The queue overflowed while fanning out this room: tell the client and close.
     /// Sent with [`Sender::stop`].
     Lagged(Box<RoomId>),
+    /// The gateway cannot tell whether the connection got every message of the room after
+    /// this id (a room not read back after a lost broker connection): tell the client to
+    /// rejoin from it, and close as for [`Outbound::Lagged`]. Sent with [`Sender::stop`].
+    Resync(Box<(RoomId, MessageId)>),
     /// Close the connection, with this close frame if any. Sent with [`Sender::stop`].
     Close(Option<Box<CloseFrame>>),
 }

@@ -13,7 +13,8 @@
 //! [`Rooms::first_delivery`] has not seen. Copies arriving later through the queue are
 //! dropped the same way. A room whose reads keep failing (about 12 s of attempts), or that
 //! has more than [`MAX_PAGES`] pages since the loss, is handed back to its clients: they get
-//! `lagged` and rejoin from the last message they have.
+//! `lagged` with the id up to which the read back went (their live messages since the
+//! reconnect may be newer: they must rejoin from that id, not from their newest).
 //!
 //! Reads go [`RECOVERY_READS`] at a time: a gateway serving many rooms spreads its recovery
 //! over time rather than asking history-service for every room at once.
@@ -229,7 +230,8 @@ impl Recovery {
                 _ => return,
             }
         }
-        let clients = self.rooms.lag_members(&room);
+        // What the read back delivered goes up to the cursor; the clients fetch the rest.
+        let clients = self.rooms.resync_members(&room, cursor);
         if clients > 0 {
             self.metrics.recovery_handed_back.inc();
             tracing::warn!(%room, clients, "room not read back after a lost broker connection; its clients rejoin");

@@ -176,6 +176,17 @@ describe('ChatClient', () => {
     expect(fetchHistory).toHaveBeenCalledWith('r', { after: '01' }, 100);
   });
 
+  it('catches up from the lagged frame\'s id when it is older than the newest message received', async () => {
+    const { client, latest, fetchHistory } = joinedClient({
+      messages: [msg('01'), msg('03')],
+      history: async () => ({ messages: [msg('02'), msg('03')], has_more: false }),
+    });
+    latest().receive({ type: 'lagged', room: 'r', last_id: '01' });
+    await vi.waitFor(() => expect(client.getSnapshot().rooms.r!.messages).toHaveLength(3));
+    expect(fetchHistory).toHaveBeenCalledWith('r', { after: '01' }, 100);
+    expect(client.getSnapshot().rooms.r!.messages.map((m) => m.id)).toEqual(['01', '02', '03']);
+  });
+
   it('sends messages written while disconnected once the room is rejoined', () => {
     const { client, latest } = joinedClient();
     latest().drop();

@@ -866,7 +866,10 @@ export class ChatClient {
         this.dispatch({ type: 'readMoved', room: event.room, id: event.id, me: me.id });
         return;
       case 'lagged': {
-        const from = lastSeenId(this.state.rooms[event.room]) ?? event.last_id;
+        // From the earlier of the two: after a broker outage the server's `last_id` can be older
+        // than messages received live since (ids compare as strings).
+        const seen = lastSeenId(this.state.rooms[event.room]);
+        const from = seen !== null && event.last_id !== null && event.last_id < seen ? event.last_id : (seen ?? event.last_id);
         if (from !== null && this.wanted.has(event.room)) void this.catchUp(event.room, from);
         return;
       }

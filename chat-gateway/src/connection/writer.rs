@@ -55,7 +55,9 @@ where
             let frames = match item {
                 Outbound::Frame(frame) => Frames::One(Message::Text(Arc::unwrap_or_clone(frame))),
                 Outbound::Ping => Frames::One(Message::Ping(Default::default())),
-                Outbound::Lagged(_) | Outbound::Close(_) => break Stop::from(item),
+                Outbound::Lagged(_) | Outbound::Resync(_) | Outbound::Close(_) => {
+                    break Stop::from(item);
+                }
                 Outbound::BeginJoin(room) => {
                     rooms.insert(*room, RoomState::Joining(Vec::new()));
                     continue;
@@ -68,7 +70,7 @@ where
                     Some(RoomState::Joining(held)) => {
                         // Held messages count against the same bound as the queue.
                         if held.len() >= max_held {
-                            break Stop::Lagged(Some(live.room.clone()));
+                            break Stop::Lagged(Some(live.room.clone()), None);
                         }
                         held.push(live);
                         continue;
@@ -128,10 +130,16 @@ where
         };
         let close = match stop {
             Stop::Close(frame) => frame,
-            Stop::Lagged(room) => {
+            Stop::Lagged(room, resume) => {
                 if let Some(room) = room {
+                    // The client rejoins from the earlier of what was written last and where
+                    // the gateway's certainty ends.
+                    let last_id = match (rooms.last_id(&room), resume) {
+                        (Some(written), Some(resume)) => Some(written.min(resume)),
+                        (written, resume) => written.or(resume),
+                    };
                     let frame = ServerFrame::Lagged {
-                        last_id: rooms.last_id(&room),
+                        last_id,
                         room: &room,
                     }
                     .to_text();
@@ -163,17 +171,22 @@ where
 enum Stop {
     /// Send this close frame (if any) and end.
     Close(Option<CloseFrame>),
-    /// The connection fell behind in this room.
-    Lagged(Option<RoomId>),
+    /// The connection fell behind in this room, or may miss messages of it after the id
+    /// given.
+    Lagged(Option<RoomId>, Option<MessageId>),
 }
 
 impl From<Outbound> for Stop {
     /// The stop item of the queue (see [`outbox::Sender::stop`]).
     fn from(last: Outbound) -> Self {
         match last {
-            Outbound::Lagged(room) => Stop::Lagged(Some(*room)),
+            Outbound::Lagged(room) => Stop::Lagged(Some(*room), None),
+            Outbound::Resync(resync) => {
+                let (room, resume) = *resync;
+                Stop::Lagged(Some(room), Some(resume))
+            }
             Outbound::Close(frame) => Stop::Close(frame.map(|frame| *frame)),
-            // Only the two above are ever sent as a stop.
+            // Only the three above are ever sent as a stop.
             _ => Stop::Close(None),
         }
     }

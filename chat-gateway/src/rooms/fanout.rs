@@ -94,15 +94,17 @@ impl Rooms {
         Some(member.token.get())
     }
 
-    /// Stops every local member of the room with [`Outbound::Lagged`]: their clients are told
-    /// the last message they got and rejoin from it.
-    pub fn lag_members(&self, room: &RoomId) -> usize {
+    /// Stops every local member of the room with [`Outbound::Resync`]: their clients are
+    /// told to rejoin from `resume` (or the last message they got, if earlier).
+    pub fn resync_members(&self, room: &RoomId, resume: MessageId) -> usize {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else {
             return 0;
         };
         for member in entry.local.values() {
-            member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
+            member
+                .tx
+                .stop(Outbound::Resync(Box::new((room.clone(), resume))));
         }
         entry.local.len()
     }

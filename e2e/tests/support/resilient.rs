@@ -3,8 +3,9 @@
 //!
 //! - It reconnects with backoff (100 ms doubling to 2 s), moving on to the next gateway when
 //!   one refuses connections or closes with 1001 (going away).
-//! - It rejoins each room with `since` = the newest message id it has seen there, and pages
-//!   the rest from the history API when `joined` says `truncated`.
+//! - It rejoins each room with `since` = the newest message id it has seen there (or the
+//!   `last_id` of a `lagged` frame, when older), and pages the rest from the history API when
+//!   `joined` says `truncated`.
 //! - It resends every message not yet acknowledged, with its original `client_id`, on each new
 //!   connection and after an `unavailable` (or `rate_limited`) refusal, until it is acked.
 //! - It records every message id received, per connection (a second copy on one connection is
@@ -665,7 +666,20 @@ impl Driver {
                     None => self.record().unexpected.push(format!("error: {frame}")),
                 }
             }
-            "lagged" => self.record().lagged += 1,
+            "lagged" => {
+                self.record().lagged += 1;
+                // The next join starts at the earlier of the two: after a broker outage the
+                // gateway's `last_id` can be older than messages received live since.
+                if let (Some(room), Some(resume)) =
+                    (frame["room"].as_str(), frame["last_id"].as_str())
+                    && self
+                        .last_seen
+                        .get(room)
+                        .is_some_and(|seen| resume < seen.as_str())
+                {
+                    self.last_seen.insert(room.to_string(), resume.to_string());
+                }
+            }
             // Room list news: a public room's first join adds the user to it (`room_added`).
             "presence" | "typing" | "pong" | "left" | "room_added" | "room_updated" | "read" => {}
             _ => self
