@@ -2,7 +2,7 @@
 //!
 //! A tour: [`server`] verifies the access token and upgrades `/ws`; [`connection`] runs one
 //! socket: its read loop (`connection/mod.rs`), what it does with each client frame of
-//! [`protocol`] (`commands.rs`), what every connection shares (`hub.rs`) and the writer that
+//! [`protocol`] (`commands/`), what every connection shares (`hub.rs`) and the writer that
 //! stitches each join's history to its live messages (`writer.rs`). Everything for a client is
 //! queued in its bounded [`outbox`]. [`receipts`] lets a retried send keep its first id;
 //! [`rooms`] tracks which local connections are in which room and fans frames out to them;

@@ -53,7 +53,7 @@ pub enum QueueType {
 pub struct ReceiptSettings {
     pub retention_hours: u32,
     /// A retry this soon after its first attempt is published again without asking whether
-    /// the message is stored (see `connection/commands.rs`, `send_message`).
+    /// the message is stored (see `connection/commands/send.rs`, `send_message`).
     pub republish_within_ms: u64,
 }
 

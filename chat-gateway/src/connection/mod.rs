@@ -16,8 +16,8 @@
 //!   timeout, token expiry, pings, rate limit) up to the closing handshake;
 //! - `hub.rs`: what every connection shares ([`Hub`]) and the per-user connection limit
 //!   ([`ConnectionSlot`]);
-//! - `commands.rs`: what the reader does with each client frame (send, auth, join, leave,
-//!   typing, ping);
+//! - `commands/`: what the reader does with each client frame (send, change, auth, join,
+//!   leave, typing, read, ping), a file a frame or concept;
 //! - `writer.rs`: the writer task, and the seam between a join's history and its live
 //!   messages.
 
@@ -276,7 +276,7 @@ where
 struct Gone;
 
 /// A connection's reading side and what it keeps: the session, its sender to the writer, the
-/// rooms it joined, its rate limit. What it does with each frame is in `commands.rs`.
+/// rooms it joined, its rate limit. What it does with each frame is in `commands/`.
 struct Reader {
     conn: ConnId,
     hub: Arc<Hub>,
