@@ -13,8 +13,9 @@
 //! [`Rooms::first_delivery`] has not seen. Copies arriving later through the queue are
 //! dropped the same way. A room whose reads keep failing (about 12 s of attempts), or that
 //! has more than [`MAX_PAGES`] pages since the loss, is handed back to its clients: they get
-//! `lagged` with the id up to which the read back went (their live messages since the
-//! reconnect may be newer: they must rejoin from that id, not from their newest).
+//! `lagged` with the id where the read back started (their live messages since the reconnect
+//! may be newer: they must rejoin from that id, not from their newest). So does a client whose
+//! queue overflows with what the read back delivers.
 //!
 //! Reads go [`RECOVERY_READS`] at a time: a gateway serving many rooms spreads its recovery
 //! over time rather than asking history-service for every room at once.
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::history::{HistoryClient, HistoryPage};
 use crate::metrics::GatewayMetrics;
-use crate::outbox::{LiveMessage, Outbound};
+use crate::outbox::LiveMessage;
 use crate::rooms::Rooms;
 
 /// Rooms read back at a time.
@@ -193,10 +194,13 @@ impl Recovery {
     /// Delivers the room's messages since `from` that this gateway has not fanned out, or
     /// hands the room back to its clients when they cannot all be read.
     async fn recover(&self, room: RoomId, from: DateTime<Utc>) {
-        let mut cursor = MessageId::from_ulid(ulid::Ulid::from_parts(
+        // Where the clients must rejoin from if the room is handed back: messages delivered
+        // here may still wait in their queues, which a hand-back drops.
+        let start = MessageId::from_ulid(ulid::Ulid::from_parts(
             u64::try_from(from.timestamp_millis()).unwrap_or(0),
             0,
         ));
+        let mut cursor = start;
         for page_number in 0..MAX_PAGES {
             // The room may have emptied meanwhile: nobody to recover for.
             let (Some(binding), Some(token)) =
@@ -220,9 +224,8 @@ impl Recovery {
                 if self.rooms.first_delivery(message.id) {
                     self.metrics.recovered_messages.inc();
                     self.rooms.remember(message, None);
-                    let live = LiveMessage::of(message);
                     self.rooms
-                        .deliver(&room, || Outbound::RoomMessage(live.clone()));
+                        .deliver_recovered(&LiveMessage::of(message), start);
                 }
             }
             match page.messages.last() {
@@ -230,8 +233,7 @@ impl Recovery {
                 _ => return,
             }
         }
-        // What the read back delivered goes up to the cursor; the clients fetch the rest.
-        let clients = self.rooms.resync_members(&room, cursor);
+        let clients = self.rooms.resync_members(&room, start);
         if clients > 0 {
             self.metrics.recovery_handed_back.inc();
             tracing::warn!(%room, clients, "room not read back after a lost broker connection; its clients rejoin");

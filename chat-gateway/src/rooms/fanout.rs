@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use common::domain::{MessageId, RoomId};
 
-use crate::outbox::{self, Outbound};
+use crate::outbox::{self, LiveMessage, Outbound};
 
 use super::{Member, Rooms};
 
@@ -46,15 +46,43 @@ impl Rooms {
     /// Hands `item` to one member without waiting; a member whose queue is full is stopped
     /// with [`Outbound::Lagged`]. Whether it was queued.
     pub(super) fn offer(&self, room: &RoomId, member: &Member, item: Outbound) -> bool {
+        self.offer_or(member, item, || Outbound::Lagged(Box::new(room.clone())))
+    }
+
+    /// Hands `item` to one member without waiting; a member whose queue is full is stopped
+    /// with `stop()`. Whether it was queued.
+    fn offer_or(&self, member: &Member, item: Outbound, stop: impl FnOnce() -> Outbound) -> bool {
         match member.tx.try_send(item) {
             Ok(()) => true,
             Err(outbox::TrySendError::Full) => {
                 self.metrics.outbound_overflows.inc();
-                member.tx.stop(Outbound::Lagged(Box::new(room.clone())));
+                member.tx.stop(stop());
                 false
             }
             Err(outbox::TrySendError::Closed) => false,
         }
+    }
+
+    /// Hands a message read back after a lost broker connection to every local member of the
+    /// room, as [`Rooms::deliver`] does, except that a member whose queue is full is stopped
+    /// with [`Outbound::Resync`] from `resume`: the queue it loses can hold messages older
+    /// than the last one written to it.
+    pub fn deliver_recovered(&self, live: &Arc<LiveMessage>, resume: MessageId) -> usize {
+        let rooms = self.lock();
+        let Some(entry) = rooms.get(&live.room) else {
+            return 0;
+        };
+        let delivered = entry
+            .local
+            .values()
+            .filter(|member| {
+                self.offer_or(member, Outbound::RoomMessage(live.clone()), || {
+                    Outbound::Resync(Box::new((live.room.clone(), resume)))
+                })
+            })
+            .count();
+        self.metrics.frames_delivered.inc_by(delivered as u64);
+        delivered
     }
 
     /// Whether message `id` is fanned out for the first time by this gateway: a copy of one
