@@ -30,6 +30,17 @@ impl Rooms {
     /// Hands `make()` to every local member of the room without waiting: a member whose queue
     /// is full is stopped with [`Outbound::Lagged`] instead of slowing everyone down.
     pub fn deliver(&self, room: &RoomId, make: impl Fn() -> Outbound) -> usize {
+        self.fan_out(room, make, || Outbound::Lagged(Box::new(room.clone())))
+    }
+
+    /// Hands `make()` to every local member of the room without waiting; a member whose queue
+    /// is full is stopped with `stop()`. How many members it was queued for.
+    fn fan_out(
+        &self,
+        room: &RoomId,
+        make: impl Fn() -> Outbound,
+        stop: impl Fn() -> Outbound,
+    ) -> usize {
         let rooms = self.lock();
         let Some(entry) = rooms.get(room) else {
             return 0;
@@ -37,7 +48,7 @@ impl Rooms {
         let delivered = entry
             .local
             .values()
-            .filter(|member| self.offer(room, member, make()))
+            .filter(|member| self.offer_or(member, make(), &stop))
             .count();
         self.metrics.frames_delivered.inc_by(delivered as u64);
         delivered
@@ -68,21 +79,11 @@ impl Rooms {
     /// with [`Outbound::Resync`] from `resume`: the queue it loses can hold messages older
     /// than the last one written to it.
     pub fn deliver_recovered(&self, live: &Arc<LiveMessage>, resume: MessageId) -> usize {
-        let rooms = self.lock();
-        let Some(entry) = rooms.get(&live.room) else {
-            return 0;
-        };
-        let delivered = entry
-            .local
-            .values()
-            .filter(|member| {
-                self.offer_or(member, Outbound::RoomMessage(live.clone()), || {
-                    Outbound::Resync(Box::new((live.room.clone(), resume)))
-                })
-            })
-            .count();
-        self.metrics.frames_delivered.inc_by(delivered as u64);
-        delivered
+        self.fan_out(
+            &live.room,
+            || Outbound::RoomMessage(live.clone()),
+            || Outbound::Resync(Box::new((live.room.clone(), resume))),
+        )
     }
 
     /// Whether message `id` is fanned out for the first time by this gateway: a copy of one
